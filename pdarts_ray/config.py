@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -182,9 +183,9 @@ def _type_error(annotation: str, value) -> str | None:
             if _type_error(inner, v):
                 return f"must be a list of {inner}"
         return None
-    checks = {"int": _is_int, "float": _is_number, "bool": lambda v: isinstance(v, bool),
+    checks = {"int": _is_int, "float": lambda v: _is_number(v) and math.isfinite(v), "bool": lambda v: isinstance(v, bool),
               "str": lambda v: isinstance(v, str)}
-    names = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}
+    names = {"int": "an integer", "float": "a finite number", "bool": "true or false", "str": "a string"}
     if ann in checks:
         return None if checks[ann](value) else f"must be {names[ann]}"
     raise TypeError(f"unsupported config annotation {annotation}")
@@ -200,13 +201,24 @@ def _at_least(cfg, key, low):
         raise UserError(f"config: {key}: must be at least {low}, got {getattr(cfg, key)}")
 
 
-def _normalise(cls, key: str, value):
-    """YAML gives ints where floats are meant; lists of floats are coerced likewise."""
-    ann = {f.name: f.type for f in fields(cls)}[key].replace(" ", "")
-    if ann.startswith("float") and _is_int(value):
+def _as_float(value):
+    """YAML reads `3` as an int and `1e-3` (no dot) as a string; both mean a float here."""
+    if _is_int(value):
         return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _normalise(cls, key: str, value):
+    ann = {f.name: f.type for f in fields(cls)}[key].replace(" ", "")
+    if ann.startswith("float"):
+        return _as_float(value)
     if ann.startswith("list[float]") and isinstance(value, list):
-        return [float(v) if _is_int(v) else v for v in value]
+        return [_as_float(v) for v in value]
     return value
 
 

@@ -128,7 +128,7 @@ def ensure_digits(root: Path | None = None) -> Path:
     """The 1,797 handwritten digits shipped inside scikit-learn, as CIFAR-10 files.
 
     8x8 grey images (0..16) are scaled to 0..255, upsampled to 32x32 and copied to
-    3 channels; every 6th image goes to the test batch (1,497 train / 300 test).
+    3 channels; every 6th image goes to the test batch (1,498 train / 299 test).
     """
     root = Path(root or digits_root())
     if (root / CIFAR10_FOLDER / "checksums.json").exists():
