@@ -17,7 +17,7 @@ import torch
 
 from .config import SearchConfig
 from .memory import process_peak_rss_bytes
-from .runtime import cpu_threads, resolve_device
+from .runtime import cpu_threads, memory_format, resolve_device
 from .search import Stage, StagePlan
 from .space import NUM_EDGES, PRIMITIVES
 
@@ -50,6 +50,7 @@ def bench_step(stage: int, batch: int = 32, device: str = "auto", warmup: int = 
 
     def batch_pair():
         x = torch.randn(batch, 3, image_size, image_size, generator=g).to(dev)
+        x = x.contiguous(memory_format=memory_format(cfg.channels_last, dev))
         return x, torch.randint(0, 10, (batch,), generator=g).to(dev)
 
     data = [(batch_pair(), batch_pair()) for _ in range(warmup + steps)]

@@ -69,6 +69,7 @@ class SearchConfig:
     grad_clip: float = 5.0
     train_portion: float = 0.5
     valid_every: int = 1  # validate every k-th epoch (and always the last of a stage)
+    channels_last: str = "auto"  # auto: channels-last memory format on CPU, where it pays
 
     @property
     def num_stages(self) -> int:
@@ -124,6 +125,7 @@ class SearchConfig:
         if not 0.0 < self.train_portion < 1.0:
             raise UserError(f"config: train_portion: must be in (0, 1), got {self.train_portion}")
         _at_least(self, "valid_every", 1)
+        _choice(self, "channels_last", ("auto", "on", "off"))
         return self
 
 
@@ -141,7 +143,7 @@ SEARCH_PRESETS: dict[str, dict[str, Any]] = {
     # to a few minutes on 2 CPU cores while still learning.
     "tiny": dict(dataset="digits", image_size=16, cells=[3, 4, 5], ops_kept=[8, 5, 3],
                  skip_dropout=[0.0, 0.4, 0.7], skip_connects=2, epochs=6, warmup_epochs=2,
-                 batch_size=64, channels=8, lr=0.05),
+                 batch_size=96, channels=8, lr=0.08),
     # For tests: seconds.
     "smoke": dict(dataset="synthetic", synthetic_size=128, synthetic_classes=4, image_size=8,
                   cells=[3, 4, 5], ops_kept=[8, 5, 3], skip_dropout=[0.0, 0.4, 0.7],

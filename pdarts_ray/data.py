@@ -295,8 +295,10 @@ def load_dataset(dataset: str, data_root: str | None = None, image_size: int = 3
 class DeviceImages:
     """A set of images living on the training device, served as normalised batches."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean, std, device):
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean, std, device,
+                 memory_format: torch.memory_format = torch.contiguous_format):
         self.device = torch.device(device)
+        self.memory_format = memory_format
         self.x = images.to(self.device)
         self.y = labels.to(self.device)
         self.mean = torch.tensor(mean, device=self.device).view(1, -1, 1, 1)
@@ -311,7 +313,8 @@ class DeviceImages:
         x = self.x.index_select(0, index).float().div_(255)
         if augment is not None:
             x = random_crop_flip(x, self.pad, augment)
-        return (x - self.mean) / self.std, self.y.index_select(0, index)
+        x = ((x - self.mean) / self.std).contiguous(memory_format=self.memory_format)
+        return x, self.y.index_select(0, index)
 
 
 def random_crop_flip(x: torch.Tensor, pad: int, g: torch.Generator) -> torch.Tensor:

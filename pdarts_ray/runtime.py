@@ -21,6 +21,13 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def memory_format(setting: str, device: torch.device) -> torch.memory_format:
+    """Channels-last where it pays: on CPU oneDNN's depthwise convolutions run 1.5-2.5x faster."""
+    if setting == "on" or (setting == "auto" and device.type == "cpu"):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 def cpu_threads(requested: int) -> int:
     """The CPU thread count to pin (0 = every core this process may use)."""
     if requested > 0:

@@ -29,7 +29,7 @@ from .config import SearchConfig, from_dict, to_dict
 from .data import DeviceImages, ImageData, load_dataset, shuffled_batches
 from .errors import SearchDiverged, UserError
 from .memory import PeakMemory
-from .runtime import capture_rng, cpu_threads, derived_seed, resolve_device, restore_rng
+from .runtime import capture_rng, cpu_threads, derived_seed, memory_format, resolve_device, restore_rng
 from .space import (NUM_EDGES, NUM_OPS, PRIMITIVES, CellState, derive, derive_all_m,
                     full_switches, prune_switches)
 from .supernet import SearchNetwork
@@ -100,7 +100,8 @@ class Stage:
         torch.manual_seed(seed)  # weight initialisation and skip dropout draw from it
         alpha_gen = torch.Generator().manual_seed(derived_seed(seed, 1))
         self.model = SearchNetwork(cfg.channels, num_classes, plan.cells, switches["normal"],
-                                   switches["reduce"], plan.rate, alpha_generator=alpha_gen).to(device)
+                                   switches["reduce"], plan.rate, alpha_generator=alpha_gen)
+        self.model.to(device=device, memory_format=memory_format(cfg.channels_last, device))
         self.data_gen = torch.Generator(device=device).manual_seed(derived_seed(seed, 2))
         self.weights = self.model.weight_parameters()
         self.alphas = self.model.arch_parameters()
@@ -251,7 +252,8 @@ class ProgressiveSearch:
         if resume:
             start = self._resume_point(self.checkpoints.load(), plans)
         data = data or load_search_data(cfg)
-        images = DeviceImages(data.train_x, data.train_y, data.mean, data.std, device)
+        images = DeviceImages(data.train_x, data.train_y, data.mean, data.std, device,
+                              memory_format(cfg.channels_last, device))
         split = int(math.floor(cfg.train_portion * len(images)))
         if split < 1 or split >= len(images):
             raise UserError(f"{cfg.dataset}: {len(images)} training images are too few to split for search")
