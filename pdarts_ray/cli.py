@@ -6,6 +6,7 @@ Bad input is one line on stderr and exit code 2, with nothing written.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import time
@@ -15,6 +16,11 @@ from . import __version__
 from .errors import SearchDiverged, UserError
 
 
+# Modules that add commands: each has `register(subparsers, groups)`, where groups maps
+# a command group ("genotype", "bench") to its subparsers.
+COMMAND_MODULES: tuple[str, ...] = ()
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (and exit code 2)."""
 
@@ -22,19 +28,20 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{self.prog}: {message}")
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def add_common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON and nothing else on stdout")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
 
 
-def _emit(args, data, text: str | None = None) -> None:
+def emit(args, data, text: str | None = None) -> None:
+    """JSON on stdout with --json; otherwise `text` unless --quiet."""
     if args.json:
         print(json.dumps(data, indent=1))
     elif text is not None and not args.quiet:
         print(text)
 
 
-def _read_json(path: str) -> dict:
+def read_json_object(path: str) -> dict:
     p = Path(path)
     try:
         data = json.loads(p.read_text())
@@ -56,7 +63,7 @@ def cmd_presets(args) -> int:
                    "config": to_dict(resolve(SearchConfig, SEARCH_PRESETS, name))}
             for name in SEARCH_PRESETS}
     if args.json:
-        _emit(args, rows)
+        emit(args, rows)
         return 0
     from rich.console import Console
     from rich.table import Table
@@ -108,7 +115,7 @@ def cmd_search(args) -> int:
         if args.dry_run:
             resolved = to_dict(cfg)
             if args.json:
-                _emit(args, resolved)
+                emit(args, resolved)
             else:
                 import yaml
 
@@ -124,7 +131,7 @@ def cmd_search(args) -> int:
             hooks.close()
     result = {"run_dir": str(run_dir), **result}
     if args.json:
-        _emit(args, result)
+        emit(args, result)
     elif not args.quiet:
         _print_search_summary(run_dir, result)
     return 0
@@ -153,17 +160,24 @@ def _print_search_summary(run_dir: Path, result: dict) -> None:
     g = result["genotype"]
     console.print(f"final genotype (M = {result['skip_connects']}, "
                   f"{result['skip_connects_before_refinement']} skip-connects before refinement):")
-    console.print(f"  normal: {g['normal']}")
-    console.print(f"  reduce: {g['reduce']}")
+    console.print(f"  normal: {format_cell(g['normal'])}", highlight=False)
+    console.print(f"  reduce: {format_cell(g['reduce'])}", highlight=False)
     console.print(f"run folder: {run_dir}")
 
 
 # ---------------------------------------------------------------- genotype
 
+def format_cell(genes) -> str:
+    """`n0 = sep_conv_3x3(c_k-2) + skip_connect(c_k-1); n1 = ...`: one node after another."""
+    name = lambda j: ("c_k-2", "c_k-1")[j] if j < 2 else f"n{j - 2}"  # noqa: E731
+    return "; ".join(f"n{i // 2} = {genes[i][0]}({name(genes[i][1])}) + {genes[i + 1][0]}({name(genes[i + 1][1])})"
+                     for i in range(0, len(genes), 2))
+
+
 def _read_state(path: str):
     from .space import PRIMITIVES, CellState
 
-    data = _read_json(path)
+    data = read_json_object(path)
     if "primitives" in data and list(data["primitives"]) != list(PRIMITIVES):
         raise UserError(f"{path}: primitives differ from pdarts-ray's ({', '.join(PRIMITIVES)})")
     try:
@@ -179,7 +193,7 @@ def cmd_genotype_derive(args) -> int:
     if args.skip_connects is not None and not 0 <= args.skip_connects <= 8:
         raise UserError(f"--skip-connects: must be in 0..8, got {args.skip_connects}")
     genotype = derive(normal, reduce, args.skip_connects).to_dict()
-    _emit(args, genotype, f"normal: {genotype['normal']}\nreduce: {genotype['reduce']}")
+    emit(args, genotype, f"normal: {format_cell(genotype['normal'])}\nreduce: {format_cell(genotype['reduce'])}")
     return 0
 
 
@@ -195,7 +209,7 @@ def cmd_genotype_prune(args) -> int:
         out[f"switches_{name}"] = prune_switches(cell.switches, cell.alphas, args.drop, args.last_stage)
     text = "\n".join(f"{k}:\n" + "\n".join("  " + "".join("x" if v else "." for v in row) for row in rows)
                      for k, rows in out.items())
-    _emit(args, out, text)
+    emit(args, out, text)
     return 0
 
 
@@ -212,7 +226,7 @@ def cmd_bench_step(args) -> int:
     if err:
         raise UserError(f"--device: {err}, got {args.device!r}")
     result = bench_step(args.stage, batch=args.batch, device=args.device)
-    _emit(args, result, f"stage {result['stage']} batch {result['batch']} on {result['device']}: "
+    emit(args, result, f"stage {result['stage']} batch {result['batch']} on {result['device']}: "
                         f"{result['median_step_s']:.3f} s/step (median), "
                         f"peak memory {result['peak_memory_bytes'] / 2**20:.0f} MiB")
     return 0
@@ -226,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser("presets", help="list the config presets")
-    _common(p)
+    add_common_flags(p)
     p.set_defaults(func=cmd_presets)
 
     p = sub.add_parser("search", help="run a progressive (three-stage) search",
@@ -242,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="run folder (default ./pdarts-runs/search-<time>); must be new or empty")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
-    _common(p)
+    add_common_flags(p)
     p.set_defaults(func=cmd_search)
 
     g = sub.add_parser("genotype", help="derive, prune and inspect genotypes")
@@ -250,13 +264,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = gsub.add_parser("derive", help="the genotype of a final-stage state (switches + alphas)")
     p.add_argument("state", metavar="STATE.json")
     p.add_argument("--skip-connects", type=int, metavar="M", help="refine the normal cell to at most M skip-connects")
-    _common(p)
+    add_common_flags(p)
     p.set_defaults(func=cmd_genotype_derive)
     p = gsub.add_parser("prune", help="drop the weakest ops of every edge (between stages)")
     p.add_argument("state", metavar="STATE.json")
     p.add_argument("--drop", type=int, required=True, metavar="N", help="ops to drop per edge")
     p.add_argument("--last-stage", action="store_true", help="`none` goes first and counts as a drop")
-    _common(p)
+    add_common_flags(p)
     p.set_defaults(func=cmd_genotype_prune)
 
     b = sub.add_parser("bench", help="benchmarks")
@@ -265,8 +279,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage", type=int, choices=(1, 2, 3), required=True)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--device", default="auto")
-    _common(p)
+    add_common_flags(p)
     p.set_defaults(func=cmd_bench_step)
+
+    groups = {"genotype": gsub, "bench": bsub}
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(sub, groups)
     return parser
 
 
@@ -276,9 +294,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         if not hasattr(args, "func"):
             # a command group without its subcommand: show what it offers
-            target = {"genotype": "genotype", "bench": "bench"}.get(getattr(args, "command", None) or "")
-            if target:
-                parser.parse_args([target, "--help"])
+            if getattr(args, "command", None) in ("genotype", "bench"):
+                parser.parse_args([args.command, "--help"])
             parser.print_help()
             return 2
         return args.func(args)
