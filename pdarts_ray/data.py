@@ -336,3 +336,21 @@ def shuffled_batches(indices: torch.Tensor, batch_size: int, g: torch.Generator)
     """One epoch of a random sampler over `indices`: a fresh permutation, last batch partial."""
     order = indices[torch.randperm(len(indices), generator=g, device=indices.device)]
     return list(order.split(batch_size))
+
+
+def cutout(x: torch.Tensor, length: int, g: torch.Generator) -> torch.Tensor:
+    """Zero one length x length square per image (x: N,C,H,W, already normalised).
+
+    The centre is uniform over the image and the square is clipped at the borders, so
+    squares near an edge are smaller (the reference's Cutout, applied after Normalize).
+    """
+    n, _, h, w = x.shape
+    dev = x.device
+    cy = torch.randint(0, h, (n, 1), generator=g, device=dev)
+    cx = torch.randint(0, w, (n, 1), generator=g, device=dev)
+    rows = torch.arange(h, device=dev)
+    cols = torch.arange(w, device=dev)
+    inside_y = (rows >= cy - length // 2) & (rows < cy + length // 2)  # N,H
+    inside_x = (cols >= cx - length // 2) & (cols < cx + length // 2)  # N,W
+    keep = ~(inside_y[:, :, None] & inside_x[:, None, :])  # N,H,W
+    return x * keep[:, None].to(x.dtype)
