@@ -48,7 +48,7 @@ class EvalConfig:
     channels_last: str = "auto"
     loader_workers: int = 4  # DataLoader processes per worker, for dataset=imagenet
     workers: int = 1  # data-parallel workers
-    ray_train: str = "auto"  # auto: Ray Train when workers > 1; on: also for one worker
+    ray_train: bool = False  # run one worker through Ray Train too (more than one always runs there)
     max_failures: int = 2  # Ray Train restarts from the last checkpoint after a worker failure
 
     def validate(self) -> "EvalConfig":
@@ -98,13 +98,12 @@ class EvalConfig:
         _at_least(self, "threads", 0)
         _choice(self, "channels_last", ("auto", "on", "off"))
         _at_least(self, "loader_workers", 0)
-        _choice(self, "ray_train", ("auto", "on"))
         _at_least(self, "max_failures", 0)
         return self
 
     @property
     def uses_ray(self) -> bool:
-        return self.workers > 1 or self.ray_train == "on"
+        return self.workers > 1 or self.ray_train
 
 
 _CIFAR_RECIPE = dict(network="cifar", image_size=32, channels=36, layers=20, auxiliary_weight=0.4, drop_path=0.3,

@@ -49,7 +49,7 @@ def _resolve_config(args):
     from .eval_config import EVAL_PRESETS, EvalConfig
 
     flags = {"data_root": args.data_root, "device": args.device, "seed": args.seed, "workers": args.workers,
-             "ray_train": "on" if args.ray else None}
+             "ray_train": True if args.ray else None}
     return resolve(EvalConfig, EVAL_PRESETS, args.preset or "eval-tiny", args.config, args.set, flags)
 
 
