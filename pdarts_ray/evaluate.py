@@ -380,7 +380,8 @@ class EvalRun:
             rewrite_jsonl(self.run_dir / METRICS_FILE, [r for r in rows if r.get("epoch", 0) < first_epoch])
         net = model
         if ranks.active:
-            net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+            device_ids = [device.index] if device.type == "cuda" else None
+            net = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
         for epoch in range(first_epoch, cfg.epochs):
             t0 = time.perf_counter()
             row = {"epoch": epoch, **train_epoch(cfg, net, model, optimizer, data_source, epoch, ranks)}

@@ -8,8 +8,8 @@ from pathlib import Path
 from .cli import add_common_flags, emit
 from .errors import UserError
 
-_CONFIG_FLAGS = ("genotype", "preset", "config", "set", "data_root", "device", "seed", "workers", "ray", "out",
-                 "weights", "test_only", "dry_run")
+_CONFIG_FLAGS = ("genotype", "preset", "config", "set", "data_root", "download", "device", "seed", "workers", "ray",
+                 "out", "weights", "test_only", "dry_run")
 
 
 def _fmt_count(n: int) -> str:
@@ -48,8 +48,8 @@ def _resolve_config(args):
     from .config import resolve
     from .eval_config import EVAL_PRESETS, EvalConfig
 
-    flags = {"data_root": args.data_root, "device": args.device, "seed": args.seed, "workers": args.workers,
-             "ray_train": True if args.ray else None}
+    flags = {"data_root": args.data_root, "download": True if args.download else None, "device": args.device,
+             "seed": args.seed, "workers": args.workers, "ray_train": True if args.ray else None}
     return resolve(EvalConfig, EVAL_PRESETS, args.preset or "eval-tiny", args.config, args.set, flags)
 
 
@@ -68,6 +68,10 @@ class EpochLines:
         self.stream.flush()
 
 
+class TrainingFailed(Exception):
+    """Training diverged, or the Ray Train run failed after its retries (exit code 1)."""
+
+
 def cmd_evaluate(args) -> int:
     try:
         return _evaluate(args)
@@ -82,14 +86,12 @@ def _evaluate(args) -> int:
     from .genotypes import load_genotype
     from .runtime import resolve_device
 
-    stream = sys.stderr if args.json else sys.stdout
     if args.resume:
         given = [f"--{k.replace('_', '-')}" for k in _CONFIG_FLAGS if getattr(args, k) not in (None, False, [])]
         if given:
             raise UserError(f"evaluate --resume: cannot be combined with {', '.join(given)} "
                             "(a resumed run keeps its saved config and genotype)")
-        run = EvalRun.open(Path(args.resume))
-        result = _train(run, resume=True, quiet=args.quiet, stream=stream)
+        run, data = EvalRun.open(Path(args.resume)), None
     else:
         if not args.genotype:
             raise UserError("evaluate: --genotype is required (a published name such as PDARTS, or a file)")
@@ -109,10 +111,9 @@ def _evaluate(args) -> int:
         check_out_dir(run_dir)
         if not cfg.uses_ray:  # Ray workers may hold devices this process does not see
             resolve_device(cfg.device)
-        data = check_data(cfg)
+        data = check_data(cfg)  # bad data fails here, before the run folder is written
         run = EvalRun.create(cfg, genotype, run_dir, name)
-        result = _train(run, resume=False, quiet=args.quiet, stream=stream, data=data)
-    result = {"run_dir": str(run.run_dir), **result}
+    result = {"run_dir": str(run.run_dir), **_train(run, args, data)}
     emit(args, result, f"{run.name or 'genotype'}: test top-1 {result['top1']:.4f}, top-5 {result['top5']:.4f} "
                        f"(error {result['error_pct']:.2f} %), {_fmt_count(result['params'])} parameters, "
                        f"{result['macs'] / 1e6:.1f} M multiply-adds, {result['seconds']:.0f} s\n"
@@ -120,23 +121,20 @@ def _evaluate(args) -> int:
     return 0
 
 
-class TrainingFailed(Exception):
-    pass
-
-
-def _train(run, resume: bool, quiet: bool, stream, data=None) -> dict:
+def _train(run, args, data) -> dict:
+    """Train in this process, or through Ray Train; both continue from the run's last checkpoint."""
     from .evaluate import EvaluationDiverged
 
-    try:
-        if run.cfg.uses_ray:
-            from .ray_evaluate import EvaluationFailed, train_with_ray
+    if run.cfg.uses_ray:
+        from .ray_evaluate import EvaluationFailed, train_with_ray
 
-            try:
-                return train_with_ray(run, progress=not quiet)
-            except EvaluationFailed as err:
-                raise TrainingFailed(str(err)) from None
-        hooks = None if quiet else EpochLines(run.cfg.epochs, stream)
-        return run.train(run.saved_state() if resume else None, hooks, data=data)
+        try:
+            return train_with_ray(run, progress=not args.quiet)
+        except EvaluationFailed as err:
+            raise TrainingFailed(str(err)) from None
+    hooks = None if args.quiet else EpochLines(run.cfg.epochs, sys.stderr if args.json else sys.stdout)
+    try:
+        return run.train(run.saved_state(), hooks, data=data)
     except EvaluationDiverged as err:
         raise TrainingFailed(f"training diverged: {err}") from None
 
@@ -173,6 +171,7 @@ def register(sub, groups) -> None:
     p.add_argument("--config", metavar="FILE", help="YAML or JSON file of config keys (overrides the preset)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one key (value read as YAML)")
     p.add_argument("--data-root", metavar="DIR", help="folder holding the dataset")
+    p.add_argument("--download", action="store_true", help="let torchvision download CIFAR into --data-root")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--seed", type=int)
     p.add_argument("--workers", type=int, help="data-parallel workers (default 1); more than 1 runs Ray Train")
