@@ -247,6 +247,21 @@ class EvalHooks:
     def on_epoch_end(self, metrics: dict, checkpoint: Path | None) -> None: ...
 
 
+class EpochLines(EvalHooks):
+    """One line per finished epoch (printed by the process that holds rank 0)."""
+
+    def __init__(self, epochs: int, stream):
+        self.epochs, self.stream = epochs, stream
+
+    def on_epoch_end(self, m: dict, checkpoint) -> None:
+        test = "-" if m["test_acc"] is None else f"{m['test_acc']:.4f}"
+        # a plain write: inside a Ray Train worker `print` is patched to log (and echo) every line
+        self.stream.write(f"epoch {m['epoch'] + 1}/{self.epochs}  loss {m['train_loss']:.4f}  "
+                          f"train acc {m['train_acc']:.4f}  test acc {test}  lr {m['lr']:.3g}  "
+                          f"drop path {m['drop_path']:.3f}  {m['epoch_seconds']:.1f} s\n")
+        self.stream.flush()
+
+
 def build_model(cfg: EvalConfig, genotype: Genotype, num_classes: int) -> EvalNetwork:
     torch.manual_seed(derived_seed(cfg.seed, 0))  # the same initial weights on every rank
     return build_network(genotype, cfg.network, cfg.channels, num_classes, cfg.layers, cfg.auxiliary_weight > 0)

@@ -53,21 +53,6 @@ def _resolve_config(args):
     return resolve(EvalConfig, EVAL_PRESETS, args.preset or "eval-tiny", args.config, args.set, flags)
 
 
-class EpochLines:
-    """One line per finished epoch (printed by the process that holds rank 0)."""
-
-    def __init__(self, epochs: int, stream):
-        self.epochs, self.stream = epochs, stream
-
-    def on_epoch_end(self, m: dict, checkpoint) -> None:
-        test = "-" if m["test_acc"] is None else f"{m['test_acc']:.4f}"
-        # a plain write: inside a Ray Train worker `print` is patched to log (and echo) every line
-        self.stream.write(f"epoch {m['epoch'] + 1}/{self.epochs}  loss {m['train_loss']:.4f}  "
-                          f"train acc {m['train_acc']:.4f}  test acc {test}  lr {m['lr']:.3g}  "
-                          f"drop path {m['drop_path']:.3f}  {m['epoch_seconds']:.1f} s\n")
-        self.stream.flush()
-
-
 class TrainingFailed(Exception):
     """Training diverged, or the Ray Train run failed after its retries (exit code 1)."""
 
@@ -123,7 +108,7 @@ def _evaluate(args) -> int:
 
 def _train(run, args, data) -> dict:
     """Train in this process, or through Ray Train; both continue from the run's last checkpoint."""
-    from .evaluate import EvaluationDiverged
+    from .evaluate import EpochLines, EvaluationDiverged
 
     if run.cfg.uses_ray:
         from .ray_evaluate import EvaluationFailed, train_with_ray

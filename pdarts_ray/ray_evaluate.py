@@ -26,7 +26,7 @@ from ray.train import Checkpoint, CheckpointConfig, FailureConfig, LoggingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from .checkpoint import CheckpointDir
-from .evaluate import RESULT_FILE, EvalHooks, EvalRun, _read_json
+from .evaluate import RESULT_FILE, EpochLines, EvalHooks, EvalRun, _read_json
 
 RAY_FOLDER = "ray"
 RAY_RUN_NAME = "train"
@@ -69,8 +69,6 @@ def _newest_state(run: EvalRun) -> dict | None:
 
 
 def _worker_loop(config: dict) -> None:
-    from .evaluate_cli import EpochLines
-
     # Ray Train logs every report at INFO through the root logger; the epoch lines say it once
     logging.getLogger().setLevel(logging.WARNING)
     run = EvalRun.open(Path(config["run_dir"]))
