@@ -132,12 +132,3 @@ EVAL_PRESETS: dict[str, dict[str, Any]] = {
                        image_size=32, channels=4, layers=3, auxiliary_weight=0.4, drop_path=0.2, epochs=3,
                        batch_size=32, lr=0.1, cutout=8, threads=1, seed=0),
 }
-
-EVAL_PRESET_NOTES = {
-    "eval-c10": "the paper's CIFAR-10 retraining: 20 cells, C=36, 600 epochs (GPU; CIFAR-10 under data_root)",
-    "eval-c100": "the same on CIFAR-100 with weight decay 5e-4",
-    "eval-imagenet": "the paper's ImageNet retraining: 14 cells, C=48, batch 1024, lr 0.5 (data_root/train, /val)",
-    "eval-imagenet-256": "the reference code's ImageNet setting: batch 256, lr 0.1, no warm-up",
-    "eval-tiny": "bundled digits, 5 cells, C=8, CPU in minutes",
-    "eval-smoke": "synthetic data, seconds; for tests",
-}
