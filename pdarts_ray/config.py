@@ -70,6 +70,7 @@ class SearchConfig:
     train_portion: float = 0.5
     valid_every: int = 1  # validate every k-th epoch (and always the last of a stage)
     channels_last: str = "auto"  # auto: channels-last memory format on CPU, where it pays
+    kernels: str = "lean"  # lean: memory-lean fused kernels (same numbers as reference); reference
 
     @property
     def num_stages(self) -> int:
@@ -126,6 +127,7 @@ class SearchConfig:
             raise UserError(f"config: train_portion: must be in (0, 1), got {self.train_portion}")
         _at_least(self, "valid_every", 1)
         _choice(self, "channels_last", ("auto", "on", "off"))
+        _choice(self, "kernels", ("lean", "reference"))
         return self
 
 

@@ -100,7 +100,8 @@ class Stage:
         torch.manual_seed(seed)  # weight initialisation and skip dropout draw from it
         alpha_gen = torch.Generator().manual_seed(derived_seed(seed, 1))
         self.model = SearchNetwork(cfg.channels, num_classes, plan.cells, switches["normal"],
-                                   switches["reduce"], plan.rate, alpha_generator=alpha_gen)
+                                   switches["reduce"], plan.rate, alpha_generator=alpha_gen,
+                                   kernels=cfg.kernels)
         self.model.to(device=device, memory_format=memory_format(cfg.channels_last, device))
         self.data_gen = torch.Generator(device=device).manual_seed(derived_seed(seed, 2))
         self.weights = self.model.weight_parameters()
@@ -126,7 +127,7 @@ class Stage:
 
     def arch_step(self, x, y):
         self.opt_a.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(self.model(x), y)
+        loss = F.cross_entropy(self.model(x, weight_grad=False), y)
         # Only the alphas' gradients are needed: skip the weight-gradient kernels.
         for alpha, grad in zip(self.alphas, torch.autograd.grad(loss, self.alphas)):
             alpha.grad = grad

@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .fused import fused_term, op_kind
 from .ops import FactorizedReduce, Identity, ReLUConvBN, build_op
 from .space import NONE, NUM_EDGES, PRIMITIVES, STEPS, Switches, edge_input, ops_on
 
@@ -27,12 +28,14 @@ class MixedOp(nn.Module):
     """One edge: sum_k w_k op_k(x) over the switched-on ops.
 
     `none` keeps its column in the alpha row (it takes softmax mass) but is never
-    built or run: its term is zero.
+    built or run: its term is zero. With `kernels="lean"` each term is one memory-lean
+    kernel (see fused.py); with "reference" the modules run as plain PyTorch.
     """
 
     def __init__(self, C: int, stride: int, switch_row, skip_dropout: float):
         super().__init__()
         self.ops = nn.ModuleList()
+        self.skip_dropout: SkipDropout | None = None
         columns = []
         for column, k in enumerate(ops_on(switch_row)):
             if k == NONE:
@@ -42,17 +45,27 @@ class MixedOp(nn.Module):
             if "pool" in name:
                 op = nn.Sequential(op, nn.BatchNorm2d(C, affine=False))
             if isinstance(op, Identity) and skip_dropout > 0:
-                op = nn.Sequential(op, SkipDropout(skip_dropout))
+                self.skip_dropout = SkipDropout(skip_dropout)
+                op = nn.Sequential(op, self.skip_dropout)
             self.ops.append(op)
             columns.append(column)
+        self.kinds = [op_kind(op) for op in self.ops]
         self.register_buffer("columns", torch.tensor(columns, dtype=torch.long), persistent=False)
         self.stride = stride
 
-    def forward(self, x, weights):  # x: N,C,H,W; weights: the edge's softmax row
+    def forward(self, x, weights, kernels: str = "reference", train_weights: bool = True):
+        # x: N,C,H,W; weights: the edge's softmax row (n_on,) -> N,C,H/stride,W/stride
         if not self.ops:  # only `none` on this edge
             n, c, h, w = x.shape
             return x.new_zeros(n, c, h // self.stride, w // self.stride)
         w = weights.index_select(0, self.columns)
+        if kernels == "lean":
+            p = self.skip_dropout.p if self.skip_dropout is not None else 0.0
+            out = fused_term(self.kinds[0], self.ops[0], x, w[0], train_weights, p)
+            for k in range(1, len(self.ops)):
+                # in place: no kernel keeps its output for backward
+                out.add_(fused_term(self.kinds[k], self.ops[k], x, w[k], train_weights, p))
+            return out
         out = self.ops[0](x) * w[0]
         for k in range(1, len(self.ops)):
             out = out + self.ops[k](x) * w[k]
@@ -71,13 +84,14 @@ class SearchCell(nn.Module):
             for e in range(NUM_EDGES)
         )
 
-    def forward(self, s0, s1, weights):  # weights: 14 x n_on
+    def forward(self, s0, s1, weights, kernels: str = "reference", train_weights: bool = True):
+        # s0, s1: the two previous cells' outputs; weights: 14 x n_on softmax rows
         states = [self.preprocess0(s0), self.preprocess1(s1)]  # each N,C,H,W
         e = 0
         for _ in range(STEPS):
             node = None
             for h in states:
-                term = self.edges[e](h, weights[e])
+                term = self.edges[e](h, weights[e], kernels, train_weights)
                 node = term if node is None else node + term
                 e += 1
             states.append(node)
@@ -92,8 +106,9 @@ class SearchNetwork(nn.Module):
 
     def __init__(self, C: int, num_classes: int, layers: int, switches_normal: Switches,
                  switches_reduce: Switches, skip_dropout: float = 0.0, in_channels: int = 3,
-                 alpha_generator: torch.Generator | None = None):
+                 alpha_generator: torch.Generator | None = None, kernels: str = "lean"):
         super().__init__()
+        self.kernels = kernels
         self.skip_dropout = skip_dropout
         stem_c = 3 * C
         self.stem = nn.Sequential(nn.Conv2d(in_channels, stem_c, 3, padding=1, bias=False),
@@ -129,12 +144,15 @@ class SearchNetwork(nn.Module):
             if isinstance(m, SkipDropout):
                 m.p = p
 
-    def forward(self, x, arch_grad: bool = True):  # x: N,3,H,W -> logits N,classes
+    def forward(self, x, arch_grad: bool = True, weight_grad: bool = True):  # x: N,3,H,W -> logits N,classes
+        """`arch_grad=False` in the weight step, `weight_grad=False` in the architecture step:
+        the fused kernels then keep nothing for gradients nobody asks for."""
         w_normal = F.softmax(self.alphas_normal, dim=-1)
         w_reduce = F.softmax(self.alphas_reduce, dim=-1)
         if not arch_grad:  # weight step: alphas are constants, no graph through them
             w_normal, w_reduce = w_normal.detach(), w_reduce.detach()
+        kernels = self.kernels if self.training else "reference"  # no backward in eval: nothing to save
         s0 = s1 = self.stem(x)
         for cell in self.cells:
-            s0, s1 = s1, cell(s0, s1, w_reduce if cell.reduction else w_normal)
+            s0, s1 = s1, cell(s0, s1, w_reduce if cell.reduction else w_normal, kernels, weight_grad)
         return self.classifier(F.adaptive_avg_pool2d(s1, 1).flatten(1))
