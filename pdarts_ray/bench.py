@@ -1,24 +1,30 @@
-"""`pdarts-ray bench step`: the time and memory of one full search step of a stage.
+"""`pdarts-ray bench`: the time and memory of one full search step of a stage.
 
 A full step is what every batch of a searching epoch does: an architecture step on
-a valid batch, then a weight step on a train batch (first order). The supernets and
-op masks are those of the official-code harness, so figures compare side by side:
-16 channels; 5/11/17 cells; stage 1 all 8 ops, stage 2 {skip, sep 3x3, sep 5x5,
-dil 3x3, dil 5x5}, stage 3 {skip, sep 3x3, sep 5x5} on every edge; skip dropout
-0.1/0.4/0.7; random 32x32 inputs, 10 classes. Run one stage per process: the peak
-memory is the process's.
+a valid batch, then a weight step on a train batch (first order). By default the
+supernets and op masks are those of the official-code harness, so figures compare
+side by side: 16 channels; 5/11/17 cells; stage 1 all 8 ops, stage 2 {skip, sep 3x3,
+sep 5x5, dil 3x3, dil 5x5}, stage 3 {skip, sep 3x3, sep 5x5} on every edge; skip dropout
+0.1/0.4/0.7; random inputs, 10 classes. `masks=RUN_DIR` takes instead the pruned masks
+a finished search used in each stage. Run one stage per process: the peak memory is the
+process's (peak resident set on CPU, CUDA max allocated on GPU).
 """
 from __future__ import annotations
 
+import json
 import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import torch
 
 from .config import SearchConfig
+from .errors import UserError
 from .memory import process_peak_rss_bytes
 from .runtime import cpu_threads, memory_format, resolve_device
-from .search import Stage, StagePlan
+from .search import ALPHAS_FILE, Stage, StagePlan
 from .space import NUM_EDGES, PRIMITIVES
 
 HARNESS_OPS = {
@@ -35,23 +41,44 @@ def harness_switches(stage: int) -> list[list[bool]]:
     return [list(row) for _ in range(NUM_EDGES)]
 
 
-def bench_step(stage: int, batch: int = 32, device: str = "auto", warmup: int = 2, steps: int = 5,
-               threads: int = 0, image_size: int = 32, seed: int = 0) -> dict:
-    torch.set_num_threads(cpu_threads(threads))
-    dev = resolve_device(device)
-    cfg = SearchConfig(channels=16, batch_size=batch, image_size=image_size, seed=seed, device=str(dev))
-    plan = StagePlan(index=stage - 1, cells=HARNESS_CELLS[stage], ops=len(HARNESS_OPS[stage]),
+def stage_switches(stage: int, masks: str = "heavy") -> dict:
+    """The op masks of a stage: the harness's ("heavy") or a finished run's."""
+    if masks == "heavy":
+        return {"normal": harness_switches(stage), "reduce": harness_switches(stage)}
+    path = Path(masks) / ALPHAS_FILE
+    try:
+        alphas = json.loads(path.read_text())
+        return {cell: alphas[f"stage{stage}"][cell]["switches"] for cell in ("normal", "reduce")}
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        raise UserError(f"--masks {masks}: no stage-{stage} switches in {path} (a finished search run folder?)") \
+            from None
+
+
+def bench_config(batch: int = 32, device: str = "auto", image_size: int = 32, kernels: str = "lean",
+                 dtype: str = "float32", channels_last: str = "auto", compile: bool = False,
+                 threads: int = 0, seed: int = 0) -> SearchConfig:
+    return SearchConfig(channels=16, batch_size=batch, image_size=image_size, seed=seed, device=device,
+                        kernels=kernels, dtype=dtype, channels_last=channels_last, compile=compile,
+                        threads=threads).validate()
+
+
+def bench_step(stage: int, cfg: SearchConfig, masks: str = "heavy", warmup: int = 2, steps: int = 5) -> dict:
+    torch.set_num_threads(cpu_threads(cfg.threads))
+    dev = resolve_device(cfg.device)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # as the official search does
+    switches = stage_switches(stage, masks)
+    plan = StagePlan(index=stage - 1, cells=HARNESS_CELLS[stage], ops=sum(switches["normal"][0]),
                      rate=HARNESS_DROPOUT[stage], last=stage == 3)
-    switches = {"normal": harness_switches(stage), "reduce": harness_switches(stage)}
     net = Stage(cfg, plan, switches, num_classes=10, device=dev)
     net.model.set_skip_dropout(plan.rate)  # the rate at the first searching epoch
     net.model.train()
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(cfg.seed)
+    fmt = memory_format(cfg.channels_last, dev)
 
     def batch_pair():
-        x = torch.randn(batch, 3, image_size, image_size, generator=g).to(dev)
-        x = x.contiguous(memory_format=memory_format(cfg.channels_last, dev))
-        return x, torch.randint(0, 10, (batch,), generator=g).to(dev)
+        x = torch.randn(cfg.batch_size, 3, cfg.image_size, cfg.image_size, generator=g)
+        return x.to(dev).contiguous(memory_format=fmt), torch.randint(0, 10, (cfg.batch_size,), generator=g).to(dev)
 
     data = [(batch_pair(), batch_pair()) for _ in range(warmup + steps)]
     if dev.type == "cuda":
@@ -64,6 +91,19 @@ def bench_step(stage: int, batch: int = 32, device: str = "auto", warmup: int = 
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         times.append(time.perf_counter() - t0)
-    peak = (torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else process_peak_rss_bytes())
-    return {"stage": stage, "batch": batch, "device": str(dev),
+    peak = torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else process_peak_rss_bytes()
+    return {"stage": stage, "batch": cfg.batch_size, "device": str(dev),
             "median_step_s": statistics.median(times[warmup:]), "peak_memory_bytes": int(peak)}
+
+
+def bench_all(argv: list[str], stages=(1, 2, 3)) -> list[dict]:
+    """`bench step` for every stage, each in a fresh process (so peaks do not mix)."""
+    results = []
+    for stage in stages:
+        cmd = [sys.executable, "-m", "pdarts_ray.cli", "bench", "step", "--stage", str(stage), "--json", *argv]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            lines = proc.stderr.strip().splitlines() or ["failed"]
+            raise UserError(f"bench step --stage {stage}: {lines[-1]}")
+        results.append(json.loads(proc.stdout))
+    return results

@@ -215,21 +215,79 @@ def cmd_genotype_prune(args) -> int:
 
 # ---------------------------------------------------------------- bench
 
+def _bench_flags(args) -> list[str]:
+    """The `bench step` flags given, to pass on to one process per stage."""
+    flags = ["--batch", str(args.batch), "--device", args.device, "--threads", str(args.threads),
+             "--image-size", str(args.image_size), "--kernels", args.kernels, "--dtype", args.dtype,
+             "--masks", args.masks, "--steps", str(args.steps), "--warmup", str(args.warmup)]
+    if args.channels_last is not None:
+        flags.append("--channels-last" if args.channels_last else "--no-channels-last")
+    if args.compile:
+        flags.append("--compile")
+    return flags
+
+
+def _bench_config(args):
+    from .bench import bench_config
+
+    for flag, value, low in (("--batch", args.batch, 1), ("--steps", args.steps, 1), ("--warmup", args.warmup, 0),
+                             ("--threads", args.threads, 0), ("--image-size", args.image_size, 8)):
+        if value < low:
+            raise UserError(f"{flag}: must be at least {low}, got {value}")
+    channels_last = "auto" if args.channels_last is None else ("on" if args.channels_last else "off")
+    return bench_config(batch=args.batch, device=args.device, image_size=args.image_size, kernels=args.kernels,
+                        dtype=args.dtype, channels_last=channels_last, compile=args.compile, threads=args.threads)
+
+
 def cmd_bench_step(args) -> int:
     from .bench import bench_step
 
-    if args.batch < 1:
-        raise UserError(f"--batch: must be at least 1, got {args.batch}")
-    from .config import check_device
-
-    err = check_device(args.device)
-    if err:
-        raise UserError(f"--device: {err}, got {args.device!r}")
-    result = bench_step(args.stage, batch=args.batch, device=args.device)
+    cfg = _bench_config(args)
+    result = bench_step(args.stage, cfg, masks=args.masks, warmup=args.warmup, steps=args.steps)
     emit(args, result, f"stage {result['stage']} batch {result['batch']} on {result['device']}: "
-                        f"{result['median_step_s']:.3f} s/step (median), "
-                        f"peak memory {result['peak_memory_bytes'] / 2**20:.0f} MiB")
+                       f"{result['median_step_s']:.3f} s/step (median), "
+                       f"peak memory {result['peak_memory_bytes'] / 2**20:.0f} MiB")
     return 0
+
+
+def cmd_bench_all(args) -> int:
+    from .bench import bench_all
+
+    _bench_config(args)  # bad flags fail here, before any process starts
+    results = bench_all(_bench_flags(args))
+    if args.json:
+        emit(args, results)
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"one search step (arch + weight), batch {args.batch}, masks {args.masks}")
+    for col in ("stage", "cells", "device", "median s/step", "peak MiB"):
+        table.add_column(col, justify="right")
+    from .bench import HARNESS_CELLS
+
+    for r in results:
+        table.add_row(str(r["stage"]), str(HARNESS_CELLS[r["stage"]]), r["device"], f"{r['median_step_s']:.3f}",
+                      f"{r['peak_memory_bytes'] / 2**20:.0f}")
+    if not args.quiet:
+        Console().print(table)
+    return 0
+
+
+def _add_bench_flags(p) -> None:
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--masks", default="heavy", metavar="heavy|RUN_DIR",
+                   help="the official harness's op masks, or those a finished search used per stage")
+    p.add_argument("--kernels", choices=("lean", "reference"), default="lean")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="channels-last tensors (default: on CPU only)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the supernet")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: every core)")
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--steps", type=int, default=5, help="timed steps (after the warm-up ones)")
+    p.add_argument("--warmup", type=int, default=2)
 
 
 # ---------------------------------------------------------------- parser
@@ -277,10 +335,13 @@ def build_parser() -> argparse.ArgumentParser:
     bsub = b.add_subparsers(dest="bench_command", metavar="COMMAND", parser_class=_Parser)
     p = bsub.add_parser("step", help="time one full search step (arch + weight) of a stage's supernet")
     p.add_argument("--stage", type=int, choices=(1, 2, 3), required=True)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--device", default="auto")
+    _add_bench_flags(p)
     add_common_flags(p)
     p.set_defaults(func=cmd_bench_step)
+    p = bsub.add_parser("all", help="`bench step` for stages 1-3, each in its own process, as one table")
+    _add_bench_flags(p)
+    add_common_flags(p)
+    p.set_defaults(func=cmd_bench_all)
 
     groups = {"genotype": gsub, "bench": bsub}
     for module in COMMAND_MODULES:

@@ -71,6 +71,8 @@ class SearchConfig:
     valid_every: int = 1  # validate every k-th epoch (and always the last of a stage)
     channels_last: str = "auto"  # auto: channels-last memory format on CPU, where it pays
     kernels: str = "lean"  # lean: memory-lean fused kernels (same numbers as reference); reference
+    dtype: str = "float32"  # bfloat16: autocast the supernet's convolutions (module path)
+    compile: bool = False  # torch.compile the supernet (module path)
 
     @property
     def num_stages(self) -> int:
@@ -128,6 +130,7 @@ class SearchConfig:
         _at_least(self, "valid_every", 1)
         _choice(self, "channels_last", ("auto", "on", "off"))
         _choice(self, "kernels", ("lean", "reference"))
+        _choice(self, "dtype", ("float32", "bfloat16"))
         return self
 
 

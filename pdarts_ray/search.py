@@ -103,6 +103,9 @@ class Stage:
                                    switches["reduce"], plan.rate, alpha_generator=alpha_gen,
                                    kernels=cfg.kernels)
         self.model.to(device=device, memory_format=memory_format(cfg.channels_last, device))
+        # bf16 autocast: convolutions in bfloat16, BatchNorm, softmax and losses in float32
+        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.dtype == "bfloat16")
+        self.forward = torch.compile(self.model) if cfg.compile else self.model
         self.data_gen = torch.Generator(device=device).manual_seed(derived_seed(seed, 2))
         self.weights = self.model.weight_parameters()
         self.alphas = self.model.arch_parameters()
@@ -127,7 +130,8 @@ class Stage:
 
     def arch_step(self, x, y):
         self.opt_a.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(self.model(x, weight_grad=False), y)
+        with self.autocast:
+            loss = F.cross_entropy(self.forward(x, weight_grad=False), y)
         # Only the alphas' gradients are needed: skip the weight-gradient kernels.
         for alpha, grad in zip(self.alphas, torch.autograd.grad(loss, self.alphas)):
             alpha.grad = grad
@@ -136,8 +140,9 @@ class Stage:
 
     def weight_step(self, x, y):
         self.opt_w.zero_grad(set_to_none=True)
-        logits = self.model(x, arch_grad=False)
-        loss = F.cross_entropy(logits, y)
+        with self.autocast:
+            logits = self.forward(x, arch_grad=False)
+            loss = F.cross_entropy(logits, y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.weights, self.cfg.grad_clip)
         self.opt_w.step()

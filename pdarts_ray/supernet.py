@@ -151,7 +151,11 @@ class SearchNetwork(nn.Module):
         w_reduce = F.softmax(self.alphas_reduce, dim=-1)
         if not arch_grad:  # weight step: alphas are constants, no graph through them
             w_normal, w_reduce = w_normal.detach(), w_reduce.detach()
-        kernels = self.kernels if self.training else "reference"  # no backward in eval: nothing to save
+        # The lean kernels are float32 autograd Functions that torch.compile and autocast
+        # do not see into: those run the module path. In eval nothing is kept anyway.
+        lean = (self.training and not torch.is_autocast_enabled(x.device.type)
+                and not torch.compiler.is_compiling())
+        kernels = self.kernels if lean else "reference"
         s0 = s1 = self.stem(x)
         for cell in self.cells:
             s0, s1 = s1, cell(s0, s1, w_reduce if cell.reduction else w_normal, kernels, weight_grad)
