@@ -90,8 +90,23 @@ def official_step_worker(a) -> dict:
         times.append(time.perf_counter() - t0)
     peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    return {"stage": a.stage, "batch": a.batch, "device": str(device),
-            "median_step_s": statistics.median(times[a.warmup:]), "peak_memory_bytes": int(peak)}
+    result = {"stage": a.stage, "batch": a.batch, "device": str(device),
+              "median_step_s": statistics.median(times[a.warmup:]), "peak_memory_bytes": int(peak)}
+    if a.weight_steps:  # the warm-up epochs' step: weights only
+        weight_times = []
+        for _, (x, y) in batches[: a.weight_steps]:
+            t0 = time.perf_counter()
+            opt_w.zero_grad()
+            loss = criterion(model(x), y)
+            loss.backward()
+            nn.utils.clip_grad_norm_(weights, 5)
+            opt_w.step()
+            loss.item()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            weight_times.append(time.perf_counter() - t0)
+        result["weight_only_step_s"] = statistics.median(weight_times)
+    return result
 
 
 def _batches(a, torch, device):
@@ -108,7 +123,7 @@ def _run(cmd: list[str]) -> dict:
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"failed: {' '.join(cmd)}\n{proc.stderr[-2000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(proc.stdout)
 
 
 def main() -> None:
@@ -121,6 +136,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--weight-steps", type=int, default=0,
+                    help="also time weight-only steps and project a whole paper search (hours)")
     ap.add_argument("--ours-args", default="", help="extra flags for `pdarts-ray bench step` (e.g. --kernels reference)")
     ap.add_argument("--json-out")
     ap.add_argument("--worker", choices=["official"], help=argparse.SUPPRESS)
@@ -129,7 +146,8 @@ def main() -> None:
     if a.worker:
         print(json.dumps(official_step_worker(a)))
         return
-    common = ["--batch", str(a.batch), "--device", a.device, "--steps", str(a.steps), "--warmup", str(a.warmup)]
+    common = ["--batch", str(a.batch), "--device", a.device, "--steps", str(a.steps), "--warmup", str(a.warmup),
+              "--weight-steps", str(a.weight_steps)]
     rows = []
     for stage in [int(s) for s in a.stages.split(",")]:
         official, ours = [], []
@@ -143,6 +161,9 @@ def main() -> None:
                "official_mib": med(official, "peak_memory_bytes") / 2**20,
                "ours_mib": med(ours, "peak_memory_bytes") / 2**20,
                "official_runs": official, "ours_runs": ours}
+        if a.weight_steps:
+            row["official_weight_s"] = med(official, "weight_only_step_s")
+            row["ours_weight_s"] = med(ours, "weight_only_step_s")
         row["time_ratio"] = row["ours_s"] / row["official_s"]
         row["memory_ratio"] = row["ours_mib"] / row["official_mib"]
         rows.append(row)
@@ -156,6 +177,14 @@ def main() -> None:
         print(f"| {r['stage']} | {r['official_s']:.3f} | {r['ours_s']:.3f} | {r['time_ratio']:.2f} | "
               f"{r['official_mib']:.0f} | {r['ours_mib']:.0f} | {r['memory_ratio']:.2f} |")
     print(f"\ndevice {a.device}, batch {a.batch}, {a.threads} CPU threads, medians of {a.rounds} rounds; memory: {unit}")
+    if a.weight_steps and len(rows) == 3:
+        from pdarts_ray.bench import projected_search_hours
+
+        for who in ("official", "ours"):
+            hours = projected_search_hours([r[f"{who}_s"] for r in rows], [r[f"{who}_weight_s"] for r in rows],
+                                           batch=a.batch)
+            print(f"projected whole search (3 stages x 25 epochs, 25,000 images, batch {a.batch}): "
+                  f"{who} {hours:.2f} h")
     if a.json_out:
         with open(a.json_out, "w") as f:
             json.dump({"device": a.device, "batch": a.batch, "threads": a.threads, "rounds": a.rounds,

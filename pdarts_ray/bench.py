@@ -62,7 +62,10 @@ def bench_config(batch: int = 32, device: str = "auto", image_size: int = 32, ke
                         threads=threads).validate()
 
 
-def bench_step(stage: int, cfg: SearchConfig, masks: str = "heavy", warmup: int = 2, steps: int = 5) -> dict:
+def bench_step(stage: int, cfg: SearchConfig, masks: str = "heavy", warmup: int = 2, steps: int = 5,
+               weight_steps: int = 0) -> dict:
+    """Median seconds of a full step, and the peak memory; with `weight_steps`, also the
+    median of a weight-only step (the warm-up epochs' step), timed after the full steps."""
     torch.set_num_threads(cpu_threads(cfg.threads))
     dev = resolve_device(cfg.device)
     if dev.type == "cuda":
@@ -92,8 +95,26 @@ def bench_step(stage: int, cfg: SearchConfig, masks: str = "heavy", warmup: int 
             torch.cuda.synchronize(dev)
         times.append(time.perf_counter() - t0)
     peak = torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else process_peak_rss_bytes()
-    return {"stage": stage, "batch": cfg.batch_size, "device": str(dev),
-            "median_step_s": statistics.median(times[warmup:]), "peak_memory_bytes": int(peak)}
+    result = {"stage": stage, "batch": cfg.batch_size, "device": str(dev),
+              "median_step_s": statistics.median(times[warmup:]), "peak_memory_bytes": int(peak)}
+    if weight_steps:
+        weight_times = []
+        for _, (x, y) in data[:weight_steps]:
+            t0 = time.perf_counter()
+            net.weight_step(x, y)
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            weight_times.append(time.perf_counter() - t0)
+        result["weight_only_step_s"] = statistics.median(weight_times)
+    return result
+
+
+def projected_search_hours(full_step_s: list[float], weight_step_s: list[float], train_images: int = 25_000,
+                           batch: int = 96, epochs: int = 25, warmup: int = 10) -> float:
+    """Hours of a whole search from per-stage step times: warm-up epochs run weight steps
+    only, the others full steps (validation passes not counted)."""
+    steps = -(-train_images // batch)
+    return sum(steps * (warmup * w + (epochs - warmup) * f) for f, w in zip(full_step_s, weight_step_s)) / 3600
 
 
 def bench_all(argv: list[str], stages=(1, 2, 3)) -> list[dict]:

@@ -219,7 +219,8 @@ def _bench_flags(args) -> list[str]:
     """The `bench step` flags given, to pass on to one process per stage."""
     flags = ["--batch", str(args.batch), "--device", args.device, "--threads", str(args.threads),
              "--image-size", str(args.image_size), "--kernels", args.kernels, "--dtype", args.dtype,
-             "--masks", args.masks, "--steps", str(args.steps), "--warmup", str(args.warmup)]
+             "--masks", args.masks, "--steps", str(args.steps), "--warmup", str(args.warmup),
+             "--weight-steps", str(args.weight_steps)]
     if args.channels_last is not None:
         flags.append("--channels-last" if args.channels_last else "--no-channels-last")
     if args.compile:
@@ -231,6 +232,7 @@ def _bench_config(args):
     from .bench import bench_config
 
     for flag, value, low in (("--batch", args.batch, 1), ("--steps", args.steps, 1), ("--warmup", args.warmup, 0),
+                             ("--weight-steps", args.weight_steps, 0),
                              ("--threads", args.threads, 0), ("--image-size", args.image_size, 8)):
         if value < low:
             raise UserError(f"{flag}: must be at least {low}, got {value}")
@@ -243,7 +245,10 @@ def cmd_bench_step(args) -> int:
     from .bench import bench_step
 
     cfg = _bench_config(args)
-    result = bench_step(args.stage, cfg, masks=args.masks, warmup=args.warmup, steps=args.steps)
+    if args.weight_steps > args.warmup + args.steps:
+        raise UserError(f"--weight-steps: at most --warmup + --steps ({args.warmup + args.steps})")
+    result = bench_step(args.stage, cfg, masks=args.masks, warmup=args.warmup, steps=args.steps,
+                        weight_steps=args.weight_steps)
     emit(args, result, f"stage {result['stage']} batch {result['batch']} on {result['device']}: "
                        f"{result['median_step_s']:.3f} s/step (median), "
                        f"peak memory {result['peak_memory_bytes'] / 2**20:.0f} MiB")
@@ -274,6 +279,34 @@ def cmd_bench_all(args) -> int:
     return 0
 
 
+def cmd_bench_predict(args) -> int:
+    from .bench import HARNESS_CELLS, HARNESS_DROPOUT, stage_switches
+    from .config import replace
+    from .memory_model import predict_stage
+    from .runtime import resolve_device
+
+    if args.harness:
+        cfg = _bench_config(args)
+        cfg = replace(cfg, cells=[HARNESS_CELLS[s] for s in (1, 2, 3)], ops_kept=[8, 5, 3],
+                      skip_dropout=[HARNESS_DROPOUT[s] for s in (1, 2, 3)])
+        switches = [stage_switches(s, args.masks) for s in (1, 2, 3)]
+        images = 0
+        device = resolve_device(args.device).type
+    else:
+        cfg = _resolve_search_config(args)
+        switches = [None] * cfg.num_stages
+        from .search import load_search_data
+
+        images = int(len(load_search_data(cfg).train_y))
+        device = resolve_device(cfg.device).type
+    rows = [predict_stage(cfg, s + 1, device, switches[s], dataset_images=images)
+            for s in range(cfg.num_stages)]
+    text = "\n".join(f"stage {r['stage']}: {r['bytes'] / 2**20:.0f} MiB predicted peak on {device} "
+                     f"(" + ", ".join(f"{k} {v / 2**20:.0f}" for k, v in r["parts"].items()) + ")" for r in rows)
+    emit(args, rows, text)
+    return 0
+
+
 def _add_bench_flags(p) -> None:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -288,6 +321,8 @@ def _add_bench_flags(p) -> None:
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--steps", type=int, default=5, help="timed steps (after the warm-up ones)")
     p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--weight-steps", type=int, default=0,
+                   help="also time this many weight-only steps (adds weight_only_step_s)")
 
 
 # ---------------------------------------------------------------- parser
@@ -342,6 +377,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench_flags(p)
     add_common_flags(p)
     p.set_defaults(func=cmd_bench_all)
+    p = bsub.add_parser("predict", help="predict each stage's peak memory from a config (no training)",
+                        description="Predict each stage's peak memory. With a preset/config: for that search "
+                                    "(unknown later-stage masks are taken at their heaviest). With --harness: "
+                                    "for `bench step` with the same flags.")
+    p.add_argument("--preset", help="search preset (default tiny)")
+    p.add_argument("--config", metavar="FILE")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE")
+    p.add_argument("--dataset")
+    p.add_argument("--data-root", metavar="DIR")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--download", action="store_true")
+    p.add_argument("--harness", action="store_true", help="predict `bench step` (takes the bench flags below)")
+    _add_bench_flags(p)
+    add_common_flags(p)
+    p.set_defaults(func=cmd_bench_predict)
 
     groups = {"genotype": gsub, "bench": bsub}
     for module in COMMAND_MODULES:

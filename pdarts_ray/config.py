@@ -293,3 +293,8 @@ def from_dict(cls, data: Mapping[str, Any], source: str):
 
 def to_dict(cfg) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
+
+
+def replace(cfg, **changes):
+    """A validated copy with some keys changed."""
+    return dataclasses.replace(cfg, **changes).validate()
