@@ -27,6 +27,8 @@ these functions read their tensors.
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -79,7 +81,11 @@ def _conv_backward(g, x, weight, conv: nn.Conv2d, need_input: bool, need_weight:
 
 class _ConvChain(Function):
     """`[ReLU -> depthwise conv -> 1x1 conv -> BN] x blocks * scale` (dil_conv: 1 block,
-    sep_conv: 2), keeping only each block's BN input and statistics."""
+    sep_conv: 2), keeping only each block's BN input and statistics.
+
+    Each op computes its own ReLU of the edge input, as the module path does: one shared
+    ReLU would add the ops' gradients up before they reach the input's other gradients,
+    a different order of float additions."""
 
     @staticmethod
     def forward(ctx, x, scale, blocks, *weights):
@@ -103,16 +109,14 @@ class _ConvChain(Function):
         weights, kept, stats = rest[: 2 * n], rest[2 * n: 3 * n], rest[3 * n:]
         need_x, need_scale = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
 
-        def relu_input(b):  # the input of block b's ReLU, recomputed
-            return x if b == 0 else _bn_again(kept[b - 1], blocks[b - 1][2].eps)
-
         g, g_scale = _scaled_backward(g, scale, need_scale, lambda: _bn_again(kept[-1], blocks[-1][2].eps))
         grads = [None] * (2 * n)
         for b in reversed(range(n)):
             dw, pw, bn = blocks[b]
             p = kept[b]
             gp = _bn_backward(g, p, stats[2 * b], stats[2 * b + 1], bn.eps)
-            r = torch.relu(relu_input(b))
+            # the block's ReLU output, recomputed from the op input or the previous block's BN input
+            r = torch.relu(x if b == 0 else _bn_again(kept[b - 1], blocks[b - 1][2].eps))
             if ctx.train_weights:  # the 1x1 conv's weight gradient reads its input: recompute it
                 d = F.conv2d(r, weights[2 * b], None, dw.stride, dw.padding, dw.dilation, dw.groups)
             else:
@@ -171,6 +175,31 @@ def _pool(pool, x):
 
 # ---------------------------------------------------------------- skip-connects
 
+@functools.lru_cache(maxsize=None)
+def _uniform_draws_are_bernoulli(device_type: str) -> bool:
+    """Whether `uniform_() < keep` in float64 draws exactly what `bernoulli_(keep)` draws.
+
+    It does where PyTorch's CPU bernoulli takes one double per element from the generator
+    (its default path), and it is twice as fast; builds that route bernoulli through MKL
+    draw differently, and then bernoulli_ itself is used. Checked once, on a private
+    generator."""
+    if device_type != "cpu":
+        return False
+    g = torch.Generator().manual_seed(20191027)
+    a = torch.empty(1000, dtype=torch.bool).bernoulli_(0.37, generator=g)
+    a_next = torch.rand(4, generator=g)
+    g.manual_seed(20191027)
+    b = torch.empty(1000, dtype=torch.float64).uniform_(generator=g) < 0.37
+    return torch.equal(a, b) and torch.equal(a_next, torch.rand(4, generator=g))
+
+
+def dropout_mask(x, keep: float):
+    """nn.Dropout's mask for x (drawn in memory order from the default generator), as booleans."""
+    if _uniform_draws_are_bernoulli(x.device.type):
+        return torch.empty_like(x, dtype=torch.float64).uniform_() < keep
+    return torch.empty_like(x, dtype=torch.bool).bernoulli_(keep)
+
+
 class _ScaledDropout(Function):
     """`dropout(x, p) * scale`, keeping a boolean mask. The mask is drawn as nn.Dropout
     draws it (`bernoulli_` in memory order) and the arithmetic is nn.Dropout's."""
@@ -178,7 +207,7 @@ class _ScaledDropout(Function):
     @staticmethod
     def forward(ctx, x, scale, p: float):
         keep = 1.0 - p
-        mask = torch.empty_like(x, dtype=torch.bool).bernoulli_(keep)
+        mask = dropout_mask(x, keep)
         ctx.save_for_backward(x, mask, scale)
         ctx.keep = keep
         return (x * mask.to(x.dtype).div_(keep)).mul_(scale)

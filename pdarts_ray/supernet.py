@@ -61,10 +61,10 @@ class MixedOp(nn.Module):
         w = weights.index_select(0, self.columns)
         if kernels == "lean":
             p = self.skip_dropout.p if self.skip_dropout is not None else 0.0
-            out = fused_term(self.kinds[0], self.ops[0], x, w[0], train_weights, p)
-            for k in range(1, len(self.ops)):
-                # in place: no kernel keeps its output for backward
-                out.add_(fused_term(self.kinds[k], self.ops[k], x, w[k], train_weights, p))
+            out = None
+            for k, kind in enumerate(self.kinds):
+                term = fused_term(kind, self.ops[k], x, w[k], train_weights, p)
+                out = term if out is None else out.add_(term)  # in place: no kernel keeps its output
             return out
         out = self.ops[0](x) * w[0]
         for k in range(1, len(self.ops)):
