@@ -4,8 +4,10 @@ Each candidate op's term `op(x) * w` is one autograd node that keeps only what i
 backward pass cannot recompute cheaply; the rest is recomputed by the very kernels
 that produced it, so the values are identical:
 
-- A conv op keeps each BatchNorm's input and statistics; ReLU outputs, depthwise
-  outputs (needed only for weight gradients) and BatchNorm outputs are recomputed.
+- A conv op keeps each block's BatchNorm input and statistics, and in the weight step
+  its depthwise output (the 1x1 convolution's weight gradient reads it; recomputing it
+  saved 1 unit of memory per block but cost 4% of the step on CPU and one more kernel
+  launch per block on GPU); ReLU and BatchNorm outputs are recomputed.
 - A pooling op keeps only BatchNorm's statistics; the pooled tensor is recomputed.
 - The skip-connect dropout mask is kept as booleans (nn.Dropout keeps floats).
 - The op input is shared by every op of the edge (and alive anyway).
@@ -81,7 +83,8 @@ def _conv_backward(g, x, weight, conv: nn.Conv2d, need_input: bool, need_weight:
 
 class _ConvChain(Function):
     """`[ReLU -> depthwise conv -> 1x1 conv -> BN] x blocks * scale` (dil_conv: 1 block,
-    sep_conv: 2), keeping only each block's BN input and statistics.
+    sep_conv: 2), keeping each block's BN input and statistics (and, in the weight step,
+    its depthwise output).
 
     Each op computes its own ReLU of the edge input, as the module path does: one shared
     ReLU would add the ops' gradients up before they reach the input's other gradients,
@@ -96,7 +99,7 @@ class _ConvChain(Function):
             d = F.conv2d(torch.relu(h), weights[2 * b], None, dw.stride, dw.padding, dw.dilation, dw.groups)
             p = F.conv2d(d, weights[2 * b + 1])
             h, mean, invstd = _bn(p, bn)
-            kept.append(p)
+            kept += [p, d if train_weights else None]
             stats += [mean, invstd]
         ctx.blocks, ctx.train_weights = blocks, train_weights
         ctx.save_for_backward(x, scale, *weights, *kept, *stats)
@@ -106,20 +109,18 @@ class _ConvChain(Function):
     def backward(ctx, g):
         blocks, n = ctx.blocks, len(ctx.blocks)
         x, scale, *rest = ctx.saved_tensors
-        weights, kept, stats = rest[: 2 * n], rest[2 * n: 3 * n], rest[3 * n:]
+        weights, kept, stats = rest[: 2 * n], rest[2 * n: 4 * n], rest[4 * n:]
         need_x, need_scale = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
 
-        g, g_scale = _scaled_backward(g, scale, need_scale, lambda: _bn_again(kept[-1], blocks[-1][2].eps))
+        g, g_scale = _scaled_backward(g, scale, need_scale, lambda: _bn_again(kept[-2], blocks[-1][2].eps))
         grads = [None] * (2 * n)
         for b in reversed(range(n)):
             dw, pw, bn = blocks[b]
-            p = kept[b]
+            p, d = kept[2 * b], kept[2 * b + 1]
             gp = _bn_backward(g, p, stats[2 * b], stats[2 * b + 1], bn.eps)
             # the block's ReLU output, recomputed from the op input or the previous block's BN input
-            r = torch.relu(x if b == 0 else _bn_again(kept[b - 1], blocks[b - 1][2].eps))
-            if ctx.train_weights:  # the 1x1 conv's weight gradient reads its input: recompute it
-                d = F.conv2d(r, weights[2 * b], None, dw.stride, dw.padding, dw.dilation, dw.groups)
-            else:
+            r = torch.relu(x if b == 0 else _bn_again(kept[2 * b - 2], blocks[b - 1][2].eps))
+            if d is None:
                 d = torch.empty_like(p)  # the input gradient reads only its shape and layout
             gd, grads[2 * b + 1] = _conv_backward(gp, d, weights[2 * b + 1], pw, True, ctx.train_weights)
             need_input = b > 0 or need_x
