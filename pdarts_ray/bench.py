@@ -77,7 +77,7 @@ def bench_step(stage: int, cfg: SearchConfig, masks: str = "heavy", warmup: int 
     net.model.set_skip_dropout(plan.rate)  # the rate at the first searching epoch
     net.model.train()
     g = torch.Generator().manual_seed(cfg.seed)
-    fmt = memory_format(cfg.channels_last, dev)
+    fmt = memory_format(cfg.channels_last, dev, cfg.image_size)
 
     def batch_pair():
         x = torch.randn(cfg.batch_size, 3, cfg.image_size, cfg.image_size, generator=g)

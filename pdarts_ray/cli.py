@@ -58,29 +58,39 @@ def read_json_object(path: str) -> dict:
 
 def cmd_presets(args) -> int:
     from .config import PRESET_NOTES, SEARCH_PRESETS, SearchConfig, resolve, to_dict
+    from .eval_config import EVAL_PRESETS, EvalConfig
 
     rows = {name: {"kind": "search", "note": PRESET_NOTES.get(name, ""),
-                   "config": to_dict(resolve(SearchConfig, SEARCH_PRESETS, name))}
-            for name in SEARCH_PRESETS}
+                   "config": to_dict(resolve(SearchConfig, SEARCH_PRESETS, name))} for name in SEARCH_PRESETS}
+    rows.update({name: {"kind": "evaluate", "config": to_dict(resolve(EvalConfig, EVAL_PRESETS, name))}
+                 for name in EVAL_PRESETS})
     if args.json:
         emit(args, rows)
         return 0
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="search presets")
+    console = Console()
+    search = Table(title="search presets (pdarts-ray search --preset NAME)")
     for col in ("name", "cells", "ops", "skip dropout", "M", "epochs (warm-up)", "batch", "C", "data"):
-        table.add_column(col, no_wrap=True)
+        search.add_column(col, no_wrap=True)
+    evaluate = Table(title="evaluation presets (pdarts-ray evaluate --preset NAME)")
+    for col in ("name", "network", "C", "cells", "epochs", "batch", "lr", "data"):
+        evaluate.add_column(col, no_wrap=True)
     for name, row in rows.items():
         c = row["config"]
-        table.add_row(name, "/".join(map(str, c["cells"])), "/".join(map(str, c["ops_kept"])),
-                      "/".join(map(str, c["skip_dropout"])), str(c["skip_connects"]),
-                      f"{c['epochs']} ({c['warmup_epochs']})", str(c["batch_size"]), str(c["channels"]),
-                      c["dataset"])
-    console = Console()
-    console.print(table)
-    for name, row in rows.items():
-        console.print(f"  {name}: {row['note']}")
+        if row["kind"] == "search":
+            search.add_row(name, "/".join(map(str, c["cells"])), "/".join(map(str, c["ops_kept"])),
+                           "/".join(map(str, c["skip_dropout"])), str(c["skip_connects"]),
+                           f"{c['epochs']} ({c['warmup_epochs']})", str(c["batch_size"]), str(c["channels"]),
+                           c["dataset"])
+        else:
+            evaluate.add_row(name, c["network"], str(c["channels"]), str(c["layers"]), str(c["epochs"]),
+                             str(c["batch_size"]), str(c["lr"]), c["dataset"])
+    console.print(search)
+    for name in SEARCH_PRESETS:
+        console.print(f"  {name}: {PRESET_NOTES.get(name, '')}")
+    console.print(evaluate)
     return 0
 
 

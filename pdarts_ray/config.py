@@ -222,6 +222,8 @@ def _as_float(value):
 
 def _normalise(cls, key: str, value):
     ann = {f.name: f.type for f in fields(cls)}[key].replace(" ", "")
+    if ann.startswith("str") and isinstance(value, bool):
+        return "on" if value else "off"  # YAML reads on/off (and yes/no) as booleans
     if ann.startswith("float"):
         return _as_float(value)
     if ann.startswith("list[float]") and isinstance(value, list):

@@ -87,15 +87,11 @@ def drop_path_at(cfg: EvalConfig, epoch: int) -> float:
 # ---------------------------------------------------------------- data
 
 def eval_memory_format(cfg: EvalConfig, device: torch.device) -> torch.memory_format:
-    """`auto`: channels-last on CPU for the CIFAR network on images up to 32 pixels only.
-
-    There it is 1.3x faster; on larger images, PyTorch's CPU backward of a 1x1 stride-2
-    convolution over few channels (FactorizedReduce at C < 16, 48+ pixels) crashes in
-    channels-last (torch 2.14), so larger inputs stay contiguous.
-    """
-    if cfg.channels_last == "auto" and (cfg.network != "cifar" or cfg.image_size > 32):
+    """`auto`: channels-last on CPU for the CIFAR network on images up to 32 pixels only
+    (1.3x faster there; see `runtime.memory_format` for why not on larger images)."""
+    if cfg.channels_last == "auto" and cfg.network != "cifar":
         return torch.contiguous_format
-    return memory_format(cfg.channels_last, device)
+    return memory_format(cfg.channels_last, device, cfg.image_size)
 
 
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, rank: int, world: int) -> list[torch.Tensor]:

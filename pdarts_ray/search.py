@@ -102,7 +102,7 @@ class Stage:
         self.model = SearchNetwork(cfg.channels, num_classes, plan.cells, switches["normal"],
                                    switches["reduce"], plan.rate, alpha_generator=alpha_gen,
                                    kernels=cfg.kernels)
-        self.model.to(device=device, memory_format=memory_format(cfg.channels_last, device))
+        self.model.to(device=device, memory_format=memory_format(cfg.channels_last, device, cfg.image_size))
         # bf16 autocast: convolutions in bfloat16, BatchNorm, softmax and losses in float32
         self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.dtype == "bfloat16")
         self.forward = torch.compile(self.model) if cfg.compile else self.model
@@ -259,7 +259,7 @@ class ProgressiveSearch:
             start = self._resume_point(self.checkpoints.load(), plans)
         data = data or load_search_data(cfg)
         images = DeviceImages(data.train_x, data.train_y, data.mean, data.std, device,
-                              memory_format(cfg.channels_last, device))
+                              memory_format(cfg.channels_last, device, cfg.image_size))
         split = int(math.floor(cfg.train_portion * len(images)))
         if split < 1 or split >= len(images):
             raise UserError(f"{cfg.dataset}: {len(images)} training images are too few to split for search")

@@ -36,6 +36,11 @@ def test_set_values_are_yaml():
         "cells": [5, 11, 17], "device": "cuda:1", "download": True}
 
 
+def test_on_off_settings_survive_yaml():
+    assert resolve(SearchConfig, SEARCH_PRESETS, "tiny", None, ["channels_last=on"]).channels_last == "on"
+    assert resolve(SearchConfig, SEARCH_PRESETS, "tiny", None, ["channels_last=off"]).channels_last == "off"
+
+
 def test_floats_written_without_a_dot_are_floats():
     cfg = resolve(SearchConfig, SEARCH_PRESETS, "tiny", None, ["lr=1e-3", "arch_lr=6e-4", "skip_dropout=[0, 1e-1, 3e-1]"])
     assert (cfg.lr, cfg.arch_lr, cfg.skip_dropout) == (1e-3, 6e-4, [0.0, 0.1, 0.3])
