@@ -49,6 +49,7 @@ class SearchConfig:
     synthetic_classes: int = 10
     cells: list[int] = field(default_factory=lambda: [5, 11, 17])
     ops_kept: list[int] = field(default_factory=lambda: [8, 5, 3])
+    space_seed: int | None = None  # the random initial op space when ops_kept[0] < 8 (None: seed)
     skip_dropout: list[float] = field(default_factory=lambda: [0.0, 0.4, 0.7])
     skip_connects: int = 2
     epochs: int = 25
@@ -113,6 +114,8 @@ class SearchConfig:
         if self.channels % 2:
             raise UserError(f"config: channels: must be even (reduction edges halve it twice), got {self.channels}")
         _at_least(self, "seed", 0)
+        if self.space_seed is not None and self.space_seed < 0:
+            raise UserError(f"config: space_seed: must be at least 0, got {self.space_seed}")
         err = check_device(self.device)
         if err:
             raise UserError(f"config: device: {err}, got {self.device!r}")

@@ -199,10 +199,12 @@ def plan_stages(cfg: SearchConfig) -> list[StagePlan]:
 
 
 def initial_switches(cfg: SearchConfig) -> dict:
-    """All 8 ops, or (ops_kept[0] < 8) a seeded random subset per edge and cell type."""
+    """All 8 ops, or (ops_kept[0] < 8) a random subset per edge and cell type, drawn from
+    `space_seed` (default: the run's seed): the paper's randomly sampled op spaces."""
     if cfg.ops_kept[0] == NUM_OPS:
         return {"normal": full_switches(), "reduce": full_switches()}
-    g = torch.Generator().manual_seed(derived_seed(cfg.seed, 0))
+    space_seed = cfg.seed if cfg.space_seed is None else cfg.space_seed
+    g = torch.Generator().manual_seed(derived_seed(space_seed, 0))
     out = {}
     for name in ("normal", "reduce"):
         rows = []
@@ -248,14 +250,18 @@ class ProgressiveSearch:
         return cls(from_dict(SearchConfig, data, str(path)), run_dir, hooks)
 
     # -- the loop
-    def run(self, resume: bool = False, data: ImageData | None = None) -> dict:
+    def run(self, resume: bool = False, data: ImageData | None = None, checkpoint: dict | None = None) -> dict:
+        """Start, or with `resume` continue from the run folder's newest checkpoint, or from
+        `checkpoint` (a loaded checkpoint from elsewhere, e.g. one Ray Train restored)."""
         cfg = self.cfg
         torch.set_num_threads(cpu_threads(cfg.threads))
         device = resolve_device(cfg.device)
         plans = plan_stages(cfg)
         start = {"stage": 0, "epoch": 0, "stages": [], "switches": initial_switches(cfg), "stage_state": None,
                  "elapsed": 0.0, "peak": 0, "peak_reserved": 0}
-        if resume:
+        if checkpoint is not None:
+            start = self._resume_point(checkpoint, plans)
+        elif resume:
             start = self._resume_point(self.checkpoints.load(), plans)
         data = data or load_search_data(cfg)
         images = DeviceImages(data.train_x, data.train_y, data.mean, data.std, device,

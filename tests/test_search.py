@@ -169,3 +169,30 @@ def test_random_initial_op_space_when_stage_one_keeps_fewer_ops():
     assert all(sum(row) == 3 for row in sw["normal"] + sw["reduce"])
     assert len({tuple(r) for r in sw["normal"]}) > 1  # sampled per edge
     assert initial_switches(cfg) == sw  # seeded
+    other = resolve(SearchConfig, SEARCH_PRESETS, "smoke", None,
+                    ["ops_kept=[3]", "cells=[5]", "skip_dropout=[0.7]", "space_seed=99"])
+    assert initial_switches(other) != sw
+
+
+def test_resume_from_a_checkpoint_held_elsewhere(smoke_run, tmp_path):
+    """A checkpoint restored on another node continues in a fresh run folder."""
+    reference_dir, _ = smoke_run
+
+    class StopAfter(Exception):
+        pass
+
+    from pdarts_ray.search import SearchHooks
+
+    class Stop(SearchHooks):
+        def on_epoch_end(self, metrics, checkpoint):
+            if (metrics["stage"], metrics["epoch"]) == (2, 0):
+                raise StopAfter
+
+    with pytest.raises(StopAfter):
+        run_search(SMOKE, tmp_path / "first", Stop())
+    state = CheckpointDir(tmp_path / "first" / "checkpoints").load()
+    elsewhere = ProgressiveSearch.create(SMOKE, tmp_path / "second")
+    result = elsewhere.run(checkpoint=state)
+    assert result["genotype"] == _load(reference_dir, "genotype.json")
+    assert [(m["stage"], m["epoch"]) for m in read_jsonl(tmp_path / "second" / "metrics.jsonl")] == \
+        [(s, e) for s in (2, 3) for e in range(3) if (s, e) != (2, 0)]
