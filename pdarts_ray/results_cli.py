@@ -7,7 +7,6 @@ import json
 import sys
 
 from .cli import _Parser, add_common_flags, emit
-from .errors import UserError
 
 FORMATS = ("table", "csv", "markdown", "json")
 _OP_SHORT = {"skip_connect": "skip", "sep_conv_3x3": "sep3", "sep_conv_5x5": "sep5", "dil_conv_3x3": "dil3",
@@ -71,13 +70,14 @@ def _render(title: str, columns: list[str], rows: list[list[str]], fmt: str) -> 
             print("| " + " | ".join(esc(c) for c in r) + " |")
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=title)
+    table = Table(title=escape(title))
     for i, col in enumerate(columns):
         table.add_column(col, justify="left" if i == 0 else "right", overflow="fold")
     for r in rows:
-        table.add_row(*r)
+        table.add_row(*(escape(c) for c in r))  # a value such as "[x]" is text, not markup
     # piped into a file or another program, a table is not folded to 80 columns
     Console(width=None if sys.stdout.isatty() else 240).print(table)
 

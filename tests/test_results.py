@@ -306,6 +306,27 @@ def test_cli_import_list_show(smoke_run, tmp_path):
     assert rc == 0 and len([ln for ln in out.splitlines() if ln.startswith("| run-")]) == 9
 
 
+def test_show_summary_columns_are_the_knobs_that_differ(tmp_path, capsys):
+    from pdarts_ray.cli import main
+
+    s = str(tmp_path)
+    R.write_trial(s, "exp", _finished_row("t1", lr=0.1))
+    R.write_trial(s, "exp", _finished_row("t2", lr=0.2, data_root="[x]"))
+    R.write_trial(s, "exp", R.trial_row("exp", "t3", "failed", to_dict(SMOKE), failure="out of memory"))
+    assert main(["results", "show", "exp", "--storage", s, "--format", "markdown"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = [c.strip() for c in lines[2].strip("|").split("|")]
+    assert header[:5] == ["trial", "status", "data_root", "lr", "best acc"] and header[-1] == "failure"
+    assert "cells" not in header
+    t1, t2, t3 = ([c.strip() for c in ln.strip("|").split("|")] for ln in lines[4:])
+    assert t1[3] == "0.1" and t2[2] == "[x]" and t3[-1] == "out of memory"
+    assert t1[header.index("skips before/after")] == "3/2"
+    assert t1[header.index("peak MiB per stage")] == "100/200/300"
+    assert t1[header.index("normal cell")] == "sep3x6 skipx2"
+    assert main(["results", "show", "exp", "--storage", s]) == 0
+    assert "[x]" in capsys.readouterr().out  # rich shows it as text
+
+
 @pytest.mark.parametrize("args, message", [
     (["results", "show", "nope", "--storage", "/nonexistent-store"], "no such experiment"),
     (["results", "show", "x", "--format", "xml"], "invalid choice: 'xml'"),
