@@ -480,7 +480,7 @@ def build_tuner(sweep: Sweep, setup: dict):
     from ray.tune.search.optuna import OptunaSearch
 
     base = SearchConfig(**setup["base_config"])
-    if sweep.searcher == "optuna":
+    if sweep.searcher == "optuna" and sweep.space:  # with nothing to sample, a plain generator
         search_alg = OptunaSearch(seed=sweep.seed)  # TPE; its study is saved with the experiment
     else:
         search_alg = BasicVariantGenerator(random_state=sweep.seed)
