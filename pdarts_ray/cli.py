@@ -18,7 +18,8 @@ from .errors import SearchDiverged, UserError
 
 # Modules that add commands: each has `register(subparsers, groups)`, where groups maps
 # a command group ("genotype", "bench") to its subparsers.
-COMMAND_MODULES: tuple[str, ...] = ("pdarts_ray.evaluate_cli", "pdarts_ray.results_cli", "pdarts_ray.sweep_cli")
+COMMAND_MODULES: tuple[str, ...] = ("pdarts_ray.evaluate_cli", "pdarts_ray.results_cli", "pdarts_ray.sweep_cli",
+                                     "pdarts_ray.plot_cli", "pdarts_ray.reproduce_cli")
 
 
 class _Parser(argparse.ArgumentParser):
