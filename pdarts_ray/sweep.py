@@ -483,7 +483,8 @@ def build_tuner(sweep: Sweep, setup: dict):
     if sweep.searcher == "optuna" and sweep.space:  # with nothing to sample, a plain generator
         search_alg = OptunaSearch(seed=sweep.seed)  # TPE; its study is saved with the experiment
     else:
-        search_alg = BasicVariantGenerator(random_state=sweep.seed)
+        # Tune's max_concurrent_trials applies to Searchers only: the generator limits itself
+        search_alg = BasicVariantGenerator(random_state=sweep.seed, max_concurrent=sweep.max_concurrent_trials)
     scheduler = None
     if sweep.scheduler:
         scheduler = ASHAScheduler(time_attr="global_epoch", max_t=base.num_stages * base.epochs, grace_period=sweep.scheduler["grace_period"],

@@ -22,10 +22,22 @@ def apply_flags(definition: dict, preset=None, num_samples=None, concurrent=None
 
 
 def cmd_sweep(args) -> int:
+    if args.json:  # Ray Tune prints its own tables: keep stdout for the JSON
+        import contextlib
+        import sys
+
+        with contextlib.redirect_stdout(sys.stderr):
+            out = _run(args, verbose=0)
+    else:
+        out = _run(args, verbose=0 if args.quiet else 1)
+    _print(args, out)
+    return 0
+
+
+def _run(args, verbose: int) -> dict:
     from .config import read_config_file
     from .sweep import parse_sweep, resume_sweep, run_sweep
 
-    verbose = 0 if (args.quiet or args.json) else 1
     if args.resume:
         given = [f"--{k.replace('_', '-')}" for k in _RUN_FLAGS if getattr(args, k) is not None]
         if given:
@@ -39,8 +51,13 @@ def cmd_sweep(args) -> int:
                                  args.gpus_per_trial, args.storage, args.name)
         sweep = parse_sweep(definition, args.space)
         out = run_sweep(sweep, args.address, verbose=verbose)
+    return out
+
+
+def _print(args, out: dict) -> None:
     if args.json:
-        emit(args, out)
+        emit(args, {**out, "trials": [{k: v.isoformat() if hasattr(v, "isoformat") else v for k, v in row.items()}
+                                      for row in out["trials"]]})
     elif not args.quiet:
         from rich.console import Console
 
@@ -49,7 +66,6 @@ def cmd_sweep(args) -> int:
         console = Console()
         console.print(trials_table(out))
         console.print(f"experiment: {out['path']}")
-    return 0
 
 
 def register(sub, groups) -> None:
