@@ -183,3 +183,68 @@ def test_results_storage_is_exported_on_every_node(name):
     prepared = prepare_config(config)
     for key in ("head_setup_commands", "worker_setup_commands"):
         assert any("PDARTS_STORAGE=" in c for c in prepared[key])
+
+
+@pytest.fixture
+def mocked_aws(monkeypatch, tmp_path):
+    """Ray's AWS bootstrap against moto's in-process AWS (no network, no account)."""
+    pytest.importorskip("boto3")
+    moto = pytest.importorskip("moto")
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-west-2",
+                       "MOTO_IAM_LOAD_MANAGED_POLICIES": "true", "HOME": str(tmp_path)}.items():
+        monkeypatch.setenv(key, value)  # HOME: the key pair Ray creates lands in ~/.ssh
+    from ray.autoscaler._private.aws import config as aws_config
+
+    monkeypatch.setattr(aws_config.time, "sleep", lambda s: None)  # IAM propagation waits
+    from ray.autoscaler._private.aws import utils as aws_utils
+
+    def forget_clients():  # Ray caches boto3 clients; each mocked account needs fresh ones
+        for cached in (aws_utils.resource_cache, aws_utils.client_cache, aws_config._get_subnets_or_die):
+            cached.cache_clear()
+
+    forget_clients()
+    with moto.mock_aws():
+        yield aws_config
+    forget_clients()
+
+
+def _ingress(config, bootstrapped):
+    import boto3
+
+    (sg_id,) = {g for t in bootstrapped["available_node_types"].values() for g in t["node_config"]["SecurityGroupIds"]}
+    ec2 = boto3.client("ec2", region_name=config["provider"]["region"])
+    (group,) = ec2.describe_security_groups(GroupIds=[sg_id])["SecurityGroups"]
+    return sg_id, group["IpPermissions"]
+
+
+def test_rays_aws_bootstrap_opens_only_ssh_to_the_outside(mocked_aws):
+    config = prepare_config(load("cluster/gpu.yaml"))
+    sg_id, rules = _ingress(config, mocked_aws.bootstrap_aws(config))
+    for rule in rules:
+        if rule.get("IpRanges") or rule.get("Ipv6Ranges") or rule.get("PrefixListIds"):
+            assert (rule["IpProtocol"], rule["FromPort"], rule["ToPort"]) == ("tcp", 22, 22), rule
+        else:
+            assert [p["GroupId"] for p in rule["UserIdGroupPairs"]] == [sg_id], rule
+    cidrs = {r["CidrIp"] for rule in rules for r in rule.get("IpRanges", [])}
+    # Ray's own SSH rule comes along when Ray creates the group (hence the README's recipe).
+    assert cidrs == {"0.0.0.0/0", config["provider"]["security_group"]["IpPermissions"][0]["IpRanges"][0]["CidrIp"]}
+
+
+def test_a_group_made_beforehand_keeps_ssh_to_one_address(mocked_aws):
+    """The README's recipe: create the group with SSH from one CIDR and member-to-member traffic."""
+    import boto3
+
+    config = prepare_config(load("cluster/gpu.yaml"))
+    ec2 = boto3.client("ec2", region_name=config["provider"]["region"])
+    name = config["provider"]["security_group"]["GroupName"]
+    sg = ec2.create_security_group(GroupName=name, Description="pdarts-ray: SSH only")["GroupId"]
+    ec2.authorize_security_group_ingress(GroupId=sg, IpProtocol="tcp", FromPort=22, ToPort=22,
+                                         CidrIp="198.51.100.7/32")
+    ec2.authorize_security_group_ingress(GroupId=sg, IpPermissions=[
+        {"IpProtocol": "-1", "UserIdGroupPairs": [{"GroupId": sg}]}])
+    sg_id, rules = _ingress(config, mocked_aws.bootstrap_aws(config))
+    assert sg_id == sg
+    outside = [(r["IpProtocol"], r.get("FromPort"), r.get("ToPort"), [x["CidrIp"] for x in r["IpRanges"]])
+               for r in rules if r.get("IpRanges")]
+    assert outside == [("tcp", 22, 22, ["198.51.100.7/32"])]
