@@ -7,11 +7,13 @@ and PDARTS_STORAGE in ~/.bashrc, the pip install of the synced project with the 
 
 Two things are prepared the way an on-prem machine would have them, to keep the test to
 minutes: the user's venv shares this interpreter's installed packages (--system-site-packages)
-instead of downloading torch and Ray again, and RAY_TMPDIR in the user's ~/.bashrc keeps its
+instead of downloading torch and Ray again (with the `ray` console scripts pip would have
+added had it installed Ray there), and RAY_TMPDIR in the user's ~/.bashrc keeps its
 Ray session apart from any other Ray on the machine. A worker node cannot be had on one
 machine: Ray's launcher reaches every node as the same SSH user, and `ray stop` in a worker's
 start commands would stop the head's processes too. So the cluster is the head alone, and the
-sweep's trials run on it.
+sweep's trials run on it. If another Ray on the machine holds the dashboard's default port,
+the head gets another loopback port for it.
 
 Needs root (a user, an SSH server, packages); everything it creates is removed at the end.
 """
