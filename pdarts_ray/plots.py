@@ -91,9 +91,11 @@ def _save(fig, stem: Path) -> list[Path]:
     stem.parent.mkdir(parents=True, exist_ok=True)
     try:
         for path in paths:
-            # a fixed SVG hash salt and no date keep re-rendered SVGs byte-identical
+            # a fixed hash salt and no date keep a re-rendered SVG byte-identical
             metadata = {"Date": None} if path.suffix == ".svg" else {"Software": None}
-            fig.savefig(path, format=path.suffix[1:], dpi=DPI, metadata=metadata)
+            # SVG text stays text (not glyph outlines): searchable and editable
+            with plt.rc_context({"svg.fonttype": "none", "svg.hashsalt": "pdarts-ray"}):
+                fig.savefig(path, format=path.suffix[1:], dpi=DPI, metadata=metadata)
     finally:
         plt.close(fig)
     return paths
@@ -550,7 +552,7 @@ def plot_bars(title: str, groups: list[str], series: dict[str, list[float | None
     n = len(series)
     width = 0.8 / n
     fig, ax = plt.subplots(figsize=(max(5.5, 1.1 * len(groups) * max(n, 2) * 0.6 + 2), 4.8))
-    top = 0.0
+    top = bottom = 0.0
     for i, (name, values) in enumerate(series.items()):
         xs = [g + (i - (n - 1) / 2) * width for g in range(len(groups))]
         kept = [(x, float(v)) for x, v in zip(xs, values) if v is not None and math.isfinite(float(v))]
@@ -559,11 +561,15 @@ def plot_bars(title: str, groups: list[str], series: dict[str, list[float | None
             continue
         bx, by = zip(*kept)
         bars = ax.bar(bx, by, width, label=name, color=_SERIES_COLOURS[i % len(_SERIES_COLOURS)])
-        ax.bar_label(bars, labels=[f"{v:.3g}" for v in by], fontsize=8, padding=2)
-        top = max(top, *by)
+        ax.bar_label(bars, labels=[f"{v:.4g}" for v in by], fontsize=8, padding=2)
+        top, bottom = max(top, *by), min(bottom, *by)
     ax.set_xticks(range(len(groups)), groups, fontsize=9)
     ax.set_ylabel(ylabel)
-    ax.set_ylim(0, top * 1.18 if top > 0 else 1.0)
+    if top == bottom == 0.0:
+        top = 1.0
+    span = top - bottom
+    ax.set_ylim(bottom - 0.12 * span if bottom < 0 else 0.0, top + 0.12 * span if top > 0 else 0.0)
+    ax.axhline(0, color="#333333", linewidth=0.8)
     ax.set_title(title, fontsize=12)
     ax.legend(fontsize=9, frameon=False)
     ax.grid(True, axis="y", alpha=0.3)
