@@ -1,6 +1,8 @@
 """The `reproduce` command (registered through cli.COMMAND_MODULES)."""
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 import time
 from pathlib import Path
@@ -17,6 +19,25 @@ TABLE_HELP = {
     "refine": "--runs searches before and after refinement to M = 2 (section 4.4.3)",
     "table1": "the P-DARTS row of Table 1: error, params, search cost",
 }
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr(active: bool):
+    """With --json, stdout carries the JSON alone: Ray Tune's and its workers' output goes to
+    stderr, at the file-descriptor level since some of it bypasses sys.stdout."""
+    if not active:
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def cmd_reproduce(args) -> int:
@@ -37,8 +58,9 @@ def cmd_reproduce(args) -> int:
 
     t0 = time.perf_counter()
     try:
-        outcome = reproduce(args.table, setup, args.storage, args.address, run=not args.no_run, log=log,
-                            verbose=0 if quiet else 1)
+        with _stdout_to_stderr(args.json):
+            outcome = reproduce(args.table, setup, args.storage, args.address, run=not args.no_run, log=log,
+                                verbose=0 if quiet else 1)
     except ReproduceFailed as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

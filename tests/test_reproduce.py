@@ -289,7 +289,8 @@ def test_retrainings_run_once_and_are_stored(tmp_path):
 def test_table3_smoke_end_to_end_then_nothing_to_start(tmp_path):
     store, out = tmp_path / "store", tmp_path / "out"
     args = ["reproduce", "table3", "--preset", "smoke", "--runs", "2", "--storage", store, "--out", out]
-    code, stdout, err = run_cli(*args, "--json")
+    env = {"RAY_ADDRESS": "local"}  # a new local Ray, whatever else runs on this machine
+    code, stdout, err = run_cli(*args, "--json", env=env)
     assert code == 0, err
     data = json.loads(stdout)
     assert data["searches_started"] == 2 and data["missing"] == []
@@ -299,7 +300,7 @@ def test_table3_smoke_end_to_end_then_nothing_to_start(tmp_path):
     assert len(sweeps) == 1 and sweeps[0].startswith("reproduce-smoke-synthetic.s-")
     for name in ("table3.md", "table3.csv", "table3.png"):
         assert (out / name).stat().st_size > 0
-    code, stdout, err = run_cli(*args)
+    code, stdout, err = run_cli(*args, env=env)
     assert code == 0, err
     assert "started 0 searches and 0 retrainings" in stdout and "Table 3" in stdout and "9.8" in stdout
     assert sorted(p.name for p in store.iterdir()) == sweeps
