@@ -31,6 +31,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from .checkpoint import CheckpointDir, read_jsonl
@@ -48,10 +49,16 @@ RUNS_FOLDER = "runs"
 TRAIN_FOLDER = "train"
 # Test-only fault injection: the worker exits hard right after reporting this global epoch,
 # once per marker file (the marker is created first, so the restarted worker carries on).
+# The marker holds the worker's node id; with a hold, the worker first waits that many seconds
+# (a test removes its node or kills the driver meanwhile).
 EXIT_AFTER_EPOCH_ENV = "PDARTS_TEST_EXIT_AFTER_EPOCH"
 EXIT_MARKER_ENV = "PDARTS_TEST_EXIT_MARKER"
+EXIT_HOLD_ENV = "PDARTS_TEST_EXIT_HOLD_S"
+# Test-only: extra resources of each Train worker (JSON), read from the cluster's environment,
+# so that a test cluster can keep workers off its head node.
+WORKER_RESOURCES_ENV = "PDARTS_TEST_WORKER_RESOURCES"
 # passed on to Train workers, whose environment is the cluster's, not the driver's
-WORKER_ENV_KEYS = ("PDARTS_CACHE", EXIT_AFTER_EPOCH_ENV, EXIT_MARKER_ENV)
+WORKER_ENV_KEYS = ("PDARTS_CACHE", EXIT_AFTER_EPOCH_ENV, EXIT_MARKER_ENV, EXIT_HOLD_ENV)
 FINAL_FILES = (RESULT_FILE, GENOTYPES_FILE)
 
 
@@ -136,7 +143,11 @@ def _maybe_exit_for_test(metrics: dict) -> None:
         fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
         return
+    import ray
+
+    os.write(fd, ray.get_runtime_context().get_node_id().encode())
     os.close(fd)
+    time.sleep(float(os.environ.get(EXIT_HOLD_ENV, "0")))
     os._exit(17)
 
 
@@ -202,7 +213,8 @@ def search_trial(config: dict, *, setup: dict) -> None:
         torch_config=TorchConfig(backend="nccl" if gpus else "gloo"),
         scaling_config=ScalingConfig(num_workers=1, use_gpu=gpus > 0,
                                      resources_per_worker={"CPU": setup["cpus_per_trial"],
-                                                           **({"GPU": gpus} if gpus else {})}),
+                                                           **({"GPU": gpus} if gpus else {}),
+                                                           **json.loads(os.environ.get(WORKER_RESOURCES_ENV, "{}"))}),
         run_config=RunConfig(name=train_run_name(trial_id),
                              storage_path=f"{setup['experiment_path']}/{TRAIN_FOLDER}",
                              failure_config=FailureConfig(max_failures=setup["max_failures"]),
