@@ -462,9 +462,10 @@ def _exists(path: str) -> bool:
 def _trainable(setup: dict):
     from ray import tune
 
-    from .trainer import TRIAL_DRIVER_CPU, search_trial
+    from .trainer import TRIAL_DRIVER_CPU, TRIAL_RESOURCES_ENV, search_trial
 
-    return tune.with_resources(tune.with_parameters(search_trial, setup=setup), {"CPU": TRIAL_DRIVER_CPU})
+    return tune.with_resources(tune.with_parameters(search_trial, setup=setup),
+                               {"CPU": TRIAL_DRIVER_CPU, **json.loads(os.environ.get(TRIAL_RESOURCES_ENV, "{}"))})
 
 
 def _worker_env() -> dict:

@@ -54,9 +54,10 @@ TRAIN_FOLDER = "train"
 EXIT_AFTER_EPOCH_ENV = "PDARTS_TEST_EXIT_AFTER_EPOCH"
 EXIT_MARKER_ENV = "PDARTS_TEST_EXIT_MARKER"
 EXIT_HOLD_ENV = "PDARTS_TEST_EXIT_HOLD_S"
-# Test-only: extra resources of each Train worker (JSON), read from the cluster's environment,
-# so that a test cluster can keep workers off its head node.
+# Test-only: extra resources (JSON) of each Train worker, read from the cluster's environment,
+# and of each Tune trial, read from the driver's: a test cluster keeps them on separate nodes.
 WORKER_RESOURCES_ENV = "PDARTS_TEST_WORKER_RESOURCES"
+TRIAL_RESOURCES_ENV = "PDARTS_TEST_TRIAL_RESOURCES"
 # passed on to Train workers, whose environment is the cluster's, not the driver's
 WORKER_ENV_KEYS = ("PDARTS_CACHE", EXIT_AFTER_EPOCH_ENV, EXIT_MARKER_ENV, EXIT_HOLD_ENV)
 FINAL_FILES = (RESULT_FILE, GENOTYPES_FILE)
