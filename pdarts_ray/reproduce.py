@@ -299,7 +299,7 @@ def table3_config(setup: Setup) -> TableSpec:
             columns += [f"stage {s + 1} paper", f"stage {s + 1} ours"]
         if cuda:
             columns += [f"stage {s + 1} ours reserved" for s in range(stages)]
-        rows, series = [], {}
+        rows, series, our_series = [], {}, {}
         for i, (need, row) in enumerate(zip(needs, rows_in)):
             published = paper.TABLE3_MEMORY_GB[i] if i < len(paper.TABLE3_MEMORY_GB) else [None] * stages
             ours = [b / GIB if b is not None else None for b in (row["stage_peak_memory_bytes"] if row else [None] * stages)]
@@ -312,7 +312,8 @@ def table3_config(setup: Setup) -> TableSpec:
             rows.append(cells)
             if i < len(paper.TABLE3_MEMORY_GB):
                 series[f"paper run {i + 1}"] = [_pv(p) for p in published]
-            series[f"ours run {i + 1}"] = ours
+            our_series[f"ours run {i + 1}"] = ours
+        series.update(our_series)
         what = ("CUDA peak allocated (and reserved) per stage" if cuda else
                 "peak resident memory of the search process per stage" if kinds == {"cpu_peak_rss"} else
                 "peak memory per stage")
@@ -700,7 +701,8 @@ def _store_evaluation(root: str, setup: Setup, need: EvalNeed, result: dict) -> 
                                                             setup.eval_config, result, need.name))
 
 
-def run_evaluations(needs: list[EvalNeed], setup: Setup, root: str, use_ray: bool, log) -> list[str]:
+def run_evaluations(needs: list[EvalNeed], setup: Setup, root: str, use_ray: bool, log,
+                    progress: bool = False) -> list[str]:
     """Retrain every missing genotype and store its row; the failures' descriptions."""
     runs_dir = _eval_runs_dir(root, setup.experiment)
     failures = []
@@ -709,11 +711,13 @@ def run_evaluations(needs: list[EvalNeed], setup: Setup, root: str, use_ray: boo
             key = eval_key(need.genotype, setup.eval_config)
             log(f"retraining {i + 1}/{len(needs)}: {need.name} ({setup.eval_preset}, {key})")
             try:
-                result = evaluate_genotype(setup.eval_config, need.genotype, str(runs_dir / key), need.name)
+                result = evaluate_genotype(setup.eval_config, need.genotype, str(runs_dir / key), need.name,
+                                           progress)
             except Exception as err:  # one failed retraining leaves the others to run
                 failures.append(f"retraining {need.name}: {type(err).__name__}: {err}")
                 continue
             _store_evaluation(root, setup, need, result)
+            log(f"retrained {need.name}: error {result['error_pct']:.2f} %, {result['seconds']:.0f} s")
         return failures
     import ray
 
@@ -748,7 +752,7 @@ class Outcome:
 
 
 def reproduce(table: str, setup: Setup, storage: str | None = None, address: str | None = None, run: bool = True,
-              log=lambda line: None, verbose: int = 0) -> Outcome:
+              log=lambda line: None, verbose: int = 0, progress: bool = False) -> Outcome:
     """Start what the table lacks in the store (unless `run` is False), then compute it."""
     from .results import storage_root
     from .sweep import connect_ray, parse_sweep, run_sweep
@@ -768,6 +772,11 @@ def reproduce(table: str, setup: Setup, storage: str | None = None, address: str
                     f" search{'es' if sweep.space else ''})")
                 run_sweep(sweep, verbose=verbose)
             searches = len(unique)
+            if started_ray and address is None:  # the retrainings run in this process: free the cores
+                import ray
+
+                ray.shutdown()
+                started_ray = False
             store.refresh()
             failed = [n for n in unique if store.search(n) is None]
             if failed:
@@ -783,7 +792,7 @@ def reproduce(table: str, setup: Setup, storage: str | None = None, address: str
                 if not ray.is_initialized():
                     ray.init(address=address)
                     started_ray = True
-            failures = run_evaluations(wanted, setup, root, use_ray, log)
+            failures = run_evaluations(wanted, setup, root, use_ray, log, progress)
             evaluations = len(wanted)
             store.refresh()
             if failures:

@@ -60,7 +60,7 @@ def cmd_reproduce(args) -> int:
     try:
         with _stdout_to_stderr(args.json):
             outcome = reproduce(args.table, setup, args.storage, args.address, run=not args.no_run, log=log,
-                                verbose=0 if quiet else 1)
+                                verbose=0 if quiet else 1, progress=not args.quiet)
     except ReproduceFailed as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -77,7 +77,8 @@ def cmd_reproduce(args) -> int:
                          indent=1))
         return 0
     if not args.quiet:
-        console = Console()
+        # piped output keeps whole rows (rich would fold them at 80 columns)
+        console = Console(width=None if sys.stdout.isatty() else 220)
         console.print(rich_table(r))
         if r.missing:
             console.print("missing (not run): " + "; ".join(r.missing), markup=False, highlight=False)
