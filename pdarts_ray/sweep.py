@@ -22,6 +22,8 @@ import itertools
 import json
 import math
 import os
+import re
+import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -319,6 +321,36 @@ def trial_config(base: dict, sampled: dict, cpus_per_trial: int) -> dict:
     return to_dict(from_dict(SearchConfig, values, "trial config"))
 
 
+TRIAL_LABEL_MAX = 60
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.,=+-]")
+
+
+def _label_value(value) -> str:
+    if isinstance(value, str) and value.startswith("["):
+        value = json.loads(value)  # a per-stage list, as Tune holds it
+    if isinstance(value, (list, tuple)):
+        return "-".join(_label_value(v) for v in value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return repr(float(f"{value:.3g}"))  # 3 significant digits, 0.0 rather than 0
+    return str(value)
+
+
+def trial_label(sampled: dict) -> str:
+    """The sampled values as a short text, `skip_dropout=0.0-0.3-0.6,seed=3`: safe in a
+    file name, at most TRIAL_LABEL_MAX characters (cut, not unique on its own)."""
+    label = ",".join(f"{key}={_label_value(sampled[key])}" for key in sorted(sampled))
+    return _UNSAFE.sub("", label)[:TRIAL_LABEL_MAX]
+
+
+def trial_name(trial) -> str:
+    """Tune's trial name and folder: the trial id (unique) after the sampled values, so the
+    dashboard, Tune's tables and the experiment folder read by config."""
+    label = trial_label(trial.config or {})
+    return f"{label}_{trial.trial_id}" if label else f"trial_{trial.trial_id}"
+
+
 # ---------------------------------------------------------------- resources
 
 def worst_case_config(base: dict, space: dict) -> SearchConfig:
@@ -420,8 +452,39 @@ def connect_ray(address: str | None, sweep: Sweep) -> bool:
         ray.init()
         return True
     per_trial = sweep.cpus_per_trial + TRIAL_DRIVER_CPU
-    ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(sweep.max_concurrent_trials * per_trial)))
+    # the dashboard stays on: Train V2 leaks finished trials' placement groups without it;
+    # loopback only, as its Jobs API runs any code it is sent
+    ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(sweep.max_concurrent_trials * per_trial)),
+             include_dashboard=True, dashboard_host="127.0.0.1")
     return True
+
+
+def dashboard_url() -> str | None:
+    """The connected cluster's dashboard address, None where it runs without one."""
+    try:
+        from ray._private.worker import get_dashboard_url
+
+        url = get_dashboard_url()
+    except Exception:  # a Ray without the private helper: no address to show
+        return None
+    if not url:
+        return None
+    return url if "://" in url else f"http://{url}"
+
+
+def announce_dashboard() -> None:
+    """One line on stderr (stdout may carry JSON): where to watch the sweep."""
+    url = dashboard_url()
+    if not url:
+        return
+    try:
+        from ray._private.authentication.authentication_utils import is_token_auth_enabled
+
+        token = is_token_auth_enabled()
+    except ImportError:
+        token = False
+    how = "; sign in with the token `ray get-auth-token` prints" if token else ""
+    print(f"Ray dashboard: {url} (trials' metrics: ray_pdarts_*{how})", file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------- the experiment
@@ -494,7 +557,8 @@ def build_tuner(sweep: Sweep, setup: dict):
         _trainable(setup),
         param_space=param_space(sweep),
         tune_config=tune.TuneConfig(metric=sweep.metric, mode=sweep.mode, search_alg=search_alg, scheduler=scheduler, num_samples=sweep.num_samples,
-                                    max_concurrent_trials=sweep.max_concurrent_trials),
+                                    max_concurrent_trials=sweep.max_concurrent_trials,
+                                    trial_name_creator=trial_name, trial_dirname_creator=trial_name),
         run_config=tune.RunConfig(name=setup["name"], storage_path=setup["storage"],
                                   failure_config=tune.FailureConfig(max_failures=sweep.trial_retries),
                                   callbacks=[StoreResults(setup)], verbose=setup.get("verbose", 1)),
@@ -528,6 +592,8 @@ def run_sweep(sweep: Sweep, address: str | None = None, verbose: int = 1) -> dic
                  "max_failures": sweep.max_failures, "worker_env": _worker_env(),
                  "local_runs": _local_runs(storage, name), "verbose": verbose}
         save_setup(path, setup)
+        if verbose:
+            announce_dashboard()
         build_tuner(sweep, setup).fit()
         reconcile(storage, name, path, setup)
     finally:
@@ -570,6 +636,8 @@ def resume_sweep(name_or_path: str, storage: str | None = None, address: str | N
     _prepare_driver()
     started = connect_ray(address, sweep)
     try:
+        if verbose:
+            announce_dashboard()
         tuner = tune.Tuner.restore(path, trainable=_trainable(setup), resume_unfinished=True, resume_errored=False,
                                    restart_errored=False)
         tuner.fit()

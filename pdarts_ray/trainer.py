@@ -13,6 +13,8 @@ The worker runs the core loop unchanged (`ProgressiveSearch`) with hooks that re
 - the last epoch of the search also carries the final genotype for every M
   (`genotype_m0` .. `genotype_m8`, JSON text), `genotypes_json` and `result_json`
   (the run folder's files), and `search_done` = 1;
+- every epoch also sets the trial's Ray gauges (`monitoring.TrialMetrics`: stage, epoch,
+  accuracy, skip-connects, peak memory), tagged with the experiment and the trial's name;
 - a diverged search (non-finite loss) reports only `failure`, and the trial ends
   without retries: the same config and seed would diverge again.
 
@@ -37,6 +39,7 @@ from pathlib import Path
 from .checkpoint import CheckpointDir, read_jsonl
 from .config import SearchConfig, from_dict
 from .errors import SearchDiverged
+from .monitoring import trial_metrics
 from .search import (CHECKPOINT_DIR, CONFIG_FILE, GENOTYPES_FILE, METRICS_FILE, RESULT_FILE, TRAJECTORY_FILE,
                      ProgressiveSearch, SearchHooks, check_out_dir)
 
@@ -91,8 +94,9 @@ def final_fields(result: dict, genotypes: dict) -> dict:
 class TrialReport(SearchHooks):
     """Reports through Ray Train: one report per epoch, each with a checkpoint."""
 
-    def __init__(self, cfg: SearchConfig, run_dir: Path):
+    def __init__(self, cfg: SearchConfig, run_dir: Path, monitor=None):
         self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.monitor = monitor  # monitoring.TrialMetrics: gauges set every epoch
         self.pending: dict | None = None  # the last epoch of a stage waits for the stage's end
         self.pending_checkpoint: Path | None = None
 
@@ -111,6 +115,8 @@ class TrialReport(SearchHooks):
         _maybe_exit_for_test(metrics)
 
     def on_epoch_end(self, metrics: dict, checkpoint: Path) -> None:
+        if self.monitor is not None:  # before the report, which waits for the stage's end on its last epoch
+            self.monitor.record(metrics)
         if metrics["epoch"] == self.cfg.epochs - 1:
             self.pending, self.pending_checkpoint = _clean(metrics), checkpoint
             return
@@ -187,7 +193,7 @@ def worker_loop(config: dict) -> None:
     cfg = from_dict(SearchConfig, config["search_config"], "trial config")
     run_dir = Path(config["run_dir"])
     search, state = _restore_run_folder(cfg, run_dir)
-    hooks = TrialReport(search.cfg, run_dir)
+    hooks = TrialReport(search.cfg, run_dir, trial_metrics(config.get("monitor")))
     search.hooks = hooks
     try:
         search.run(checkpoint=state)
@@ -204,13 +210,16 @@ def search_trial(config: dict, *, setup: dict) -> None:
 
     from .sweep import trial_config
 
-    trial_id = ray.tune.get_context().get_trial_id()
+    context = ray.tune.get_context()
+    trial_id = context.get_trial_id()
     cfg = trial_config(setup["base_config"], config, setup["cpus_per_trial"])
     gpus = float(setup["gpus_per_trial"])
     run_dir = run_folder(setup["experiment_path"], trial_id, setup["local_runs"])
     trainer = TorchTrainer(
         worker_loop,
-        train_loop_config={"search_config": cfg, "run_dir": run_dir},
+        train_loop_config={"search_config": cfg, "run_dir": run_dir,
+                           "monitor": {"experiment": setup["name"], "trial_id": trial_id,
+                                       "trial_name": context.get_trial_name()}},
         torch_config=TorchConfig(backend="nccl" if gpus else "gloo"),
         scaling_config=ScalingConfig(num_workers=1, use_gpu=gpus > 0,
                                      resources_per_worker={"CPU": setup["cpus_per_trial"],
