@@ -304,3 +304,23 @@ def test_table3_smoke_end_to_end_then_nothing_to_start(tmp_path):
     assert code == 0, err
     assert "started 0 searches and 0 retrainings" in stdout and "Table 3" in stdout and "9.8" in stdout
     assert sorted(p.name for p in store.iterdir()) == sweeps
+
+
+@pytest.mark.slow
+def test_retrainings_as_ray_tasks(tmp_path):
+    ray = pytest.importorskip("ray")
+    from pdarts_ray.reproduce import EvalNeed, StoreView, run_evaluations
+
+    setup = resolve_setup("smoke")
+    lines = []
+    ray.init(num_cpus=2)
+    try:
+        failures = run_evaluations([EvalNeed(PD, "P-DARTS"), EvalNeed(DV2, "DARTS_V2")], setup, str(tmp_path), True,
+                                   lines.append)
+    finally:
+        ray.shutdown()
+    assert failures == []
+    store = StoreView(str(tmp_path), FAMILY)
+    assert {store.evaluation(g, EVAL)["genotype_name"] for g in (PD, DV2)} == {"P-DARTS", "DARTS_V2"}
+    assert (tmp_path / FAMILY / "eval-runs" / eval_key(PD, EVAL) / "result.json").is_file()
+    assert any(line.startswith("retrained DARTS_V2: error") for line in lines)
