@@ -236,6 +236,19 @@ def search_trial(config: dict, *, setup: dict) -> None:
     trainer.fit()
 
 
+class NamedTrial:
+    """Mixed into Tune's actor for `search_trial`: its repr, which Ray records when the
+    actor starts and the dashboard lists beside every actor, is the trial's name (by its
+    config) rather than the function's name, the same for every trial."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._name = self.trial_name
+
+
+search_trial.__mixins__ = (NamedTrial,)
+
+
 def run_folder(experiment_path: str, trial_id: str, local_runs: str | None) -> str:
     """The core's run folder of a trial: in the experiment folder on a local or shared path,
     else (an object-store URI) in a local folder; checkpoints carry what a restart needs."""

@@ -134,7 +134,7 @@ class Watcher(threading.Thread):
         self.deadline, self.stop = deadline, threading.Event()
         self.dashboard = self.metrics_url = None
         self.unauthorized = None  # status of a request without the token
-        self.actors = {}  # actor_id -> (class_name, state, pid), as last listed
+        self.actors = {}  # actor_id -> (class_name, repr_name, pid), as last listed
         self.alive_together = False  # a trial's Tune actor and its Train worker alive at once
         self.samples = {}  # (metric, trial_id) -> (labels, value), as last exported
         self.errors = []
@@ -160,11 +160,11 @@ class Watcher(threading.Thread):
             self.metrics_url = f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
         if self.unauthorized is None:
             self.unauthorized, _ = _get(f"{self.dashboard}/api/v0/actors")
-        status, body = _get(f"{self.dashboard}/api/v0/actors?limit=1000", _token())
+        status, body = _get(f"{self.dashboard}/api/v0/actors?limit=1000&detail=true", _token())
         if status == 200:
             listed = json.loads(body)["data"]["result"]["result"]
             for actor in listed:
-                self.actors[actor["actor_id"]] = (actor["class_name"], actor["state"], actor.get("pid"))
+                self.actors[actor["actor_id"]] = (actor["class_name"], actor.get("repr_name"), actor.get("pid"))
             alive = {a["class_name"] for a in listed if a["state"] == "ALIVE"}
             self.alive_together |= {"ImplicitFunc", "RayTrainWorker"} <= alive
         status, text = _get(self.metrics_url)
@@ -209,8 +209,9 @@ def test_a_running_sweep_is_listed_by_the_dashboard_and_exports_its_metrics(tmp_
     assert re.search(r"Ray dashboard: http://127\.0\.0\.1:\d+ ", err), err[-2000:]
     assert watcher.dashboard and watcher.dashboard.startswith("http://127.0.0.1:"), watcher.errors[-3:]
     assert watcher.unauthorized == 401
-    # the trial's Tune actor (the process that reported the trial's results) and its Train worker
-    assert ("ImplicitFunc", pid) in {(c, p) for c, _, p in watcher.actors.values()}, watcher.actors
+    # the trial's Tune actor, listed under the trial's name (the process that reported the
+    # trial's results), and its Train worker
+    assert ("ImplicitFunc", name, pid) in set(watcher.actors.values()), watcher.actors
     assert watcher.alive_together, watcher.actors
 
     for metric in GAUGES:
