@@ -313,7 +313,7 @@ def test_retrainings_as_ray_tasks(tmp_path):
 
     setup = resolve_setup("smoke")
     lines = []
-    ray.init(num_cpus=2)
+    ray.init(address="local", num_cpus=2)  # its own Ray, whatever else runs on this machine
     try:
         failures = run_evaluations([EvalNeed(PD, "P-DARTS"), EvalNeed(DV2, "DARTS_V2")], setup, str(tmp_path), True,
                                    lines.append)
