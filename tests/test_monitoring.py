@@ -4,6 +4,8 @@ smoke sweep on its own local Ray, watched while it runs through the dashboard's 
 import json
 import os
 import re
+import shutil
+import tempfile
 import threading
 import time
 import urllib.error
@@ -184,6 +186,10 @@ def test_a_running_sweep_is_listed_by_the_dashboard_and_exports_its_metrics(tmp_
 
     assert not ray.is_initialized(), "this test starts its own local Ray"
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    # a sweep joins a Ray already running on the machine (another test's cluster): its own
+    # temp folder hides them; short, as Ray's sockets live in it
+    ray_tmp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
+    monkeypatch.setenv("RAY_TMPDIR", ray_tmp)
     monkeypatch.delenv("RAY_AUTH_MODE", raising=False)  # the default of a local ray.init: token auth
     monkeypatch.setenv("RAY_metrics_report_interval_ms", "1000")  # Ray's default 10 s outlasts a smoke epoch
     # more epochs than the preset's 3: the trial outlives the first metrics export
@@ -197,6 +203,7 @@ def test_a_running_sweep_is_listed_by_the_dashboard_and_exports_its_metrics(tmp_
     finally:
         watcher.stop.set()
         watcher.join(timeout=30)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     err = capfd.readouterr().err
 
     (trial,) = read_trials(str(tmp_path / "watched")).to_pylist()
