@@ -169,7 +169,10 @@ def main() -> int:
         print(f"{args.out}: the {args.page} page during the sweep", file=sys.stderr)
         print("trial actors:", sorted(a.get("repr_name") or a["class_name"] for a in alive_actors(dashboard)
                                       if a["class_name"] in ("ImplicitFunc", "RayTrainWorker")), file=sys.stderr)
-        return sweep.wait()
+        try:
+            return sweep.wait()
+        finally:
+            shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
