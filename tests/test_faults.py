@@ -210,7 +210,7 @@ while i <= last:
     print("epochs", i, flush=True)
     write_trial(storage, "w", trial_row("w", f"t{i:04d}", "failed", {}, failure=str(i) * text))
     print("trial", i, flush=True)
-    checkpoints.save({"i": i, "payload": torch.full((2_000_000,), float(i))})  # 8 MB
+    checkpoints.save({"i": i, "payload": torch.full((16_000_000,), float(i))})  # 64 MB: most of a step is this write
     print("checkpoint", i, flush=True)
     i += 1
 """
@@ -251,6 +251,8 @@ def _run_writer(folder, storage, last, acked: dict, kill_after=None) -> None:
     timer = None
     try:
         for n, line in enumerate(iter(proc.stdout.readline, "")):
+            if not line.endswith("\n"):
+                break  # cut by the kill: not an acknowledgement
             kind, i = line.split()
             acked[kind] = int(i)
             if n == 0 and kill_after is not None:
@@ -273,11 +275,11 @@ def test_writers_killed_mid_write_leave_the_previous_checkpoint_and_rows_intact(
     rng = random.Random(7)
     acked, seen = {}, -1
     for _ in range(10):
-        _run_writer(folder, storage, 10_000, acked, kill_after=rng.uniform(0.0, 0.6))
+        _run_writer(folder, storage, 10_000, acked, kill_after=rng.uniform(0.0, 1.0))
         step = _check_writes(folder, storage, acked)
         assert step >= seen  # never behind what an earlier writer had finished
         seen = step
-    assert seen >= 3, "the writers were killed before they got anywhere"
+    assert seen >= 2, "the writers were killed before they got anywhere"
     last = seen + 2
     _run_writer(folder, storage, last, acked)  # the run continues to its end
     assert acked["checkpoint"] == last and _check_writes(folder, storage, acked) == last
