@@ -7,11 +7,12 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from pdarts_ray.errors import UserError
-from pdarts_ray.sweep import (parse_gpus, parse_sweep, resolve_gpus_per_trial, trial_config, worst_case_config)
+from pdarts_ray.sweep import (load_sweep, parse_gpus, parse_sweep, resolve_gpus_per_trial, trial_config, worst_case_config)
 
 from conftest import run_cli
 
@@ -296,3 +297,11 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(local_ra
     assert {t["cfg_seed"] for t in trials} == {1, 2}
     for t in trials:
         assert _epochs_of(epochs, t["trial_id"]) == ALL_EPOCHS and has_trial(str(store), "cut", t["trial_id"])
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parent.parent / "sweeps").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_the_shipped_sweep_definitions_are_valid(path):
+    sweep = load_sweep(path)
+    assert sweep.space, f"{path.name} sweeps nothing"
+    assert sweep.base_config().validate()
