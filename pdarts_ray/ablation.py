@@ -76,7 +76,7 @@ def run(definitions: dict[str, dict], doc: str | None, argv: list[str] | None = 
     from .sweep_cli import apply_flags
 
     args = parser(doc).parse_args(argv)
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 240)  # whole rows in logs and pipes
     try:
         prefix = args.name or f"{next(iter(definitions.values())).get('name', 'ablation')}-{time.strftime('%Y%m%d-%H%M%S')}"
         sweeps = []

@@ -1,6 +1,8 @@
 """`pdarts-ray sweep`: run a sweep definition on Ray Tune, or continue an interrupted one."""
 from __future__ import annotations
 
+import sys
+
 from .cli import add_common_flags, emit
 from .errors import UserError
 
@@ -63,7 +65,7 @@ def _print(args, out: dict) -> None:
 
         from .ablation import trials_table
 
-        console = Console()
+        console = Console(width=None if sys.stdout.isatty() else 240)  # whole rows in logs and pipes
         console.print(trials_table(out))
         console.print(f"experiment: {out['path']}")
 
