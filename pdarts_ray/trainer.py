@@ -208,10 +208,15 @@ def search_trial(config: dict, *, setup: dict) -> None:
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
+    from .results import has_trial
     from .sweep import trial_config
 
     context = ray.tune.get_context()
     trial_id = context.get_trial_id()
+    # Tune saves its experiment state every few seconds, after the trial's row is stored:
+    # a driver killed in between restores the trial as unfinished. Its row says it is done.
+    if has_trial(setup["storage"], setup["name"], trial_id):
+        return
     cfg = trial_config(setup["base_config"], config, setup["cpus_per_trial"])
     gpus = float(setup["gpus_per_trial"])
     run_dir = run_folder(setup["experiment_path"], trial_id, setup["local_runs"])
