@@ -28,6 +28,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from . import __version__
+from .checkpoint import read_jsonl
 from .config import SearchConfig
 from .errors import UserError
 
@@ -419,20 +420,6 @@ def _read_json(path: str) -> dict:
     return data
 
 
-def _read_jsonl(path: str) -> list[dict]:
-    """Complete lines only: a killed writer leaves at most a torn last line."""
-    rows = []
-    with open(path) as f:
-        for line in f:
-            if not line.endswith("\n"):
-                break
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
-    return rows
-
-
 def import_run(run_dir: str, storage: str, name: str) -> dict:
     """Store a finished `pdarts-ray search` folder as one trial with its epochs.
 
@@ -449,7 +436,7 @@ def import_run(run_dir: str, storage: str, name: str) -> dict:
     result = _read_json(os.path.join(run_dir, "result.json"))
     genotypes = _read_json(os.path.join(run_dir, "genotypes.json"))
     metrics_path = os.path.join(run_dir, "metrics.jsonl")
-    metrics = _read_jsonl(metrics_path) if os.path.isfile(metrics_path) else []
+    metrics = read_jsonl(metrics_path)
     digest = hashlib.sha256()
     for part in ("config.json", "result.json"):
         with open(os.path.join(run_dir, part), "rb") as f:

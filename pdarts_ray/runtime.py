@@ -1,4 +1,5 @@
-"""Where and how a run executes: device, CPU threads, seeds and random-number states."""
+"""Where and how a run executes: device, CPU threads, seeds, random-number states, and the
+environment of processes that start Ray Train runs."""
 from __future__ import annotations
 
 import os
@@ -61,3 +62,8 @@ def restore_rng(state: dict, device: torch.device, *generators: torch.Generator)
         g.set_state(s)
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)
+
+
+# Environment of a Ray process that starts Ray Train runs: a faster start-up of each run
+# (measured 11-13 s -> about 8 s on 2 cores).
+RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}

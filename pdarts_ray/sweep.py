@@ -437,7 +437,8 @@ def connect_ray(address: str | None, sweep: Sweep) -> bool:
     True if this call started or joined Ray (and should shut it down)."""
     import ray
 
-    from .trainer import RAY_ENV, TRIAL_DRIVER_CPU
+    from .runtime import RAY_ENV
+    from .trainer import TRIAL_DRIVER_CPU
 
     if ray.is_initialized():
         return False
