@@ -168,7 +168,7 @@ def main() -> int:
                             zoom=args.zoom, page_size=args.page_size))
         print(f"{args.out}: the {args.page} page during the sweep", file=sys.stderr)
         print("trial actors:", sorted(a.get("repr_name") or a["class_name"] for a in alive_actors(dashboard)
-                                      if a["class_name"] in ("ImplicitFunc", "RayTrainWorker")), file=sys.stderr)
+                                      if a["class_name"].rsplit(".", 1)[-1] in ("ImplicitFunc", "RayTrainWorker")), file=sys.stderr)
         try:
             return sweep.wait()
         finally:
