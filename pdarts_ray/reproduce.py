@@ -8,7 +8,9 @@ searches and retrainings, and a second run with a complete store starts nothing.
 Searches run as sweeps (one Ray Tune experiment per batch of missing configs, named
 `<experiment>.s-<hash>`); all of them belong to one family per (preset, dataset), the
 experiment `reproduce-<preset>-<dataset>`, whose folder also holds the retrainings'
-rows (`evaluations/`) and, for a local store, their run folders (`eval-runs/`).
+rows (`evaluations/`) and, for a local store, their run folders (`eval-runs/`). A batch
+that was interrupted (some trials without a row, Ray Tune's state saved) is resumed, its
+unfinished trials continuing from their last epoch, rather than started again.
 """
 from __future__ import annotations
 
@@ -629,6 +631,34 @@ def _exists(root: str, name: str) -> bool:
     return fs.get_file_info(base).type != pafs.FileType.NotFound
 
 
+def sweep_search_keys(sweep: dict) -> set[str]:
+    """The search keys a sweep of this family runs: its base config under each seed of its grid."""
+    base = sweep["base_config"]
+    seeds = sweep["sweep"]["space"].get("seed", {}).get("grid", [base["seed"]])
+    return {search_key({**base, "seed": seed}) for seed in seeds}
+
+
+def interrupted_sweeps(root: str, experiment: str, needs: list[SearchNeed]) -> dict[str, list[SearchNeed]]:
+    """Family sweeps that stopped before every trial had a row but after Ray Tune saved its
+    state, by name, with the missing searches each would finish if resumed."""
+    from .results import experiment_path, read_trials
+    from .sweep import _experiment_state_missing, load_setup
+
+    out, taken = {}, set()
+    for name in family_experiments(root, experiment):
+        path = experiment_path(root, name)
+        try:
+            sweep = load_setup(path)
+        except UserError:  # stopped before it wrote its definition: nothing to continue
+            continue
+        keys = sweep_search_keys(sweep)
+        covered = [n for n in needs if n.key in keys and n.key not in taken]
+        if covered and read_trials(root, name).num_rows < len(keys) and not _experiment_state_missing(path):
+            out[name] = covered
+            taken |= {n.key for n in covered}
+    return out
+
+
 def search_sweeps(needs: list[SearchNeed], setup: Setup, root: str, local: bool) -> list[dict]:
     """Sweep definitions for the missing searches: one grid over seeds per otherwise equal config.
     Names are fresh members of the family, so a batch that failed is never confused with the next."""
@@ -754,8 +784,8 @@ class Outcome:
 def reproduce(table: str, setup: Setup, storage: str | None = None, address: str | None = None, run: bool = True,
               log=lambda line: None, verbose: int = 0, progress: bool = False) -> Outcome:
     """Start what the table lacks in the store (unless `run` is False), then compute it."""
-    from .results import storage_root
-    from .sweep import connect_ray, parse_sweep, run_sweep
+    from .results import experiment_path, storage_root
+    from .sweep import Sweep, connect_ray, load_setup, parse_sweep, resume_sweep, run_sweep
 
     spec = table_spec(table, setup)
     root = storage_root(storage)
@@ -765,8 +795,16 @@ def reproduce(table: str, setup: Setup, storage: str | None = None, address: str
     started_ray, searches, evaluations = False, 0, 0
     try:
         if run and unique:
-            sweeps = [parse_sweep(d, "reproduce") for d in search_sweeps(unique, setup, root, local=address is None)]
-            started_ray = connect_ray(address, sweeps[0])
+            # an interrupted batch continues where it stopped (its trials from their last epoch)
+            resumable = interrupted_sweeps(root, setup.experiment, unique)
+            resumed = {n.key for covered in resumable.values() for n in covered}
+            fresh = [n for n in unique if n.key not in resumed]
+            sweeps = [parse_sweep(d, "reproduce") for d in search_sweeps(fresh, setup, root, local=address is None)]
+            started_ray = connect_ray(address, sweeps[0] if sweeps else
+                                      Sweep(**load_setup(experiment_path(root, next(iter(resumable))))["sweep"]))
+            for name, covered in resumable.items():
+                log(f"continuing: {name} ({len(covered)} search{'es' if len(covered) > 1 else ''})")
+                resume_sweep(name, root, verbose=verbose)
             for sweep in sweeps:
                 log(f"searching: {sweep.name} ({sweep.num_samples * max(1, len(sweep.space.get('seed', {}).get('grid', [0])))}"
                     f" search{'es' if sweep.space else ''})")

@@ -305,6 +305,18 @@ def test_table3_smoke_end_to_end_then_nothing_to_start(tmp_path):
     assert "started 0 searches and 0 retrainings" in stdout and "Table 3" in stdout and "9.8" in stdout
     assert sorted(p.name for p in store.iterdir()) == sweeps
 
+    # a driver killed after a trial ended but before its row was written: the batch is
+    # continued (Tune's state restored, the row written), not searched again under a new name
+    rows = sorted((store / sweeps[0] / "trials").glob("*.parquet"))
+    assert len(rows) == 2
+    rows[1].unlink()
+    code, stdout, err = run_cli(*args, "--json", env=env)
+    assert code == 0, err
+    assert f"continuing: {sweeps[0]} (1 search)" in err
+    assert json.loads(stdout)["rows"] == data["rows"]
+    assert sorted(p.name for p in store.iterdir()) == sweeps
+    assert len(list((store / sweeps[0] / "trials").glob("*.parquet"))) == 2
+
 
 @pytest.mark.slow
 def test_retrainings_as_ray_tasks(tmp_path):
