@@ -243,6 +243,17 @@ class EvalHooks:
     def on_epoch_end(self, metrics: dict, checkpoint: Path | None) -> None: ...
 
 
+class AllHooks(EvalHooks):
+    """Several hooks, called in order (None entries left out)."""
+
+    def __init__(self, *hooks: EvalHooks | None):
+        self.hooks = [h for h in hooks if h is not None]
+
+    def on_epoch_end(self, metrics: dict, checkpoint: Path | None) -> None:
+        for hook in self.hooks:
+            hook.on_epoch_end(metrics, checkpoint)
+
+
 class EpochLines(EvalHooks):
     """One line per finished epoch (printed by the process that holds rank 0)."""
 

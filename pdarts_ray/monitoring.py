@@ -1,9 +1,10 @@
-"""Custom Ray metrics of a running search, set by the Train worker every epoch.
+"""Custom Ray metrics of running searches and retrainings, set every epoch.
 
 Ray exports them with its own metrics (Prometheus text on every node's metrics export
 port; the dashboard's Metrics view and Grafana read them there), named `ray_<name>`.
-Every gauge carries the tags `experiment`, `trial_id` and `trial_name`, so one query
-follows one trial across its stages, or compares the trials of a sweep.
+A search trial's gauges carry the tags `experiment`, `trial_id` and `trial_name`, so one
+query follows one trial across its stages, or compares the trials of a sweep; a
+retraining's (`pdarts_eval_*`) carry `experiment`, `run` and `genotype`.
 """
 from __future__ import annotations
 
@@ -21,17 +22,26 @@ GAUGES = {
 }
 TAG_KEYS = ("experiment", "trial_id", "trial_name")
 
+# a retraining's gauges, set every epoch by the process (or Ray Train rank 0) that trains it
+EVAL_GAUGES = {
+    "pdarts_eval_epoch": ("epoch", "Epoch of the retraining (from 0)"),
+    "pdarts_eval_epochs": ("epochs", "Epochs the retraining runs in all"),
+    "pdarts_eval_train_loss": ("train_loss", "Training loss of the last epoch"),
+    "pdarts_eval_test_acc": ("test_acc", "Test top-1 accuracy (fraction) at the last tested epoch"),
+    "pdarts_eval_epoch_seconds": ("epoch_seconds", "Seconds the last epoch took"),
+}
+EVAL_TAG_KEYS = ("experiment", "run", "genotype")
 
-class TrialMetrics:
-    """The gauges of one trial, with its tags set once."""
 
-    def __init__(self, experiment: str, trial_id: str, trial_name: str):
+class Gauges:
+    """Ray gauges fed from one metrics row per epoch, with their tags set once."""
+
+    def __init__(self, gauges: dict, tags: dict):
         from ray.util.metrics import Gauge
 
-        tags = {"experiment": experiment, "trial_id": trial_id, "trial_name": trial_name}
         self.gauges = {}
-        for name, (key, description) in GAUGES.items():
-            gauge = Gauge(name, description=description, tag_keys=TAG_KEYS)
+        for name, (key, description) in gauges.items():
+            gauge = Gauge(name, description=description, tag_keys=tuple(tags))
             gauge.set_default_tags(tags)
             self.gauges[key] = gauge
 
@@ -43,8 +53,26 @@ class TrialMetrics:
                 gauge.set(float(value))
 
 
+class TrialMetrics(Gauges):
+    """The gauges of one search trial."""
+
+    def __init__(self, experiment: str, trial_id: str, trial_name: str):
+        super().__init__(GAUGES, {"experiment": experiment, "trial_id": trial_id, "trial_name": trial_name})
+
+
 def trial_metrics(tags: dict | None) -> TrialMetrics | None:
     """The worker's gauges, or None where the trial was started without tags."""
     if not tags:
         return None
     return TrialMetrics(tags["experiment"], tags["trial_id"], tags["trial_name"])
+
+
+class EvalMetrics(Gauges):
+    """The gauges of one retraining: `run` is its run folder's name, `genotype` the genotype's."""
+
+    def __init__(self, experiment: str, run: str, genotype: str, epochs: int):
+        super().__init__(EVAL_GAUGES, {"experiment": experiment, "run": run, "genotype": genotype})
+        self.epochs = epochs
+
+    def on_epoch_end(self, metrics: dict, checkpoint) -> None:  # an evaluate.EvalHooks
+        self.record({**metrics, "epochs": self.epochs})

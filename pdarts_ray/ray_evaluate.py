@@ -27,7 +27,8 @@ from ray.train.torch import TorchConfig, TorchTrainer
 
 from .checkpoint import CheckpointDir
 from .runtime import RAY_ENV
-from .evaluate import RESULT_FILE, EpochLines, EvalHooks, EvalRun, _read_json
+from .evaluate import RESULT_FILE, AllHooks, EpochLines, EvalHooks, EvalRun, _read_json
+from .monitoring import EvalMetrics
 
 RAY_FOLDER = "ray"
 RAY_RUN_NAME = "train"
@@ -74,7 +75,8 @@ def _worker_loop(config: dict) -> None:
     rank = ray.train.get_context().get_world_rank()
     device = ray.train.torch.get_device() if config["use_gpu"] else torch.device("cpu")
     lines = EpochLines(run.cfg.epochs, sys.stdout) if config["progress"] and rank == 0 else None
-    run.train(_newest_state(run), RayReport(lines), device=device)
+    gauges = EvalMetrics("evaluate", run.run_dir.name, run.name, run.cfg.epochs) if rank == 0 else None
+    run.train(_newest_state(run), RayReport(AllHooks(lines, gauges)), device=device)
 
 
 def _use_gpu(device: str, workers: int) -> bool:

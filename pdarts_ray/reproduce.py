@@ -694,18 +694,25 @@ def _eval_runs_dir(root: str, experiment: str) -> Path:
     return Path(root) / experiment / "eval-runs"
 
 
-def evaluate_genotype(eval_config: dict, genotype: dict, run_dir: str, name: str, progress: bool = False) -> dict:
-    """Retrain one genotype in this process, continuing an earlier attempt's run folder if there is one."""
+def evaluate_genotype(eval_config: dict, genotype: dict, run_dir: str, name: str, progress: bool = False,
+                      experiment: str | None = None) -> dict:
+    """Retrain one genotype in this process, continuing an earlier attempt's run folder if there is one.
+    With `experiment` (as a Ray task) it also sets the retraining's Ray gauges every epoch."""
     import sys
 
     from .config import from_dict
     from .eval_config import EvalConfig
-    from .evaluate import RESULT_FILE, EpochLines, EvalRun, check_data
+    from .evaluate import RESULT_FILE, AllHooks, EpochLines, EvalRun, check_data
     from .runtime import resolve_device
     from .space import Genotype
 
     run_dir = Path(run_dir)
-    hooks = EpochLines(eval_config["epochs"], sys.stderr) if progress else None
+    gauges = None
+    if experiment is not None:
+        from .monitoring import EvalMetrics
+
+        gauges = EvalMetrics(experiment, run_dir.name, name, eval_config["epochs"])
+    hooks = AllHooks(EpochLines(eval_config["epochs"], sys.stderr) if progress else None, gauges)
     if (run_dir / RESULT_FILE).is_file():  # trained, but its row was never written
         return json.loads((run_dir / RESULT_FILE).read_text())
     if (run_dir / "config.json").is_file():
@@ -757,7 +764,8 @@ def run_evaluations(needs: list[EvalNeed], setup: Setup, root: str, use_ray: boo
     pending = {}
     for need in needs:
         key = eval_key(need.genotype, setup.eval_config)
-        pending[task.remote(setup.eval_config, need.genotype, str(runs_dir / key), need.name)] = need
+        pending[task.remote(setup.eval_config, need.genotype, str(runs_dir / key), need.name,
+                            experiment=setup.experiment)] = need
     log(f"retraining {len(needs)} cells as Ray tasks ({setup.eval_preset})")
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1)

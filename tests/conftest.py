@@ -23,3 +23,65 @@ def run_cli(*args, cwd=None, env=None, timeout=600):
     proc = subprocess.run([sys.executable, "-m", "pdarts_ray.cli", *map(str, args)], capture_output=True,
                           text=True, cwd=cwd, env=full_env, timeout=timeout)
     return proc.returncode, proc.stdout, proc.stderr
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray for one test module: 4 logical CPUs (more than the 2 cores, so two 1-CPU
+    workers or trials with their small drivers fit side by side), and custom metrics
+    exported every second (Ray's default is 10 s)."""
+    ray = pytest.importorskip("ray")
+    from pdarts_ray.runtime import RAY_ENV
+
+    for key, value in RAY_ENV.items():
+        os.environ.setdefault(key, value)
+    saved = os.environ.get("RAY_metrics_report_interval_ms")
+    os.environ["RAY_metrics_report_interval_ms"] = "1000"
+    ray.init(num_cpus=4)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+        if saved is None:
+            os.environ.pop("RAY_metrics_report_interval_ms", None)
+        else:
+            os.environ["RAY_metrics_report_interval_ms"] = saved
+
+
+def prometheus_samples(text: str) -> list[tuple[str, dict, float]]:
+    """(name, labels, value) of every labelled sample in Prometheus text."""
+    import re
+
+    sample = re.compile(r"^(\w+)\{([^}]*)\}\s+(\S+)$")
+    label = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+    out = []
+    for line in text.splitlines():
+        m = sample.match(line)
+        if m:
+            out.append((m.group(1), dict(label.findall(m.group(2))), float(m.group(3))))
+    return out
+
+
+def node_metrics_url(ray) -> str:
+    """Where the (first) Ray node serves its Prometheus text."""
+    node = ray.nodes()[0]
+    return f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
+
+
+def exported_until(url: str, prefix: str, done, timeout: float = 60) -> dict:
+    """Poll the node's samples whose name starts with `prefix` (by (name, run) label) until
+    `done(samples)`, or the timeout; Ray exports them periodically, so the last values of a
+    run that just ended arrive a moment later."""
+    import time
+    import urllib.request
+
+    deadline, samples = time.time() + timeout, {}
+    while time.time() < deadline:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text = response.read().decode()
+        samples = {(name, labels.get("run")): (labels, value) for name, labels, value in prometheus_samples(text)
+                   if name.startswith(prefix)}
+        if done(samples):
+            break
+        time.sleep(1)
+    return samples

@@ -15,8 +15,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from pdarts_ray.monitoring import GAUGES, TrialMetrics
+from pdarts_ray.monitoring import EVAL_GAUGES, GAUGES, EvalMetrics, TrialMetrics
 from pdarts_ray.sweep import TRIAL_LABEL_MAX, parse_sweep, trial_label, trial_name
+
+from conftest import prometheus_samples
 
 
 # ---------------------------------------------------------------- names (no Ray)
@@ -95,6 +97,25 @@ def test_the_gauges_take_every_epoch_and_keep_the_last_validated_accuracy(monkey
     assert by_name["pdarts_peak_memory_bytes"].values == [12345.0, 12345.0]
 
 
+def test_a_retrainings_gauges_take_every_epoch_and_keep_the_last_test_accuracy(monkeypatch):
+    import ray.util.metrics
+
+    monkeypatch.setattr(ray.util.metrics, "Gauge", _Gauge)
+    _Gauge.made = []
+    metrics = EvalMetrics("reproduce-tiny-digits", "e-123", "M=2", epochs=12)
+    by_name = {g.name: g for g in _Gauge.made}
+    assert set(by_name) == set(EVAL_GAUGES)
+    assert all(g.tags == {"experiment": "reproduce-tiny-digits", "run": "e-123", "genotype": "M=2"}
+               for g in _Gauge.made)
+    row = {"epoch": 0, "train_loss": 2.3, "train_acc": 0.1, "test_acc": 0.25, "epoch_seconds": 7.5}
+    metrics.on_epoch_end(row, None)
+    metrics.on_epoch_end({**row, "epoch": 1, "test_acc": None, "train_loss": 1.9}, None)
+    assert by_name["pdarts_eval_epoch"].values == [0.0, 1.0]
+    assert by_name["pdarts_eval_epochs"].values == [12.0, 12.0]
+    assert by_name["pdarts_eval_test_acc"].values == [0.25]  # not tested: left as it was
+    assert by_name["pdarts_eval_train_loss"].values == [2.3, 1.9]
+
+
 # ---------------------------------------------------------------- a sweep, watched
 
 def _token() -> str:
@@ -113,19 +134,6 @@ def _get(url: str, token: str | None = None) -> tuple[int, str]:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as err:
         return err.code, err.read().decode(errors="replace")
-
-
-_SAMPLE = re.compile(r"^(\w+)\{([^}]*)\}\s+(\S+)$")
-_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
-
-
-def _samples(text: str) -> list[tuple[str, dict, float]]:
-    out = []
-    for line in text.splitlines():
-        m = _SAMPLE.match(line)
-        if m:
-            out.append((m.group(1), dict(_LABEL.findall(m.group(2))), float(m.group(3))))
-    return out
 
 
 class Watcher(threading.Thread):
@@ -171,7 +179,7 @@ class Watcher(threading.Thread):
             self.alive_together |= {"ImplicitFunc", "RayTrainWorker"} <= alive
         status, text = _get(self.metrics_url)
         if status == 200:
-            for name, labels, value in _samples(text):
+            for name, labels, value in prometheus_samples(text):
                 if "pdarts_" in name and "trial_id" in labels:
                     self.samples[(name, labels["trial_id"])] = (labels, value)
 

@@ -14,26 +14,13 @@ from pdarts_ray.eval_config import EVAL_PRESETS, EvalConfig
 from pdarts_ray.evaluate import EvalHooks, EvalRun, check_data, run_evaluation
 from pdarts_ray.genotypes import PDARTS
 
+from conftest import exported_until, node_metrics_url
+
 pytestmark = pytest.mark.slow
 
 
 def _cfg(*sets):
     return resolve(EvalConfig, EVAL_PRESETS, "eval-smoke", None, list(sets))
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray = pytest.importorskip("ray")
-    from pdarts_ray.ray_evaluate import RAY_ENV
-
-    for key, value in RAY_ENV.items():
-        os.environ.setdefault(key, value)
-    # 4 logical CPUs on a 2-core machine: two 1-CPU workers always find room
-    ray.init(num_cpus=4)
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
 
 
 def _new_run(cfg, path):
@@ -60,6 +47,14 @@ def test_two_gloo_workers_report_metrics_and_checkpoints(local_ray, tmp_path):
     assert CheckpointDir(run.run_dir / "checkpoints").latest_path() is not None
     result = (run.run_dir / "result.json").read_text()
     assert '"workers": 2' in result and (run.run_dir / "weights.pt").is_file()
+    # rank 0 set the retraining's Ray gauges, tagged with its run folder and genotype
+    run_name = run.run_dir.name
+    samples = exported_until(node_metrics_url(local_ray), "ray_pdarts_eval_",
+                             lambda samples: ("ray_pdarts_eval_test_acc", run_name) in samples)
+    labels, test_acc = samples[("ray_pdarts_eval_test_acc", run_name)]
+    assert labels["experiment"] == "evaluate" and labels["genotype"] == "PDARTS"
+    assert test_acc == pytest.approx(outcome.metrics["test_acc"])
+    assert samples[("ray_pdarts_eval_epoch", run_name)][1] == 0
 
 
 class StopAfterEpoch(EvalHooks):

@@ -14,7 +14,7 @@ from pdarts_ray.reproduce import (eval_key, reproduce, resolve_setup, search_key
                                   to_markdown, write_outputs)
 from pdarts_ray.results import (evaluation_row, read_evaluations, trial_row, write_evaluation, write_trial)
 
-from conftest import run_cli
+from conftest import exported_until, node_metrics_url, run_cli
 
 FAMILY = "reproduce-smoke-synthetic"
 EVAL = to_dict(resolve(EvalConfig, EVAL_PRESETS, "eval-smoke"))
@@ -319,18 +319,29 @@ def test_table3_smoke_end_to_end_then_nothing_to_start(tmp_path):
 
 
 @pytest.mark.slow
-def test_retrainings_as_ray_tasks(tmp_path):
+def test_retrainings_as_ray_tasks(tmp_path, monkeypatch):
     ray = pytest.importorskip("ray")
     from pdarts_ray.reproduce import EvalNeed, StoreView, run_evaluations
 
     setup = resolve_setup("smoke")
     lines = []
+    monkeypatch.setenv("RAY_metrics_report_interval_ms", "1000")
     ray.init(address="local", num_cpus=2)  # its own Ray, whatever else runs on this machine
     try:
         failures = run_evaluations([EvalNeed(PD, "P-DARTS"), EvalNeed(DV2, "DARTS_V2")], setup, str(tmp_path), True,
                                    lines.append)
+        # each retraining's gauges, tagged with its run folder and genotype, hold its last epoch
+        runs = {eval_key(PD, EVAL): "P-DARTS", eval_key(DV2, EVAL): "DARTS_V2"}
+        samples = exported_until(node_metrics_url(ray), "ray_pdarts_eval_", lambda samples: all(
+            samples.get(("ray_pdarts_eval_epoch", run), (None, None))[1] == EVAL["epochs"] - 1 for run in runs))
     finally:
         ray.shutdown()
+    for run, genotype in runs.items():
+        labels, epoch = samples[("ray_pdarts_eval_epoch", run)]
+        assert labels["experiment"] == FAMILY and labels["genotype"] == genotype
+        assert epoch == EVAL["epochs"] - 1
+        assert samples[("ray_pdarts_eval_epochs", run)][1] == EVAL["epochs"]
+        assert 0 <= samples[("ray_pdarts_eval_test_acc", run)][1] <= 1
     assert failures == []
     store = StoreView(str(tmp_path), FAMILY)
     assert {store.evaluation(g, EVAL)["genotype_name"] for g in (PD, DV2)} == {"P-DARTS", "DARTS_V2"}

@@ -147,21 +147,6 @@ def test_sweep_command_rejects_bad_input_before_starting_anything(tmp_path):
 
 # ---------------------------------------------------------------- on a local Ray
 
-@pytest.fixture(scope="module")
-def local_ray():
-    ray = pytest.importorskip("ray")
-    from pdarts_ray.trainer import RAY_ENV
-
-    for key, value in RAY_ENV.items():
-        os.environ.setdefault(key, value)
-    # logical CPUs beyond the 2 cores: two trials (1-CPU worker + a small driver share) side by side
-    ray.init(num_cpus=4)
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
-
-
 def _read(path):
     from pdarts_ray.results import read_epochs, read_trials
 

@@ -2,25 +2,10 @@
 Train's FailureConfig, continues from its last epoch checkpoint and ends with the genotype
 of an uninterrupted search."""
 import json
-import os
 
 import pytest
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray = pytest.importorskip("ray")
-    from pdarts_ray.trainer import RAY_ENV
-
-    for key, value in RAY_ENV.items():
-        os.environ.setdefault(key, value)
-    ray.init(num_cpus=3)
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
 
 
 def test_a_killed_worker_resumes_from_its_checkpoint_with_the_same_genotype(local_ray, tmp_path, monkeypatch):
