@@ -22,12 +22,9 @@ TABLE_HELP = {
 
 
 @contextlib.contextmanager
-def _stdout_to_stderr(active: bool):
-    """With --json, stdout carries the JSON alone: Ray Tune's and its workers' output goes to
-    stderr, at the file-descriptor level since some of it bypasses sys.stdout."""
-    if not active:
-        yield
-        return
+def _stdout_to_stderr():
+    """stdout carries the table (or the JSON) alone: Ray Tune's and its workers' output goes
+    to stderr, at the file-descriptor level since some of it bypasses sys.stdout."""
     sys.stdout.flush()
     saved = os.dup(1)
     os.dup2(2, 1)
@@ -58,7 +55,7 @@ def cmd_reproduce(args) -> int:
 
     t0 = time.perf_counter()
     try:
-        with _stdout_to_stderr(args.json):
+        with _stdout_to_stderr():
             outcome = reproduce(args.table, setup, args.storage, args.address, run=not args.no_run, log=log,
                                 verbose=0 if quiet else 1, progress=not args.quiet)
     except ReproduceFailed as err:
