@@ -535,7 +535,18 @@ def plot_run(run_dir: Path, out_dir: Path) -> list[Path]:
 
 # ---------------------------------------------------------------- bars
 
-_SERIES_COLOURS = ("#8c8c8c", "#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3")
+_PAPER_COLOURS = ("#8c8c8c", "#b8b8b8", "#5e5e5e")
+_OUR_COLOURS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3")
+
+
+def series_colours(names: list[str]) -> list[str]:
+    """The paper's series (named "paper ...") in greys and ours in colours, each in order,
+    so every bar says at a glance whose number it is."""
+    paper = [n for n in names if n.startswith("paper")]
+    ours = [n for n in names if not n.startswith("paper")]
+    colour = {n: _PAPER_COLOURS[i % len(_PAPER_COLOURS)] for i, n in enumerate(paper)}
+    colour.update({n: _OUR_COLOURS[i % len(_OUR_COLOURS)] for i, n in enumerate(ours)})
+    return [colour[n] for n in names]
 
 
 def plot_bars(title: str, groups: list[str], series: dict[str, list[float | None]], ylabel: str,
@@ -553,14 +564,15 @@ def plot_bars(title: str, groups: list[str], series: dict[str, list[float | None
     width = 0.8 / n
     fig, ax = plt.subplots(figsize=(max(5.5, 1.1 * len(groups) * max(n, 2) * 0.6 + 2), 4.8))
     top = bottom = 0.0
+    colours = series_colours(list(series))
     for i, (name, values) in enumerate(series.items()):
         xs = [g + (i - (n - 1) / 2) * width for g in range(len(groups))]
         kept = [(x, float(v)) for x, v in zip(xs, values) if v is not None and math.isfinite(float(v))]
         if not kept:
-            ax.bar([], [], width, label=name, color=_SERIES_COLOURS[i % len(_SERIES_COLOURS)])
+            ax.bar([], [], width, label=name, color=colours[i])
             continue
         bx, by = zip(*kept)
-        bars = ax.bar(bx, by, width, label=name, color=_SERIES_COLOURS[i % len(_SERIES_COLOURS)])
+        bars = ax.bar(bx, by, width, label=name, color=colours[i])
         ax.bar_label(bars, labels=[f"{v:.4g}" for v in by], fontsize=8, padding=2)
         top, bottom = max(top, *by), min(bottom, *by)
     ax.set_xticks(range(len(groups)), groups, fontsize=9)

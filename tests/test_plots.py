@@ -11,7 +11,7 @@ from pdarts_ray.config import SEARCH_PRESETS, SearchConfig, resolve
 from pdarts_ray.errors import UserError
 from pdarts_ray.genotypes import PDARTS
 from pdarts_ray.plots import (RUN_FIGURES, Edge, alpha_series, genotype_edges, load_run, plot_bars, plot_genotype,
-                              plot_run, stage_memory)
+                              plot_run, series_colours, stage_memory)
 from pdarts_ray.search import run_search
 from pdarts_ray.space import PRIMITIVES
 
@@ -74,6 +74,18 @@ def test_plot_bars_leaves_missing_values_out(tmp_path):
     assert {"2.5", "16.55", "24.4", "2.71"} <= set(texts) and "None" not in texts
     with pytest.raises(ValueError, match="3 groups"):
         plot_bars("x", ["a", "b", "c"], {"ours": [1.0]}, "y", tmp_path / "bad")
+
+
+def test_the_papers_bars_are_grey_and_ours_coloured(tmp_path):
+    names = ["paper run 1", "ours run 1", "paper run 2", "ours run 2"]
+    colours = series_colours(names)
+    greys = [c for c in colours if c[1:3] == c[3:5] == c[5:7]]
+    assert greys == colours[0::2] and len(set(colours)) == 4
+    paths = plot_bars("Table 3", ["stage 1"], {n: [float(i + 1)] for i, n in enumerate(names)}, "GB",
+                      tmp_path / "t3")
+    svg = paths[1].read_text()
+    fills = {c for c in colours if f"fill: {c}" in svg}
+    assert fills == set(colours), (colours, fills)
 
 
 @pytest.fixture(scope="module")
