@@ -20,7 +20,6 @@ GAUGES = {
     "pdarts_skip_connects": ("skip_connects_now", "Skip-connections in the normal cell the alphas would derive now"),
     "pdarts_peak_memory_bytes": ("peak_memory_bytes", "Peak allocator memory of the last epoch, bytes"),
 }
-TAG_KEYS = ("experiment", "trial_id", "trial_name")
 
 # a retraining's gauges, set every epoch by the process (or Ray Train rank 0) that trains it
 EVAL_GAUGES = {
@@ -30,7 +29,6 @@ EVAL_GAUGES = {
     "pdarts_eval_test_acc": ("test_acc", "Test top-1 accuracy (fraction) at the last tested epoch"),
     "pdarts_eval_epoch_seconds": ("epoch_seconds", "Seconds the last epoch took"),
 }
-EVAL_TAG_KEYS = ("experiment", "run", "genotype")
 
 
 class Gauges:

@@ -638,9 +638,9 @@ def sweep_search_keys(sweep: dict) -> set[str]:
     return {search_key({**base, "seed": seed}) for seed in seeds}
 
 
-def interrupted_sweeps(root: str, experiment: str, needs: list[SearchNeed]) -> dict[str, list[SearchNeed]]:
+def interrupted_sweeps(root: str, experiment: str, needs: list[SearchNeed]) -> dict[str, tuple[dict, list[SearchNeed]]]:
     """Family sweeps that stopped before every trial had a row but after Ray Tune saved its
-    state, by name, with the missing searches each would finish if resumed."""
+    state, by name: each one's saved setup and the missing searches it would finish if resumed."""
     from .results import experiment_path, read_trials
     from .sweep import _experiment_state_missing, load_setup
 
@@ -654,7 +654,7 @@ def interrupted_sweeps(root: str, experiment: str, needs: list[SearchNeed]) -> d
         keys = sweep_search_keys(sweep)
         covered = [n for n in needs if n.key in keys and n.key not in taken]
         if covered and read_trials(root, name).num_rows < len(keys) and not _experiment_state_missing(path):
-            out[name] = covered
+            out[name] = (sweep, covered)
             taken |= {n.key for n in covered}
     return out
 
@@ -792,8 +792,8 @@ class Outcome:
 def reproduce(table: str, setup: Setup, storage: str | None = None, address: str | None = None, run: bool = True,
               log=lambda line: None, verbose: int = 0, progress: bool = False) -> Outcome:
     """Start what the table lacks in the store (unless `run` is False), then compute it."""
-    from .results import experiment_path, storage_root
-    from .sweep import Sweep, connect_ray, load_setup, parse_sweep, resume_sweep, run_sweep
+    from .results import storage_root
+    from .sweep import Sweep, connect_ray, parse_sweep, resume_sweep, run_sweep
 
     spec = table_spec(table, setup)
     root = storage_root(storage)
@@ -805,12 +805,12 @@ def reproduce(table: str, setup: Setup, storage: str | None = None, address: str
         if run and unique:
             # an interrupted batch continues where it stopped (its trials from their last epoch)
             resumable = interrupted_sweeps(root, setup.experiment, unique)
-            resumed = {n.key for covered in resumable.values() for n in covered}
+            resumed = {n.key for _, covered in resumable.values() for n in covered}
             fresh = [n for n in unique if n.key not in resumed]
             sweeps = [parse_sweep(d, "reproduce") for d in search_sweeps(fresh, setup, root, local=address is None)]
             started_ray = connect_ray(address, sweeps[0] if sweeps else
-                                      Sweep(**load_setup(experiment_path(root, next(iter(resumable))))["sweep"]))
-            for name, covered in resumable.items():
+                                      Sweep(**next(iter(resumable.values()))[0]["sweep"]))
+            for name, (_, covered) in resumable.items():
                 log(f"continuing: {name} ({len(covered)} search{'es' if len(covered) > 1 else ''})")
                 resume_sweep(name, root, verbose=verbose)
             for sweep in sweeps:

@@ -18,7 +18,7 @@ import pytest
 from pdarts_ray.monitoring import EVAL_GAUGES, GAUGES, EvalMetrics, TrialMetrics
 from pdarts_ray.sweep import TRIAL_LABEL_MAX, parse_sweep, trial_label, trial_name
 
-from conftest import prometheus_samples
+from conftest import node_metrics_url, prometheus_samples
 
 
 # ---------------------------------------------------------------- names (no Ray)
@@ -166,8 +166,7 @@ class Watcher(threading.Thread):
 
         if self.dashboard is None:
             self.dashboard = dashboard_url()
-            node = ray.nodes()[0]
-            self.metrics_url = f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
+            self.metrics_url = node_metrics_url(ray)
         if self.unauthorized is None:
             self.unauthorized, _ = _get(f"{self.dashboard}/api/v0/actors")
         status, body = _get(f"{self.dashboard}/api/v0/actors?limit=1000&detail=true", _token())
