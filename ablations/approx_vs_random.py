@@ -20,8 +20,8 @@ Run:
 """
 import sys
 
-from pdarts_ray.ablation import parser, run
-from pdarts_ray.config import SEARCH_PRESETS
+from pdarts_ray.distributed.ablation import parser, run
+from pdarts_ray.core.config import SEARCH_PRESETS
 
 SEEDS = [0, 1, 2, 3]
 

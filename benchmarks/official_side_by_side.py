@@ -178,7 +178,7 @@ def main() -> None:
               f"{r['official_mib']:.0f} | {r['ours_mib']:.0f} | {r['memory_ratio']:.2f} |")
     print(f"\ndevice {a.device}, batch {a.batch}, {a.threads} CPU threads, medians of {a.rounds} rounds; memory: {unit}")
     if a.weight_steps and len(rows) == 3:
-        from pdarts_ray.bench import projected_search_hours
+        from pdarts_ray.core.bench import projected_search_hours
 
         for who in ("official", "ours"):
             hours = projected_search_hours([r[f"{who}_s"] for r in rows], [r[f"{who}_weight_s"] for r in rows],

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures"
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -31,7 +32,7 @@ def local_ray():
     workers or trials with their small drivers fit side by side), and custom metrics
     exported every second (Ray's default is 10 s)."""
     ray = pytest.importorskip("ray")
-    from pdarts_ray.runtime import RAY_ENV
+    from pdarts_ray.distributed.connect import RAY_ENV
 
     for key, value in RAY_ENV.items():
         os.environ.setdefault(key, value)

@@ -1,0 +1,149 @@
+"""`pdarts-ray bench`: the time and memory of one search step, and the memory model's
+predictions."""
+from __future__ import annotations
+
+import argparse
+
+from ..core.errors import UserError
+from .common import Parser, add_common_flags, emit
+from .search import resolve_search_config
+
+
+def _bench_flags(args) -> list[str]:
+    """The `bench step` flags given, to pass on to one process per stage."""
+    flags = ["--batch", str(args.batch), "--device", args.device, "--threads", str(args.threads),
+             "--image-size", str(args.image_size), "--kernels", args.kernels, "--dtype", args.dtype,
+             "--masks", args.masks, "--steps", str(args.steps), "--warmup", str(args.warmup),
+             "--weight-steps", str(args.weight_steps)]
+    if args.channels_last is not None:
+        flags.append("--channels-last" if args.channels_last else "--no-channels-last")
+    if args.compile:
+        flags.append("--compile")
+    return flags
+
+
+def _bench_config(args):
+    from ..core.bench import bench_config
+
+    for flag, value, low in (("--batch", args.batch, 1), ("--steps", args.steps, 1), ("--warmup", args.warmup, 0),
+                             ("--weight-steps", args.weight_steps, 0),
+                             ("--threads", args.threads, 0), ("--image-size", args.image_size, 8)):
+        if value < low:
+            raise UserError(f"{flag}: must be at least {low}, got {value}")
+    channels_last = "auto" if args.channels_last is None else ("on" if args.channels_last else "off")
+    return bench_config(batch=args.batch, device=args.device, image_size=args.image_size, kernels=args.kernels,
+                        dtype=args.dtype, channels_last=channels_last, compile=args.compile, threads=args.threads)
+
+
+def cmd_bench_step(args) -> int:
+    from ..core.bench import bench_step
+
+    cfg = _bench_config(args)
+    if args.weight_steps > args.warmup + args.steps:
+        raise UserError(f"--weight-steps: at most --warmup + --steps ({args.warmup + args.steps})")
+    result = bench_step(args.stage, cfg, masks=args.masks, warmup=args.warmup, steps=args.steps,
+                        weight_steps=args.weight_steps)
+    emit(args, result, f"stage {result['stage']} batch {result['batch']} on {result['device']}: "
+                       f"{result['median_step_s']:.3f} s/step (median), "
+                       f"peak memory {result['peak_memory_bytes'] / 2**20:.0f} MiB")
+    return 0
+
+
+def cmd_bench_all(args) -> int:
+    from ..core.bench import bench_all
+
+    _bench_config(args)  # bad flags fail here, before any process starts
+    results = bench_all(_bench_flags(args))
+    if args.json:
+        emit(args, results)
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"one search step (arch + weight), batch {args.batch}, masks {args.masks}")
+    for col in ("stage", "cells", "device", "median s/step", "peak MiB"):
+        table.add_column(col, justify="right")
+    from ..core.bench import HARNESS_CELLS
+
+    for r in results:
+        table.add_row(str(r["stage"]), str(HARNESS_CELLS[r["stage"]]), r["device"], f"{r['median_step_s']:.3f}",
+                      f"{r['peak_memory_bytes'] / 2**20:.0f}")
+    if not args.quiet:
+        Console().print(table)
+    return 0
+
+
+def cmd_bench_predict(args) -> int:
+    from ..core.bench import HARNESS_CELLS, HARNESS_DROPOUT, stage_switches
+    from ..core.config import replace
+    from ..core.memory_model import predict_stage
+    from ..core.runtime import resolve_device
+
+    if args.harness:
+        cfg = _bench_config(args)
+        cfg = replace(cfg, cells=[HARNESS_CELLS[s] for s in (1, 2, 3)], ops_kept=[8, 5, 3],
+                      skip_dropout=[HARNESS_DROPOUT[s] for s in (1, 2, 3)])
+        switches = [stage_switches(s, args.masks) for s in (1, 2, 3)]
+        images = 0
+        device = resolve_device(args.device).type
+    else:
+        cfg = resolve_search_config(args)
+        switches = [None] * cfg.num_stages
+        from ..core.search import load_search_data
+
+        images = int(len(load_search_data(cfg).train_y))
+        device = resolve_device(cfg.device).type
+    rows = [predict_stage(cfg, s + 1, device, switches[s], dataset_images=images)
+            for s in range(cfg.num_stages)]
+    text = "\n".join(f"stage {r['stage']}: {r['bytes'] / 2**20:.0f} MiB predicted peak on {device} "
+                     f"(" + ", ".join(f"{k} {v / 2**20:.0f}" for k, v in r["parts"].items()) + ")" for r in rows)
+    emit(args, rows, text)
+    return 0
+
+
+def _add_bench_flags(p) -> None:
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--masks", default="heavy", metavar="heavy|RUN_DIR",
+                   help="the official harness's op masks, or those a finished search used per stage")
+    p.add_argument("--kernels", choices=("lean", "reference"), default="lean")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="channels-last tensors (default: on CPU only)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the supernet")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: every core)")
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--steps", type=int, default=5, help="timed steps (after the warm-up ones)")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--weight-steps", type=int, default=0,
+                   help="also time this many weight-only steps (adds weight_only_step_s)")
+
+
+def register(sub, groups) -> None:
+    b = sub.add_parser("bench", help="benchmarks")
+    bsub = b.add_subparsers(dest="bench_command", metavar="COMMAND", parser_class=Parser)
+    p = bsub.add_parser("step", help="time one full search step (arch + weight) of a stage's supernet")
+    p.add_argument("--stage", type=int, choices=(1, 2, 3), required=True)
+    _add_bench_flags(p)
+    add_common_flags(p)
+    p.set_defaults(func=cmd_bench_step)
+    p = bsub.add_parser("all", help="`bench step` for stages 1-3, each in its own process, as one table")
+    _add_bench_flags(p)
+    add_common_flags(p)
+    p.set_defaults(func=cmd_bench_all)
+    p = bsub.add_parser("predict", help="predict each stage's peak memory from a config (no training)",
+                        description="Predict each stage's peak memory. With a preset/config: for that search "
+                                    "(unknown later-stage masks are taken at their heaviest). With --harness: "
+                                    "for `bench step` with the same flags.")
+    p.add_argument("--preset", help="search preset (default tiny)")
+    p.add_argument("--config", metavar="FILE")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE")
+    p.add_argument("--dataset")
+    p.add_argument("--data-root", metavar="DIR")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--download", action="store_true")
+    p.add_argument("--harness", action="store_true", help="predict `bench step` (takes the bench flags below)")
+    _add_bench_flags(p)
+    add_common_flags(p)
+    p.set_defaults(func=cmd_bench_predict)
+    groups["bench"] = bsub

@@ -1,0 +1,52 @@
+"""What every command shares: a parser whose usage errors are one line, the --json and
+--quiet flags, output, and reading the JSON files commands are given."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..core.errors import UserError
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and exit code 2)."""
+
+    def error(self, message):
+        raise UserError(f"{self.prog}: {message}")
+
+
+def add_common_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON and nothing else on stdout")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def emit(args, data, text: str | None = None) -> None:
+    """JSON on stdout with --json; otherwise `text` unless --quiet."""
+    if args.json:
+        print(json.dumps(data, indent=1))
+    elif text is not None and not args.quiet:
+        print(text)
+
+
+def read_json_object(path: str) -> dict:
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text())
+    except OSError as err:
+        raise UserError(f"{p}: cannot read ({err.strerror})") from None
+    except json.JSONDecodeError as err:
+        raise UserError(f"{p}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{p}: expected a JSON object")
+    return data
+
+
+
+def format_cell(genes) -> str:
+    """`n0 = sep_conv_3x3(c_k-2) + skip_connect(c_k-1); n1 = ...`: one node after another."""
+    name = lambda j: ("c_k-2", "c_k-1")[j] if j < 2 else f"n{j - 2}"  # noqa: E731
+    return "; ".join(f"n{i // 2} = {genes[i][0]}({name(genes[i][1])}) + {genes[i + 1][0]}({name(genes[i + 1][1])})"
+                     for i in range(0, len(genes), 2))
+
+

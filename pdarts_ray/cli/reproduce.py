@@ -1,0 +1,112 @@
+"""The `reproduce` command (registered through cli.COMMAND_MODULES)."""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from pathlib import Path
+
+from ..core.errors import UserError
+from .common import add_common_flags
+
+TABLE_HELP = {
+    "table3": "peak memory per search stage over --runs searches (Table 3)",
+    "depth": "cells after stage 1, 2, 3 and DARTS V2, retrained (Figure 3)",
+    "approx": "approximated vs random op spaces for the final stage (section 4.4.2)",
+    "dropout": "skip dropout 0/0/0 vs 0/0.3/0.6 at M = 2, 3, 4 (section 4.4.3)",
+    "skip": "one search refined to M = 0..4 (section 4.4.3)",
+    "refine": "--runs searches before and after refinement to M = 2 (section 4.4.3)",
+    "table1": "the P-DARTS row of Table 1: error, params, search cost",
+}
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """stdout carries the table (or the JSON) alone: Ray Tune's and its workers' output goes
+    to stderr, at the file-descriptor level since some of it bypasses sys.stdout."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def cmd_reproduce(args) -> int:
+    from rich.console import Console
+
+    from ..distributed.reproduce import ReproduceFailed, reproduce
+    from ..results.tables.common import resolve_setup
+    from ..results.tables.render import default_out, rich_table, write_outputs
+
+    setup = resolve_setup(args.preset, args.dataset, args.runs)
+    out = Path(args.out) if args.out else default_out(args.table, setup)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out: {out} exists and is not a folder")
+    err_console = Console(stderr=True)
+    quiet = args.quiet or args.json
+
+    def log(line: str) -> None:
+        if not args.quiet:
+            err_console.print(line, markup=False, highlight=False)
+
+    t0 = time.perf_counter()
+    try:
+        with _stdout_to_stderr():
+            outcome = reproduce(args.table, setup, args.storage, args.address, run=not args.no_run, log=log,
+                                verbose=0 if quiet else 1, progress=not args.quiet)
+    except ReproduceFailed as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    r = outcome.rendered
+    files = outcome.files = write_outputs(r, out)
+    seconds = time.perf_counter() - t0
+    if args.json:
+        import json
+
+        print(json.dumps({"table": r.name, "preset": setup.preset, "dataset": setup.dataset,
+                          "experiment": outcome.experiment, "searches_started": outcome.searches_started,
+                          "evaluations_started": outcome.evaluations_started, "columns": r.columns, "rows": r.rows,
+                          "notes": r.notes, "missing": r.missing, "files": files, "seconds": round(seconds, 1)},
+                         indent=1))
+        return 0
+    if not args.quiet:
+        # piped output keeps whole rows (rich would fold them at 80 columns)
+        console = Console(width=None if sys.stdout.isatty() else 220)
+        console.print(rich_table(r))
+        if r.missing:
+            console.print("missing (not run): " + "; ".join(r.missing), markup=False, highlight=False)
+        console.print(f"started {outcome.searches_started} searches and {outcome.evaluations_started} retrainings "
+                      f"in {seconds:.0f} s; written: {', '.join(files)}", markup=False, highlight=False)
+    return 0
+
+
+def register(sub, groups) -> None:
+    from ..results.tables import TABLES
+    from ..results.tables.common import PRESETS
+
+    p = sub.add_parser(
+        "reproduce", help="the paper's diagnostic tables from the results store, beside the paper's numbers",
+        description="Compute one of the paper's tables from the results store, starting only the searches and "
+                    "retrainings the store still lacks, and write it as <table>.md, <table>.csv and "
+                    "<table>.png. Tables: " + "; ".join(f"{k}: {v}" for k, v in TABLE_HELP.items()))
+    p.add_argument("table", choices=TABLES, metavar="TABLE", help=", ".join(TABLES))
+    p.add_argument("--preset", choices=PRESETS, default="tiny",
+                   help="smoke (smoke + eval-smoke), tiny (tiny + eval-tiny; default), "
+                        "paper (paper-c10 + eval-c10, or paper-c100 + eval-c100 with --dataset cifar100)")
+    p.add_argument("--dataset", choices=("cifar10", "cifar100"), help="with --preset paper: cifar10 (default) "
+                                                                      "or cifar100")
+    p.add_argument("--runs", type=int, metavar="N", help="independent searches for table3, refine and the random "
+                                                         "op spaces of approx (default 3; seeds differ)")
+    p.add_argument("--address", metavar="ADDR", help="Ray cluster to join (retrainings then run as Ray tasks)")
+    p.add_argument("--storage", metavar="PATH", help="results root (default $PDARTS_STORAGE, else ~/pdarts_results)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default ./pdarts-reproduce/<table>-<preset>/)")
+    p.add_argument("--no-run", action="store_true",
+                   help="start nothing: render what the store holds, missing cells as -, and list what is missing")
+    add_common_flags(p)
+    p.set_defaults(func=cmd_reproduce)

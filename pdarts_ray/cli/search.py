@@ -1,0 +1,149 @@
+"""`pdarts-ray presets` and `pdarts-ray search`."""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from ..core.errors import UserError
+from .common import add_common_flags, emit, format_cell
+
+
+def cmd_presets(args) -> int:
+    from ..core.config import PRESET_NOTES, SEARCH_PRESETS, SearchConfig, resolve, to_dict
+    from ..evaluation.config import EVAL_PRESETS, EvalConfig
+
+    rows = {name: {"kind": "search", "note": PRESET_NOTES.get(name, ""),
+                   "config": to_dict(resolve(SearchConfig, SEARCH_PRESETS, name))} for name in SEARCH_PRESETS}
+    rows.update({name: {"kind": "evaluate", "config": to_dict(resolve(EvalConfig, EVAL_PRESETS, name))}
+                 for name in EVAL_PRESETS})
+    if args.json:
+        emit(args, rows)
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    search = Table(title="search presets (pdarts-ray search --preset NAME)")
+    for col in ("name", "cells", "ops", "skip dropout", "M", "epochs (warm-up)", "batch", "C", "data"):
+        search.add_column(col, no_wrap=True)
+    evaluate = Table(title="evaluation presets (pdarts-ray evaluate --preset NAME)")
+    for col in ("name", "network", "C", "cells", "epochs", "batch", "lr", "data"):
+        evaluate.add_column(col, no_wrap=True)
+    for name, row in rows.items():
+        c = row["config"]
+        if row["kind"] == "search":
+            search.add_row(name, "/".join(map(str, c["cells"])), "/".join(map(str, c["ops_kept"])),
+                           "/".join(map(str, c["skip_dropout"])), str(c["skip_connects"]),
+                           f"{c['epochs']} ({c['warmup_epochs']})", str(c["batch_size"]), str(c["channels"]),
+                           c["dataset"])
+        else:
+            evaluate.add_row(name, c["network"], str(c["channels"]), str(c["layers"]), str(c["epochs"]),
+                             str(c["batch_size"]), str(c["lr"]), c["dataset"])
+    console.print(search)
+    for name in SEARCH_PRESETS:
+        console.print(f"  {name}: {PRESET_NOTES.get(name, '')}")
+    console.print(evaluate)
+    return 0
+
+
+
+_SEARCH_CONFIG_FLAGS = ("preset", "config", "set", "dataset", "data_root", "download", "device", "seed", "out",
+                        "dry_run")
+
+
+def resolve_search_config(args):
+    from ..core.config import SEARCH_PRESETS, SearchConfig, resolve
+
+    flags = {"dataset": args.dataset, "data_root": args.data_root, "device": args.device, "seed": args.seed,
+             "download": True if args.download else None}
+    return resolve(SearchConfig, SEARCH_PRESETS, args.preset or "tiny", args.config, args.set, flags)
+
+
+def cmd_search(args) -> int:
+    from ..core.config import to_dict
+    from ..core.search import ProgressiveSearch, resume_search, run_search
+    from .progress import SearchProgress
+
+    if args.resume:
+        given = [f"--{k.replace('_', '-')}" for k in _SEARCH_CONFIG_FLAGS if getattr(args, k) not in (None, False, [])]
+        if given:
+            raise UserError(f"search --resume: cannot be combined with {', '.join(given)} "
+                            "(a resumed run keeps its saved config)")
+        search = ProgressiveSearch.open(Path(args.resume))
+        cfg, run_dir = search.cfg, search.run_dir
+    else:
+        cfg = resolve_search_config(args)
+        if args.dry_run:
+            resolved = to_dict(cfg)
+            if args.json:
+                emit(args, resolved)
+            else:
+                import yaml
+
+                print(yaml.safe_dump(resolved, sort_keys=False).rstrip())
+            return 0
+        run_dir = Path(args.out or f"pdarts-runs/search-{time.strftime('%Y%m%d-%H%M%S')}")
+    stream = sys.stderr if args.json else sys.stdout
+    hooks = None if args.quiet else SearchProgress(cfg.cells, cfg.ops_kept, cfg.epochs, cfg.warmup_epochs, stream)
+    try:
+        result = resume_search(run_dir, hooks) if args.resume else run_search(cfg, run_dir, hooks)
+    finally:
+        if hooks is not None:
+            hooks.close()
+    result = {"run_dir": str(run_dir), **result}
+    if args.json:
+        emit(args, result)
+    elif not args.quiet:
+        _print_search_summary(run_dir, result)
+    return 0
+
+
+def _print_search_summary(run_dir: Path, result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..core.checkpoint import read_jsonl
+    from ..core.search import METRICS_FILE
+
+    metrics = read_jsonl(run_dir / METRICS_FILE)
+    table = Table(title="stages")
+    for col in ("stage", "best valid acc", "final train acc", "skip-connects (unrefined)", "peak memory MiB",
+                "seconds"):
+        table.add_column(col, justify="right")
+    for i, seconds in enumerate(result["stage_seconds"]):
+        rows = [m for m in metrics if m["stage"] == i + 1]
+        valid = [m["valid_acc"] for m in rows if m["valid_acc"] is not None]
+        table.add_row(str(i + 1), f"{max(valid):.3f}" if valid else "-", f"{rows[-1]['train_acc']:.3f}",
+                      str(result["stage_skip_connects_before_refinement"][i]),
+                      f"{result['peak_memory_bytes'][i] / 2**20:.0f}", f"{seconds:.1f}")
+    console = Console()
+    console.print(table)
+    g = result["genotype"]
+    console.print(f"final genotype (M = {result['skip_connects']}, "
+                  f"{result['skip_connects_before_refinement']} skip-connects before refinement):")
+    console.print(f"  normal: {format_cell(g['normal'])}", highlight=False)
+    console.print(f"  reduce: {format_cell(g['reduce'])}", highlight=False)
+    console.print(f"run folder: {run_dir}")
+
+
+def register(sub, groups) -> None:
+    p = sub.add_parser("presets", help="list the config presets")
+    add_common_flags(p)
+    p.set_defaults(func=cmd_presets)
+
+    p = sub.add_parser("search", help="run a progressive (three-stage) search",
+                       description="Run a P-DARTS search. With no flags: the `tiny` preset on the bundled digits.")
+    p.add_argument("--preset", help="base config: paper-c10, paper-c100, tiny (default), smoke")
+    p.add_argument("--config", metavar="FILE", help="YAML or JSON file of config keys (overrides the preset)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one key (value read as YAML)")
+    p.add_argument("--dataset", help="digits, synthetic, cifar10, cifar100, imagefolder")
+    p.add_argument("--data-root", metavar="DIR", help="folder holding the dataset")
+    p.add_argument("--download", action="store_true", help="let torchvision download CIFAR into --data-root")
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--out", metavar="DIR", help="run folder (default ./pdarts-runs/search-<time>); must be new or empty")
+    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    add_common_flags(p)
+    p.set_defaults(func=cmd_search)

@@ -1,0 +1,77 @@
+"""`pdarts-ray sweep`: run a sweep definition on Ray Tune, or continue an interrupted one."""
+from __future__ import annotations
+
+import sys
+
+from ..core.errors import UserError
+from .common import add_common_flags, emit
+
+_RUN_FLAGS = ("space", "preset", "num_samples", "concurrent", "gpus_per_trial", "name")
+
+
+def cmd_sweep(args) -> int:
+    if args.json:  # Ray Tune prints its own tables: keep stdout for the JSON
+        import contextlib
+        import sys
+
+        with contextlib.redirect_stdout(sys.stderr):
+            out = _run(args, verbose=0)
+    else:
+        out = _run(args, verbose=0 if args.quiet else 1)
+    _print(args, out)
+    return 0
+
+
+def _run(args, verbose: int) -> dict:
+    from ..core.config import read_config_file
+    from ..distributed.definition import apply_flags, parse_sweep
+    from ..distributed.sweep import resume_sweep, run_sweep
+
+    if args.resume:
+        given = [f"--{k.replace('_', '-')}" for k in _RUN_FLAGS if getattr(args, k) is not None]
+        if given:
+            raise UserError(f"sweep --resume: cannot be combined with {', '.join(given)} "
+                            "(a resumed sweep keeps its saved definition)")
+        out = resume_sweep(args.resume, args.storage, args.address, verbose=verbose)
+    else:
+        if not args.space:
+            raise UserError("sweep: give --space FILE (a sweep definition) or --resume NAME")
+        definition = apply_flags(read_config_file(args.space), args.preset, args.num_samples, args.concurrent,
+                                 args.gpus_per_trial, args.storage, args.name)
+        sweep = parse_sweep(definition, args.space)
+        out = run_sweep(sweep, args.address, verbose=verbose)
+    return out
+
+
+def _print(args, out: dict) -> None:
+    if args.json:
+        emit(args, {**out, "trials": [{k: v.isoformat() if hasattr(v, "isoformat") else v for k, v in row.items()}
+                                      for row in out["trials"]]})
+    elif not args.quiet:
+        from rich.console import Console
+
+        from ..distributed.ablation import trials_table
+
+        console = Console(width=None if sys.stdout.isatty() else 240)  # whole rows in logs and pipes
+        console.print(trials_table(out))
+        console.print(f"experiment: {out['path']}")
+
+
+def register(sub, groups) -> None:
+    p = sub.add_parser("sweep", help="run many searches as a Ray Tune sweep (Optuna or a grid), or resume one",
+                       description="Run a sweep definition (YAML/JSON: base config, search space, objective, "
+                                   "searcher, scheduler, resources) on Ray Tune; every trial is one three-stage "
+                                   "search and one row in the results store.")
+    p.add_argument("--space", metavar="FILE", help="the sweep definition (YAML or JSON)")
+    p.add_argument("--preset", help="base preset (overrides the definition's)")
+    p.add_argument("--num-samples", type=int, metavar="N", help="trials (Optuna), or repeats of the grid")
+    p.add_argument("--concurrent", type=int, metavar="K", help="trials running at once")
+    p.add_argument("--gpus-per-trial", metavar="F|auto", help="GPU share per trial (0.25: four per GPU) or auto")
+    p.add_argument("--storage", metavar="PATH", help="results root: absolute path or URI "
+                                                     "(default $PDARTS_STORAGE, else ~/pdarts_results)")
+    p.add_argument("--name", help="experiment name (default sweep-<time>)")
+    p.add_argument("--address", metavar="ADDR", help="Ray cluster to join (default: $RAY_ADDRESS, a running "
+                                                      "cluster, else a local Ray)")
+    p.add_argument("--resume", metavar="NAME_OR_PATH", help="continue an interrupted sweep")
+    add_common_flags(p)
+    p.set_defaults(func=cmd_sweep)

@@ -1,0 +1,287 @@
+"""The progressive search: stages of growing depth over a shrinking op space.
+
+Every stage builds a fresh supernet (new weights, new alphas, new optimisers) over
+the switch masks the previous stage left; only the masks carry over. Within a
+stage: warm-up epochs train weights only; afterwards every train batch is preceded
+by an architecture step on the next valid batch (first order). At the end of a
+stage its genotype is derived and the op space is pruned for the next stage; after
+the last stage the final genotype is derived for every M (skip-connects kept).
+
+Each finished epoch appends a metrics line, then writes a checkpoint holding all
+state needed to continue bit for bit (weights, alphas, optimiser states, masks,
+random states, the finished stages' results).
+"""
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from .. import __version__
+from .checkpoint import CheckpointDir, append_jsonl, read_jsonl, rewrite_jsonl, write_json_atomic
+from .config import SearchConfig, from_dict, to_dict
+from .data import DeviceImages, ImageData, load_dataset
+from .errors import UserError
+from .hooks import SearchHooks
+from .memory import PeakMemory
+from .runtime import cpu_threads, derived_seed, memory_format, resolve_device
+from .space import NUM_EDGES, NUM_OPS, PRIMITIVES, CellState, derive, derive_all_m, full_switches, prune_switches
+from .stage import Stage, StagePlan
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+TRAJECTORY_FILE = "alpha_trajectory.jsonl"
+ALPHAS_FILE = "alphas.json"
+GENOTYPES_FILE = "genotypes.json"
+GENOTYPE_FILE = "genotype.json"
+RESULT_FILE = "result.json"
+CHECKPOINT_DIR = "checkpoints"
+
+
+
+
+
+
+# ---------------------------------------------------------------- the search
+
+def plan_stages(cfg: SearchConfig) -> list[StagePlan]:
+    n = cfg.num_stages
+    return [StagePlan(i, cfg.cells[i], cfg.ops_kept[i], cfg.skip_dropout[i], i == n - 1) for i in range(n)]
+
+
+def initial_switches(cfg: SearchConfig) -> dict:
+    """All 8 ops, or (ops_kept[0] < 8) a random subset per edge and cell type, drawn from
+    `space_seed` (default: the run's seed): the paper's randomly sampled op spaces."""
+    if cfg.ops_kept[0] == NUM_OPS:
+        return {"normal": full_switches(), "reduce": full_switches()}
+    space_seed = cfg.seed if cfg.space_seed is None else cfg.space_seed
+    g = torch.Generator().manual_seed(derived_seed(space_seed, 0))
+    out = {}
+    for name in ("normal", "reduce"):
+        rows = []
+        for _ in range(NUM_EDGES):
+            keep = set(torch.randperm(NUM_OPS, generator=g)[: cfg.ops_kept[0]].tolist())
+            rows.append([k in keep for k in range(NUM_OPS)])
+        out[name] = rows
+    return out
+
+
+class ProgressiveSearch:
+    """A P-DARTS search writing its run folder; `run()` starts or continues it."""
+
+    def __init__(self, cfg: SearchConfig, run_dir: Path, hooks: SearchHooks | None = None):
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.hooks = hooks or SearchHooks()
+        self.checkpoints = CheckpointDir(self.run_dir / CHECKPOINT_DIR)
+
+    # -- folder handling
+    @classmethod
+    def create(cls, cfg: SearchConfig, run_dir: Path, hooks: SearchHooks | None = None) -> "ProgressiveSearch":
+        run_dir = Path(run_dir)
+        check_out_dir(run_dir)
+        resolved = to_dict(cfg)
+        resolved["threads"] = cpu_threads(cfg.threads)  # pinned, so a resume computes the same bits
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(run_dir / CONFIG_FILE, resolved)
+        return cls(from_dict(SearchConfig, resolved, str(run_dir / CONFIG_FILE)), run_dir, hooks)
+
+    @classmethod
+    def open(cls, run_dir: Path, hooks: SearchHooks | None = None) -> "ProgressiveSearch":
+        run_dir = Path(run_dir)
+        path = run_dir / CONFIG_FILE
+        if not path.is_file():
+            raise UserError(f"{run_dir}: not a search run folder (no {CONFIG_FILE})")
+        if (run_dir / RESULT_FILE).exists():
+            raise UserError(f"{run_dir}: this search has already finished ({RESULT_FILE} exists)")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            raise UserError(f"{path}: not valid JSON") from None
+        return cls(from_dict(SearchConfig, data, str(path)), run_dir, hooks)
+
+    # -- the loop
+    def run(self, resume: bool = False, data: ImageData | None = None, checkpoint: dict | None = None) -> dict:
+        """Start, or with `resume` continue from the run folder's newest checkpoint, or from
+        `checkpoint` (a loaded checkpoint from elsewhere, e.g. one Ray Train restored)."""
+        cfg = self.cfg
+        torch.set_num_threads(cpu_threads(cfg.threads))
+        device = resolve_device(cfg.device)
+        plans = plan_stages(cfg)
+        start = {"stage": 0, "epoch": 0, "stages": [], "switches": initial_switches(cfg), "stage_state": None,
+                 "elapsed": 0.0, "peak": 0, "peak_reserved": 0}
+        if checkpoint is not None:
+            start = self._resume_point(checkpoint, plans)
+        elif resume:
+            start = self._resume_point(self.checkpoints.load(), plans)
+        data = data or load_search_data(cfg)
+        images = DeviceImages(data.train_x, data.train_y, data.mean, data.std, device,
+                              memory_format(cfg.channels_last, device, cfg.image_size))
+        split = int(math.floor(cfg.train_portion * len(images)))
+        if split < 1 or split >= len(images):
+            raise UserError(f"{cfg.dataset}: {len(images)} training images are too few to split for search")
+        train_idx = torch.arange(0, split, device=device)
+        valid_idx = torch.arange(split, len(images), device=device)
+        stages = list(start["stages"])
+        switches = start["switches"]
+        for plan in plans[start["stage"]:]:
+            resuming = plan.index == start["stage"] and start["stage_state"] is not None
+            summary, switches = self._run_stage(
+                plan, switches, data.num_classes, device, images, train_idx, valid_idx, stages,
+                first_epoch=start["epoch"] if resuming else 0,
+                stage_state=start["stage_state"] if resuming else None,
+                elapsed=start["elapsed"] if resuming else 0.0,
+                peaks=(start["peak"], start["peak_reserved"]) if resuming else (0, 0))
+            stages.append(summary)
+        return self._finish(stages, device)
+
+    def _run_stage(self, plan: StagePlan, switches, num_classes, device, images, train_idx, valid_idx,
+                   stages: list, first_epoch: int, stage_state, elapsed: float, peaks):
+        cfg = self.cfg
+        stage = Stage(cfg, plan, switches, num_classes, device)
+        if stage_state is not None:
+            stage.load_state_dict(stage_state)
+        self.hooks.on_stage_start(plan.index + 1, len(cfg.cells), plan.cells, plan.ops, cfg.epochs)
+        memory = PeakMemory(device).start()
+        peak, peak_reserved = peaks
+        for epoch in range(first_epoch, cfg.epochs):
+            t0 = time.perf_counter()
+            metrics = stage.train_epoch(epoch, images, train_idx, valid_idx, self.hooks)
+            last_epoch = epoch == cfg.epochs - 1
+            valid_acc = valid_loss = None
+            if last_epoch or (epoch + 1) % cfg.valid_every == 0:
+                valid_acc, valid_loss = stage.validate(images, valid_idx)
+            cells = stage.cell_states()
+            row = {"stage": plan.index + 1, "epoch": epoch, "global_epoch": plan.index * cfg.epochs + epoch,
+                   **metrics, "valid_acc": valid_acc, "valid_loss": valid_loss,
+                   "skip_connects_now": derive(cells["normal"], cells["reduce"]).skip_count()}
+            peak = max(peak, memory.peak())
+            peak_reserved = max(peak_reserved, memory.peak_reserved() or 0)
+            epoch_seconds = time.perf_counter() - t0
+            elapsed += epoch_seconds
+            row["epoch_seconds"] = epoch_seconds
+            row["peak_memory_bytes"] = peak
+            summary, next_switches = None, None
+            if last_epoch:
+                summary, next_switches = self._end_of_stage(plan, cells, peak, peak_reserved, elapsed)
+            append_jsonl(self.run_dir / METRICS_FILE, row)
+            append_jsonl(self.run_dir / TRAJECTORY_FILE, {
+                "stage": plan.index + 1, "epoch": epoch,
+                "normal": cells["normal"].alphas, "reduce": cells["reduce"].alphas})
+            position = {"stage": plan.index, "epoch": epoch, "stage_done": last_epoch,
+                        "stages": stages + ([summary] if summary else [])}
+            if last_epoch:
+                state = {**position, "switches": next_switches}
+            else:
+                state = {**position, "switches": switches, "stage_state": stage.state_dict(),
+                         "elapsed": elapsed, "peak": peak, "peak_reserved": peak_reserved}
+            checkpoint = self.checkpoints.save(state)
+            self.hooks.on_epoch_end(row, checkpoint)
+        memory.stop()
+        self._write_stage_files(stages + [summary])
+        self.hooks.on_stage_end(summary)
+        return summary, next_switches
+
+    def _end_of_stage(self, plan: StagePlan, cells: dict, peak: int, peak_reserved: int, elapsed: float):
+        cfg = self.cfg
+        unrefined = derive(cells["normal"], cells["reduce"])
+        summary = {
+            "stage": plan.index + 1, "cells": plan.cells, "ops_kept": plan.ops, "skip_dropout": plan.rate,
+            "normal": cells["normal"].to_dict(), "reduce": cells["reduce"].to_dict(),
+            "genotype": derive(cells["normal"], cells["reduce"], cfg.skip_connects).to_dict(),
+            "skip_connects_before_refinement": unrefined.skip_count(),
+            "peak_memory_bytes": int(peak), "peak_memory_reserved_bytes": int(peak_reserved) or None,
+            "seconds": elapsed,
+        }
+        if plan.last:
+            return summary, None
+        drop = plan.ops - cfg.ops_kept[plan.index + 1]
+        next_switches = {name: prune_switches(cells[name].switches, cells[name].alphas, drop, last_stage=False)
+                         for name in ("normal", "reduce")}
+        return summary, next_switches
+
+    def _write_stage_files(self, stages: list[dict]) -> None:
+        write_json_atomic(self.run_dir / ALPHAS_FILE, {
+            "primitives": list(PRIMITIVES),
+            **{f"stage{s['stage']}": {"normal": s["normal"], "reduce": s["reduce"]} for s in stages}})
+        write_json_atomic(self.run_dir / GENOTYPES_FILE, {f"stage{s['stage']}": s["genotype"] for s in stages})
+
+    def _finish(self, stages: list[dict], device: torch.device) -> dict:
+        cfg = self.cfg
+        last = stages[-1]
+        normal = CellState.from_dict(last["normal"], "normal")
+        reduce = CellState.from_dict(last["reduce"], "reduce")
+        by_m = derive_all_m(normal, reduce)
+        genotypes = {f"stage{s['stage']}": s["genotype"] for s in stages}
+        genotypes["final_by_M"] = {m: g.to_dict() for m, g in by_m.items()}
+        final = by_m[str(cfg.skip_connects)]
+        self._write_stage_files(stages)
+        write_json_atomic(self.run_dir / GENOTYPES_FILE, genotypes)
+        write_json_atomic(self.run_dir / GENOTYPE_FILE, final.to_dict())
+        metrics = read_jsonl(self.run_dir / METRICS_FILE)
+        valid = [m["valid_acc"] for m in metrics if m.get("valid_acc") is not None]
+        result = {
+            "genotype": final.to_dict(),
+            "skip_connects": cfg.skip_connects,
+            "skip_connects_before_refinement": derive(normal, reduce).skip_count(),
+            "peak_memory_bytes": [s["peak_memory_bytes"] for s in stages],
+            "peak_memory_reserved_bytes": [s["peak_memory_reserved_bytes"] for s in stages],
+            "peak_memory_kind": PeakMemory(device).kind,
+            "stage_seconds": [s["seconds"] for s in stages],
+            "stage_skip_connects_before_refinement": [s["skip_connects_before_refinement"] for s in stages],
+            "best_valid_acc": max(valid) if valid else None,
+            "final_valid_acc": valid[-1] if valid else None,
+            "device": str(device),
+            "threads": torch.get_num_threads(),
+            "versions": {"pdarts_ray": __version__, "torch": torch.__version__,
+                         "python": platform.python_version()},
+        }
+        write_json_atomic(self.run_dir / RESULT_FILE, result)
+        self.hooks.on_search_end(result)
+        return result
+
+    # -- resume
+    def _resume_point(self, ckpt: dict, plans: list[StagePlan]) -> dict:
+        try:
+            stage, epoch, done = int(ckpt["stage"]), int(ckpt["epoch"]), bool(ckpt["stage_done"])
+            stages, switches = list(ckpt["stages"]), ckpt["switches"]
+        except (KeyError, TypeError, ValueError):
+            raise UserError(f"{self.checkpoints.folder}: checkpoint is not a search checkpoint") from None
+        if not 0 <= stage < len(plans) or not 0 <= epoch < self.cfg.epochs:
+            raise UserError(f"{self.checkpoints.folder}: checkpoint does not match {CONFIG_FILE}")
+        keep = lambda r: (r.get("stage", 0) - 1, r.get("epoch", 0)) <= (stage, epoch)  # noqa: E731
+        for name in (METRICS_FILE, TRAJECTORY_FILE):
+            rewrite_jsonl(self.run_dir / name, [r for r in read_jsonl(self.run_dir / name) if keep(r)])
+        if done:
+            return {"stage": stage + 1, "epoch": 0, "stages": stages, "switches": switches, "stage_state": None,
+                    "elapsed": 0.0, "peak": 0, "peak_reserved": 0}
+        return {"stage": stage, "epoch": epoch + 1, "stages": stages, "switches": switches,
+                "stage_state": ckpt["stage_state"], "elapsed": float(ckpt["elapsed"]),
+                "peak": int(ckpt["peak"]), "peak_reserved": int(ckpt["peak_reserved"])}
+
+
+def load_search_data(cfg: SearchConfig) -> ImageData:
+    return load_dataset(cfg.dataset, cfg.data_root, cfg.image_size, cfg.download,
+                        cfg.synthetic_size, cfg.synthetic_classes)
+
+
+def check_out_dir(run_dir: Path) -> None:
+    run_dir = Path(run_dir)
+    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        raise UserError(f"{run_dir}: output folder exists and is not empty (choose another --out)")
+
+
+def run_search(cfg: SearchConfig, run_dir: Path, hooks: SearchHooks | None = None) -> dict:
+    """A new search in `run_dir`. Bad input (folder, device, data) fails before anything is written."""
+    check_out_dir(run_dir)
+    resolve_device(cfg.device)
+    data = load_search_data(cfg)
+    return ProgressiveSearch.create(cfg, run_dir, hooks).run(data=data)
+
+
+def resume_search(run_dir: Path, hooks: SearchHooks | None = None) -> dict:
+    return ProgressiveSearch.open(run_dir, hooks).run(resume=True)

@@ -1,0 +1,156 @@
+"""One stage of the progressive search: its supernet, optimisers and random streams, and
+the step.
+
+A stage builds a fresh supernet over the switch masks it is given (new weights, new alphas
+drawn as 1e-3 N(0, 1), new optimisers); every random stream is seeded from (seed, stage).
+Warm-up epochs train weights only; afterwards every train batch is preceded by an
+architecture step on the next valid batch (first order), both in train mode with skip
+dropout on. The learning rate follows a cosine schedule stepped at the start of each
+epoch; skip dropout decays linearly during warm-up, then exponentially.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .config import SearchConfig
+from .data import DeviceImages, shuffled_batches
+from .errors import SearchDiverged
+from .hooks import SearchHooks
+from .runtime import capture_rng, derived_seed, memory_format, restore_rng
+from .space import CellState
+from .supernet import SearchNetwork
+
+# ---------------------------------------------------------------- schedules
+
+def lr_at(cfg: SearchConfig, epoch: int) -> float:
+    """Cosine schedule stepped at the start of each epoch: epoch e uses step e + 1."""
+    return cfg.lr_min + (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * (epoch + 1) / cfg.epochs)) / 2
+
+
+def skip_dropout_at(rate: float, epoch: int, epochs: int, warmup: int) -> float:
+    """Linear decay during warm-up, then back to `rate` and exponential decay (0.2 per epoch)."""
+    if epoch < warmup:
+        return rate * (epochs - epoch - 1) / epochs
+    return rate * math.exp(-0.2 * (epoch - warmup))
+
+
+
+def count_correct(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return (logits.argmax(dim=1) == y).sum()
+
+
+# ---------------------------------------------------------------- one stage
+
+@dataclass
+class StagePlan:
+    index: int  # 0-based
+    cells: int
+    ops: int
+    rate: float
+    last: bool
+
+
+class Stage:
+    """One stage's supernet with its optimisers and random streams."""
+
+    def __init__(self, cfg: SearchConfig, plan: StagePlan, switches: dict, num_classes: int,
+                 device: torch.device):
+        self.cfg, self.plan, self.device = cfg, plan, device
+        self.switches = switches
+        seed = derived_seed(cfg.seed, plan.index + 1)
+        torch.manual_seed(seed)  # weight initialisation and skip dropout draw from it
+        alpha_gen = torch.Generator().manual_seed(derived_seed(seed, 1))
+        self.model = SearchNetwork(cfg.channels, num_classes, plan.cells, switches["normal"],
+                                   switches["reduce"], plan.rate, alpha_generator=alpha_gen,
+                                   kernels=cfg.kernels)
+        self.model.to(device=device, memory_format=memory_format(cfg.channels_last, device, cfg.image_size))
+        # bf16 autocast: convolutions in bfloat16, BatchNorm, softmax and losses in float32
+        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.dtype == "bfloat16")
+        self.forward = torch.compile(self.model) if cfg.compile else self.model
+        self.data_gen = torch.Generator(device=device).manual_seed(derived_seed(seed, 2))
+        self.weights = self.model.weight_parameters()
+        self.alphas = self.model.arch_parameters()
+        self.opt_w = torch.optim.SGD(self.weights, lr=cfg.lr, momentum=cfg.momentum,
+                                     weight_decay=cfg.weight_decay)
+        self.opt_a = torch.optim.Adam(self.alphas, lr=cfg.arch_lr, betas=(cfg.arch_beta1, cfg.arch_beta2),
+                                      weight_decay=cfg.arch_weight_decay)
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "opt_w": self.opt_w.state_dict(),
+                "opt_a": self.opt_a.state_dict(), "rng": capture_rng(self.device, self.data_gen)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt_w.load_state_dict(state["opt_w"])
+        self.opt_a.load_state_dict(state["opt_a"])
+        restore_rng(state["rng"], self.device, self.data_gen)
+
+    def cell_states(self) -> dict[str, CellState]:
+        return {name: CellState(self.switches[name], alpha.detach().cpu().tolist())
+                for name, alpha in zip(("normal", "reduce"), self.alphas)}
+
+    def arch_step(self, x, y):
+        self.opt_a.zero_grad(set_to_none=True)
+        with self.autocast:
+            loss = F.cross_entropy(self.forward(x, weight_grad=False), y)
+        # Only the alphas' gradients are needed: skip the weight-gradient kernels.
+        for alpha, grad in zip(self.alphas, torch.autograd.grad(loss, self.alphas)):
+            alpha.grad = grad
+        torch.nn.utils.clip_grad_norm_(self.alphas, self.cfg.grad_clip)
+        self.opt_a.step()
+
+    def weight_step(self, x, y):
+        self.opt_w.zero_grad(set_to_none=True)
+        with self.autocast:
+            logits = self.forward(x, arch_grad=False)
+            loss = F.cross_entropy(logits, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.weights, self.cfg.grad_clip)
+        self.opt_w.step()
+        return loss.detach(), logits.detach()
+
+    def train_epoch(self, epoch: int, train: DeviceImages, train_idx, valid_idx, hooks: SearchHooks) -> dict:
+        cfg = self.cfg
+        for group in self.opt_w.param_groups:
+            group["lr"] = lr_at(cfg, epoch)
+        rate = skip_dropout_at(self.plan.rate, epoch, cfg.epochs, cfg.warmup_epochs)
+        self.model.set_skip_dropout(rate)
+        self.model.train()
+        search_arch = epoch >= cfg.warmup_epochs
+        train_batches = shuffled_batches(train_idx, cfg.batch_size, self.data_gen)
+        valid_batches: list = []
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), dtype=torch.long, device=self.device)
+        seen = 0
+        for step, index in enumerate(train_batches):
+            x, y = train.batch(index, self.data_gen)
+            if search_arch:
+                if not valid_batches:  # a fresh reshuffled pass whenever the valid half runs out
+                    valid_batches = shuffled_batches(valid_idx, cfg.batch_size, self.data_gen)[::-1]
+                vx, vy = train.batch(valid_batches.pop(), self.data_gen)
+                self.arch_step(vx, vy)
+            loss, logits = self.weight_step(x, y)
+            loss_sum += loss * len(y)
+            correct += count_correct(logits, y)
+            seen += len(y)
+            hooks.on_batch(self.plan.index + 1, epoch, step + 1, len(train_batches))
+        train_loss = loss_sum.item() / seen
+        if not math.isfinite(train_loss) or not all(torch.isfinite(a).all() for a in self.alphas):
+            raise SearchDiverged(f"non-finite training loss in stage {self.plan.index + 1}, epoch {epoch}")
+        return {"train_loss": train_loss, "train_acc": correct.item() / seen, "skip_dropout": rate,
+                "lr": lr_at(cfg, epoch)}
+
+    @torch.no_grad()
+    def validate(self, data: DeviceImages, valid_idx) -> tuple[float, float]:
+        self.model.eval()
+        loss_sum, correct = 0.0, 0
+        for index in valid_idx.split(self.cfg.batch_size):
+            x, y = data.batch(index)
+            logits = self.model(x, arch_grad=False)
+            loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+            correct += count_correct(logits, y).item()
+        return correct / len(valid_idx), loss_sum / len(valid_idx)

@@ -1,0 +1,258 @@
+"""Reproducing a paper table: start what the store lacks, then compute the table.
+
+Missing searches run as sweeps (one Ray Tune experiment per batch of otherwise equal
+configs, a grid over seeds), members of the table's family `reproduce-<preset>-<dataset>`.
+A batch that was interrupted (some trials without a row, Ray Tune's state saved) is
+resumed, its unfinished trials continuing from their last epoch, rather than started
+again. Missing retrainings run in this process one after another, or as Ray tasks on a
+cluster (`address`); their rows go to the family's `evaluations/` table and their run
+folders to its `eval-runs/` (a temporary folder for a URI storage).
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..core.errors import UserError
+from ..results import experiment_path
+from ..results.tables import table_spec
+from ..results.tables.common import (EvalNeed, Rendered, SearchNeed, Setup, StoreView, canonical_genotype, digest,
+                                     eval_key, family_experiments, search_key)
+from .experiment import exists, load_setup, tune_state_missing
+
+
+class ReproduceFailed(Exception):
+    """A search or retraining that a table needs failed (exit code 1)."""
+
+
+# ---------------------------------------------------------------- starting what is missing
+
+def sweep_search_keys(sweep: dict) -> set[str]:
+    """The search keys a sweep of this family runs: its base config under each seed of its grid."""
+    base = sweep["base_config"]
+    seeds = sweep["sweep"]["space"].get("seed", {}).get("grid", [base["seed"]])
+    return {search_key({**base, "seed": seed}) for seed in seeds}
+
+
+def interrupted_sweeps(root: str, experiment: str, needs: list[SearchNeed]) -> dict[str, tuple[dict, list[SearchNeed]]]:
+    """Family sweeps that stopped before every trial had a row but after Ray Tune saved its
+    state, by name: each one's saved setup and the missing searches it would finish if resumed."""
+    from ..results import experiment_path, read_trials
+
+    out, taken = {}, set()
+    for name in family_experiments(root, experiment):
+        path = experiment_path(root, name)
+        try:
+            sweep = load_setup(path)
+        except UserError:  # stopped before it wrote its definition: nothing to continue
+            continue
+        keys = sweep_search_keys(sweep)
+        covered = [n for n in needs if n.key in keys and n.key not in taken]
+        if covered and read_trials(root, name).num_rows < len(keys) and not tune_state_missing(path):
+            out[name] = (sweep, covered)
+            taken |= {n.key for n in covered}
+    return out
+
+
+def search_sweeps(needs: list[SearchNeed], setup: Setup, root: str, local: bool) -> list[dict]:
+    """Sweep definitions for the missing searches: one grid over seeds per otherwise equal config.
+    Names are fresh members of the family, so a batch that failed is never confused with the next."""
+    groups: dict[str, list[SearchNeed]] = {}
+    for need in needs:
+        rest = {k: v for k, v in need.overrides.items() if k != "seed"}
+        groups.setdefault(json.dumps(rest, sort_keys=True), []).append(need)
+    out = []
+    for rest_text, members in groups.items():
+        rest = json.loads(rest_text)
+        seeds = sorted({n.config["seed"] for n in members})
+        stem = f"{setup.experiment}.s-{digest({'rest': rest, 'seeds': seeds})[:10]}"
+        name, attempt = stem, 1
+        while exists(experiment_path(root, name)):
+            attempt += 1
+            name = f"{stem}-{attempt}"
+        # a local machine runs two searches side by side (each on one thread); a cluster all of them
+        concurrent = min(len(seeds), max(1, min(2, os.cpu_count() or 1))) if local else len(seeds)
+        definition = {"name": name, "storage": root, "base": {"preset": setup.search_preset, "config": rest},
+                      "searcher": "grid", "max_concurrent_trials": concurrent, "gpus_per_trial": "auto",
+                      "cpus_per_trial": 1}
+        if len(seeds) == 1:
+            definition["base"]["config"] = {**rest, "seed": seeds[0]}
+        else:
+            definition["space"] = {"seed": {"grid": seeds}}
+        out.append(definition)
+    return out
+
+
+def _eval_runs_dir(root: str, experiment: str) -> Path:
+    if "://" in root:
+        return Path(tempfile.gettempdir()) / "pdarts-ray-eval-runs" / experiment
+    return Path(root) / experiment / "eval-runs"
+
+
+def evaluate_genotype(eval_config: dict, genotype: dict, run_dir: str, name: str, progress: bool = False,
+                      experiment: str | None = None) -> dict:
+    """Retrain one genotype in this process, continuing an earlier attempt's run folder if there is one.
+    With `experiment` (as a Ray task) it also sets the retraining's Ray gauges every epoch."""
+    import sys
+
+    from ..core.config import from_dict
+    from ..evaluation.config import EvalConfig
+    from ..evaluation.data import check_data
+    from ..evaluation.retrain import RESULT_FILE, AllHooks, EpochLines, EvalRun
+    from ..core.runtime import resolve_device
+    from ..core.space import Genotype
+
+    run_dir = Path(run_dir)
+    gauges = None
+    if experiment is not None:
+        from .monitoring import EvalMetrics
+
+        gauges = EvalMetrics(experiment, run_dir.name, name, eval_config["epochs"])
+    hooks = AllHooks(EpochLines(eval_config["epochs"], sys.stderr) if progress else None, gauges)
+    if (run_dir / RESULT_FILE).is_file():  # trained, but its row was never written
+        return json.loads((run_dir / RESULT_FILE).read_text())
+    if (run_dir / "config.json").is_file():
+        run = EvalRun.open(run_dir)
+        return run.train(run.saved_state(), hooks)
+    if run_dir.exists():  # an attempt killed before it wrote its config
+        import shutil
+
+        shutil.rmtree(run_dir)
+    cfg = from_dict(EvalConfig, eval_config, "evaluation config")
+    resolve_device(cfg.device)
+    data = check_data(cfg)
+    run = EvalRun.create(cfg, Genotype.from_dict(genotype), run_dir, name)
+    return run.train(None, hooks, data=data)
+
+
+def _store_evaluation(root: str, setup: Setup, need: EvalNeed, result: dict) -> None:
+    from ..results import evaluation_row, write_evaluation
+
+    genotype = canonical_genotype(need.genotype)
+    key = eval_key(genotype, setup.eval_config)
+    write_evaluation(root, setup.experiment, evaluation_row(setup.experiment, key, genotype, setup.eval_preset,
+                                                            setup.eval_config, result, need.name))
+
+
+def run_evaluations(needs: list[EvalNeed], setup: Setup, root: str, use_ray: bool, log,
+                    progress: bool = False) -> list[str]:
+    """Retrain every missing genotype and store its row; the failures' descriptions."""
+    runs_dir = _eval_runs_dir(root, setup.experiment)
+    failures = []
+    if not use_ray:
+        for i, need in enumerate(needs):
+            key = eval_key(need.genotype, setup.eval_config)
+            log(f"retraining {i + 1}/{len(needs)}: {need.name} ({setup.eval_preset}, {key})")
+            try:
+                result = evaluate_genotype(setup.eval_config, need.genotype, str(runs_dir / key), need.name,
+                                           progress)
+            except Exception as err:  # one failed retraining leaves the others to run
+                failures.append(f"retraining {need.name}: {type(err).__name__}: {err}")
+                continue
+            _store_evaluation(root, setup, need, result)
+            log(f"retrained {need.name}: error {result['error_pct']:.2f} %, {result['seconds']:.0f} s")
+        return failures
+    import ray
+
+    gpu = setup.eval_config["device"] != "cpu" and ray.cluster_resources().get("GPU", 0) >= 1
+    task = ray.remote(evaluate_genotype).options(num_cpus=max(1, setup.eval_config["threads"]),
+                                                 num_gpus=1 if gpu else 0, max_retries=1)
+    pending = {}
+    for need in needs:
+        key = eval_key(need.genotype, setup.eval_config)
+        pending[task.remote(setup.eval_config, need.genotype, str(runs_dir / key), need.name,
+                            experiment=setup.experiment)] = need
+    log(f"retraining {len(needs)} cells as Ray tasks ({setup.eval_preset})")
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1)
+        need = pending.pop(done[0])
+        try:
+            result = ray.get(done[0])
+        except Exception as err:
+            failures.append(f"retraining {need.name}: {str(err).strip().splitlines()[-1][:300]}")
+            continue
+        _store_evaluation(root, setup, need, result)
+        log(f"retrained {need.name}: error {result['error_pct']:.2f} %")
+    return failures
+
+
+@dataclass
+class Outcome:
+    rendered: Rendered
+    experiment: str
+    searches_started: int
+    evaluations_started: int
+    files: list[str] = field(default_factory=list)
+
+
+def reproduce(table: str, setup: Setup, storage: str | None = None, address: str | None = None, run: bool = True,
+              log=lambda line: None, verbose: int = 0, progress: bool = False) -> Outcome:
+    """Start what the table lacks in the store (unless `run` is False), then compute it."""
+    from ..results import storage_root
+    from .connect import connect_ray
+    from .definition import Sweep, parse_sweep
+    from .sweep import resume_sweep, run_sweep
+
+    spec = table_spec(table, setup)
+    root = storage_root(storage)
+    store = StoreView(root, setup.experiment)
+    missing = [n for n in spec.searches if store.search(n) is None]
+    unique = list({n.key: n for n in missing}.values())
+    started_ray, searches, evaluations = False, 0, 0
+    try:
+        if run and unique:
+            # an interrupted batch continues where it stopped (its trials from their last epoch)
+            resumable = interrupted_sweeps(root, setup.experiment, unique)
+            resumed = {n.key for _, covered in resumable.values() for n in covered}
+            fresh = [n for n in unique if n.key not in resumed]
+            sweeps = [parse_sweep(d, "reproduce") for d in search_sweeps(fresh, setup, root, local=address is None)]
+            started_ray = connect_ray(address, sweeps[0] if sweeps else
+                                      Sweep(**next(iter(resumable.values()))[0]["sweep"]))
+            for name, (_, covered) in resumable.items():
+                log(f"continuing: {name} ({len(covered)} search{'es' if len(covered) > 1 else ''})")
+                resume_sweep(name, root, verbose=verbose)
+            for sweep in sweeps:
+                log(f"searching: {sweep.name} ({sweep.num_samples * max(1, len(sweep.space.get('seed', {}).get('grid', [0])))}"
+                    f" search{'es' if sweep.space else ''})")
+                run_sweep(sweep, verbose=verbose)
+            searches = len(unique)
+            if started_ray and address is None:  # the retrainings run in this process: free the cores
+                import ray
+
+                ray.shutdown()
+                started_ray = False
+            store.refresh()
+            failed = [n for n in unique if store.search(n) is None]
+            if failed:
+                raise ReproduceFailed("; ".join(f"{n.describe()} failed: {store.failures.get(n.key, 'no row stored')}"
+                                                for n in failed))
+        wanted = [e for e in spec.evaluations(store) if store.evaluation(e.genotype, setup.eval_config) is None]
+        wanted = list({eval_key(e.genotype, setup.eval_config): e for e in wanted}.values())
+        if run and wanted:
+            use_ray = address is not None
+            if use_ray and not started_ray:
+                import ray
+
+                if not ray.is_initialized():
+                    ray.init(address=address)
+                    started_ray = True
+            failures = run_evaluations(wanted, setup, root, use_ray, log, progress)
+            evaluations = len(wanted)
+            store.refresh()
+            if failures:
+                raise ReproduceFailed("; ".join(failures))
+    finally:
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+    rendered = spec.build(store)
+    if not run:
+        still = [n for n in spec.searches if store.search(n) is None]
+        rendered.missing = [n.describe() for n in {n.key: n for n in still}.values()]
+        rendered.missing += [f"retraining {e.name} ({setup.eval_preset})" for e in spec.evaluations(store)
+                             if store.evaluation(e.genotype, setup.eval_config) is None]
+    return Outcome(rendered, setup.experiment, searches, evaluations)

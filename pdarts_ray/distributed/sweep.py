@@ -1,0 +1,197 @@
+"""Sweeps: many searches as one Ray Tune experiment, stored in the results store.
+
+`run_sweep` saves the definition and the resolved base config in the experiment folder
+(`sweep.json`), and fits a Tuner whose trials are `trial.search_trial` (one Ray Train run
+each). `resume_sweep` continues an interrupted sweep from that folder alone
+(`Tuner.restore`). Trials are named after their sampled values, then their id.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+from ..core.config import SearchConfig, to_dict
+from ..core.errors import UserError
+from .connect import announce_dashboard, connect_ray
+from .definition import Sweep
+from .experiment import exists, load_setup, locate_experiment, save_setup, tune_state_missing
+from .packing import gpus_for
+from .storing import StoreResults, reconcile, summary
+from .testing import trial_resources, worker_env
+
+
+# ---------------------------------------------------------------- Tune's view of the space
+
+def _encode(value):
+    """Optuna's categories are scalars: a per-stage list travels as its JSON text."""
+    return json.dumps(value) if isinstance(value, list) else value
+
+
+def param_space(sweep: Sweep) -> dict:
+    from ray import tune
+
+    out = {}
+    for key, entry in sweep.space.items():
+        kind, values = next(iter(entry.items()))
+        if kind == "grid":
+            out[key] = tune.grid_search([_encode(v) for v in values])
+        elif kind == "choice":
+            out[key] = tune.choice([_encode(v) for v in values])
+        elif kind == "uniform":
+            out[key] = tune.uniform(*values)
+        elif kind == "loguniform":
+            out[key] = tune.loguniform(*values)
+        else:
+            out[key] = tune.randint(*values)
+    return out
+
+
+TRIAL_LABEL_MAX = 60
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.,=+-]")
+
+
+def _label_value(value) -> str:
+    if isinstance(value, str) and value.startswith("["):
+        value = json.loads(value)  # a per-stage list, as Tune holds it
+    if isinstance(value, (list, tuple)):
+        return "-".join(_label_value(v) for v in value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return repr(float(f"{value:.3g}"))  # 3 significant digits, 0.0 rather than 0
+    return str(value)
+
+
+def trial_label(sampled: dict) -> str:
+    """The sampled values as a short text, `skip_dropout=0.0-0.3-0.6,seed=3`: safe in a
+    file name, at most TRIAL_LABEL_MAX characters (cut, not unique on its own)."""
+    label = ",".join(f"{key}={_label_value(sampled[key])}" for key in sorted(sampled))
+    return _UNSAFE.sub("", label)[:TRIAL_LABEL_MAX]
+
+
+def trial_name(trial) -> str:
+    """Tune's trial name and folder: the trial id (unique) after the sampled values, so the
+    dashboard, Tune's tables and the experiment folder read by config."""
+    label = trial_label(trial.config or {})
+    return f"{label}_{trial.trial_id}" if label else f"trial_{trial.trial_id}"
+
+
+# ---------------------------------------------------------------- the experiment
+
+
+def _trainable(setup: dict):
+    from ray import tune
+
+    from .trial import TRIAL_DRIVER_CPU, search_trial
+
+    return tune.with_resources(tune.with_parameters(search_trial, setup=setup),
+                               {"CPU": TRIAL_DRIVER_CPU, **trial_resources()})
+
+
+def build_tuner(sweep: Sweep, setup: dict):
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+    from ray.tune.search.optuna import OptunaSearch
+
+    base = SearchConfig(**setup["base_config"])
+    if sweep.searcher == "optuna" and sweep.space:  # with nothing to sample, a plain generator
+        search_alg = OptunaSearch(seed=sweep.seed)  # TPE; its study is saved with the experiment
+    else:
+        # Tune's max_concurrent_trials applies to Searchers only: the generator limits itself
+        search_alg = BasicVariantGenerator(random_state=sweep.seed, max_concurrent=sweep.max_concurrent_trials)
+    scheduler = None
+    if sweep.scheduler:
+        scheduler = ASHAScheduler(time_attr="global_epoch", max_t=base.num_stages * base.epochs, grace_period=sweep.scheduler["grace_period"],
+                                  reduction_factor=sweep.scheduler["reduction_factor"])
+    return tune.Tuner(
+        _trainable(setup),
+        param_space=param_space(sweep),
+        tune_config=tune.TuneConfig(metric=sweep.metric, mode=sweep.mode, search_alg=search_alg, scheduler=scheduler, num_samples=sweep.num_samples,
+                                    max_concurrent_trials=sweep.max_concurrent_trials,
+                                    trial_name_creator=trial_name, trial_dirname_creator=trial_name),
+        run_config=tune.RunConfig(name=setup["name"], storage_path=setup["storage"],
+                                  failure_config=tune.FailureConfig(max_failures=sweep.trial_retries),
+                                  callbacks=[StoreResults(setup)], verbose=setup.get("verbose", 1)),
+    )
+
+
+def _prepare_driver() -> None:
+    # Epochs that were not validated, and a diverged trial's report, carry no objective:
+    # Tune's strict check would fail them. The objective's name is checked when parsing.
+    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+
+
+def run_sweep(sweep: Sweep, address: str | None = None, verbose: int = 1) -> dict:
+    """Run a sweep to its end and store every trial; returns the experiment's summary."""
+    from ..results import experiment_path, storage_root
+
+    storage = storage_root(sweep.storage)
+    sweep.storage = storage
+    name = sweep.name or f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
+    sweep.name = name
+    path = experiment_path(storage, name)
+    if exists(path):
+        raise UserError(f"{path}: experiment exists (continue it with --resume {name}, or choose another --name)")
+    base = sweep.base_config()
+    _prepare_driver()
+    started = connect_ray(address, sweep)
+    try:
+        gpus = gpus_for(sweep, to_dict(base))
+        setup = {"name": name, "storage": storage, "experiment_path": path, "sweep": sweep.to_dict(),
+                 "base_config": to_dict(base), "gpus_per_trial": gpus, "cpus_per_trial": sweep.cpus_per_trial,
+                 "max_failures": sweep.max_failures, "worker_env": worker_env(),
+                 "local_runs": _local_runs(storage, name), "verbose": verbose}
+        save_setup(path, setup)
+        if verbose:
+            announce_dashboard()
+        build_tuner(sweep, setup).fit()
+        reconcile(storage, name, path, setup)
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+    return summary(storage, name)
+
+
+def _local_runs(storage: str, name: str) -> str | None:
+    if "://" not in storage:
+        return None
+    import tempfile
+
+    return str(Path(tempfile.gettempdir()) / "pdarts-ray-runs" / name)
+
+
+def resume_sweep(name_or_path: str, storage: str | None = None, address: str | None = None,
+                 verbose: int = 1) -> dict:
+    """Continue an interrupted sweep: finished trials stay as they are, unfinished ones
+    continue from their last epoch checkpoints, missing rows are written."""
+    from ray import tune
+
+    path = locate_experiment(name_or_path, storage)
+    setup = load_setup(path)
+    setup["verbose"] = verbose
+    sweep = Sweep(**setup["sweep"])
+    if tune_state_missing(path):
+        raise UserError(f"{path}: the sweep stopped before Ray Tune saved its state; start it again under a new name")
+    _prepare_driver()
+    started = connect_ray(address, sweep)
+    try:
+        if verbose:
+            announce_dashboard()
+        tuner = tune.Tuner.restore(path, trainable=_trainable(setup), resume_unfinished=True, resume_errored=False,
+                                   restart_errored=False)
+        tuner.fit()
+        reconcile(setup["storage"], setup["name"], path, setup)
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+    return summary(setup["storage"], setup["name"])
+
+

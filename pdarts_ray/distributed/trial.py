@@ -1,0 +1,230 @@
+"""One search trial as a Ray Train run inside a Ray Tune trial.
+
+The Tune trial is a function trainable (`search_trial`) that builds a one-worker
+`TorchTrainer` and fits it; the Train run is named after the trial id, so a trial
+Tune restarts (its driver process died, or the sweep was resumed) finds its own
+checkpoints again. `TuneReportCallback` forwards every report of the worker to Tune.
+
+The worker runs the core loop unchanged (`ProgressiveSearch`) with hooks that report:
+
+- every epoch: the `metrics.jsonl` row (`global_epoch`, `skip_connects_now`,
+  `peak_memory_bytes` included), with a checkpoint holding the core's resume state;
+- the last epoch of a stage also carries `stage_genotype` (JSON text);
+- the last epoch of the search also carries the final genotype for every M
+  (`genotype_m0` .. `genotype_m8`, JSON text), `genotypes_json` and `result_json`
+  (the run folder's files), and `search_done` = 1;
+- every epoch also sets the trial's Ray gauges (`monitoring.TrialMetrics`: stage, epoch,
+  accuracy, skip-connects, peak memory), tagged with the experiment and the trial's name;
+- a diverged search (non-finite loss) reports only `failure`, and the trial ends
+  without retries: the same config and seed would diverge again.
+
+Values are scalars or JSON text; epochs that were not validated leave out
+`valid_acc`/`valid_loss` instead of reporting null.
+
+A worker that dies is restarted by Train's `FailureConfig`; the new worker continues
+from the checkpoint of the last reported epoch (`ray.train.get_checkpoint()`),
+which also carries the run's metric and alpha-trajectory lines, so it can continue
+on another node with no access to the first worker's files.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+from ..core.checkpoint import CheckpointDir, read_jsonl
+from ..core.config import SearchConfig, from_dict
+from ..core.errors import SearchDiverged
+from .monitoring import trial_metrics
+from .testing import maybe_exit_after, worker_resources
+from ..core.search import (CHECKPOINT_DIR, CONFIG_FILE, GENOTYPES_FILE, METRICS_FILE, RESULT_FILE, TRAJECTORY_FILE,
+                     ProgressiveSearch, SearchHooks, check_out_dir)
+
+# The Tune trial only waits on its Train run: a small share of a CPU, so that on two
+# cores two trials (each with a 1-CPU Train worker) fit side by side.
+TRIAL_DRIVER_CPU = 0.1
+RUNS_FOLDER = "runs"
+TRAIN_FOLDER = "train"
+FINAL_FILES = (RESULT_FILE, GENOTYPES_FILE)
+
+
+def train_run_name(trial_id: str) -> str:
+    return f"train-trial_id={trial_id}"
+
+
+def _clean(metrics: dict) -> dict:
+    """Tune takes scalars: null values (epochs not validated) are left out."""
+    return {k: v for k, v in metrics.items() if v is not None}
+
+
+def final_fields(result: dict, genotypes: dict) -> dict:
+    """What the last report adds: the result and the genotypes as JSON text, a few scalars."""
+    out = {"search_done": 1, "genotype": json.dumps(result["genotype"]),
+           "result_json": json.dumps(result), "genotypes_json": json.dumps(genotypes),
+           "skip_connects_before_refinement": result["skip_connects_before_refinement"],
+           "search_seconds": float(sum(result["stage_seconds"]))}
+    for key in ("best_valid_acc", "final_valid_acc"):
+        if result.get(key) is not None:
+            out[key] = result[key]
+    for m, genotype in genotypes["final_by_M"].items():
+        out[f"genotype_m{m}"] = json.dumps(genotype)
+    for i, peak in enumerate(result["peak_memory_bytes"]):
+        out[f"peak_memory_bytes_stage{i + 1}"] = peak
+    return out
+
+
+class TrialReport(SearchHooks):
+    """Reports through Ray Train: one report per epoch, each with a checkpoint."""
+
+    def __init__(self, cfg: SearchConfig, run_dir: Path, monitor=None):
+        self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.monitor = monitor  # monitoring.TrialMetrics: gauges set every epoch
+        self.pending: dict | None = None  # the last epoch of a stage waits for the stage's end
+        self.pending_checkpoint: Path | None = None
+
+    def _report(self, metrics: dict, checkpoint: Path | None, with_final_files: bool = False) -> None:
+        import ray.train
+
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            if checkpoint is not None and checkpoint.is_file():
+                shutil.copy2(checkpoint, folder / checkpoint.name)  # a CheckpointDir with one file
+            names = (METRICS_FILE, TRAJECTORY_FILE) + (FINAL_FILES if with_final_files else ())
+            for name in names:
+                if (self.run_dir / name).is_file():
+                    shutil.copy2(self.run_dir / name, folder / name)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        maybe_exit_after(metrics)
+
+    def on_epoch_end(self, metrics: dict, checkpoint: Path) -> None:
+        if self.monitor is not None:  # before the report, which waits for the stage's end on its last epoch
+            self.monitor.record(metrics)
+        if metrics["epoch"] == self.cfg.epochs - 1:
+            self.pending, self.pending_checkpoint = _clean(metrics), checkpoint
+            return
+        self._report(_clean(metrics), checkpoint)
+
+    def on_stage_end(self, summary: dict) -> None:
+        self.pending = {**(self.pending or {}), "stage_genotype": json.dumps(summary["genotype"])}
+        if summary["stage"] < self.cfg.num_stages:
+            self._report(self.pending, self.pending_checkpoint)
+            self.pending = None
+
+    def on_search_end(self, result: dict) -> None:
+        if self.pending is None:  # resumed from the last epoch's checkpoint: its row is the last line
+            rows = read_jsonl(self.run_dir / METRICS_FILE)
+            self.pending = _clean(rows[-1]) if rows else {}
+            self.pending_checkpoint = CheckpointDir(self.run_dir / CHECKPOINT_DIR).latest_path()
+        genotypes = json.loads((self.run_dir / GENOTYPES_FILE).read_text())
+        self._report({**self.pending, **final_fields(result, genotypes)}, self.pending_checkpoint,
+                     with_final_files=True)
+        self.pending = None
+
+    def report_failure(self, reason: str) -> None:
+        self._report({"failure": reason}, CheckpointDir(self.run_dir / CHECKPOINT_DIR).latest_path())
+
+
+def _restore_run_folder(cfg: SearchConfig, run_dir: Path) -> tuple[ProgressiveSearch, dict | None]:
+    """The search object and the state to continue from: Ray Train's latest checkpoint
+    (its metric lines replace the folder's), or a fresh start in an emptied folder."""
+    import ray.train
+
+    reported = ray.train.get_checkpoint()
+    if reported is not None:
+        with reported.as_directory() as folder:
+            folder = Path(folder)
+            if CheckpointDir(folder).latest_path() is not None:
+                state = CheckpointDir(folder).load()
+                if (run_dir / CONFIG_FILE).is_file():
+                    saved = json.loads((run_dir / CONFIG_FILE).read_text())
+                    search = ProgressiveSearch(from_dict(SearchConfig, saved, str(run_dir / CONFIG_FILE)), run_dir)
+                else:  # continuing on a node that never held this run
+                    if run_dir.exists():
+                        shutil.rmtree(run_dir)
+                    search = ProgressiveSearch.create(cfg, run_dir)
+                for name in (METRICS_FILE, TRAJECTORY_FILE):
+                    if (folder / name).is_file():
+                        shutil.copy2(folder / name, run_dir / name)
+                return search, state
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # a start that never reached its first report
+    check_out_dir(run_dir)
+    return ProgressiveSearch.create(cfg, run_dir), None
+
+
+def worker_loop(config: dict) -> None:
+    """The Train worker: one search, reported epoch by epoch."""
+    # Ray Train logs every report at INFO through the root logger
+    logging.getLogger().setLevel(logging.WARNING)
+    cfg = from_dict(SearchConfig, config["search_config"], "trial config")
+    run_dir = Path(config["run_dir"])
+    search, state = _restore_run_folder(cfg, run_dir)
+    hooks = TrialReport(search.cfg, run_dir, trial_metrics(config.get("monitor")))
+    search.hooks = hooks
+    try:
+        search.run(checkpoint=state)
+    except SearchDiverged as err:
+        hooks.report_failure(f"SearchDiverged: {err}")
+
+
+def search_trial(config: dict, *, setup: dict) -> None:
+    """The Tune function trainable: one Ray Train run (one worker) for one search."""
+    import ray.tune
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from ..results import has_trial
+    from .definition import trial_config
+
+    context = ray.tune.get_context()
+    trial_id = context.get_trial_id()
+    # Tune saves its experiment state every few seconds, after the trial's row is stored:
+    # a driver killed in between restores the trial as unfinished. Its row says it is done.
+    if has_trial(setup["storage"], setup["name"], trial_id):
+        return
+    cfg = trial_config(setup["base_config"], config, setup["cpus_per_trial"])
+    gpus = float(setup["gpus_per_trial"])
+    run_dir = run_folder(setup["experiment_path"], trial_id, setup["local_runs"])
+    trainer = TorchTrainer(
+        worker_loop,
+        train_loop_config={"search_config": cfg, "run_dir": run_dir,
+                           "monitor": {"experiment": setup["name"], "trial_id": trial_id,
+                                       "trial_name": context.get_trial_name()}},
+        torch_config=TorchConfig(backend="nccl" if gpus else "gloo"),
+        scaling_config=ScalingConfig(num_workers=1, use_gpu=gpus > 0,
+                                     resources_per_worker={"CPU": setup["cpus_per_trial"],
+                                                           **({"GPU": gpus} if gpus else {}),
+                                                           **worker_resources()}),
+        run_config=RunConfig(name=train_run_name(trial_id),
+                             storage_path=f"{setup['experiment_path']}/{TRAIN_FOLDER}",
+                             failure_config=FailureConfig(max_failures=setup["max_failures"]),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2),
+                             callbacks=[TuneReportCallback()],
+                             logging_config=LoggingConfig(log_level="WARNING"),  # not a line per checkpoint
+                             worker_runtime_env={"env_vars": setup["worker_env"]} if setup["worker_env"] else None),
+    )
+    trainer.fit()
+
+
+class NamedTrial:
+    """Mixed into Tune's actor for `search_trial`: its repr, which Ray records when the
+    actor starts and the dashboard lists beside every actor, is the trial's name (by its
+    config) rather than the function's name, the same for every trial."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._name = self.trial_name
+
+
+search_trial.__mixins__ = (NamedTrial,)
+
+
+def run_folder(experiment_path: str, trial_id: str, local_runs: str | None) -> str:
+    """The core's run folder of a trial: in the experiment folder on a local or shared path,
+    else (an object-store URI) in a local folder; checkpoints carry what a restart needs."""
+    if local_runs is None:
+        return str(Path(experiment_path) / RUNS_FOLDER / trial_id)
+    return str(Path(local_runs) / trial_id)

@@ -1,0 +1,96 @@
+"""What every picture shares: headless rendering (the Agg backend is selected before pyplot
+is imported), the colour of each op, the labels of a cell's states, and writing a figure
+as PNG and SVG. Files are only ever written over files that are themselves pictures: a
+target that exists and is not a PNG or SVG is refused.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from ..core.errors import UserError  # noqa: E402
+
+FORMATS = ("png", "svg")
+DPI = 150
+
+# One colour per primitive, shared by the cell pictures and the alpha trajectories, so
+# an op reads the same everywhere; skip_connect gets the loudest one.
+OP_COLOURS: dict[str, str] = {
+    "none": "#9a9a9a",
+    "max_pool_3x3": "#1f77b4",
+    "avg_pool_3x3": "#17becf",
+    "skip_connect": "#d62728",
+    "sep_conv_3x3": "#2ca02c",
+    "sep_conv_5x5": "#8c564b",
+    "dil_conv_3x3": "#9467bd",
+    "dil_conv_5x5": "#ff7f0e",
+}
+_OTHER_COLOUR = "#333333"
+
+INPUT_LABELS = ("c_{k-2}", "c_{k-1}")
+OUTPUT_LABEL = "c_{k}"
+
+
+def op_colour(op: str) -> str:
+    return OP_COLOURS.get(op, _OTHER_COLOUR)
+
+
+def state_label(j: int) -> str:
+    """The label of state j of a cell: c_{k-2}, c_{k-1}, then the intermediate nodes 0, 1, ..."""
+    return INPUT_LABELS[j] if j < 2 else str(j - 2)
+
+
+def tex(label: str) -> str:
+    return f"${label}$" if label.startswith("c_") else label
+
+
+
+# ---------------------------------------------------------------- files
+
+def targets(stem: Path) -> list[Path]:
+    return [stem.parent / f"{stem.name}.{fmt}" for fmt in FORMATS]
+
+
+def _is_picture(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return False
+    if path.suffix == ".png":
+        return head.startswith(b"\x89PNG\r\n\x1a\n")
+    return b"<svg" in head
+
+
+def check_targets(paths: Sequence[Path]) -> None:
+    """Refuse before anything is drawn if a target exists and is not a picture."""
+    for path in paths:
+        if path.is_dir() or (path.exists() and not _is_picture(path)):
+            raise UserError(f"{path}: exists and is not a picture; not overwriting it (choose another --out)")
+
+
+def prepare_dir(out_dir: Path) -> Path:
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"{out_dir}: exists and is not a folder")
+    return out_dir
+
+
+def save_figure(fig, stem: Path) -> list[Path]:
+    paths = targets(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        for path in paths:
+            # a fixed hash salt and no date keep a re-rendered SVG byte-identical
+            metadata = {"Date": None} if path.suffix == ".svg" else {"Software": None}
+            # SVG text stays text (not glyph outlines): searchable and editable
+            with plt.rc_context({"svg.fonttype": "none", "svg.hashsalt": "pdarts-ray"}):
+                fig.savefig(path, format=path.suffix[1:], dpi=DPI, metadata=metadata)
+    finally:
+        plt.close(fig)
+    return paths

@@ -1,0 +1,285 @@
+"""What the paper's tables share: the reproduce presets, the keys that find a search or a
+retraining in the store, the store's view of a reproduce family, and the table record.
+
+A table names the searches it needs (as resolved search configs) and, once those exist,
+the retrainings (genotype + evaluation config). Both are found in the store by
+deterministic keys, so a table starts only what the store still lacks, tables share
+searches and retrainings, and a second run with a complete store starts nothing.
+Every search and retraining of one (preset, dataset) belongs to the family experiment
+`reproduce-<preset>-<dataset>`; the searches are its sweeps `<family>.s-<hash>`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ...core.config import SEARCH_PRESETS, SearchConfig, apply_overrides, to_dict
+from ...core.errors import UserError
+
+PRESETS = ("smoke", "tiny", "paper")
+DATASETS = ("cifar10", "cifar100")
+DEFAULT_RUNS = 3
+# config keys that say where or how fast a run ran, not what it computed
+SEARCH_RUNTIME_KEYS = ("data_root", "download", "device", "threads", "channels_last", "kernels")
+EVAL_RUNTIME_KEYS = ("data_root", "download", "device", "threads", "channels_last", "loader_workers", "workers",
+                     "ray_train", "max_failures")
+NO_DROPOUT = [0.0, 0.0, 0.0]
+DROPOUT = [0.0, 0.3, 0.6]  # section 4.4.3's rates for the dropout, skip and refine experiments
+GIB = 2 ** 30
+PAPER_NETWORK = "C = 36, 20 cells"
+
+
+
+
+# ---------------------------------------------------------------- presets
+
+@dataclass
+class Setup:
+    preset: str
+    dataset: str  # the paper's dataset whose numbers are compared (cifar10 unless paper + cifar100)
+    search_preset: str
+    eval_preset: str
+    runs: int
+    base: dict  # the resolved search preset
+    eval_config: dict  # the resolved evaluation preset
+
+    @property
+    def experiment(self) -> str:
+        return f"reproduce-{self.preset}-{self.base['dataset']}"
+
+    @property
+    def comparable(self) -> bool:
+        return self.preset == "paper"
+
+    @property
+    def seed(self) -> int:
+        return self.base["seed"]
+
+    def seeds(self) -> list[int]:
+        return [self.seed + i for i in range(self.runs)]
+
+
+def resolve_setup(preset: str = "tiny", dataset: str | None = None, runs: int | None = None) -> Setup:
+    """A preset names a search preset and an evaluation preset together."""
+    from ...core.config import resolve
+    from ...evaluation.config import EVAL_PRESETS, EvalConfig
+
+    if preset not in PRESETS:
+        raise UserError(f"--preset: must be one of {', '.join(PRESETS)}, got {preset!r}")
+    if dataset is not None and dataset not in DATASETS:
+        raise UserError(f"--dataset: must be one of {', '.join(DATASETS)}, got {dataset!r}")
+    if preset == "paper":
+        dataset = dataset or "cifar10"
+        search, evaluation = ("paper-c100", "eval-c100") if dataset == "cifar100" else ("paper-c10", "eval-c10")
+    else:
+        if dataset is not None:
+            raise UserError(f"--dataset: applies to --preset paper (the {preset} preset searches and retrains on "
+                            f"its own data)")
+        dataset, search, evaluation = "cifar10", preset, f"eval-{preset}"
+    if runs is None:
+        runs = DEFAULT_RUNS
+    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
+        raise UserError(f"--runs: must be at least 1, got {runs}")
+    base = to_dict(resolve(SearchConfig, SEARCH_PRESETS, search))
+    eval_config = to_dict(resolve(EvalConfig, EVAL_PRESETS, evaluation))
+    return Setup(preset, dataset, search, evaluation, runs, base, eval_config)
+
+
+# ---------------------------------------------------------------- keys
+
+def digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def search_key(config: dict) -> str:
+    """What a search computes: its resolved config without the keys that only say where it ran."""
+    return digest({k: v for k, v in config.items() if k not in SEARCH_RUNTIME_KEYS})[:16]
+
+
+def canonical_genotype(genotype: dict | str) -> dict:
+    from ...core.space import Genotype
+
+    data = json.loads(genotype) if isinstance(genotype, str) else genotype
+    return Genotype.from_dict(data).to_dict()
+
+
+def eval_key(genotype: dict, eval_config: dict) -> str:
+    """A retraining: the genotype, the recipe and the seed."""
+    recipe = {k: v for k, v in eval_config.items() if k not in EVAL_RUNTIME_KEYS}
+    return "e-" + digest({"genotype": canonical_genotype(genotype), "recipe": recipe, "seed": eval_config["seed"]})[:20]
+
+
+@dataclass
+class SearchNeed:
+    overrides: dict  # keys over the search preset (seed always among them)
+    config: dict = field(default_factory=dict)  # resolved
+
+    @property
+    def key(self) -> str:
+        return search_key(self.config)
+
+    def describe(self) -> str:
+        return "search " + ", ".join(f"{k}={fmt_value(v)}" for k, v in self.overrides.items())
+
+
+@dataclass
+class EvalNeed:
+    genotype: dict
+    name: str
+
+
+def fmt_value(value) -> str:
+    return "/".join(str(v) for v in value) if isinstance(value, list) else str(value)
+
+
+def search_need(setup: Setup, **overrides) -> SearchNeed:
+    overrides.setdefault("seed", setup.seed)
+    values = apply_overrides(SearchConfig, setup.base, overrides, "reproduce")
+    return SearchNeed(overrides, to_dict(SearchConfig(**values).validate()))
+
+
+# ---------------------------------------------------------------- the store's view
+
+def family_experiments(root: str, experiment: str) -> list[str]:
+    """The sweeps of one reproduce family, by name."""
+    import pyarrow.fs as pafs
+
+    from ..files import filesystem
+
+    fs, base = filesystem(root)
+    infos = fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
+    return sorted(i.base_name for i in infos
+                  if i.type == pafs.FileType.Directory and i.base_name.startswith(experiment + ".s-"))
+
+
+def row_config(row: dict) -> dict:
+    from ..store import CONFIG_KEYS
+
+    return {k: row[f"cfg_{k}"] for k in CONFIG_KEYS}
+
+
+class StoreView:
+    """Finished searches by config key and evaluations by key, read from the store."""
+
+    def __init__(self, root: str, experiment: str):
+        self.root, self.experiment = root, experiment
+        self.refresh()
+
+    def refresh(self) -> None:
+        from ..evaluations import read_evaluations
+        from ..store import read_trials
+
+        self.searches: dict[str, dict] = {}
+        self.failures: dict[str, str] = {}
+        for name in family_experiments(self.root, self.experiment):
+            rows = read_trials(self.root, name).to_pylist()
+            # the earliest finished trial of a config is its answer, whatever ran later
+            for row in sorted(rows, key=lambda r: (r["finished"] is None, r["finished"] or 0, r["trial_id"])):
+                key = search_key(row_config(row))
+                if row["status"] == "finished":
+                    self.searches.setdefault(key, row)
+                else:
+                    self.failures[key] = row.get("failure") or "failed"
+        self.evaluations = {r["eval_key"]: r for r in read_evaluations(self.root, self.experiment).to_pylist()}
+
+    def search(self, need: SearchNeed) -> dict | None:
+        return self.searches.get(need.key)
+
+    def evaluation(self, genotype: dict | str | None, eval_config: dict) -> dict | None:
+        if genotype is None:
+            return None
+        return self.evaluations.get(eval_key(canonical_genotype(genotype), eval_config))
+
+
+# ---------------------------------------------------------------- tables
+
+@dataclass
+class Rendered:
+    name: str
+    title: str
+    notes: list[str]
+    columns: list[str]
+    rows: list[list[str]]
+    figure: dict  # plot_bars' groups, series, ylabel
+    missing: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TableSpec:
+    name: str
+    title: str
+    command: str
+    source: str
+    searches: list[SearchNeed]
+    evaluations: Callable[[StoreView], list[EvalNeed]]
+    build: Callable[[StoreView], Rendered]
+
+
+def fmt(value, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def published_text(p) -> str:
+    """A published number as the paper prints it; empty where the paper has none."""
+    return "" if p is None else p.text
+
+
+def published_value(p) -> float | None:
+    return None if p is None else float(p.value)
+
+
+def error_pct(store: StoreView, setup: Setup, genotype) -> float | None:
+    row = store.evaluation(genotype, setup.eval_config)
+    return None if row is None else row["error_pct"]
+
+
+def notes(setup: Setup, extra: list[str]) -> list[str]:
+    out = [f"preset {setup.preset}: search preset {setup.search_preset} ({setup.base['dataset']}), "
+           f"retraining preset {setup.eval_preset}; experiment {setup.experiment}"]
+    if not setup.comparable:
+        out.append(f"The {setup.preset} preset shrinks the search and the retraining to run on a CPU "
+                   f"({setup.base['dataset']} data, {setup.eval_config['layers']}-cell networks of "
+                   f"C = {setup.eval_config['channels']}): its numbers are NOT comparable to the paper's.")
+    elif setup.dataset == "cifar100":
+        out.append("The paper's diagnostic experiments (section 4.4) were run on CIFAR-10; "
+                   "its numbers are shown beside these CIFAR-100 ones for reference only.")
+    return out + extra
+
+
+def genotype_of_m(row: dict | None, m: int) -> dict | None:
+    if row is None or not row.get("genotypes_by_m"):
+        return None
+    return json.loads(row["genotypes_by_m"])[str(m)]
+
+
+def count_dataset(setup: Setup) -> str:
+    return setup.base["dataset"] if setup.base["dataset"] in ("cifar10", "cifar100") else "cifar10"
+
+
+def params_m(setup: Setup, genotype) -> float | None:
+    """Parameters (millions) of the paper's evaluation network built from `genotype`."""
+    if genotype is None:
+        return None
+    from ...core.space import Genotype
+    from ...evaluation.counting import genotype_cost
+
+    return genotype_cost(Genotype.from_dict(canonical_genotype(genotype)), count_dataset(setup))["params"] / 1e6
+
+
+
+def rates(values: list[float], stages: int) -> list[float]:
+    """The paper's three-stage rates fitted to the preset's stage count."""
+    return (values + [values[-1]] * stages)[:stages]
+
+
+
+def mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
+    if not values or any(v is None for v in values):
+        return None, None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)

@@ -1,0 +1,84 @@
+"""Section 4.4.3: several searches before and after architecture refinement to M = 2.
+
+Paper: three searches with skip dropout keep 2, 3 and 4 skip-connects and retrain to
+2.79 +- 0.16 % before refinement; refined to M = 2 they retrain to 2.65 +- 0.05 %.
+"Before refinement" is the cell derived with no limit on skip-connects (M = 8).
+
+    pdarts-ray reproduce refine --preset paper
+
+Needs: `--runs` searches with skip dropout 0.0/0.3/0.6 (seeds counting up; the first is
+shared with `skip`) and two retrainings of each. Renders: per search the skip-connects and
+errors before and after, then the mean and standard deviation (n - 1) of each.
+"""
+from __future__ import annotations
+
+from .. import paper_numbers as paper
+from .common import (
+    DROPOUT,
+    EvalNeed,
+    Rendered,
+    Setup,
+    StoreView,
+    TableSpec,
+    error_pct,
+    fmt,
+    genotype_of_m,
+    mean_std,
+    notes,
+    published_text,
+    rates,
+    search_need,
+)
+
+
+def spec(setup: Setup) -> TableSpec:
+    """`--runs` searches with skip dropout 0.0/0.3/0.6, retrained before refinement and at M = 2."""
+    needs = [search_need(setup, skip_dropout=rates(DROPOUT, len(setup.base["cells"])), seed=s)
+             for s in setup.seeds()]
+    phases = (("before", 8), ("after", 2))
+
+    def evaluations(store: StoreView) -> list[EvalNeed]:
+        out = []
+        for need in needs:
+            row = store.search(need)
+            if row is not None:
+                out += [EvalNeed(genotype_of_m(row, m), f"seed {need.config['seed']}, {label}")
+                        for label, m in phases]
+        return out
+
+    def build(store: StoreView) -> Rendered:
+        errs = {label: [] for label, _ in phases}
+        rows = []
+        for i, need in enumerate(needs):
+            row = store.search(need)
+            cells = [f"run {i + 1} (seed {need.config['seed']})"]
+            for label, m in phases:
+                g = genotype_of_m(row, m)
+                err = error_pct(store, setup, g)
+                errs[label].append(err)
+                skips = None if g is None else sum(op == "skip_connect" for op, _ in g["normal"])
+                published = paper.REFINE_SKIPS[label]
+                cells += [published_text(published[i]) if i < len(published) else "", fmt(skips), "", fmt(err)]
+            rows.append(cells)
+        summary = ["mean ± std"]
+        means = {}
+        for label, _ in phases:
+            mean, std = mean_std(errs[label])
+            means[label] = mean
+            p_mean, p_std = paper.REFINE_ERROR_PCT[label]
+            summary += ["", "", f"{p_mean.text} ± {p_std.text}",
+                        "-" if mean is None else f"{mean:.2f} ± {std:.2f}"]
+        rows.append(summary)
+        extra = ["Before refinement: the cell derived with no limit on skip-connects (M = 8); after: M = 2. "
+                 f"Standard deviation over the {len(needs)} searches (n - 1); retrained with {setup.eval_preset}."]
+        return Rendered("refine", "Section 4.4.3: before and after architecture refinement", notes(setup, extra),
+                        ["search", "paper skip-connects before", "our skip-connects before", "paper error before (%)",
+                         "our error before (%)", "paper skip-connects after", "our skip-connects after",
+                         "paper error after (%)", "our error after (%)"], rows,
+                        {"groups": ["before refinement", "after (M = 2)"],
+                         "series": {"paper": [paper.REFINE_ERROR_PCT[label][0].value for label, _ in phases],
+                                    "ours": [means[label] for label, _ in phases]},
+                         "ylabel": "mean test error (%)"})
+
+    return TableSpec("refine", "before and after refinement", "pdarts-ray reproduce refine --preset paper",
+                     "section 4.4.3", needs, evaluations, build)

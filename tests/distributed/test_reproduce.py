@@ -1,0 +1,353 @@
+"""`pdarts-ray reproduce`: every table computed from a small hand-made results store (exact
+cells), what a partial store lacks, retrainings run and stored once, and `reproduce table3
+--preset smoke` end to end on a real local Ray (a second run starts nothing)."""
+import csv
+import json
+
+import pytest
+
+from pdarts_ray.core.config import SEARCH_PRESETS, SearchConfig, resolve, to_dict
+from pdarts_ray.core.errors import UserError
+from pdarts_ray.evaluation.config import EVAL_PRESETS, EvalConfig
+from pdarts_ray.evaluation.genotypes import DARTS_V2, PDARTS
+from pdarts_ray.distributed.reproduce import reproduce
+from pdarts_ray.results.tables import table_spec
+from pdarts_ray.results.tables.common import eval_key, resolve_setup, search_key
+from pdarts_ray.results.tables.render import to_csv, to_markdown, write_outputs
+from pdarts_ray.results import (evaluation_row, read_evaluations, trial_row, write_evaluation, write_trial)
+
+from conftest import exported_until, node_metrics_url, run_cli
+
+FAMILY = "reproduce-smoke-synthetic"
+EVAL = to_dict(resolve(EvalConfig, EVAL_PRESETS, "eval-smoke"))
+GIB = 2 ** 30
+
+
+def smoke_config(**over) -> dict:
+    values = to_dict(resolve(SearchConfig, SEARCH_PRESETS, "smoke"))
+    values.update(over)
+    return to_dict(SearchConfig(**values).validate())
+
+
+def cell(skips: int, op: str = "sep_conv_3x3") -> dict:
+    """A genotype whose normal cell has `skips` skip-connects (the rest `op`)."""
+    normal = [["skip_connect" if g < skips else op, g % 2] for g in range(8)]
+    reduce = [["max_pool_3x3", g % 2] for g in range(8)]
+    return {"normal": normal, "normal_concat": [2, 3, 4, 5], "reduce": reduce, "reduce_concat": [2, 3, 4, 5]}
+
+
+PD, DV2 = PDARTS.to_dict(), DARTS_V2.to_dict()
+
+
+def add_search(store, trial_id: str, config: dict, by_m: dict | None = None, stages=None, memory=None,
+               skips_before=8, seconds=(100.0, 200.0, 300.0), device="cpu", experiment=FAMILY + ".s-hand"):
+    by_m = by_m or {m: cell(min(m, 8)) for m in range(9)}
+    final = by_m[config["skip_connects"]]
+    genotypes = {"final_by_M": {str(m): g for m, g in by_m.items()}}
+    for i, g in enumerate(stages or [final, final, final]):
+        genotypes[f"stage{i + 1}"] = g
+    result = {"genotype": final, "peak_memory_bytes": memory or [GIB, 2 * GIB, 3 * GIB],
+              "peak_memory_reserved_bytes": None, "peak_memory_kind": "cpu_peak_rss" if device == "cpu" else
+              "cuda_max_allocated", "stage_seconds": list(seconds), "skip_connects_before_refinement": skips_before,
+              "best_valid_acc": 0.5, "final_valid_acc": 0.5, "device": device, "threads": 1}
+    row = trial_row(experiment, trial_id, "finished", {**config, "threads": 1}, result, genotypes,
+                    started=1000.0, finished=2000.0)
+    assert write_trial(str(store), experiment, row)
+
+
+def add_eval(store, genotype: dict, error_pct: float, params: int = 1000):
+    key = eval_key(genotype, EVAL)
+    result = {"top1": 1 - error_pct / 100, "top5": 1.0, "error_pct": error_pct, "params": params,
+              "params_with_aux": params, "macs": 1, "seconds": 1.0, "epochs": 3, "workers": 1, "device": "cpu",
+              "threads": 1}
+    assert write_evaluation(str(store), FAMILY, evaluation_row(FAMILY, key, genotype, "eval-smoke", EVAL, result))
+
+
+def table(store, name: str, runs: int | None = None):
+    return reproduce(name, resolve_setup("smoke", runs=runs), str(store), run=False).rendered
+
+
+# ---------------------------------------------------------------- presets and keys
+
+def test_presets_pair_a_search_preset_with_an_evaluation_preset():
+    paper = resolve_setup("paper")
+    assert (paper.search_preset, paper.eval_preset, paper.experiment) == ("paper-c10", "eval-c10",
+                                                                         "reproduce-paper-cifar10")
+    c100 = resolve_setup("paper", "cifar100")
+    assert (c100.search_preset, c100.eval_preset, c100.experiment) == ("paper-c100", "eval-c100",
+                                                                      "reproduce-paper-cifar100")
+    tiny = resolve_setup("tiny")
+    assert (tiny.search_preset, tiny.eval_preset, tiny.experiment, tiny.runs) == ("tiny", "eval-tiny",
+                                                                                  "reproduce-tiny-digits", 3)
+    for bad, words in [(dict(preset="huge"), "--preset"), (dict(preset="tiny", dataset="cifar100"), "--dataset"),
+                       (dict(preset="smoke", runs=0), "--runs")]:
+        with pytest.raises(UserError, match=words):
+            resolve_setup(**bad)
+
+
+def test_keys_ignore_where_a_run_ran_but_not_what_it_computed():
+    base = smoke_config()
+    assert search_key(base) == search_key({**base, "threads": 7, "device": "cuda", "data_root": "/x"})
+    assert search_key(base) != search_key({**base, "seed": 3})
+    assert eval_key(PD, EVAL) == eval_key(PD, {**EVAL, "threads": 4, "device": "cuda"})
+    assert eval_key(PD, EVAL) != eval_key(PD, {**EVAL, "seed": 1})
+    assert eval_key(PD, EVAL) != eval_key(DV2, EVAL)
+
+
+def test_tables_share_searches():
+    setup = resolve_setup("smoke")
+    keys = {name: {n.key for n in table_spec(name, setup).searches} for name in
+            ("table3", "depth", "approx", "dropout", "skip", "refine", "table1")}
+    main = search_key(smoke_config())
+    dropout = search_key(smoke_config(skip_dropout=[0.0, 0.3, 0.6]))
+    assert keys["depth"] == keys["table1"] == {main}
+    assert main in keys["table3"] and main in keys["approx"] and len(keys["table3"]) == 3
+    assert keys["skip"] == {dropout} and dropout in keys["dropout"] and dropout in keys["refine"]
+    assert len(keys["approx"]) == 4 and len(keys["refine"]) == 3 and len(keys["dropout"]) == 2
+
+
+# ---------------------------------------------------------------- each table from a hand-made store
+
+def test_table3(tmp_path):
+    for i, seed in enumerate((2, 3, 4)):
+        add_search(tmp_path, f"t{seed}", smoke_config(seed=seed),
+                   memory=[GIB * (i + 1), int(GIB * 1.5), int(GIB * 2.25)])
+    r = table(tmp_path, "table3")
+    assert r.columns == ["run", "seed", "stage 1 paper", "stage 1 ours", "stage 2 paper", "stage 2 ours",
+                         "stage 3 paper", "stage 3 ours"]
+    assert r.rows == [["1", "2", "9.8", "1.00", "14.0", "1.50", "14.2", "2.25"],
+                      ["2", "3", "9.8", "2.00", "14.4", "1.50", "14.5", "2.25"],
+                      ["3", "4", "9.8", "3.00", "14.2", "1.50", "14.3", "2.25"]]
+    assert r.missing == [] and any("peak resident memory" in n and "on cpu" in n for n in r.notes)
+    assert any("NOT comparable" in n for n in r.notes)
+    assert r.figure["series"]["ours run 2"] == [2.0, 1.5, 2.25]
+
+
+def test_table3_on_cuda_shows_allocated_and_reserved(tmp_path):
+    from pdarts_ray.results import trial_row as _row
+
+    config = smoke_config(seed=2)
+    result = {"genotype": cell(2), "peak_memory_bytes": [GIB, GIB, GIB], "peak_memory_reserved_bytes":
+              [2 * GIB, 2 * GIB, 3 * GIB], "peak_memory_kind": "cuda_max_allocated", "stage_seconds": [1.0] * 3,
+              "device": "cuda:0"}
+    write_trial(str(tmp_path), FAMILY + ".s-a", _row(FAMILY + ".s-a", "t", "finished", config, result,
+                                                     {"final_by_M": {str(m): cell(2) for m in range(9)}}))
+    r = table(tmp_path, "table3", runs=1)
+    assert r.columns[-3:] == ["stage 1 ours reserved", "stage 2 ours reserved", "stage 3 ours reserved"]
+    assert r.rows == [["1", "2", "9.8", "1.00", "14.0", "1.00", "14.2", "1.00", "2.00", "2.00", "3.00"]]
+    assert any("CUDA peak allocated" in n and "cuda:0" in n for n in r.notes)
+
+
+def test_depth(tmp_path):
+    stages = [cell(3, "sep_conv_5x5"), cell(1, "dil_conv_3x3"), PD]
+    add_search(tmp_path, "main", smoke_config(), stages=stages)
+    for g, err in zip(stages + [DV2], (3.5, 3.25, 2.5, 3.0)):
+        add_eval(tmp_path, g, err)
+    r = table(tmp_path, "depth")
+    assert r.rows == [["stage 1", "3", "3", "2.90", "3.50"], ["stage 2", "4", "1", "2.82", "3.25"],
+                      ["stage 3", "5", "2", "2.58", "2.50"], ["DARTS_V2", "8 (DARTS search)", "2", "2.83", "3.00"]]
+    assert r.figure["series"] == {"paper": [2.9, 2.82, 2.58, 2.83], "ours": [3.5, 3.25, 2.5, 3.0]}
+
+
+def test_approx_takes_the_best_random_space(tmp_path):
+    add_search(tmp_path, "main", smoke_config(), by_m={m: PD for m in range(9)})
+    last = dict(cells=[5], ops_kept=[3], skip_dropout=[0.7])
+    for seed, skips, err in ((2, 3, 4.0), (3, 4, 3.5), (4, 5, 3.75)):
+        add_search(tmp_path, f"r{seed}", smoke_config(seed=seed, **last), by_m={m: cell(skips) for m in range(9)})
+        add_eval(tmp_path, cell(skips), err)
+    add_eval(tmp_path, PD, 2.75)
+    r = table(tmp_path, "approx")
+    assert r.rows == [["approximated (stages 1-3)", "3", "2.58", "2.75"], ["random, best of 3", "3", "3.43", "3.50"],
+                      ["random, seed 2", "3", "", "4.00"], ["random, seed 3", "3", "", "3.50"],
+                      ["random, seed 4", "3", "", "3.75"]]
+
+
+def test_dropout(tmp_path):
+    add_search(tmp_path, "none", smoke_config(skip_dropout=[0.0, 0.0, 0.0]), skips_before=8)
+    add_search(tmp_path, "drop", smoke_config(skip_dropout=[0.0, 0.3, 0.6]),
+               by_m={m: cell(min(m, 4), "dil_conv_5x5") for m in range(9)}, skips_before=4)
+    for m, a, b in ((2, 3.0, 2.75), (3, 3.25, 2.5), (4, 3.5, 2.25)):
+        add_eval(tmp_path, cell(m), a)
+        add_eval(tmp_path, cell(m, "dil_conv_5x5"), b)
+    r = table(tmp_path, "dropout")
+    assert r.rows == [["0.0/0.0/0.0", "2", "2.93", "3.00", "8", "8"], ["0.0/0.0/0.0", "3", "3.28", "3.25", "8", "8"],
+                      ["0.0/0.0/0.0", "4", "3.51", "3.50", "8", "8"], ["0.0/0.3/0.6", "2", "2.69", "2.75", "4", "4"],
+                      ["0.0/0.3/0.6", "3", "2.84", "2.50", "4", "4"], ["0.0/0.3/0.6", "4", "2.97", "2.25", "4", "4"]]
+
+
+def test_skip_counts_params_on_the_papers_network(tmp_path):
+    by_m = {m: cell(m) for m in range(9)}
+    by_m[2] = PD
+    add_search(tmp_path, "drop", smoke_config(skip_dropout=[0.0, 0.3, 0.6]), by_m=by_m)
+    for m, err in zip(range(5), (3.0, 2.875, 2.75, 3.125, 3.25)):
+        add_eval(tmp_path, by_m[m], err)
+    r = table(tmp_path, "skip")
+    assert r.rows[2] == ["2", "2", "2.69", "2.75", "3.3", "3.43"]  # PDARTS: 3,433,798 parameters
+    from pdarts_ray.evaluation.counting import genotype_cost
+    from pdarts_ray.core.space import Genotype
+
+    expected = [f"{genotype_cost(Genotype.from_dict(by_m[m]))['params'] / 1e6:.2f}" for m in range(5)]
+    assert [row[5] for row in r.rows] == expected and expected[0] > expected[4]
+    assert [row[:4] for row in r.rows] == [["0", "0", "2.78", "3.00"], ["1", "1", "2.68", "2.88"],
+                                           ["2", "2", "2.69", "2.75"], ["3", "3", "2.84", "3.12"],
+                                           ["4", "4", "2.97", "3.25"]]
+
+
+def test_refine_before_is_the_unlimited_cell(tmp_path):
+    for seed, before in ((2, 2), (3, 3), (4, 4)):
+        by_m = {m: cell(min(m, before), f"sep_conv_{3 if seed == 2 else 5}x{3 if seed == 2 else 5}")
+                for m in range(9)}
+        if seed == 4:
+            by_m = {m: cell(min(m, before), "dil_conv_3x3") for m in range(9)}
+        add_search(tmp_path, f"s{seed}", smoke_config(seed=seed, skip_dropout=[0.0, 0.3, 0.6]), by_m=by_m,
+                   skips_before=before)
+        add_eval(tmp_path, by_m[8], {2: 3.0, 3: 2.5, 4: 2.0}[seed])
+        if seed != 2:  # seed 2 kept 2 skip-connects: one cell, one retraining, before and after
+            add_eval(tmp_path, by_m[2], {3: 2.75, 4: 2.5}[seed])
+    r = table(tmp_path, "refine")
+    assert r.rows == [["run 1 (seed 2)", "2", "2", "", "3.00", "2", "2", "", "3.00"],
+                      ["run 2 (seed 3)", "3", "3", "", "2.50", "2", "2", "", "2.75"],
+                      ["run 3 (seed 4)", "4", "4", "", "2.00", "2", "2", "", "2.50"],
+                      ["mean ± std", "", "", "2.79 ± 0.16", "2.50 ± 0.50", "", "", "2.65 ± 0.05", "2.75 ± 0.25"]]
+
+
+def test_table1(tmp_path):
+    add_search(tmp_path, "main", smoke_config(), by_m={m: PD for m in range(9)}, seconds=(4320.0, 8640.0, 4320.0))
+    add_eval(tmp_path, PD, 2.625)
+    r = table(tmp_path, "table1")
+    assert r.columns[-1] == "our search cost (days)"
+    assert r.rows == [["P-DARTS (synthetic)", "2.50", "2.62", "3.4", "3.43", "0.3", "0.2000"]]
+
+
+# ---------------------------------------------------------------- partial stores, outputs
+
+def test_a_partial_store_shows_dashes_and_lists_what_is_missing(tmp_path):
+    add_search(tmp_path, "main", smoke_config(), by_m={m: PD for m in range(9)})
+    r = table(tmp_path, "table1")
+    assert r.rows[0][2] == "-" and r.rows[0][4] == "3.43"
+    assert r.missing == ["retraining P-DARTS (eval-smoke)"]
+    r = table(tmp_path, "depth")
+    assert [row[4] for row in r.rows] == ["-"] * 4 and len(r.missing) == 4
+    empty = table(tmp_path / "nothing", "dropout")
+    assert all(row[3] == "-" and row[5] == "-" for row in empty.rows)
+    assert empty.missing == ["search skip_dropout=0.0/0.0/0.0, seed=2", "search skip_dropout=0.0/0.3/0.6, seed=2"]
+    # a failed trial is not an answer
+    failed = trial_row(FAMILY + ".s-f", "bad", "failed", smoke_config(seed=3), failure="diverged")
+    write_trial(str(tmp_path), FAMILY + ".s-f", failed)
+    assert "search seed=3" in table(tmp_path, "table3").missing
+
+
+def test_outputs_are_written(tmp_path):
+    add_search(tmp_path, "main", smoke_config(), by_m={m: PD for m in range(9)})
+    add_eval(tmp_path, PD, 2.625)
+    r = table(tmp_path, "table1")
+    files = write_outputs(r, tmp_path / "out")
+    names = sorted(p.split("/")[-1] for p in files)
+    assert names == ["table1.csv", "table1.md", "table1.png", "table1.svg"]
+    for p in files:
+        assert (tmp_path / "out" / p.split("/")[-1]).stat().st_size > 0
+    assert (tmp_path / "out" / "table1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = list(csv.reader((tmp_path / "out" / "table1.csv").open()))
+    assert rows[0] == r.columns and rows[1] == r.rows[0]
+    md = to_markdown(r)
+    assert "| P-DARTS (synthetic) | 2.50 | 2.62 |" in md and "NOT comparable" in md
+    assert to_csv(r).splitlines()[1].startswith("P-DARTS (synthetic),2.50,2.62")
+
+
+def test_no_run_flag_renders_from_the_store_and_starts_nothing(tmp_path):
+    code, out, err = run_cli("reproduce", "skip", "--preset", "smoke", "--storage", tmp_path / "store", "--no-run",
+                             "--out", tmp_path / "out", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["searches_started"] == 0 and data["evaluations_started"] == 0
+    assert data["missing"] == ["search skip_dropout=0.0/0.3/0.6, seed=2"]
+    assert [row[3] for row in data["rows"]] == ["-"] * 5
+    assert (tmp_path / "out" / "skip.md").stat().st_size > 0 and (tmp_path / "out" / "skip.png").stat().st_size > 0
+    assert not (tmp_path / "store").exists() or not any((tmp_path / "store").iterdir())
+    code, _, err = run_cli("reproduce", "table3", "--preset", "smoke", "--runs", "0", "--storage", tmp_path)
+    assert code == 2 and err.count("\n") == 1 and "--runs" in err
+
+
+# ---------------------------------------------------------------- running what is missing
+
+@pytest.mark.slow
+def test_retrainings_run_once_and_are_stored(tmp_path):
+    add_search(tmp_path, "main", smoke_config(), by_m={m: PD for m in range(9)}, stages=[cell(3), cell(2), PD])
+    setup = resolve_setup("smoke")
+    first = reproduce("table1", setup, str(tmp_path))
+    assert (first.searches_started, first.evaluations_started) == (0, 1)
+    rows = read_evaluations(str(tmp_path), FAMILY).to_pylist()
+    assert len(rows) == 1 and rows[0]["genotype_name"] == "P-DARTS" and rows[0]["eval_preset"] == "eval-smoke"
+    assert first.rendered.rows[0][2] == f"{rows[0]['error_pct']:.2f}"
+    # depth shares the final cell's retraining: only the stage 1, stage 2 and DARTS V2 ones run
+    depth = reproduce("depth", setup, str(tmp_path))
+    assert depth.evaluations_started == 3 and len(read_evaluations(str(tmp_path), FAMILY)) == 4
+    again = reproduce("depth", setup, str(tmp_path))
+    assert (again.searches_started, again.evaluations_started) == (0, 0)
+    assert again.rendered.rows == depth.rendered.rows
+
+
+@pytest.mark.slow
+def test_table3_smoke_end_to_end_then_nothing_to_start(tmp_path):
+    store, out = tmp_path / "store", tmp_path / "out"
+    args = ["reproduce", "table3", "--preset", "smoke", "--runs", "2", "--storage", store, "--out", out]
+    env = {"RAY_ADDRESS": "local"}  # a new local Ray, whatever else runs on this machine
+    code, stdout, err = run_cli(*args, "--json", env=env)
+    assert code == 0, err
+    data = json.loads(stdout)
+    assert data["searches_started"] == 2 and data["missing"] == []
+    assert [row[:3] for row in data["rows"]] == [["1", "2", "9.8"], ["2", "3", "9.8"]]
+    assert all(float(c) > 0 for row in data["rows"] for c in row[3::2])
+    sweeps = sorted(p.name for p in store.iterdir())
+    assert len(sweeps) == 1 and sweeps[0].startswith("reproduce-smoke-synthetic.s-")
+    for name in ("table3.md", "table3.csv", "table3.png"):
+        assert (out / name).stat().st_size > 0
+    code, stdout, err = run_cli(*args, env=env)
+    assert code == 0, err
+    assert "started 0 searches and 0 retrainings" in stdout and "Table 3" in stdout and "9.8" in stdout
+    assert sorted(p.name for p in store.iterdir()) == sweeps
+
+    # a driver killed after a trial ended but before its row was written: the batch is
+    # continued (Tune's state restored, the row written), not searched again under a new name
+    rows = sorted((store / sweeps[0] / "trials").glob("*.parquet"))
+    assert len(rows) == 2
+    rows[1].unlink()
+    code, stdout, err = run_cli(*args, env=env)
+    assert code == 0, err
+    assert f"continuing: {sweeps[0]} (1 search)" in err
+    assert stdout.lstrip().startswith("Table 3")  # Ray Tune's console went to stderr
+    assert "started 1 searches and 0 retrainings" in stdout
+    assert sorted(p.name for p in store.iterdir()) == sweeps
+    assert len(list((store / sweeps[0] / "trials").glob("*.parquet"))) == 2
+
+
+@pytest.mark.slow
+def test_retrainings_as_ray_tasks(tmp_path, monkeypatch):
+    ray = pytest.importorskip("ray")
+    from pdarts_ray.distributed.reproduce import run_evaluations
+    from pdarts_ray.results.tables.common import EvalNeed, StoreView
+
+    setup = resolve_setup("smoke")
+    lines = []
+    monkeypatch.setenv("RAY_metrics_report_interval_ms", "1000")
+    ray.init(address="local", num_cpus=2)  # its own Ray, whatever else runs on this machine
+    try:
+        failures = run_evaluations([EvalNeed(PD, "P-DARTS"), EvalNeed(DV2, "DARTS_V2")], setup, str(tmp_path), True,
+                                   lines.append)
+        # each retraining's gauges, tagged with its run folder and genotype, hold its last epoch
+        runs = {eval_key(PD, EVAL): "P-DARTS", eval_key(DV2, EVAL): "DARTS_V2"}
+        samples = exported_until(node_metrics_url(ray), "ray_pdarts_eval_", lambda samples: all(
+            samples.get(("ray_pdarts_eval_epoch", run), (None, None))[1] == EVAL["epochs"] - 1 for run in runs))
+    finally:
+        ray.shutdown()
+    for run, genotype in runs.items():
+        labels, epoch = samples[("ray_pdarts_eval_epoch", run)]
+        assert labels["experiment"] == FAMILY and labels["genotype"] == genotype
+        assert epoch == EVAL["epochs"] - 1
+        assert samples[("ray_pdarts_eval_epochs", run)][1] == EVAL["epochs"]
+        assert 0 <= samples[("ray_pdarts_eval_test_acc", run)][1] <= 1
+    assert failures == []
+    store = StoreView(str(tmp_path), FAMILY)
+    assert {store.evaluation(g, EVAL)["genotype_name"] for g in (PD, DV2)} == {"P-DARTS", "DARTS_V2"}
+    assert (tmp_path / FAMILY / "eval-runs" / eval_key(PD, EVAL) / "result.json").is_file()
+    assert any(line.startswith("retrained DARTS_V2: error") for line in lines)

@@ -1,0 +1,86 @@
+"""The package's shape, read from its code: layers, imports, module sizes, a light CLI.
+
+Layers, bottom up: core (plain PyTorch), evaluation, plots, results, distributed (the Ray
+layer), cli. A module may import its own layer and the layers below it; `ray` is imported
+by the Ray layer only (and by the two old module paths that Ray Tune's saved state names).
+"""
+import importlib.util
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+spec = importlib.util.spec_from_file_location("package_graph", ROOT / "docs" / "package_graph.py")
+graph_module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(graph_module)
+
+MAX_LINES = 500
+ORDER = ("top", "core", "evaluation", "plots", "results", "distributed", "cli")
+# old module paths kept for experiments saved before the package had layers (see their docstrings)
+OLD_PATHS = {"pdarts_ray.sweep", "pdarts_ray.trainer"}
+
+
+@pytest.fixture(scope="module")
+def graph():
+    return graph_module.import_graph()
+
+
+def test_the_graph_sees_imports_inside_functions(graph):
+    # cli.main imports its command modules by name; cli.search imports the core inside functions
+    assert "pdarts_ray.core.search" in graph["pdarts_ray.cli.search"]
+    assert "pdarts_ray.distributed.sweep" in graph["pdarts_ray.cli.sweep"]
+
+
+def test_no_import_cycles(graph):
+    assert graph_module.cycles(graph) == []
+
+
+def test_a_cycle_is_found_where_there_is_one():
+    assert graph_module.cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_layers_import_only_downwards(graph):
+    upward = []
+    for src, targets in graph.items():
+        if src in OLD_PATHS:
+            continue
+        for dst in targets:
+            a, b = graph_module.layer(src), graph_module.layer(dst)
+            if a == "top":  # pdarts_ray/__init__: names resolved lazily, nothing imported at import time
+                continue
+            if ORDER.index(b) > ORDER.index(a):
+                upward.append(f"{src} -> {dst}")
+    assert upward == []
+
+
+def test_only_the_ray_layer_imports_ray():
+    found = graph_module.modules()
+    importers = sorted(m for m, p in found.items() if "ray" in graph_module.imports_of(m, p, set(found))[1])
+    assert importers, "the Ray layer imports ray"
+    assert [m for m in importers if graph_module.layer(m) != "distributed"] == []
+
+
+def test_no_module_is_over_the_line_limit():
+    long = {m: n for m, p in graph_module.modules().items() if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert long == {}
+
+
+@pytest.mark.parametrize("code", [
+    "import pdarts_ray",
+    "from pdarts_ray.cli.main import build_parser; build_parser().format_help()",
+])
+def test_the_package_and_the_help_stay_light(code):
+    check = f"{code}\nimport sys\nheavy = [m for m in ('torch', 'ray', 'pyarrow', 'matplotlib') if m in sys.modules]\n" \
+            "assert not heavy, heavy"
+    proc = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_help_runs_without_heavy_imports():
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "pdarts_ray.cli", "--help"], capture_output=True,
+                          text=True, cwd=ROOT)
+    assert proc.returncode == 0 and "reproduce" in proc.stdout
+    imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
+    assert not imported & {"torch", "ray", "pyarrow", "matplotlib"}
