@@ -2,7 +2,7 @@
 
 Layers, bottom up: core (plain PyTorch), evaluation, plots, results, distributed (the Ray
 layer), cli. A module may import its own layer and the layers below it; `ray` is imported
-by the Ray layer only (and by the two old module paths that Ray Tune's saved state names).
+by the Ray layer only.
 """
 import importlib.util
 import subprocess
@@ -18,8 +18,8 @@ spec.loader.exec_module(graph_module)
 
 MAX_LINES = 500
 ORDER = ("top", "core", "evaluation", "plots", "results", "distributed", "cli")
-# old module paths kept for experiments saved before the package had layers (see their docstrings)
-OLD_PATHS = {"pdarts_ray.sweep", "pdarts_ray.trainer"}
+# an old module path kept for experiments saved before the package had layers (see its docstring)
+OLD_PATHS = {"pdarts_ray.sweep"}
 
 
 @pytest.fixture(scope="module")
