@@ -61,6 +61,10 @@ class SearchConfig:
     threads: int = 0  # CPU threads; 0 = every core this process may use
     lr: float = 0.025
     lr_min: float = 0.0
+    # epoch e trains with the cosine schedule's step e + lr_step_offset: 1 is the official code
+    # under PyTorch >= 1.1 (scheduler.step() at the epoch's start; epoch 0 at 0.0249), 0 the
+    # same code under PyTorch 0.4/1.0, which the paper ran (epoch 0 at 0.025)
+    lr_step_offset: int = 1
     momentum: float = 0.9
     weight_decay: float = 3e-4
     arch_lr: float = 6e-4
@@ -131,6 +135,7 @@ class SearchConfig:
         if not 0.0 < self.train_portion < 1.0:
             raise UserError(f"config: train_portion: must be in (0, 1), got {self.train_portion}")
         _at_least(self, "valid_every", 1)
+        _choice(self, "lr_step_offset", (0, 1))
         _choice(self, "channels_last", ("auto", "on", "off"))
         _choice(self, "kernels", ("lean", "reference"))
         _choice(self, "dtype", ("float32", "bfloat16"))
@@ -203,7 +208,7 @@ def _type_error(annotation: str, value) -> str | None:
 
 def _choice(cfg, key, choices):
     if getattr(cfg, key) not in choices:
-        raise UserError(f"config: {key}: must be one of {', '.join(choices)}, got {getattr(cfg, key)!r}")
+        raise UserError(f"config: {key}: must be one of {', '.join(map(str, choices))}, got {getattr(cfg, key)!r}")
 
 
 def _at_least(cfg, key, low):
@@ -294,6 +299,18 @@ def from_dict(cls, data: Mapping[str, Any], source: str):
     if not isinstance(data, Mapping):
         raise UserError(f"{source}: expected a JSON object")
     return cls(**apply_overrides(cls, {}, data, source)).validate()
+
+
+# Keys added after searches were first stored, with the value every earlier search ran with.
+# At that value (or missing, as in an older file) they are left out of a search's identity,
+# so a search stored before the key existed keeps its identity and is found again.
+IDENTITY_NEUTRAL: dict[str, Any] = {"lr_step_offset": 1}
+
+
+def identity(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The keys that say what a search computes, as stored searches are compared."""
+    return {k: v for k, v in config.items()
+            if not (k in IDENTITY_NEUTRAL and (v is None or v == IDENTITY_NEUTRAL[k]))}
 
 
 def to_dict(cfg) -> dict[str, Any]:

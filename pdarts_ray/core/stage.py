@@ -27,8 +27,9 @@ from .supernet import SearchNetwork
 # ---------------------------------------------------------------- schedules
 
 def lr_at(cfg: SearchConfig, epoch: int) -> float:
-    """Cosine schedule stepped at the start of each epoch: epoch e uses step e + 1."""
-    return cfg.lr_min + (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * (epoch + 1) / cfg.epochs)) / 2
+    """Cosine schedule stepped at the start of each epoch: epoch e uses step e + lr_step_offset."""
+    step = epoch + cfg.lr_step_offset
+    return cfg.lr_min + (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * step / cfg.epochs)) / 2
 
 
 def skip_dropout_at(rate: float, epoch: int, epochs: int, warmup: int) -> float:

@@ -125,3 +125,21 @@ def test_dry_run_prints_the_resolved_config(tmp_path):
     cfg = json.loads(stdout)
     assert cfg["seed"] == 7 and cfg["cells"] == [5, 11, 17] and cfg["dataset"] == "cifar10"
     assert not (tmp_path / "x").exists()
+
+
+def test_lr_step_offset_takes_zero_or_one():
+    from pdarts_ray.core.config import SEARCH_PRESETS, resolve
+
+    assert resolve(SearchConfig, SEARCH_PRESETS, "tiny", sets=["lr_step_offset=0"]).lr_step_offset == 0
+    with pytest.raises(UserError, match="lr_step_offset: must be one of 0, 1, got 2"):
+        resolve(SearchConfig, SEARCH_PRESETS, "tiny", sets=["lr_step_offset=2"])
+
+
+def test_a_key_added_later_keeps_stored_searches_identical_at_its_default():
+    from pdarts_ray.core.config import IDENTITY_NEUTRAL, identity, to_dict
+
+    new = to_dict(SearchConfig().validate())
+    stored_before_the_key = {k: v for k, v in new.items() if k not in IDENTITY_NEUTRAL}
+    read_from_an_old_file = {**stored_before_the_key, **{k: None for k in IDENTITY_NEUTRAL}}
+    assert identity(new) == identity(stored_before_the_key) == identity(read_from_an_old_file)
+    assert identity({**new, "lr_step_offset": 0}) != identity(new)

@@ -21,6 +21,15 @@ def test_search_lr_is_cosine_stepped_at_epoch_start():
     assert got[-1] == pytest.approx(0.0, abs=1e-18)  # the last epoch trains weights with lr 0
 
 
+def test_search_lr_as_the_paper_ran_it_with_an_offset_of_zero():
+    """Under PyTorch 0.4/1.0 the official scheduler.step() at the epoch's start gave epoch 0
+    the initial rate: the same schedule one step earlier."""
+    cfg = SearchConfig(lr_step_offset=0).validate()
+    got = [lr_at(cfg, e) for e in range(25)]
+    assert got[0] == 0.025
+    assert got[1:] == pytest.approx(SCHEDULES["search_lr_per_epoch"][:-1], abs=1e-15)
+
+
 @pytest.mark.parametrize("rate", ["0.0", "0.1", "0.4", "0.7"])
 def test_skip_dropout_schedule(rate):
     got = [skip_dropout_at(float(rate), e, 25, 10) for e in range(25)]

@@ -12,7 +12,7 @@ from pdarts_ray.evaluation.config import EVAL_PRESETS, EvalConfig
 from pdarts_ray.evaluation.genotypes import DARTS_V2, PDARTS
 from pdarts_ray.distributed.reproduce import reproduce
 from pdarts_ray.results.tables import table_spec
-from pdarts_ray.results.tables.common import eval_key, resolve_setup, search_key
+from pdarts_ray.results.tables.common import eval_key, resolve_setup, search_key, search_need
 from pdarts_ray.results.tables.render import to_csv, to_markdown, write_outputs
 from pdarts_ray.results import (evaluation_row, read_evaluations, trial_row, write_evaluation, write_trial)
 
@@ -92,6 +92,16 @@ def test_keys_ignore_where_a_run_ran_but_not_what_it_computed():
     assert eval_key(PD, EVAL) == eval_key(PD, {**EVAL, "threads": 4, "device": "cuda"})
     assert eval_key(PD, EVAL) != eval_key(PD, {**EVAL, "seed": 1})
     assert eval_key(PD, EVAL) != eval_key(DV2, EVAL)
+
+
+def test_search_keys_are_those_pdarts_ray_0_1_0_stored():
+    """Keys added since (at their defaults) leave the identity of stored searches alone: these
+    are the keys 0.1.0 gave the preset searches, which a store written then holds."""
+    for preset, main, dropout in [("smoke", "74ba2a4737c0abc0", "2a1fd53e30b7a176"),
+                                  ("paper", "2ecd49fce7e8d85e", "b8921e9e49c76fc7")]:
+        setup = resolve_setup(preset)
+        assert search_key(setup.base) == main
+        assert search_need(setup, skip_dropout=[0.0, 0.3, 0.6]).key == dropout
 
 
 def test_tables_share_searches():

@@ -17,7 +17,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ...core.config import SEARCH_PRESETS, SearchConfig, apply_overrides, to_dict
+from ...core.config import SEARCH_PRESETS, SearchConfig, apply_overrides, identity, to_dict
 from ...core.errors import UserError
 
 PRESETS = ("smoke", "tiny", "paper")
@@ -97,7 +97,7 @@ def digest(obj) -> str:
 
 def search_key(config: dict) -> str:
     """What a search computes: its resolved config without the keys that only say where it ran."""
-    return digest({k: v for k, v in config.items() if k not in SEARCH_RUNTIME_KEYS})[:16]
+    return digest({k: v for k, v in identity(config).items() if k not in SEARCH_RUNTIME_KEYS})[:16]
 
 
 def canonical_genotype(genotype: dict | str) -> dict:
