@@ -1,6 +1,6 @@
 """Image data: CIFAR-10/100 through torchvision, ImageFolder, the bundled digits and
-synthetic data (both written as real CIFAR-format files and read back by torchvision's
-CIFAR-10 reader), and device-resident batches with on-device augmentation.
+synthetic data (real CIFAR-format files read back by torchvision's CIFAR-10 reader, see
+bundled.py), and device-resident batches with on-device augmentation.
 
 Whole datasets are held as uint8 tensors (N, 3, H, W) on the training device; a batch
 is an index gather, a random crop with zero padding and a horizontal flip, then
@@ -8,12 +8,6 @@ normalisation, all on that device. No DataLoader worker processes are involved.
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import pickle
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,17 +15,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .bundled import CIFAR10_FILES, CIFAR10_FOLDER, load_bundled
 from .errors import UserError
 
 CIFAR10_MEAN = (0.49139968, 0.48215827, 0.44653124)
 CIFAR10_STD = (0.24703233, 0.24348505, 0.26158768)
 CIFAR100_MEAN = (0.5071, 0.4867, 0.4408)
 CIFAR100_STD = (0.2675, 0.2565, 0.2761)
-CIFAR10_FOLDER = "cifar-10-batches-py"
-CIFAR10_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
 CIFAR100_FOLDER = "cifar-100-python"
 CIFAR100_FILES = ["train", "test", "meta"]
-SYNTHETIC_SEED = 20191027  # fixed: a synthetic set is the same for every run that asks for it
 
 
 @dataclass
@@ -46,142 +38,6 @@ class ImageData:
     num_classes: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("PDARTS_CACHE") or Path.home() / ".cache" / "pdarts-ray")
-
-
-# ---------------------------------------------------------------- CIFAR-format files
-
-def _md5(path: Path) -> str:
-    return hashlib.md5(path.read_bytes()).hexdigest()
-
-
-def write_cifar10_folder(root: Path, train_x: np.ndarray, train_y, test_x: np.ndarray, test_y,
-                         label_names: list[str]) -> Path:
-    """Write images (N, 32, 32, 3 uint8) as `root/cifar-10-batches-py`, atomically.
-
-    The layout and pickled dicts are CIFAR-10's own (5 train batches, a test batch,
-    batches.meta); a `checksums.json` beside them replaces torchvision's built-in MD5s.
-    """
-    target = Path(root) / CIFAR10_FOLDER
-    if (target / "checksums.json").exists():
-        return target
-    Path(root).mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".writing-", dir=root))
-    chunks = np.array_split(np.arange(len(train_x)), 5)
-
-    def dump(name, images, labels, batch_label):
-        flat = np.ascontiguousarray(images.transpose(0, 3, 1, 2)).reshape(len(images), -1)
-        entry = {"batch_label": batch_label, "labels": [int(v) for v in labels], "data": flat,
-                 "filenames": [f"{name}_{i:05d}.png" for i in range(len(images))]}
-        with open(tmp / name, "wb") as f:
-            pickle.dump(entry, f, protocol=2)
-
-    for i, idx in enumerate(chunks, start=1):
-        dump(f"data_batch_{i}", train_x[idx], np.asarray(train_y)[idx], f"training batch {i} of 5")
-    dump("test_batch", test_x, test_y, "testing batch 1 of 1")
-    with open(tmp / "batches.meta", "wb") as f:
-        pickle.dump({"label_names": label_names, "num_cases_per_batch": int(len(chunks[0])),
-                     "num_vis": 3072}, f, protocol=2)
-    (tmp / "checksums.json").write_text(json.dumps({n: _md5(tmp / n) for n in CIFAR10_FILES}, indent=1))
-    try:
-        os.replace(tmp, target)  # another process may have won the race: keep theirs
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
-def _cifar10_reader():
-    from torchvision.datasets import CIFAR10
-
-    class CIFAR10Files(CIFAR10):
-        """torchvision's CIFAR-10 reader over CIFAR-format files with their own checksums."""
-
-        def __init__(self, root, train: bool):
-            sums = json.loads((Path(root) / CIFAR10_FOLDER / "checksums.json").read_text())
-            self.train_list = [[n, sums[n]] for n in CIFAR10_FILES[:5]]
-            self.test_list = [["test_batch", sums["test_batch"]]]
-            self.meta = {"filename": "batches.meta", "key": "label_names", "md5": sums["batches.meta"]}
-            super().__init__(root, train=train, download=False)
-
-    return CIFAR10Files
-
-
-def read_cifar10_folder(root: Path) -> tuple[np.ndarray, list, np.ndarray, list, list[str]]:
-    reader = _cifar10_reader()
-    try:
-        train, test = reader(root, train=True), reader(root, train=False)
-    except RuntimeError as err:
-        raise UserError(f"{Path(root) / CIFAR10_FOLDER}: {err}") from None
-    return train.data, train.targets, test.data, test.targets, train.classes
-
-
-# ---------------------------------------------------------------- the bundled digits
-
-def digits_root() -> Path:
-    return cache_dir() / "digits"
-
-
-def ensure_digits(root: Path | None = None) -> Path:
-    """The 1,797 handwritten digits shipped inside scikit-learn, as CIFAR-10 files.
-
-    8x8 grey images (0..16) are scaled to 0..255, upsampled to 32x32 and copied to
-    3 channels; every 6th image goes to the test batch (1,498 train / 299 test).
-    """
-    root = Path(root or digits_root())
-    if (root / CIFAR10_FOLDER / "checksums.json").exists():
-        return root
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    small = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) * (255.0 / 16.0)
-    big = F.interpolate(small, size=(32, 32), mode="bilinear", align_corners=False)
-    images = big.round().clamp(0, 255).to(torch.uint8).repeat(1, 3, 1, 1).permute(0, 2, 3, 1).numpy()
-    labels = bunch.target.astype(np.int64)
-    test = np.arange(len(images)) % 6 == 5
-    write_cifar10_folder(root, images[~test], labels[~test], images[test], labels[test],
-                         [str(d) for d in range(10)])
-    return root
-
-
-# ---------------------------------------------------------------- synthetic data
-
-def synthetic_root(size: int, classes: int) -> Path:
-    return cache_dir() / f"synthetic-n{size}-c{classes}"
-
-
-def make_synthetic(size: int, classes: int, seed: int = SYNTHETIC_SEED) -> tuple[np.ndarray, np.ndarray]:
-    """Images with class structure a small network can learn.
-
-    Each class has a smooth colour template (low-resolution noise, upsampled); a sample
-    is its class template, randomly shifted, with a random contrast and pixel noise.
-    """
-    g = torch.Generator().manual_seed(seed)
-    templates = F.interpolate(torch.rand(classes, 3, 4, 4, generator=g), size=(32, 32), mode="bicubic",
-                              align_corners=False)
-    labels = torch.arange(size) % classes
-    labels = labels[torch.randperm(size, generator=g)]
-    x = templates[labels]
-    shifts = torch.randint(-3, 4, (size, 2), generator=g)
-    x = torch.stack([torch.roll(img, (int(dy), int(dx)), dims=(1, 2)) for img, (dy, dx) in zip(x, shifts)])
-    contrast = 0.6 + 0.8 * torch.rand(size, 1, 1, 1, generator=g)
-    x = 0.5 + (x - 0.5) * contrast + 0.12 * torch.randn(x.shape, generator=g)
-    images = (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    return images, labels.numpy()
-
-
-def ensure_synthetic(size: int, classes: int, root: Path | None = None) -> Path:
-    """`size` training images plus size//5 test images, as CIFAR-10 files, cached."""
-    root = Path(root or synthetic_root(size, classes))
-    if (root / CIFAR10_FOLDER / "checksums.json").exists():
-        return root
-    test_size = max(classes, size // 5)
-    images, labels = make_synthetic(size + test_size, classes)
-    write_cifar10_folder(root, images[:size], labels[:size], images[size:], labels[size:],
-                         [f"class_{c}" for c in range(classes)])
-    return root
 
 
 # ---------------------------------------------------------------- loading
@@ -274,9 +130,7 @@ def load_dataset(dataset: str, data_root: str | None = None, image_size: int = 3
         test_x, test_y = _to_tensors(test_d, test_t)
         mean, std = (CIFAR10_MEAN, CIFAR10_STD) if dataset == "cifar10" else (CIFAR100_MEAN, CIFAR100_STD)
     elif dataset in ("digits", "synthetic"):
-        root = (ensure_digits(data_root) if dataset == "digits"
-                else ensure_synthetic(synthetic_size, synthetic_classes, data_root))
-        train_d, train_t, test_d, test_t, names = read_cifar10_folder(root)
+        train_d, train_t, test_d, test_t, names = load_bundled(dataset, data_root, synthetic_size, synthetic_classes)
         train_x, train_y = _to_tensors(train_d, train_t)
         test_x, test_y = _to_tensors(test_d, test_t)
         classes = len(names)

@@ -1,34 +1,34 @@
 """Datasets: the bundled digits and synthetic data round-trip through torchvision's
 CIFAR-10 reader; ImageFolder; missing data; on-device augmentation."""
 import pickle
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torchvision.datasets import CIFAR10
 
-from pdarts_ray.core.data import (CIFAR10_FOLDER, DeviceImages, _cifar10_reader, ensure_digits, ensure_synthetic,
-                             load_dataset, make_synthetic, random_crop_flip, shuffled_batches)
+from pdarts_ray.core.bundled import CIFAR10_FOLDER, ensure_bundled, load_bundled, make_synthetic
+from pdarts_ray.core.data import DeviceImages, load_dataset, random_crop_flip, shuffled_batches
 from pdarts_ray.core.errors import UserError
 
 
 def test_digits_round_trip_through_torchvision_cifar_reader(tmp_path):
     from sklearn.datasets import load_digits
 
-    root = ensure_digits(tmp_path / "digits")
+    root = ensure_bundled("digits", tmp_path / "digits")
     folder = root / CIFAR10_FOLDER
     with open(folder / "data_batch_1", "rb") as f:
         entry = pickle.load(f, encoding="latin1")  # the layout of the real CIFAR-10 files
     assert entry["data"].dtype == np.uint8 and entry["data"].shape[1] == 3072
-    reader = _cifar10_reader()
-    assert issubclass(reader, CIFAR10)
-    train, test = reader(root, train=True), reader(root, train=False)
-    assert len(train) == 1498 and len(test) == 299
-    assert train.data.shape == (1498, 32, 32, 3)
+    train_data, train_targets, test_data, _, _ = load_bundled("digits", root)  # through torchvision's CIFAR10
+    assert len(train_data) == 1498 and len(test_data) == 299
+    assert train_data.shape == (1498, 32, 32, 3)
     digits = load_digits()
     expected_labels = digits.target[np.arange(1797) % 6 != 5]
-    assert list(train.targets) == expected_labels.tolist()
+    assert list(train_targets) == expected_labels.tolist()
+    train = type("Loaded", (), {"data": train_data})
     # the brightest 8x8 source pixel stays the brightest region after upsampling
     first = train.data[0, :, :, 0].astype(float)
     src = digits.images[0]
@@ -41,18 +41,50 @@ def test_digits_round_trip_through_torchvision_cifar_reader(tmp_path):
 
 
 def test_digits_are_written_once(tmp_path):
-    root = ensure_digits(tmp_path)
+    root = ensure_bundled("digits", tmp_path)
     stamp = (root / CIFAR10_FOLDER / "test_batch").stat().st_mtime_ns
-    ensure_digits(tmp_path)
+    ensure_bundled("digits", tmp_path)
+    load_dataset("digits", str(tmp_path))
     assert (root / CIFAR10_FOLDER / "test_batch").stat().st_mtime_ns == stamp
 
 
+PAYLOAD = b"cos\nsystem\n(S'touch {marker}'\ntR."  # unpickling this runs a shell command
+
+
+@pytest.mark.parametrize("dataset", ["digits", "synthetic"])
+@pytest.mark.parametrize("planted", ["data_batch_1", "batches.meta"])
+def test_a_planted_pickle_in_the_cache_is_never_unpickled(tmp_path, capsys, dataset, planted):
+    marker = tmp_path / "pwned"
+    cache = tmp_path / "cache"
+    clean = load_bundled(dataset, cache, 120, 4)
+    target = cache / CIFAR10_FOLDER / planted
+    target.write_bytes(PAYLOAD.replace(b"{marker}", str(marker).encode()))
+    proof = tmp_path / "proof"  # the payload is real: unpickled, it runs
+    subprocess.run([sys.executable, "-c", "import pickle, sys; pickle.loads(sys.stdin.buffer.read())"],
+                   input=PAYLOAD.replace(b"{marker}", str(proof).encode()), check=True)
+    assert proof.exists()
+    again = load_bundled(dataset, cache, 120, 4)
+    assert not marker.exists()
+    assert "rewritten" in capsys.readouterr().err
+    assert all(np.array_equal(a, b) for a, b in zip(again[:4], clean[:4]))
+    assert target.read_bytes() != PAYLOAD.replace(b"{marker}", str(marker).encode())
+
+
+def test_a_cache_file_swapped_after_the_check_is_refused(tmp_path):
+    from pdarts_ray.core.bundled import bundled_files, read_verified
+
+    files = bundled_files("synthetic", 60, 3)
+    root = ensure_bundled("synthetic", tmp_path, 60, 3)
+    (root / CIFAR10_FOLDER / "test_batch").write_bytes(b"not the file")
+    with pytest.raises(UserError, match="test_batch: does not match the synthetic data"):
+        read_verified(root, files, "synthetic")
+
+
 def test_synthetic_round_trip_and_is_learnable(tmp_path):
-    root = ensure_synthetic(300, 5, tmp_path / "syn")
-    train = _cifar10_reader()(root, train=True)
-    assert len(train) == 300 and set(train.targets) == set(range(5))
+    train_x, train_y, *_ = load_bundled("synthetic", tmp_path / "syn", 300, 5)
+    assert len(train_x) == 300 and set(train_y) == set(range(5))
     images, labels = make_synthetic(360, 5)
-    assert np.array_equal(train.data, images[:300])  # the same generator, the same data
+    assert np.array_equal(train_x, images[:300])  # the same generator, the same data
     # nearest class mean on raw pixels beats chance by far: the classes have structure
     x = images.reshape(len(images), -1).astype(float)
     means = np.stack([x[:300][labels[:300] == c].mean(0) for c in range(5)])
@@ -91,7 +123,7 @@ def test_missing_cifar_files_are_named(tmp_path):
 
 def test_cifar10_files_that_fail_checksums_are_an_error(tmp_path):
     # digits written in CIFAR-10 layout are not the real CIFAR-10: torchvision's checksums refuse them
-    ensure_digits(tmp_path)
+    ensure_bundled("digits", tmp_path)
     with pytest.raises(UserError, match="corrupted"):
         load_dataset("cifar10", str(tmp_path))
 
