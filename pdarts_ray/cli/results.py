@@ -130,7 +130,7 @@ def cmd_results_show(args) -> int:
     folder = locate(args.experiment, args.storage)
     name = folder.rstrip("/").rsplit("/", 1)[-1]
     if args.epochs:
-        rows = read_epochs(folder).to_pylist()
+        rows = read_epochs(folder, skip_unreadable=True).to_pylist()
         if fmt in ("csv", "json"):
             _raw(rows, fmt)
             return 0
@@ -143,7 +143,7 @@ def cmd_results_show(args) -> int:
                  for r in rows]
         _render(f"{name}: epochs", columns, table, fmt)
         return 0
-    trials = read_trials(folder).to_pylist()
+    trials = read_trials(folder, skip_unreadable=True).to_pylist()
     if args.by_m:
         rows = expand_m(trials)
         if fmt in ("csv", "json"):

@@ -124,8 +124,9 @@ class CheckpointDir:
         existing = self._existing()
         return existing[-1][1] if existing else None
 
-    def load(self, warn: Callable[[str], None] | None = None) -> dict:
-        """The newest readable checkpoint; a corrupt newest one falls back to the previous."""
+    def load(self, warn: Callable[[str], None] | None = None, validate: Callable[[dict], None] | None = None) -> dict:
+        """The newest readable checkpoint; a corrupt newest one (or one `validate` rejects with a
+        ValueError) falls back to the previous."""
         existing = self._existing()
         if not existing:
             raise UserError(f"{self.folder}: no checkpoint to resume from")
@@ -135,6 +136,8 @@ class CheckpointDir:
                 state = torch.load(path, map_location="cpu", weights_only=True)
                 if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
                     raise ValueError("not a pdarts-ray checkpoint")
+                if validate is not None:
+                    validate(state)
                 return state
             except Exception as err:  # any unreadable file: try the one before
                 reason = str(err).splitlines()[0] if str(err) else type(err).__name__

@@ -29,7 +29,8 @@ from .errors import UserError
 from .hooks import SearchHooks
 from .memory import PeakMemory
 from .runtime import cpu_threads, derived_seed, memory_format, resolve_device
-from .space import NUM_EDGES, NUM_OPS, PRIMITIVES, CellState, derive, derive_all_m, full_switches, prune_switches
+from .space import (NUM_EDGES, NUM_OPS, PRIMITIVES, CellState, check_switches, derive, derive_all_m, full_switches,
+                    prune_switches)
 from .stage import Stage, StagePlan
 
 CONFIG_FILE = "config.json"
@@ -117,7 +118,7 @@ class ProgressiveSearch:
         if checkpoint is not None:
             start = self._resume_point(checkpoint, plans)
         elif resume:
-            start = self._resume_point(self.checkpoints.load(), plans)
+            start = self._resume_point(self._load_checkpoint(plans), plans)
         data = data or load_search_data(cfg)
         images = DeviceImages(data.train_x, data.train_y, data.mean, data.std, device,
                               memory_format(cfg.channels_last, device, cfg.image_size))
@@ -247,12 +248,11 @@ class ProgressiveSearch:
     # -- resume
     def _resume_point(self, ckpt: dict, plans: list[StagePlan]) -> dict:
         try:
-            stage, epoch, done = int(ckpt["stage"]), int(ckpt["epoch"]), bool(ckpt["stage_done"])
-            stages, switches = list(ckpt["stages"]), ckpt["switches"]
-        except (KeyError, TypeError, ValueError):
-            raise UserError(f"{self.checkpoints.folder}: checkpoint is not a search checkpoint") from None
-        if not 0 <= stage < len(plans) or not 0 <= epoch < self.cfg.epochs:
-            raise UserError(f"{self.checkpoints.folder}: checkpoint does not match {CONFIG_FILE}")
+            check_search_checkpoint(ckpt, len(plans), self.cfg.epochs)
+        except ValueError as err:
+            raise UserError(f"{self.checkpoints.folder}: {err}") from None
+        stage, epoch, done = ckpt["stage"], ckpt["epoch"], ckpt["stage_done"]
+        stages, switches = list(ckpt["stages"]), ckpt["switches"]
         keep = lambda r: (r.get("stage", 0) - 1, r.get("epoch", 0)) <= (stage, epoch)  # noqa: E731
         for name in (METRICS_FILE, TRAJECTORY_FILE):
             rewrite_jsonl(self.run_dir / name, [r for r in read_jsonl(self.run_dir / name) if keep(r)])
@@ -263,6 +263,42 @@ class ProgressiveSearch:
                 "stage_state": ckpt["stage_state"], "elapsed": float(ckpt["elapsed"]),
                 "peak": int(ckpt["peak"]), "peak_reserved": int(ckpt["peak_reserved"])}
 
+    def _load_checkpoint(self, plans: list[StagePlan]) -> dict:
+        """The newest checkpoint that is a whole search checkpoint of this run; one that is
+        not (unreadable, or with parts missing or wrong) falls back to the one before."""
+        return self.checkpoints.load(validate=lambda c: check_search_checkpoint(c, len(plans), self.cfg.epochs))
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_search_checkpoint(ckpt, num_stages: int, epochs: int) -> None:
+    """Raise ValueError unless `ckpt` holds everything a resume reads, of the right kinds."""
+    if not isinstance(ckpt, dict):
+        raise ValueError("checkpoint is not a search checkpoint")
+    for key, kind in (("stage", _is_int), ("epoch", _is_int), ("stage_done", lambda v: isinstance(v, bool)),
+                      ("stages", lambda v: isinstance(v, list) and all(isinstance(s, dict) for s in v)),
+                      ("switches", lambda v: isinstance(v, dict))):
+        if key not in ckpt or not kind(ckpt[key]):
+            raise ValueError(f"checkpoint is not a search checkpoint ({key} missing or wrong)")
+    if not 0 <= ckpt["stage"] < num_stages or not 0 <= ckpt["epoch"] < epochs:
+        raise ValueError(f"checkpoint does not match {CONFIG_FILE} (stage {ckpt['stage']}, epoch {ckpt['epoch']})")
+    if len(ckpt["stages"]) != ckpt["stage"] + (1 if ckpt["stage_done"] else 0):
+        raise ValueError("checkpoint is not a search checkpoint (stages do not match its position)")
+    last_stage_done = ckpt["stage_done"] and ckpt["stage"] == num_stages - 1
+    if not last_stage_done:
+        for cell in ("normal", "reduce"):
+            check_switches(ckpt["switches"].get(cell), f"checkpoint switches.{cell}")
+    if ckpt["stage_done"]:
+        return
+    state = ckpt.get("stage_state")
+    if not isinstance(state, dict) or any(not isinstance(state.get(k), dict) for k in ("model", "opt_w", "opt_a",
+                                                                                        "rng")):
+        raise ValueError("checkpoint is not a search checkpoint (stage_state missing or wrong)")
+    for key in ("elapsed", "peak", "peak_reserved"):
+        if isinstance(ckpt.get(key), bool) or not isinstance(ckpt.get(key), (int, float)):
+            raise ValueError(f"checkpoint is not a search checkpoint ({key} missing or wrong)")
 
 def load_search_data(cfg: SearchConfig) -> ImageData:
     return load_dataset(cfg.dataset, cfg.data_root, cfg.image_size, cfg.download,

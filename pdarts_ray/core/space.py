@@ -38,6 +38,10 @@ NODE_OFFSETS: tuple[int, ...] = (0, 2, 5, 9)
 NUM_EDGES = 14
 CONCAT: tuple[int, ...] = (2, 3, 4, 5)
 MAX_SKIP_CONNECTS = 2 * STEPS
+# bounds on what a genotype file may describe, checked before anything is built from it:
+# far beyond any published cell, far below what could exhaust memory
+MAX_GENOTYPE_STEPS = 32
+MAX_GENOTYPE_TEXT = 1 << 20  # bytes of a genotype file
 
 Switches = list[list[bool]]
 Probs = list[list[float]]  # 14 x 8, 0.0 where an op is switched off
@@ -294,6 +298,8 @@ class Genotype:
 
         def genes(name):
             value = data[name]
+            if isinstance(value, (list, tuple)) and len(value) > 2 * MAX_GENOTYPE_STEPS:
+                raise ValueError(f"genotype {name}: {len(value)} genes; at most {2 * MAX_GENOTYPE_STEPS}")
             if not isinstance(value, (list, tuple)) or not all(
                 isinstance(g, (list, tuple)) and len(g) == 2 and isinstance(g[0], str)
                 and isinstance(g[1], int) and not isinstance(g[1], bool)
@@ -304,6 +310,8 @@ class Genotype:
 
         def concat(name):
             value = data.get(name, list(CONCAT))
+            if isinstance(value, (list, tuple)) and len(value) > MAX_GENOTYPE_STEPS + 2:
+                raise ValueError(f"genotype {name}: {len(value)} entries; at most {MAX_GENOTYPE_STEPS + 2}")
             if not isinstance(value, (list, tuple)) or not all(
                 isinstance(i, int) and not isinstance(i, bool) for i in value
             ):
@@ -319,6 +327,8 @@ class Genotype:
         The reference text is parsed as a Python expression tree and only literals
         (and `range(a, b)` for the concat) are accepted: nothing is ever evaluated.
         """
+        if len(text) > MAX_GENOTYPE_TEXT:
+            raise ValueError(f"genotype: {len(text)} characters; a genotype takes far fewer")
         stripped = text.strip()
         if stripped.startswith("{"):
             try:
@@ -350,7 +360,11 @@ def _parse_reference_text(text: str) -> dict:
     for name, node in values.items():
         if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "range"
                 and not node.keywords and 1 <= len(node.args) <= 3):
-            out[name] = list(range(*(_literal(a, name) for a in node.args)))
+            args = [_literal(a, name) for a in node.args]
+            if not all(isinstance(a, int) and not isinstance(a, bool) and abs(a) <= 2 * MAX_GENOTYPE_STEPS
+                       for a in args):
+                raise ValueError(f"genotype: field '{name}': range arguments must be small integers")
+            out[name] = list(range(*args))
         else:
             value = _literal(node, name)
             if name in ("normal", "reduce") and isinstance(value, (list, tuple)):

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from .config import SearchConfig
 from .data import DeviceImages, shuffled_batches
-from .errors import SearchDiverged
+from .errors import SearchDiverged, UserError
 from .hooks import SearchHooks
 from .runtime import capture_rng, derived_seed, memory_format, restore_rng
 from .space import CellState
@@ -85,10 +85,14 @@ class Stage:
                 "opt_a": self.opt_a.state_dict(), "rng": capture_rng(self.device, self.data_gen)}
 
     def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.opt_w.load_state_dict(state["opt_w"])
-        self.opt_a.load_state_dict(state["opt_a"])
-        restore_rng(state["rng"], self.device, self.data_gen)
+        try:
+            self.model.load_state_dict(state["model"])
+            self.opt_w.load_state_dict(state["opt_w"])
+            self.opt_a.load_state_dict(state["opt_a"])
+            restore_rng(state["rng"], self.device, self.data_gen)
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+            raise UserError(f"checkpoint does not fit stage {self.plan.index + 1}'s supernet ({reason})") from None
 
     def cell_states(self) -> dict[str, CellState]:
         return {name: CellState(self.switches[name], alpha.detach().cpu().tolist())

@@ -224,6 +224,36 @@ def parse_sweep(data: dict, source: str = "sweep") -> Sweep:
     return sweep
 
 
+def parse_saved_sweep(saved, source: str) -> Sweep:
+    """A sweep saved in an experiment's `sweep.json` (its fields), validated as strictly as a
+    new definition: any field a definition may produce is accepted, nothing else."""
+    fields_ = {f.name for f in fields(Sweep)}
+    if not isinstance(saved, dict):
+        raise UserError(f"{source}: sweep: must be a mapping")
+    unknown = set(saved) - fields_
+    if unknown:
+        raise UserError(f"{source}: sweep: unknown field '{sorted(unknown)[0]}'")
+    missing = {"base"} - set(saved)
+    if missing:
+        raise UserError(f"{source}: sweep: missing field 'base'")
+    definition = {k: saved[k] for k in ("name", "base", "searcher", "seed", "scheduler", "num_samples",
+                                        "max_concurrent_trials", "gpus_per_trial", "cpus_per_trial", "max_failures",
+                                        "trial_retries", "storage") if saved.get(k) is not None}
+    space = saved.get("space") or {}
+    if not isinstance(space, dict):
+        raise UserError(f"{source}: sweep: space: must be a mapping")
+    if saved.get("m_values") is not None:
+        kind = "grid" if saved.get("searcher", "optuna") == "grid" else "choice"
+        space = {**space, "skip_connects": {kind: saved["m_values"]}}
+    if space:
+        definition["space"] = space
+    definition["objective"] = {"metric": saved.get("metric", "valid_acc"), "mode": saved.get("mode", "max")}
+    try:
+        return parse_sweep(definition, f"{source}: sweep")
+    except UserError as err:
+        raise UserError(f"{source}: {str(err).removeprefix('sweep: ')}") from None
+
+
 def _parse_scheduler(value, sweep: Sweep, base: dict) -> dict | None:
     if value is None or value is False:
         return None

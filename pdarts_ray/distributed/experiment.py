@@ -20,13 +20,60 @@ def save_setup(path: str, setup: dict) -> None:
     fs.move(tmp, f"{base}/{SWEEP_FILE}")
 
 
-def load_setup(path: str) -> dict:
+# what run_sweep saves, with the types each value may have (None: the key may be null)
+SETUP_KEYS: dict[str, tuple] = {
+    "name": (str,), "storage": (str,), "experiment_path": (str,), "sweep": (dict,), "base_config": (dict,),
+    "gpus_per_trial": (int, float), "cpus_per_trial": (int,), "max_failures": (int,), "worker_env": (dict,),
+    "local_runs": (str, type(None)), "verbose": (int,),
+}
+
+
+def read_setup(path: str) -> dict:
+    """`sweep.json` as saved (no checks beyond being a JSON object)."""
     fs, base = filesystem(path)
+    where = f"{path.rstrip('/')}/{SWEEP_FILE}"
     try:
         with fs.open_input_stream(f"{base}/{SWEEP_FILE}") as f:
-            return json.loads(f.readall().decode())
+            text = f.readall().decode()
     except (FileNotFoundError, OSError):
         raise UserError(f"{path}: not a sweep experiment (no {SWEEP_FILE})") from None
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"{where}: not valid JSON ({getattr(err, 'msg', err)})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{where}: expected a JSON object")
+    return data
+
+
+def load_setup(path: str) -> dict:
+    """`sweep.json`, validated as strictly as a new sweep: its keys and their types, the saved
+    definition parsed again, and the base config the trials run checked against it."""
+    from ..core.config import SearchConfig, from_dict, to_dict
+    from .definition import parse_saved_sweep
+
+    setup = read_setup(path)
+    where = f"{path.rstrip('/')}/{SWEEP_FILE}"
+    unknown = set(setup) - set(SETUP_KEYS)
+    if unknown:
+        raise UserError(f"{where}: unknown key '{sorted(unknown)[0]}'")
+    for key, types in SETUP_KEYS.items():
+        if key not in setup:
+            if key == "verbose":
+                continue
+            raise UserError(f"{where}: missing key '{key}'")
+        value = setup[key]
+        if isinstance(value, bool) or not isinstance(value, types):
+            raise UserError(f"{where}: {key}: wrong type ({type(value).__name__})")
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in setup["worker_env"].items()):
+        raise UserError(f"{where}: worker_env: must map names to strings")
+    sweep = parse_saved_sweep(setup["sweep"], where)
+    base = to_dict(from_dict(SearchConfig, setup["base_config"], f"{where}: base_config"))
+    if base != to_dict(sweep.base_config()):
+        raise UserError(f"{where}: base_config does not match the sweep's base (edited by hand?)")
+    if sweep.name is not None and sweep.name != setup["name"]:
+        raise UserError(f"{where}: name {setup['name']!r} differs from the sweep's {sweep.name!r}")
+    return {**setup, "sweep": sweep.to_dict()}
 
 
 def exists(path: str) -> bool:

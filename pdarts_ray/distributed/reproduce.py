@@ -16,12 +16,11 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..core.errors import UserError
 from ..results import experiment_path
 from ..results.tables import table_spec
 from ..results.tables.common import (EvalNeed, Rendered, SearchNeed, Setup, StoreView, canonical_genotype, digest,
                                      eval_key, family_experiments, search_key)
-from .experiment import exists, load_setup, tune_state_missing
+from .experiment import SWEEP_FILE, exists, load_setup, tune_state_missing
 
 
 class ReproduceFailed(Exception):
@@ -45,10 +44,9 @@ def interrupted_sweeps(root: str, experiment: str, needs: list[SearchNeed]) -> d
     out, taken = {}, set()
     for name in family_experiments(root, experiment):
         path = experiment_path(root, name)
-        try:
-            sweep = load_setup(path)
-        except UserError:  # stopped before it wrote its definition: nothing to continue
+        if not exists(f"{path}/{SWEEP_FILE}"):  # stopped before it wrote its definition: nothing to continue
             continue
+        sweep = load_setup(path)  # a damaged one is an error, not a reason to search again
         keys = sweep_search_keys(sweep)
         covered = [n for n in needs if n.key in keys and n.key not in taken]
         if covered and read_trials(root, name).num_rows < len(keys) and not tune_state_missing(path):

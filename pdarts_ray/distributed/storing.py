@@ -11,7 +11,6 @@ import json
 import time
 from pathlib import Path
 
-from ..core.errors import UserError
 from ..results.files import filesystem
 from .definition import trial_config
 from .experiment import load_setup
@@ -146,8 +145,5 @@ def summary(storage: str, name: str) -> dict:
     from ..results import experiment_path, read_trials
 
     path = experiment_path(storage, name)
-    try:
-        rows = read_trials(path).to_pylist()
-    except UserError:
-        rows = []
+    rows = read_trials(path, skip_unreadable=True).to_pylist()  # a damaged row is named, the others shown
     return {"name": name, "path": path, "trials": rows, "m_values": load_setup(path)["sweep"].get("m_values")}

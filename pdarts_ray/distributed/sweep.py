@@ -175,7 +175,7 @@ def resume_sweep(name_or_path: str, storage: str | None = None, address: str | N
     path = locate_experiment(name_or_path, storage)
     setup = load_setup(path)
     setup["verbose"] = verbose
-    sweep = Sweep(**setup["sweep"])
+    sweep = Sweep(**setup["sweep"])  # validated by load_setup
     if tune_state_missing(path):
         raise UserError(f"{path}: the sweep stopped before Ray Tune saved its state; start it again under a new name")
     _prepare_driver()

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from ..core.errors import UserError
-from ..core.space import Genotype
+from ..core.space import MAX_GENOTYPE_TEXT, Genotype
 
 PDARTS = Genotype(
     normal=(("skip_connect", 0), ("dil_conv_3x3", 1), ("skip_connect", 0), ("sep_conv_3x3", 1),
@@ -49,9 +49,13 @@ def load_genotype(name_or_path: str) -> tuple[str, Genotype]:
         raise UserError(f"unknown genotype '{name_or_path}' (a published name: {', '.join(PUBLISHED)}; "
                         f"or a genotype file)")
     try:
-        text = path.read_text()
+        with open(path, "rb") as f:
+            raw = f.read(MAX_GENOTYPE_TEXT + 1)
+        text = raw.decode()
     except (OSError, UnicodeDecodeError) as err:
         raise UserError(f"{path}: cannot read genotype file ({getattr(err, 'strerror', None) or err})") from None
+    if len(raw) > MAX_GENOTYPE_TEXT:
+        raise UserError(f"{path}: more than {MAX_GENOTYPE_TEXT} bytes; not a genotype file")
     try:
         return str(path), _parse(text)
     except (ValueError, TypeError) as err:

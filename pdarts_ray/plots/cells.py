@@ -11,18 +11,8 @@ from matplotlib.patches import Circle, FancyArrowPatch
 from matplotlib.transforms import Bbox
 
 from ..core.space import Genotype
-from .style import (
-    INPUT_LABELS,
-    OUTPUT_LABEL,
-    check_targets,
-    op_colour,
-    plt,
-    prepare_dir,
-    save_figure,
-    state_label,
-    targets,
-    tex,
-)
+from .style import (INPUT_LABELS, OUTPUT_LABEL, check_targets, op_colour, plt, prepare_dir, save_figure, state_label,
+                    targets, tex)
 
 # ---------------------------------------------------------------- genotype
 

@@ -61,11 +61,11 @@ def write_evaluation(storage: str, experiment: str, row: dict) -> bool:
     return put_file(fs, f"{base}/{EVALUATIONS_DIR}/{row['eval_key']}.parquet", data, exclusive=True)
 
 
-def read_evaluations(source: str, experiment: str | None = None) -> pa.Table:
+def read_evaluations(source: str, experiment: str | None = None, skip_unreadable: bool = False) -> pa.Table:
     """Every evaluation row of an experiment folder (none if it has none yet), ordered by key."""
     folder = experiment_folder(source, experiment)
     fs, base = filesystem(folder)
     if fs.get_file_info(base).type != pafs.FileType.Directory:
         return EVAL_SCHEMA.empty_table()
-    _, table = read_all(source, experiment, EVALUATIONS_DIR, "evaluations", EVAL_SCHEMA)
+    _, table = read_all(source, experiment, EVALUATIONS_DIR, "evaluations", EVAL_SCHEMA, skip_unreadable)
     return table.sort_by("eval_key") if table.num_rows else table

@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import os
 import re
+import sys
 import uuid
 
 import pyarrow as pa
@@ -156,14 +157,28 @@ def experiment_folder(source: str, experiment: str | None) -> str:
     return os.path.abspath(os.path.expanduser(source))
 
 
-def read_all(source: str, experiment: str | None, sub: str, kind: str, schema: pa.Schema):
+def read_all(source: str, experiment: str | None, sub: str, kind: str, schema: pa.Schema,
+             skip_unreadable: bool = False):
     folder = experiment_folder(source, experiment)
     fs, base = filesystem(folder)
     if fs.get_file_info(base).type != pafs.FileType.Directory:
         raise UserError(f"{folder}: no such experiment")
     infos = listing(fs, f"{base}/{sub}")
-    tables = [read_file(fs, i.path, kind, schema) for i in infos if i.base_name.endswith(".parquet")]
+    tables = [t for i in infos if i.base_name.endswith(".parquet")
+              if (t := read_or_skip(fs, i.path, kind, schema, skip_unreadable)) is not None]
     return infos, (pa.concat_tables(tables) if tables else schema.empty_table())
+
+
+def read_or_skip(fs: pafs.FileSystem, path: str, kind: str, schema: pa.Schema, skip_unreadable: bool):
+    """`read_file`, or with `skip_unreadable` None and a warning naming the file (views of the store
+    show what they can; what computes from the store refuses instead)."""
+    try:
+        return read_file(fs, path, kind, schema)
+    except UserError as err:
+        if not skip_unreadable:
+            raise
+        print(f"warning: skipped {err}", file=sys.stderr)
+        return None
 
 
 

@@ -30,7 +30,7 @@ from .. import __version__
 from ..core.config import SearchConfig
 from ..core.errors import UserError
 from .files import (SAFE_NAME, TIMESTAMP, check_name, experiment_folder, experiment_path, filesystem, listing,
-                    put_file, read_all, read_file, rows_to_table, storage_root, to_json, to_parquet_bytes,
+                    put_file, read_all, read_or_skip, rows_to_table, storage_root, to_json, to_parquet_bytes,
                     utc_time)
 
 
@@ -165,10 +165,10 @@ def has_trial(storage: str, experiment: str, trial_id: str) -> bool:
     return fs.get_file_info(path).type == pafs.FileType.File
 
 
-def read_trials(source: str, experiment: str | None = None) -> pa.Table:
+def read_trials(source: str, experiment: str | None = None, skip_unreadable: bool = False) -> pa.Table:
     """Every trial row of an experiment (`source` a storage root and `experiment` its name, or
     `source` the experiment's folder), ordered by trial id."""
-    _, table = read_all(source, experiment, TRIALS_DIR, "trials", TRIAL_SCHEMA)
+    _, table = read_all(source, experiment, TRIALS_DIR, "trials", TRIAL_SCHEMA, skip_unreadable)
     return table.sort_by("trial_id") if table.num_rows else table
 
 
@@ -197,7 +197,7 @@ def _part_order(name: str) -> str:
     return name.rsplit("-", 2)[-2] if name.count("-") >= 2 else ""
 
 
-def read_epochs(source: str, experiment: str | None = None) -> pa.Table:
+def read_epochs(source: str, experiment: str | None = None, skip_unreadable: bool = False) -> pa.Table:
     """Every epoch row once per (trial_id, stage, epoch): a restarted trial reports some epochs
     again, and the last written part wins. Ordered by trial, stage, epoch."""
     folder = experiment_folder(source, experiment)
@@ -208,7 +208,8 @@ def read_epochs(source: str, experiment: str | None = None) -> pa.Table:
     infos.sort(key=lambda i: (_part_order(i.base_name), i.base_name))
     latest: dict[tuple, dict] = {}
     for info in infos:
-        for row in read_file(fs, info.path, "epochs", EPOCH_SCHEMA).to_pylist():
+        table = read_or_skip(fs, info.path, "epochs", EPOCH_SCHEMA, skip_unreadable)
+        for row in (table.to_pylist() if table is not None else []):
             latest[(row["trial_id"], row["stage"], row["epoch"])] = row
     rows = [latest[k] for k in sorted(latest)]
     return pa.Table.from_pylist(rows, schema=EPOCH_SCHEMA)
@@ -229,7 +230,7 @@ def list_experiments(storage: str) -> list[dict]:
         if not subs & {TRIALS_DIR, EPOCHS_DIR}:
             continue  # some other folder (Ray Tune's own experiment without our tables, say)
         folder = experiment_path(root, info.base_name)
-        trial_infos, trials = read_all(folder, None, TRIALS_DIR, "trials", TRIAL_SCHEMA)
+        trial_infos, trials = read_all(folder, None, TRIALS_DIR, "trials", TRIAL_SCHEMA, skip_unreadable=True)
         epoch_infos = listing(fs, f"{info.path}/{EPOCHS_DIR}")
         status = trials.column("status").to_pylist()
         mtimes = [i.mtime for i in trial_infos + epoch_infos if i.mtime is not None]

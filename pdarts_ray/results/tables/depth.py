@@ -15,19 +15,8 @@ from __future__ import annotations
 import json
 
 from .. import paper_numbers as paper
-from .common import (
-    EvalNeed,
-    Rendered,
-    Setup,
-    StoreView,
-    TableSpec,
-    error_pct,
-    fmt,
-    notes,
-    published_text,
-    published_value,
-    search_need,
-)
+from .common import (EvalNeed, Rendered, Setup, StoreView, TableSpec, error_pct, fmt, notes, published_text,
+                     published_value, search_need)
 
 
 def spec(setup: Setup) -> TableSpec:

@@ -13,23 +13,8 @@ per setting and M the paper's error and ours and the skip-connects before refine
 from __future__ import annotations
 
 from .. import paper_numbers as paper
-from .common import (
-    DROPOUT,
-    NO_DROPOUT,
-    EvalNeed,
-    Rendered,
-    Setup,
-    StoreView,
-    TableSpec,
-    error_pct,
-    fmt,
-    genotype_of_m,
-    notes,
-    published_text,
-    published_value,
-    rates,
-    search_need,
-)
+from .common import (DROPOUT, NO_DROPOUT, EvalNeed, Rendered, Setup, StoreView, TableSpec, error_pct, fmt,
+                     genotype_of_m, notes, published_text, published_value, rates, search_need)
 
 
 def spec(setup: Setup) -> TableSpec:

@@ -13,22 +13,8 @@ errors before and after, then the mean and standard deviation (n - 1) of each.
 from __future__ import annotations
 
 from .. import paper_numbers as paper
-from .common import (
-    DROPOUT,
-    EvalNeed,
-    Rendered,
-    Setup,
-    StoreView,
-    TableSpec,
-    error_pct,
-    fmt,
-    genotype_of_m,
-    mean_std,
-    notes,
-    published_text,
-    rates,
-    search_need,
-)
+from .common import (DROPOUT, EvalNeed, Rendered, Setup, StoreView, TableSpec, error_pct, fmt, genotype_of_m, mean_std,
+                     notes, published_text, rates, search_need)
 
 
 def spec(setup: Setup) -> TableSpec:

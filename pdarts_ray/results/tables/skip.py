@@ -13,25 +13,8 @@ paper's evaluation network (C = 36, 20 cells) built from each cell.
 from __future__ import annotations
 
 from .. import paper_numbers as paper
-from .common import (
-    DROPOUT,
-    PAPER_NETWORK,
-    EvalNeed,
-    Rendered,
-    Setup,
-    StoreView,
-    TableSpec,
-    count_dataset,
-    error_pct,
-    fmt,
-    genotype_of_m,
-    notes,
-    params_m,
-    published_text,
-    published_value,
-    rates,
-    search_need,
-)
+from .common import (DROPOUT, PAPER_NETWORK, EvalNeed, Rendered, Setup, StoreView, TableSpec, count_dataset, error_pct,
+                     fmt, genotype_of_m, notes, params_m, published_text, published_value, rates, search_need)
 
 
 def spec(setup: Setup) -> TableSpec:

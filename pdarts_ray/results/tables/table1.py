@@ -15,21 +15,8 @@ from __future__ import annotations
 import json
 
 from .. import paper_numbers as paper
-from .common import (
-    PAPER_NETWORK,
-    EvalNeed,
-    Rendered,
-    Setup,
-    StoreView,
-    TableSpec,
-    error_pct,
-    fmt,
-    notes,
-    params_m,
-    published_text,
-    published_value,
-    search_need,
-)
+from .common import (PAPER_NETWORK, EvalNeed, Rendered, Setup, StoreView, TableSpec, error_pct, fmt, notes, params_m,
+                     published_text, published_value, search_need)
 
 
 def spec(setup: Setup) -> TableSpec:
