@@ -3,7 +3,9 @@ beside Ray Tune's own state, which is what `--resume` needs."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+from ..core.checkpoint import write_bytes_atomic
 from ..core.errors import UserError
 from ..results import locate
 from ..results.files import filesystem
@@ -12,12 +14,16 @@ SWEEP_FILE = "sweep.json"
 
 
 def save_setup(path: str, setup: dict) -> None:
+    """Write `sweep.json` whole or not at all: locally a unique temporary file, fsync'ed and
+    renamed; on an object store one put (an object appears whole; a move would copy)."""
+    data = (json.dumps(setup, indent=1) + "\n").encode()
+    if "://" not in path:
+        write_bytes_atomic(Path(path) / SWEEP_FILE, data)
+        return
     fs, base = filesystem(path)
     fs.create_dir(base, recursive=True)
-    tmp = f"{base}/.{SWEEP_FILE}.tmp"
-    with fs.open_output_stream(tmp) as out:
-        out.write((json.dumps(setup, indent=1) + "\n").encode())
-    fs.move(tmp, f"{base}/{SWEEP_FILE}")
+    with fs.open_output_stream(f"{base}/{SWEEP_FILE}") as out:
+        out.write(data)
 
 
 # what run_sweep saves, with the types each value may have (None: the key may be null)

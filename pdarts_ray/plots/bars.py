@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .style import check_targets, plt, save_figure, targets
+from .style import check_targets, plt, render, targets, write_pictures
 
 # ---------------------------------------------------------------- bars
 
@@ -27,13 +27,19 @@ def plot_bars(title: str, groups: list[str], series: dict[str, list[float | None
               out_stem: Path, note: str | None = None) -> list[Path]:
     """Grouped bars, one group per entry of `groups` and one bar per series (e.g. "paper"
     and "ours"); a None value leaves its bar out. Writes `<out_stem>.png` and `.svg`."""
+    out_stem = Path(out_stem)
+    check_targets(targets(out_stem))
+    return write_pictures(bar_pictures(title, groups, series, ylabel, note), out_stem)
+
+
+def bar_pictures(title: str, groups: list[str], series: dict[str, list[float | None]], ylabel: str,
+                 note: str | None = None) -> dict[str, bytes]:
+    """`plot_bars`' figure, rendered (format -> bytes) but not written."""
     if not groups or not series:
         raise ValueError("plot_bars: need at least one group and one series")
     for name, values in series.items():
         if len(values) != len(groups):
             raise ValueError(f"plot_bars: series {name!r} has {len(values)} values for {len(groups)} groups")
-    out_stem = Path(out_stem)
-    check_targets(targets(out_stem))
     n = len(series)
     width = 0.8 / n
     fig, ax = plt.subplots(figsize=(max(5.5, 1.1 * len(groups) * max(n, 2) * 0.6 + 2), 4.8))
@@ -64,4 +70,4 @@ def plot_bars(title: str, groups: list[str], series: dict[str, list[float | None
         fig.tight_layout(rect=(0, 0.06, 1, 1))
     else:
         fig.tight_layout()
-    return save_figure(fig, out_stem)
+    return render(fig)

@@ -5,6 +5,7 @@ target that exists and is not a PNG or SVG is refused.
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Sequence
 
@@ -13,6 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from ..core.checkpoint import write_bytes_atomic
 from ..core.errors import UserError  # noqa: E402
 
 FORMATS = ("png", "svg")
@@ -81,16 +83,33 @@ def prepare_dir(out_dir: Path) -> Path:
     return out_dir
 
 
-def save_figure(fig, stem: Path) -> list[Path]:
-    paths = targets(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
+def render(fig) -> dict[str, bytes]:
+    """The figure as the bytes of each format, closed afterwards."""
+    out = {}
     try:
-        for path in paths:
+        for fmt in FORMATS:
             # a fixed hash salt and no date keep a re-rendered SVG byte-identical
-            metadata = {"Date": None} if path.suffix == ".svg" else {"Software": None}
+            metadata = {"Date": None} if fmt == "svg" else {"Software": None}
+            buffer = io.BytesIO()
             # SVG text stays text (not glyph outlines): searchable and editable
             with plt.rc_context({"svg.fonttype": "none", "svg.hashsalt": "pdarts-ray"}):
-                fig.savefig(path, format=path.suffix[1:], dpi=DPI, metadata=metadata)
+                fig.savefig(buffer, format=fmt, dpi=DPI, metadata=metadata)
+            out[fmt] = buffer.getvalue()
     finally:
         plt.close(fig)
+    return out
+
+
+def write_pictures(pictures: dict[str, bytes], stem: Path) -> list[Path]:
+    """Write rendered pictures as `<stem>.<format>`, each atomically (never half a file)."""
+    paths = []
+    for fmt, data in pictures.items():
+        path = stem.parent / f"{stem.name}.{fmt}"
+        write_bytes_atomic(path, data)
+        paths.append(path)
     return paths
+
+
+def save_figure(fig, stem: Path) -> list[Path]:
+    """Render every format first, then write them: a failed render leaves the old files."""
+    return write_pictures(render(fig), Path(stem))

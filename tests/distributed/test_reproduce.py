@@ -264,6 +264,26 @@ def test_outputs_are_written(tmp_path):
     assert to_csv(r).splitlines()[1].startswith("P-DARTS (synthetic),2.50,2.62")
 
 
+def test_outputs_are_replaced_only_after_all_were_made(tmp_path, monkeypatch):
+    add_search(tmp_path, "main", smoke_config(), by_m={m: PD for m in range(9)})
+    add_eval(tmp_path, PD, 2.625)
+    r = table(tmp_path, "table1")
+    out = tmp_path / "out"
+    write_outputs(r, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the figure failed")
+
+    from pdarts_ray.plots import bars
+
+    monkeypatch.setattr(bars, "render", broken)
+    r.rows[0][2] = "9.99"
+    with pytest.raises(RuntimeError):
+        write_outputs(r, out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the .md and .csv kept theirs too
+
+
 def test_no_run_flag_renders_from_the_store_and_starts_nothing(tmp_path):
     code, out, err = run_cli("reproduce", "skip", "--preset", "smoke", "--storage", tmp_path / "store", "--no-run",
                              "--out", tmp_path / "out", "--json")

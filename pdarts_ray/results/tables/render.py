@@ -2,9 +2,9 @@
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from ...core.errors import UserError
 from .common import Rendered, Setup
 
 # ---------------------------------------------------------------- output
@@ -46,20 +46,24 @@ def rich_table(r: Rendered):
 
 
 def write_outputs(r: Rendered, out: Path) -> list[str]:
-    """`<table>.md`, `<table>.csv` and the figure (`<table>.png`, `<table>.svg`) in `out`."""
-    from ...plots import plot_bars
+    """`<table>.md`, `<table>.csv` and the figure (`<table>.png`, `<table>.svg`) in `out`. All are
+    made before any is written, and each is replaced atomically: a failure leaves the old files."""
+    from ...core.checkpoint import write_bytes_atomic
+    from ...plots.bars import bar_pictures
+    from ...plots.style import check_targets, targets, write_pictures
 
-    out.mkdir(parents=True, exist_ok=True)
-    files = []
-    for suffix, text in (("md", to_markdown(r)), ("csv", to_csv(r))):
-        path = out / f"{r.name}.{suffix}"
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
-        files.append(str(path))
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out: {out} exists and is not a folder")
+    check_targets(targets(out / r.name))
+    texts = {f"{r.name}.md": to_markdown(r).encode(), f"{r.name}.csv": to_csv(r).encode()}
     note = r.notes[1] if len(r.notes) > 1 else None
-    figures = plot_bars(r.title, r.figure["groups"], r.figure["series"], r.figure["ylabel"], out / r.name, note=note)
-    return files + [str(p) for p in figures]
+    pictures = bar_pictures(r.title, r.figure["groups"], r.figure["series"], r.figure["ylabel"], note)
+    files = []
+    for name, data in texts.items():
+        write_bytes_atomic(out / name, data)
+        files.append(str(out / name))
+    return files + [str(p) for p in write_pictures(pictures, out / r.name)]
 
 
 def default_out(table: str, setup: Setup) -> Path:
