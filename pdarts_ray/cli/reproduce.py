@@ -59,7 +59,7 @@ def cmd_reproduce(args) -> int:
     try:
         with _stdout_to_stderr():
             outcome = reproduce(args.table, setup, args.storage, args.address, run=not args.no_run, log=log,
-                                verbose=0 if quiet else 1, progress=not args.quiet)
+                                verbose=0 if quiet else 1, progress=not args.quiet, take_over=args.take_over)
     except ReproduceFailed as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -108,5 +108,7 @@ def register(sub, groups) -> None:
     p.add_argument("--out", metavar="DIR", help="output folder (default ./pdarts-reproduce/<table>-<preset>/)")
     p.add_argument("--no-run", action="store_true",
                    help="start nothing: render what the store holds, missing cells as -, and list what is missing")
+    p.add_argument("--take-over", action="store_true",
+                   help="claim the table's family even if another reproduce holds it (one that is gone)")
     add_common_flags(p)
     p.set_defaults(func=cmd_reproduce)

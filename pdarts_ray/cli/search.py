@@ -87,7 +87,8 @@ def cmd_search(args) -> int:
     stream = sys.stderr if args.json else sys.stdout
     hooks = None if args.quiet else SearchProgress(cfg.cells, cfg.ops_kept, cfg.epochs, cfg.warmup_epochs, stream)
     try:
-        result = resume_search(run_dir, hooks) if args.resume else run_search(cfg, run_dir, hooks)
+        result = (resume_search(run_dir, hooks, args.take_over) if args.resume
+                  else run_search(cfg, run_dir, hooks, args.take_over))
     finally:
         if hooks is not None:
             hooks.close()
@@ -145,5 +146,7 @@ def register(sub, groups) -> None:
     p.add_argument("--out", metavar="DIR", help="run folder (default ./pdarts-runs/search-<time>); must be new or empty")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--take-over", action="store_true",
+                   help="claim the run folder even if another driver holds it (one that is gone with its machine)")
     add_common_flags(p)
     p.set_defaults(func=cmd_search)

@@ -32,7 +32,7 @@ def _run(args, verbose: int) -> dict:
         if given:
             raise UserError(f"sweep --resume: cannot be combined with {', '.join(given)} "
                             "(a resumed sweep keeps its saved definition)")
-        out = resume_sweep(args.resume, args.storage, args.address, verbose=verbose)
+        out = resume_sweep(args.resume, args.storage, args.address, verbose=verbose, take_over=args.take_over)
     else:
         if not args.space:
             raise UserError("sweep: give --space FILE (a sweep definition) or --resume NAME")
@@ -73,5 +73,8 @@ def register(sub, groups) -> None:
     p.add_argument("--address", metavar="ADDR", help="Ray cluster to join (default: $RAY_ADDRESS, a running "
                                                       "cluster, else a local Ray)")
     p.add_argument("--resume", metavar="NAME_OR_PATH", help="continue an interrupted sweep")
+    p.add_argument("--take-over", action="store_true",
+                   help="with --resume: claim the experiment even if another driver holds it (one lost with its "
+                        "node, pod or Ray Job)")
     add_common_flags(p)
     p.set_defaults(func=cmd_sweep)

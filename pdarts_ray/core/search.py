@@ -23,6 +23,7 @@ import torch
 
 from .. import __version__
 from .checkpoint import CheckpointDir, append_jsonl, read_jsonl, rewrite_jsonl, write_json_atomic
+from .claim import CLAIM_FILE, claim_folder
 from .config import SearchConfig, from_dict, to_dict
 from .data import DeviceImages, ImageData, load_dataset
 from .errors import UserError
@@ -306,18 +307,23 @@ def load_search_data(cfg: SearchConfig) -> ImageData:
 
 
 def check_out_dir(run_dir: Path) -> None:
+    """A new run folder: missing or empty (a driver's claim aside)."""
     run_dir = Path(run_dir)
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+    if run_dir.exists() and (not run_dir.is_dir() or any(p.name != CLAIM_FILE for p in run_dir.iterdir())):
         raise UserError(f"{run_dir}: output folder exists and is not empty (choose another --out)")
 
 
-def run_search(cfg: SearchConfig, run_dir: Path, hooks: SearchHooks | None = None) -> dict:
-    """A new search in `run_dir`. Bad input (folder, device, data) fails before anything is written."""
+def run_search(cfg: SearchConfig, run_dir: Path, hooks: SearchHooks | None = None, take_over: bool = False) -> dict:
+    """A new search in `run_dir`, which it claims for its duration (one driver per run folder).
+    Bad input (folder, device, data) fails before anything is written."""
     check_out_dir(run_dir)
     resolve_device(cfg.device)
     data = load_search_data(cfg)
-    return ProgressiveSearch.create(cfg, run_dir, hooks).run(data=data)
+    with claim_folder(run_dir, "pdarts-ray search", take_over):
+        return ProgressiveSearch.create(cfg, run_dir, hooks).run(data=data)
 
 
-def resume_search(run_dir: Path, hooks: SearchHooks | None = None) -> dict:
-    return ProgressiveSearch.open(run_dir, hooks).run(resume=True)
+def resume_search(run_dir: Path, hooks: SearchHooks | None = None, take_over: bool = False) -> dict:
+    search = ProgressiveSearch.open(run_dir, hooks)
+    with claim_folder(run_dir, "pdarts-ray search --resume", take_over):
+        return search.run(resume=True)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from ..core.checkpoint import write_bytes_atomic
+from ..core.claim import CLAIM_FILE, Claim, LocalClaimFiles
 from ..core.errors import UserError
 from ..results import locate
 from ..results.files import filesystem
@@ -102,3 +103,104 @@ def tune_state_missing(path: str) -> bool:
     fs, base = filesystem(path)
     infos = fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
     return not any(i.base_name.startswith("experiment_state") for i in infos)
+
+
+# ---------------------------------------------------------------- one driver per experiment
+
+class ObjectClaimFiles:
+    """The claim file of an experiment on S3: conditional writes make creating, taking over
+    and renewing atomic (If-None-Match on create; If-Match on the version read)."""
+
+    def __init__(self, path: str):
+        fs, base = filesystem(path)
+        self.bucket, prefix = base.split("/", 1) if "/" in base else (base, "")
+        self.key = f"{prefix.rstrip('/')}/{CLAIM_FILE}".lstrip("/")
+        self.where = f"s3://{self.bucket}/{self.key}"
+
+    def create(self, data: bytes):
+        return self._put(data, IfNoneMatch="*")
+
+    def read(self):
+        from botocore.exceptions import ClientError
+
+        from ..results.files import s3_client
+
+        try:
+            response = s3_client().get_object(Bucket=self.bucket, Key=self.key)
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise UserError(f"{self.where}: cannot read ({str(err).splitlines()[0][:160]})") from None
+        return response["Body"].read(), response["ETag"]
+
+    def replace(self, version, data: bytes):
+        return self._put(data, IfMatch=version)
+
+    def remove(self, version) -> None:
+        from botocore.exceptions import ClientError
+
+        from ..results.files import s3_client
+
+        try:
+            s3_client().delete_object(Bucket=self.bucket, Key=self.key, IfMatch=version)
+        except ClientError:
+            pass  # taken over meanwhile, or already gone: not ours to remove
+
+    def _put(self, data: bytes, **condition):
+        from botocore.exceptions import ClientError
+
+        from ..results.files import precondition_failed, s3_client
+
+        try:
+            return s3_client().put_object(Bucket=self.bucket, Key=self.key, Body=data, **condition)["ETag"]
+        except ClientError as err:
+            if precondition_failed(err) or err.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise UserError(f"{self.where}: cannot write ({str(err).splitlines()[0][:160]})") from None
+
+
+class BestEffortClaimFiles:
+    """Other object stores (gs://, ...): no conditional writes through pyarrow, so a claim is
+    checked, then written. Two drivers starting within the same moment may both proceed."""
+
+    def __init__(self, path: str):
+        fs, base = filesystem(path)
+        self.fs, self.path, self.where = fs, f"{base}/{CLAIM_FILE}", f"{path.rstrip('/')}/{CLAIM_FILE}"
+
+    def create(self, data: bytes):
+        import pyarrow.fs as pafs
+
+        if self.fs.get_file_info(self.path).type != pafs.FileType.NotFound:
+            return None
+        return self._write(data)
+
+    def read(self):
+        try:
+            with self.fs.open_input_stream(self.path) as f:
+                data = f.readall()
+        except (FileNotFoundError, OSError):
+            return None
+        return data, data
+
+    def replace(self, version, data: bytes):
+        current = self.read()
+        return self._write(data) if current is not None and current[1] == version else None
+
+    def remove(self, version) -> None:
+        current = self.read()
+        if current is not None and current[1] == version:
+            self.fs.delete_file(self.path)
+
+    def _write(self, data: bytes):
+        with self.fs.open_output_stream(self.path) as out:
+            out.write(data)
+        return data
+
+
+def claim_experiment(path: str, command: str, take_over: bool = False) -> Claim:
+    """A claim on an experiment folder (local path or URI), not yet acquired."""
+    if "://" not in path:
+        return Claim(LocalClaimFiles(Path(path)), command, take_over)
+    if path.startswith("s3://"):
+        return Claim(ObjectClaimFiles(path), command, take_over)
+    return Claim(BestEffortClaimFiles(path), command, take_over)

@@ -20,7 +20,7 @@ from ..results import experiment_path
 from ..results.tables import table_spec
 from ..results.tables.common import (EvalNeed, Rendered, SearchNeed, Setup, StoreView, canonical_genotype, digest,
                                      eval_key, family_experiments, search_key)
-from .experiment import SWEEP_FILE, exists, load_setup, tune_state_missing
+from .experiment import SWEEP_FILE, claim_experiment, exists, load_setup, tune_state_missing
 
 
 class ReproduceFailed(Exception):
@@ -187,15 +187,25 @@ class Outcome:
 
 
 def reproduce(table: str, setup: Setup, storage: str | None = None, address: str | None = None, run: bool = True,
-              log=lambda line: None, verbose: int = 0, progress: bool = False) -> Outcome:
-    """Start what the table lacks in the store (unless `run` is False), then compute it."""
+              log=lambda line: None, verbose: int = 0, progress: bool = False, take_over: bool = False) -> Outcome:
+    """Start what the table lacks in the store (unless `run` is False), then compute it. A run
+    that may start work claims the table's family first (one reproduce per family at a time)."""
     from ..results import storage_root
+
+    root = storage_root(storage)
+    spec = table_spec(table, setup)
+    if not run:
+        return _reproduce(spec, setup, root, address, False, log, verbose, progress)
+    with claim_experiment(experiment_path(root, setup.experiment), f"pdarts-ray reproduce {table}", take_over):
+        return _reproduce(spec, setup, root, address, True, log, verbose, progress)
+
+
+def _reproduce(spec, setup: Setup, root: str, address: str | None, run: bool, log, verbose: int,
+               progress: bool) -> Outcome:
     from .connect import connect_ray
     from .definition import Sweep, parse_sweep
     from .sweep import resume_sweep, run_sweep
 
-    spec = table_spec(table, setup)
-    root = storage_root(storage)
     store = StoreView(root, setup.experiment)
     missing = [n for n in spec.searches if store.search(n) is None]
     unique = list({n.key: n for n in missing}.values())

@@ -17,7 +17,8 @@ from ..core.config import SearchConfig, to_dict
 from ..core.errors import UserError
 from .connect import announce_dashboard, connect_ray
 from .definition import Sweep
-from .experiment import exists, load_setup, locate_experiment, save_setup, tune_state_missing
+from .experiment import (SWEEP_FILE, claim_experiment, exists, load_setup, locate_experiment, save_setup,
+                         tune_state_missing)
 from .packing import gpus_for
 from .storing import StoreResults, reconcile, summary
 from .testing import trial_resources, worker_env
@@ -126,7 +127,8 @@ def _prepare_driver() -> None:
 
 
 def run_sweep(sweep: Sweep, address: str | None = None, verbose: int = 1) -> dict:
-    """Run a sweep to its end and store every trial; returns the experiment's summary."""
+    """Run a sweep to its end and store every trial; returns the experiment's summary. The
+    experiment is claimed first: a second driver with the same name stops with one line."""
     from ..results import experiment_path, storage_root
 
     storage = storage_root(sweep.storage)
@@ -137,14 +139,26 @@ def run_sweep(sweep: Sweep, address: str | None = None, verbose: int = 1) -> dic
     if exists(path):
         raise UserError(f"{path}: experiment exists (continue it with --resume {name}, or choose another --name)")
     base = sweep.base_config()
+    with claim_experiment(path, "pdarts-ray sweep"):
+        if exists(f"{path}/{SWEEP_FILE}"):  # a driver with the same name got here first and has ended
+            raise UserError(f"{path}: experiment exists (continue it with --resume {name}, or choose another --name)")
+        return _run(sweep, setup_of(sweep, name, storage, path, base, verbose), address, verbose)
+
+
+def setup_of(sweep: Sweep, name: str, storage: str, path: str, base, verbose: int) -> dict:
+    """What `sweep.json` holds, all a resume needs (the GPU share is filled in once Ray runs)."""
+    return {"name": name, "storage": storage, "experiment_path": path, "sweep": sweep.to_dict(),
+            "base_config": to_dict(base), "gpus_per_trial": 0.0, "cpus_per_trial": sweep.cpus_per_trial,
+            "max_failures": sweep.max_failures, "worker_env": worker_env(), "local_runs": _local_runs(storage, name),
+            "verbose": verbose}
+
+
+def _run(sweep: Sweep, setup: dict, address: str | None, verbose: int) -> dict:
+    path, storage, name = setup["experiment_path"], setup["storage"], setup["name"]
     _prepare_driver()
     started = connect_ray(address, sweep)
     try:
-        gpus = gpus_for(sweep, to_dict(base))
-        setup = {"name": name, "storage": storage, "experiment_path": path, "sweep": sweep.to_dict(),
-                 "base_config": to_dict(base), "gpus_per_trial": gpus, "cpus_per_trial": sweep.cpus_per_trial,
-                 "max_failures": sweep.max_failures, "worker_env": worker_env(),
-                 "local_runs": _local_runs(storage, name), "verbose": verbose}
+        setup["gpus_per_trial"] = gpus_for(sweep, setup["base_config"])
         save_setup(path, setup)
         if verbose:
             announce_dashboard()
@@ -167,17 +181,23 @@ def _local_runs(storage: str, name: str) -> str | None:
 
 
 def resume_sweep(name_or_path: str, storage: str | None = None, address: str | None = None,
-                 verbose: int = 1) -> dict:
+                 verbose: int = 1, take_over: bool = False) -> dict:
     """Continue an interrupted sweep: finished trials stay as they are, unfinished ones
-    continue from their last epoch checkpoints, missing rows are written."""
-    from ray import tune
-
+    continue from their last epoch checkpoints, missing rows are written. The experiment is
+    claimed first: a resume while another driver runs it stops with one line."""
     path = locate_experiment(name_or_path, storage)
     setup = load_setup(path)
     setup["verbose"] = verbose
     sweep = Sweep(**setup["sweep"])  # validated by load_setup
     if tune_state_missing(path):
         raise UserError(f"{path}: the sweep stopped before Ray Tune saved its state; start it again under a new name")
+    with claim_experiment(path, "pdarts-ray sweep --resume", take_over):
+        return _resume(sweep, setup, path, address, verbose)
+
+
+def _resume(sweep: Sweep, setup: dict, path: str, address: str | None, verbose: int) -> dict:
+    from ray import tune
+
     _prepare_driver()
     started = connect_ray(address, sweep)
     try:

@@ -82,6 +82,32 @@ def to_parquet_bytes(table: pa.Table, kind: str) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
+def s3_client():
+    """A boto3 S3 client configured as the AWS tools are (credentials, region, and the
+    endpoint from AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, as pyarrow reads them too)."""
+    import boto3
+
+    return boto3.client("s3")
+
+
+def precondition_failed(err) -> bool:
+    code = getattr(err, "response", {}).get("Error", {}).get("Code")
+    return code in ("PreconditionFailed", "412", "ConditionalRequestConflict")
+
+
+def s3_put(bucket: str, key: str, data: bytes, exclusive: bool) -> bool:
+    """Put an object; with `exclusive` only if none exists (If-None-Match), False if one does."""
+    from botocore.exceptions import ClientError
+
+    try:
+        s3_client().put_object(Bucket=bucket, Key=key, Body=data, **({"IfNoneMatch": "*"} if exclusive else {}))
+    except ClientError as err:
+        if exclusive and precondition_failed(err):
+            return False
+        raise UserError(f"s3://{bucket}/{key}: cannot write ({str(err).splitlines()[0][:160]})") from None
+    return True
+
+
 def put_file(fs: pafs.FileSystem, path: str, data: bytes, exclusive: bool) -> bool:
     """Write under a hidden name, then move into place. `exclusive`: never replace an existing
     file; False if there is one."""
@@ -89,12 +115,14 @@ def put_file(fs: pafs.FileSystem, path: str, data: bytes, exclusive: bool) -> bo
     folder, name = os.path.split(path) if local else path.rsplit("/", 1)
     tmp = f"{folder}/.{name}.{uuid.uuid4().hex}.tmp"
     fs.create_dir(folder, recursive=True)
-    if not local:  # object stores: a new object appears whole; checking first is the best there is
+    if isinstance(fs, pafs.S3FileSystem):  # a conditional put: exactly once, even between racing writers
+        bucket, key = path.split("/", 1)
+        return s3_put(bucket, key, data, exclusive)
+    if not local:  # other object stores: a new object appears whole; checking first is the best there is
         if exclusive and fs.get_file_info(path).type != pafs.FileType.NotFound:
             return False
-        with fs.open_output_stream(tmp) as out:
+        with fs.open_output_stream(path) as out:
             out.write(data)
-        fs.move(tmp, path)
         return True
     with open(tmp, "wb") as f:
         f.write(data)
