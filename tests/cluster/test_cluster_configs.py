@@ -45,11 +45,23 @@ def shell_commands(line):
     return out
 
 
-def ray_start_commands(config):
+def split_env(command):
+    """(the VAR=value assignments before a command, the command's argument list)."""
+    env = {}
+    while command and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=.*", command[0]):
+        key, value = command[0].split("=", 1)
+        env[key] = value
+        command = command[1:]
+    return env, command
+
+
+def ray_start_commands(config, with_env=False):
     cmds = []
     for key in START_KEYS:
         for line in config[key]:
-            cmds += [c for c in shell_commands(line) if c[:2] == ["ray", "start"]]
+            for env, argv in map(split_env, shell_commands(line)):
+                if argv[:2] == ["ray", "start"]:
+                    cmds.append((env, argv) if with_env else argv)
     return cmds
 
 
@@ -107,6 +119,41 @@ def test_every_ray_start_binds_the_dashboard_to_loopback(name):
     assert ray_start_commands(prepare_config(config)) == starts
 
 
+@pytest.mark.parametrize("name", CONFIGS)
+def test_every_ray_start_requires_the_token(name):
+    config = load(name)
+    starts = ray_start_commands(config, with_env=True)
+    assert starts and all(env.get("RAY_AUTH_MODE") == "token" for env, _ in starts)
+    assert ray_start_commands(prepare_config(config), with_env=True) == starts
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_every_node_gets_the_clusters_token_and_every_driver_token_mode(name):
+    config = load(name)
+    source = config["file_mounts"]["~/.ray/auth_token"]  # Ray's default token path on every node
+    assert source.startswith("~/.ray/") and source.endswith(".token")
+    assert not (ROOT / source.lstrip("~/")).exists()  # made on the user's machine, never in the repository
+    assert any("chmod 600 ~/.ray/auth_token" in c for c in config["setup_commands"])
+    assert any("export RAY_AUTH_MODE=token" in c and ".bashrc" in c for c in config["setup_commands"])
+
+
+def test_token_check_catches_a_start_without_it():
+    config = load("cluster/local.yaml")
+    config["worker_start_ray_commands"] = [c.replace("RAY_AUTH_MODE=token ", "") for c in
+                                           config["worker_start_ray_commands"]]
+    assert [argv for env, argv in ray_start_commands(config, with_env=True) if env.get("RAY_AUTH_MODE") != "token"]
+
+
+def test_aws_nodes_require_imdsv2_encrypt_their_volumes_and_use_the_projects_profiles():
+    config = load("cluster/gpu.yaml")
+    for name, node_type in config["available_node_types"].items():
+        node = node_type["node_config"]
+        assert node["MetadataOptions"]["HttpTokens"] == "required", name
+        assert all(m["Ebs"]["Encrypted"] is True for m in node["BlockDeviceMappings"]), name
+        expected = "pdarts-ray-head" if name == config["head_node_type"] else "pdarts-ray-worker"
+        assert node["IamInstanceProfile"]["Name"] == expected, name
+
+
 def test_dashboard_check_catches_an_exposed_dashboard():
     config = load("cluster/gpu.yaml")
     config["head_start_ray_commands"] = [
@@ -159,8 +206,9 @@ def test_setup_installs_the_project_with_the_pinned_ray(name):
     ray_specs = [a for c in pip_lines for a in c if re.match(r"ray(\[|=|$)", a)]
     assert ray_specs == [pin]
     assert any("-e" in c and "~/pdarts-ray" in c for c in pip_lines)
-    # The project reaches the nodes through file_mounts, from the repository root.
-    assert config["file_mounts"] == {"~/pdarts-ray": "."}
+    # The project reaches the nodes through file_mounts, from the repository root (beside the token).
+    assert config["file_mounts"]["~/pdarts-ray"] == "."
+    assert set(config["file_mounts"]) == {"~/pdarts-ray", "~/.ray/auth_token"}
     assert (ROOT / ".").joinpath("pyproject.toml").exists()
 
 
