@@ -86,3 +86,48 @@ def exported_until(url: str, prefix: str, done, timeout: float = 60) -> dict:
             break
         time.sleep(1)
     return samples
+
+
+@pytest.fixture(scope="module")
+def s3_server(tmp_path_factory):
+    """A local S3-compatible server (moto's server mode) on 127.0.0.1, with a bucket, found by
+    boto3, pyarrow and Ray through the standard AWS environment variables."""
+    import shutil
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    server = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(tmp_path_factory.mktemp("moto") / "server.log", "w")
+    proc = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log)
+    env = {"AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+           "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        deadline = time.time() + 30
+        while True:
+            try:
+                urllib.request.urlopen(env["AWS_ENDPOINT_URL_S3"], timeout=2)
+                break
+            except OSError:
+                assert proc.poll() is None and time.time() < deadline, "moto's server did not start"
+                time.sleep(0.2)
+        import boto3
+
+        boto3.client("s3").create_bucket(Bucket="pdarts-results")
+        yield {"bucket": "pdarts-results", "env": env, "endpoint": env["AWS_ENDPOINT_URL_S3"]}
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

@@ -6,9 +6,10 @@ cluster up through Ray's own launcher. The YAML's setup commands run unchanged (
 and PDARTS_STORAGE in ~/.bashrc, the pip install of the synced project with the pinned Ray).
 
 Two things are prepared the way an on-prem machine would have them, to keep the test to
-minutes: the user's venv shares this interpreter's installed packages (--system-site-packages)
-instead of downloading torch and Ray again (with the `ray` console scripts pip would have
-added had it installed Ray there), and RAY_TMPDIR in the user's ~/.bashrc keeps its
+minutes: the user's venv shares this interpreter's installed packages (a .pth file adds the
+site-packages of the environment running the tests) instead of downloading torch and Ray
+again (with the `ray` console scripts pip would have added had it installed Ray there), and
+the cluster's token is a file made here, where a user would make it. RAY_TMPDIR in the user's ~/.bashrc keeps its
 Ray session apart from any other Ray on the machine. A worker node cannot be had on one
 machine: Ray's launcher reaches every node as the same SSH user, and `ray stop` in a worker's
 start commands would stop the head's processes too. So the cluster is the head alone, and the
@@ -26,7 +27,9 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -190,14 +193,27 @@ def add_console_scripts(user, venv, dist="ray"):
         run(["chown", f"{user}:{user}", script])
 
 
-def loopback_config(user, key, storage, cluster_name):
+def share_site_packages(user, venv):
+    """Let the user's venv import what this interpreter's environment has installed."""
+    import site
+
+    (lib,) = list((venv / "lib").glob("python3*"))
+    lines = "".join(f"import site; site.addsitedir({d!r})\n" for d in site.getsitepackages())
+    pth = lib / "site-packages" / "zz-shared-site-packages.pth"  # after the venv's own .pth files
+    pth.write_text(lines)
+    run(["chown", f"{user}:{user}", pth])
+
+
+def loopback_config(user, key, storage, cluster_name, token_file):
     """cluster/local.yaml with only IPs, user, key and paths changed (and a cluster name of its own)."""
     config = yaml.safe_load((ROOT / "cluster" / "local.yaml").read_text())
     config["cluster_name"] = cluster_name
     config["provider"].update(head_ip="127.0.0.1", worker_ips=[])
     config["min_workers"] = config["max_workers"] = 0
     config["auth"].update(ssh_user=user, ssh_private_key=str(key))
-    config["file_mounts"] = {remote: str((ROOT / local).resolve()) for remote, local in config["file_mounts"].items()}
+    config["file_mounts"] = {remote: str((ROOT / local).resolve()) for remote, local in config["file_mounts"].items()
+                             if remote != "~/.ray/auth_token"}
+    config["file_mounts"]["~/.ray/auth_token"] = str(token_file)  # the token a user makes on their machine
     (old,) = {m for c in config["setup_commands"] for m in re.findall(r"echo 'export PDARTS_STORAGE=([^']+)'", c)}
     config["setup_commands"] = [c.replace(old, str(storage)) for c in config["setup_commands"]]
     if port_open("127.0.0.1", 8265):
@@ -288,6 +304,18 @@ def forget_local_cluster_files(config_path):
         user_dir.rmdir()
 
 
+def gcs_client_works(token) -> bool:
+    """Whether a driver on this machine can join the head's GCS (with this token, or none)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env["HOME"] = tempfile.mkdtemp()  # no token file of its own
+    if token:
+        env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
+    code = ("import ray; ray.init(address='127.0.0.1:6379', log_to_driver=False); "
+            "print(ray.get(ray.remote(lambda: 42).remote()))")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    return proc.returncode == 0 and "42" in proc.stdout
+
+
 def ray_cli():
     return Path(sys.executable).parent / "ray"
 
@@ -306,8 +334,11 @@ def test_ray_up_submit_down_on_one_machine(tmp_path):
         # The machine's Python environment: a venv of the user's sharing this interpreter's packages.
         let_user_reach(user, sys.prefix, cleanup)
         let_user_reach(user, Path(sys.executable).resolve(), cleanup)
-        as_user(user, sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", home / "pdarts-venv")
+        as_user(user, sys.executable, "-m", "venv", "--without-pip", home / "pdarts-venv")
+        share_site_packages(user, home / "pdarts-venv")
         add_console_scripts(user, home / "pdarts-venv")
+        token = os.urandom(24).hex()
+        (tmp_path / "cluster.token").write_text(token)
         with open(home / ".bashrc", "a") as f:
             f.write(f"export RAY_TMPDIR={home}/raytmp\n")
         storage = home / "results"
@@ -316,7 +347,8 @@ def test_ray_up_submit_down_on_one_machine(tmp_path):
 
         cluster_name = f"pdarts-e2e-{user}"
         config_path = tmp_path / "loopback.yaml"
-        config_path.write_text(yaml.safe_dump(loopback_config(user, key, storage, cluster_name)))
+        config_path.write_text(yaml.safe_dump(loopback_config(user, key, storage, cluster_name,
+                                                              tmp_path / "cluster.token")))
         ray = ray_cli()
 
         def down():
@@ -341,8 +373,15 @@ def test_ray_up_submit_down_on_one_machine(tmp_path):
             time.sleep(0.5)
         http = [(host, p) for host, p in listening_addresses(dashboard) if p == port]
         assert http == [("127.0.0.1", port)], http
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/version", timeout=10) as answer:
+        # Token authentication: refused without the cluster's token, answered with it.
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/version", timeout=10)
+        assert refused.value.code == 401
+        signed = urllib.request.Request(f"http://127.0.0.1:{port}/api/version",
+                                        headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(signed, timeout=10) as answer:
             assert json.loads(answer.read())["ray_version"] == ray_version
+        assert gcs_client_works(token) and not gcs_client_works(None)
         for ip in machine_ips():
             assert not port_open(ip, port), ip
 

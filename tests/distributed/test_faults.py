@@ -378,3 +378,76 @@ def test_a_removed_worker_node_moves_the_trial_which_ends_with_the_undisturbed_g
     assert json.loads(trials[0]["genotype"]) == reference["genotype"]
     assert json.loads(trials[0]["genotypes_by_m"]) == reference["final_by_M"]
     assert [r["train_loss"] for r in lines] == pytest.approx(reference["train_loss"], rel=1e-6)
+
+
+# ---------------------------------------------------------------- a Train worker killed at random moments
+
+def _train_worker_pids() -> list[int]:
+    """Ray Train workers of this machine (Ray names a worker's process after its actor)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and (proc / "cmdline").read_bytes().startswith(b"ray::RayTrainWorker"):
+                pids.append(int(proc.name))
+        except OSError:
+            pass
+    return pids
+
+
+KILLS = 3
+LONGER_SMOKE = {"synthetic_size": 512, "epochs": 4, "warmup_epochs": 1}  # epochs of seconds: room to land inside one
+
+
+def test_a_train_worker_sigkilled_at_random_moments_inside_epochs_resumes_to_the_undisturbed_genotype(
+        cluster, tmp_path):
+    from pdarts_ray.core.search import run_search
+    from pdarts_ray.distributed.definition import parse_sweep
+    from pdarts_ray.distributed.sweep import run_sweep
+
+    definition = {"name": "killed", "base": {"preset": "smoke", "config": LONGER_SMOKE},
+                  "storage": str(tmp_path / "store"), "max_failures": KILLS + 1, "trial_retries": 0}
+    sweep = parse_sweep(definition)
+    reference = run_search(sweep.base_config(), tmp_path / "reference")
+    experiment = tmp_path / "store" / "killed"
+    rng = random.Random(20191027)
+    kills, errors, stop = [], [], threading.Event()
+
+    def epochs_done() -> int:
+        lines = list((experiment / "runs").glob("*/metrics.jsonl")) if (experiment / "runs").is_dir() else []
+        return len(_metric_lines(lines[0])) if lines else 0
+
+    def kill_at_random_moments():
+        try:
+            deadline = time.time() + 600
+            for target in rng.sample(range(1, 11), KILLS):  # after these many finished epochs (of 12)
+                while epochs_done() < target and time.time() < deadline and not stop.is_set():
+                    time.sleep(0.05)
+                pids = _train_worker_pids()
+                if stop.is_set() or not pids:
+                    return
+                time.sleep(rng.uniform(0.1, 1.5))  # somewhere inside the next epoch
+                done = epochs_done()
+                os.kill(pids[0], signal.SIGKILL)
+                kills.append({"after_epochs": done, "at": time.time(), "pid": pids[0]})
+                while epochs_done() <= done and time.time() < deadline and not stop.is_set():
+                    time.sleep(0.05)  # the restarted worker's first finished epoch
+                kills[-1]["recovered_s"] = time.time() - kills[-1]["at"]
+        except BaseException as err:  # reported by the test below
+            errors.append(err)
+
+    watcher = threading.Thread(target=kill_at_random_moments, daemon=True)
+    watcher.start()
+    try:
+        run_sweep(sweep, verbose=0)
+    finally:
+        stop.set()
+        watcher.join(timeout=60)
+    assert not errors, errors
+    assert len(kills) == KILLS, kills
+    print("kills:", [(k["after_epochs"], round(k.get("recovered_s", -1), 1)) for k in kills])
+    trials, epochs = _read(experiment)
+    assert len(trials) == 1 and trials[0]["status"] == "finished", trials
+    assert len({k["pid"] for k in kills}) == KILLS  # a new worker process each time
+    lines = _metric_lines(next((experiment / "runs").glob("*/metrics.jsonl")))
+    assert [r["global_epoch"] for r in lines] == list(range(12))  # every epoch once
+    assert json.loads(trials[0]["genotype"]) == reference["genotype"]
