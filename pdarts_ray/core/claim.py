@@ -50,9 +50,12 @@ class LocalClaimFiles:
     def __init__(self, folder: Path):
         self.path = Path(folder) / CLAIM_FILE
         self.where = str(self.path)
+        self.made_folder = False
 
     def create(self, data: bytes):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.parent.exists():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.made_folder = True
         try:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
@@ -94,6 +97,11 @@ class LocalClaimFiles:
             try:
                 self.path.unlink()
             except FileNotFoundError:
+                pass
+        if self.made_folder:  # a driver that stopped before writing anything leaves nothing behind
+            try:
+                self.path.parent.rmdir()
+            except OSError:
                 pass
 
 
