@@ -142,7 +142,9 @@ def register(sub, groups) -> None:
         "params", help="parameters and multiply-adds of the network built from a genotype",
         description="Count parameters (without the auxiliary head, as in the paper's tables; and with it) and "
                     "conv + linear multiply-adds for one image (32x32 CIFAR, 224x224 ImageNet).")
-    p.add_argument("genotype", metavar="GENOTYPE", help="PDARTS, DARTS_V2, or a genotype file (JSON or Genotype(...))")
+    p.add_argument("genotype", metavar="GENOTYPE",
+                   help="a published cell by name (pdarts-ray genotype list: PDARTS, DARTS_V2, PC_DARTS, ...) "
+                        "or a genotype file (JSON or Genotype(...))")
     p.add_argument("--dataset", choices=COUNT_DATASETS, default="cifar10")
     p.add_argument("--channels", type=int, help="initial channels C (default 36 for CIFAR, 48 for ImageNet)")
     p.add_argument("--layers", type=int, help="cells (default 20 for CIFAR, 14 for ImageNet)")
@@ -152,7 +154,8 @@ def register(sub, groups) -> None:
     p = sub.add_parser("evaluate", help="retrain a genotype from scratch and report its test error",
                        description="Train the evaluation network of a genotype and test it every epoch. "
                                    "With no preset: eval-tiny on the bundled digits.")
-    p.add_argument("--genotype", help="PDARTS, DARTS_V2, a genotype file, or a search run folder")
+    p.add_argument("--genotype",
+                   help="a published cell by name (pdarts-ray genotype list), a genotype file, or a search run folder")
     p.add_argument("--preset", help="eval-c10, eval-c100, eval-imagenet, eval-imagenet-256, eval-tiny (default), "
                                     "eval-smoke")
     p.add_argument("--config", metavar="FILE", help="YAML or JSON file of config keys (overrides the preset)")

@@ -44,6 +44,18 @@ def cmd_genotype_prune(args) -> int:
     return 0
 
 
+def cmd_genotype_list(args) -> int:
+    from ..evaluation.published import CELLS
+
+    rows = [{"name": c.name, "method": c.method, "source": c.source, "params": c.params_authors_code,
+             "published_error_pct": c.error_pct, "published_params_m": c.params_m, "reported_in": c.reported_in}
+            for c in CELLS]
+    text = "\n".join(f"{r['name']:<10} {r['params'] / 1e6:5.2f} M  {r['published_error_pct']:>12} %  {r['method']}"
+                     for r in rows)
+    emit(args, rows, "name       params (C=36, 20 cells)  CIFAR-10 error as published\n" + text)
+    return 0
+
+
 def register(sub, groups) -> None:
     g = sub.add_parser("genotype", help="derive, prune and inspect genotypes")
     gsub = g.add_subparsers(dest="genotype_command", metavar="COMMAND", parser_class=Parser)
@@ -58,4 +70,7 @@ def register(sub, groups) -> None:
     p.add_argument("--last-stage", action="store_true", help="`none` goes first and counts as a drop")
     add_common_flags(p)
     p.set_defaults(func=cmd_genotype_prune)
+    p = gsub.add_parser("list", help="the published cells known by name, with their sources")
+    add_common_flags(p)
+    p.set_defaults(func=cmd_genotype_list)
     groups["genotype"] = gsub

@@ -54,7 +54,8 @@ def register(sub, groups) -> None:
         description="Draw both cells as graphs: inputs c_{k-2} and c_{k-1}, intermediate nodes 0..3, output "
                     "c_{k}; every edge labelled with its op. Writes <stem>-normal and <stem>-reduce, "
                     "each as .png and .svg.")
-    p.add_argument("genotype", metavar="GENOTYPE", help="PDARTS, DARTS_V2, a genotype file, or a search run folder")
+    p.add_argument("genotype", metavar="GENOTYPE",
+                   help="a published cell by name (pdarts-ray genotype list), a genotype file, or a search run folder")
     p.add_argument("--out", metavar="DIR", default=".", help="folder for the pictures (default: the current one)")
     p.add_argument("--stem", help="file-name stem (default: the genotype's name, e.g. pdarts, or the file's stem)")
     add_common_flags(p)

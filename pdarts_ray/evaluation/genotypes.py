@@ -1,8 +1,8 @@
-"""Published genotypes by name, and `load_genotype` for a name or a genotype file.
+"""Published genotypes by name (published.py lists them with their sources), and
+`load_genotype` for a name or a genotype file.
 
 PDARTS is the cell the paper searched on CIFAR-10 (Figure 3, Tables 1 and 2); DARTS_V2
-is DARTS' second-order cell, kept as a calibration point. Genes are (op, input index)
-with input 0 = c_{k-2}, 1 = c_{k-1}, 2 + n = node n; both cells concatenate nodes 2..5.
+is DARTS' second-order cell, kept as a calibration point.
 """
 from __future__ import annotations
 
@@ -11,22 +11,11 @@ from pathlib import Path
 
 from ..core.errors import UserError
 from ..core.space import MAX_GENOTYPE_TEXT, Genotype
+from .published import PUBLISHED_CELLS, canonical_name
 
-PDARTS = Genotype(
-    normal=(("skip_connect", 0), ("dil_conv_3x3", 1), ("skip_connect", 0), ("sep_conv_3x3", 1),
-            ("sep_conv_3x3", 1), ("sep_conv_3x3", 3), ("sep_conv_3x3", 0), ("dil_conv_5x5", 4)),
-    reduce=(("avg_pool_3x3", 0), ("sep_conv_5x5", 1), ("sep_conv_3x3", 0), ("dil_conv_5x5", 2),
-            ("max_pool_3x3", 0), ("dil_conv_3x3", 1), ("dil_conv_3x3", 1), ("dil_conv_5x5", 3)),
-)
-
-DARTS_V2 = Genotype(
-    normal=(("sep_conv_3x3", 0), ("sep_conv_3x3", 1), ("sep_conv_3x3", 0), ("sep_conv_3x3", 1),
-            ("sep_conv_3x3", 1), ("skip_connect", 0), ("skip_connect", 0), ("dil_conv_3x3", 2)),
-    reduce=(("max_pool_3x3", 0), ("max_pool_3x3", 1), ("skip_connect", 2), ("max_pool_3x3", 1),
-            ("max_pool_3x3", 0), ("skip_connect", 2), ("skip_connect", 2), ("max_pool_3x3", 1)),
-)
-
-PUBLISHED: dict[str, Genotype] = {"PDARTS": PDARTS, "DARTS_V2": DARTS_V2}
+PUBLISHED: dict[str, Genotype] = {name: cell.genotype for name, cell in PUBLISHED_CELLS.items()}
+PDARTS = PUBLISHED["PDARTS"]
+DARTS_V2 = PUBLISHED["DARTS_V2"]
 
 
 def load_genotype(name_or_path: str) -> tuple[str, Genotype]:
@@ -37,9 +26,9 @@ def load_genotype(name_or_path: str) -> tuple[str, Genotype]:
     as data. A folder stands for its genotype.json (a search run folder).
     """
     key = name_or_path.strip()
-    for name, genotype in PUBLISHED.items():
-        if key.upper() == name:
-            return name, genotype
+    name = canonical_name(key)
+    if name is not None and not Path(key).expanduser().exists():
+        return name, PUBLISHED[name]
     path = Path(key).expanduser()
     if path.is_dir():
         path = path / "genotype.json"

@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 
 from pdarts_ray.core.errors import UserError
+from pdarts_ray.evaluation.counting import genotype_cost
 from pdarts_ray.evaluation.genotypes import DARTS_V2, PDARTS, PUBLISHED, load_genotype
 from pdarts_ray.evaluation.network import (EvalCell, NetworkCIFAR, NetworkImageNet, auxiliary_input_size, build_network,
                                 drop_path)
@@ -154,9 +155,12 @@ OFFICIAL_PDARTS_TEXT = (
 
 
 def test_published_genotypes_by_name():
-    assert set(PUBLISHED) == {"PDARTS", "DARTS_V2"}
+    assert set(PUBLISHED) == {"NASNet", "AmoebaNet", "DARTS_V1", "DARTS_V2", "PDARTS", "PC_DARTS", "DrNAS"}
     assert load_genotype("PDARTS") == ("PDARTS", PDARTS)
     assert load_genotype("darts_v2") == ("DARTS_V2", DARTS_V2)
+    for spelling, name in [("P-DARTS", "PDARTS"), ("pc-darts", "PC_DARTS"), ("PCDARTS", "PC_DARTS"),
+                           ("drnas", "DrNAS"), ("nasnet", "NASNet"), ("AMOEBANET", "AmoebaNet")]:
+        assert load_genotype(spelling)[0] == name
     assert PDARTS.skip_count() == 2 and DARTS_V2.skip_count() == 2
     assert PDARTS.normal_concat == PDARTS.reduce_concat == (2, 3, 4, 5)
 
@@ -191,5 +195,20 @@ def test_malformed_genotype_files_are_one_line_errors(tmp_path, content, fragmen
 
 
 def test_unknown_genotype_name():
-    with pytest.raises(UserError, match="unknown genotype 'PDARTS_V9'.*PDARTS, DARTS_V2"):
+    with pytest.raises(UserError, match="unknown genotype 'PDARTS_V9'") as err:
         load_genotype("PDARTS_V9")
+    assert all(name in str(err.value) for name in PUBLISHED)  # it lists the names it knows
+
+
+@pytest.mark.parametrize("name", ["NASNet", "AmoebaNet", "DARTS_V1", "DARTS_V2", "PDARTS", "PC_DARTS", "DrNAS"])
+def test_every_published_cell_counts_as_its_authors_code_counts_it(name):
+    """C = 36, 20 cells, CIFAR-10, no auxiliary head: the authors' NetworkCIFAR gave these."""
+    from pdarts_ray.evaluation.published import PUBLISHED_CELLS
+
+    cell = PUBLISHED_CELLS[name]
+    assert genotype_cost(cell.genotype, "cifar10")["params"] == cell.params_authors_code
+    # and the network trains: one step of the real model on a small batch
+    net = build_network(cell.genotype, "cifar", 8, 10, 5, auxiliary=True).train()
+    logits, aux = net(torch.randn(2, 3, 32, 32))
+    (logits.sum() + aux.sum()).backward()
+    assert logits.shape == (2, 10)
