@@ -98,7 +98,8 @@ def s3_server(tmp_path_factory):
     import time
     import urllib.request
 
-    server = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
+    server = Path(sys.executable).parent / "moto_server"  # the environment's own, not another on PATH
+    server = str(server) if server.exists() else shutil.which("moto_server")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -1,6 +1,7 @@
 """`pdarts-ray presets` and `pdarts-ray search`."""
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -63,7 +64,7 @@ def resolve_search_config(args):
 def cmd_search(args) -> int:
     from ..core.config import to_dict
     from ..core.search import ProgressiveSearch, resume_search, run_search
-    from .progress import SearchProgress
+    from ..core.progress import SearchProgress
 
     if args.resume:
         given = [f"--{k.replace('_', '-')}" for k in _SEARCH_CONFIG_FLAGS if getattr(args, k) not in (None, False, [])]
@@ -84,20 +85,49 @@ def cmd_search(args) -> int:
                 print(yaml.safe_dump(resolved, sort_keys=False).rstrip())
             return 0
         run_dir = Path(args.out or f"pdarts-runs/search-{time.strftime('%Y%m%d-%H%M%S')}")
-    stream = sys.stderr if args.json else sys.stdout
-    hooks = None if args.quiet else SearchProgress(cfg.cells, cfg.ops_kept, cfg.epochs, cfg.warmup_epochs, stream)
-    try:
-        result = (resume_search(run_dir, hooks, args.take_over) if args.resume
-                  else run_search(cfg, run_dir, hooks, args.take_over))
-    finally:
-        if hooks is not None:
-            hooks.close()
+    if args.workers is not None and args.workers < 1:
+        raise UserError(f"--workers: must be at least 1, got {args.workers}")
+    workers = args.workers or 1
+    if workers > 1 or args.ray:
+        result = _search_with_ray(args, cfg, run_dir, workers)
+    else:
+        stream = sys.stderr if args.json else sys.stdout
+        hooks = None if args.quiet else SearchProgress(cfg.cells, cfg.ops_kept, cfg.epochs, cfg.warmup_epochs, stream)
+        try:
+            result = (resume_search(run_dir, hooks, args.take_over) if args.resume
+                      else run_search(cfg, run_dir, hooks, args.take_over))
+        finally:
+            if hooks is not None:
+                hooks.close()
     result = {"run_dir": str(run_dir), **result}
     if args.json:
         emit(args, result)
     elif not args.quiet:
         _print_search_summary(run_dir, result)
     return 0
+
+
+def _search_with_ray(args, cfg, run_dir: Path, workers: int) -> dict:
+    """The search as one Ray Train run of `workers` data-parallel workers (one with --ray)."""
+    from ..core.claim import claim_folder
+    from ..core.runtime import resolve_device
+    from ..core.search import ProgressiveSearch, check_out_dir, check_same_workers, load_search_data
+    from ..distributed.parallel_search import check_workers, pinned_threads, search_with_ray
+
+    check_workers(cfg, workers)
+    if args.resume:
+        search = ProgressiveSearch.open(run_dir)
+        if search.checkpoints.latest_path() is not None:
+            check_same_workers(search.checkpoints.load(), workers, args.sync_bn, run_dir)
+        with claim_folder(run_dir, "pdarts-ray search --resume", args.take_over):
+            return search_with_ray(cfg, run_dir, workers, args.sync_bn, progress=not args.quiet)
+    check_out_dir(run_dir)
+    if workers == 1:
+        resolve_device(cfg.device)  # with several workers, Ray's may see devices this process does not
+    load_search_data(cfg)  # bad data fails here, before the run folder is written
+    with claim_folder(run_dir, "pdarts-ray search", args.take_over):
+        search = ProgressiveSearch.create(pinned_threads(cfg, workers), run_dir)
+        return search_with_ray(search.cfg, run_dir, workers, args.sync_bn, progress=not args.quiet)
 
 
 def _print_search_summary(run_dir: Path, result: dict) -> None:
@@ -146,6 +176,13 @@ def register(sub, groups) -> None:
     p.add_argument("--out", metavar="DIR", help="run folder (default ./pdarts-runs/search-<time>); must be new or empty")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="data-parallel workers of one search, as one Ray Train run (joins $RAY_ADDRESS, else a "
+                        "local Ray); batch_size is the global batch and must divide by N")
+    p.add_argument("--ray", action="store_true", help="run through Ray Train even with one worker")
+    p.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=True,
+                   help="with several workers, BatchNorm uses the global batch's statistics (default), so N "
+                        "workers compute one worker's search up to rounding")
     p.add_argument("--take-over", action="store_true",
                    help="claim the run folder even if another driver holds it (one that is gone with its machine)")
     add_common_flags(p)

@@ -1,7 +1,9 @@
 """One driver per experiment and per run folder: a claim file, created exclusively.
 
 A driver (a sweep or its resume, reproduce, `search`, `search --resume`) claims its target
-before it starts anything: `<target>/.driver.json` is created exclusively and holds the
+before it starts anything: a claim file (`<run folder>/.driver.json`; for an experiment,
+`<storage>/.claims/<experiment>.json`, outside the folder Ray Tune syncs) is created
+exclusively and holds the
 holder's command, host, pid, start time and a lease that a background thread renews while
 the driver runs. A second driver finds the claim and stops with one line naming the holder.
 A claim whose lease has expired (its holder's machine or pod went away, a stopped Ray Job),
@@ -47,8 +49,10 @@ class ClaimFiles(Protocol):
 
 
 class LocalClaimFiles:
-    def __init__(self, folder: Path):
-        self.path = Path(folder) / CLAIM_FILE
+    """A claim file on a local (or mounted) file system."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
         self.where = str(self.path)
         self.made_folder = False
 
@@ -76,7 +80,7 @@ class LocalClaimFiles:
     def replace(self, version, data: bytes):
         """Take the file away by renaming it (atomic: one of several racers wins), then check it
         was `version`; if it was not, put it back."""
-        aside = self.path.with_name(f"{CLAIM_FILE}.{uuid.uuid4().hex}.old")
+        aside = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}.old")
         try:
             os.rename(self.path, aside)
         except FileNotFoundError:
@@ -206,4 +210,4 @@ class Claim:
 
 def claim_folder(folder: Path, command: str, take_over: bool = False) -> Claim:
     """A claim on a local folder (a search run folder), not yet acquired."""
-    return Claim(LocalClaimFiles(Path(folder)), command, take_over)
+    return Claim(LocalClaimFiles(Path(folder) / CLAIM_FILE), command, take_over)

@@ -162,28 +162,44 @@ class DeviceImages:
     def __len__(self):
         return len(self.y)
 
-    def batch(self, index: torch.Tensor, augment: torch.Generator | None = None):
-        """Images `index` as float N,3,H,W; with a generator, random-crop and flip them."""
+    def batch(self, index: torch.Tensor, augment: torch.Generator | None = None, part: slice | None = None):
+        """Images `index` as float N,3,H,W; with a generator, random-crop and flip them. With
+        `part`, only that slice of the batch, augmented exactly as it would be in the whole
+        batch (the random draws are the whole batch's)."""
+        crops = draw_crop_flip(len(index), self.pad, augment, self.device) if augment is not None else None
+        if part is not None:
+            index = index[part]
+            crops = tuple(c[part] for c in crops) if crops is not None else None
         x = self.x.index_select(0, index).float().div_(255)
-        if augment is not None:
-            x = random_crop_flip(x, self.pad, augment)
+        if crops is not None:
+            x = crop_flip(x, self.pad, *crops)
         x = ((x - self.mean) / self.std).contiguous(memory_format=self.memory_format)
         return x, self.y.index_select(0, index)
 
 
-def random_crop_flip(x: torch.Tensor, pad: int, g: torch.Generator) -> torch.Tensor:
-    """Zero-pad by `pad`, crop back at a random offset, flip half the images horizontally."""
+def draw_crop_flip(n: int, pad: int, g: torch.Generator, device) -> tuple[torch.Tensor, ...]:
+    """Random crop offsets and flips of n images: (row offsets, column offsets, flips)."""
+    oy = torch.randint(0, 2 * pad + 1, (n,), generator=g, device=device)
+    ox = torch.randint(0, 2 * pad + 1, (n,), generator=g, device=device)
+    flip = torch.rand(n, generator=g, device=device) < 0.5
+    return oy, ox, flip
+
+
+def crop_flip(x: torch.Tensor, pad: int, oy: torch.Tensor, ox: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """Zero-pad by `pad`, crop back at the given offsets, flip where asked."""
     n, c, h, w = x.shape
     dev = x.device
     padded = F.pad(x, (pad, pad, pad, pad))
-    oy = torch.randint(0, 2 * pad + 1, (n,), generator=g, device=dev)
-    ox = torch.randint(0, 2 * pad + 1, (n,), generator=g, device=dev)
-    flip = torch.rand(n, generator=g, device=dev) < 0.5
     rows = (oy[:, None] + torch.arange(h, device=dev)).view(n, 1, h, 1)
     cols = ox[:, None] + torch.arange(w, device=dev)
     cols = torch.where(flip[:, None], cols.flip(1), cols).view(n, 1, 1, w)
     return padded[torch.arange(n, device=dev).view(n, 1, 1, 1), torch.arange(c, device=dev).view(1, c, 1, 1),
                   rows, cols]
+
+
+def random_crop_flip(x: torch.Tensor, pad: int, g: torch.Generator) -> torch.Tensor:
+    """Zero-pad by `pad`, crop back at a random offset, flip half the images horizontally."""
+    return crop_flip(x, pad, *draw_crop_flip(x.shape[0], pad, g, x.device))
 
 
 def shuffled_batches(indices: torch.Tensor, batch_size: int, g: torch.Generator) -> list[torch.Tensor]:

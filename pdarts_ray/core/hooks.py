@@ -17,3 +17,30 @@ class SearchHooks:
     def on_stage_end(self, summary: dict) -> None: ...
 
     def on_search_end(self, result: dict) -> None: ...
+
+
+class AllHooks(SearchHooks):
+    """Several hooks, called in order (None entries left out)."""
+
+    def __init__(self, *hooks: SearchHooks | None):
+        self.hooks = [h for h in hooks if h is not None]
+
+    def on_stage_start(self, *args) -> None:
+        for h in self.hooks:
+            h.on_stage_start(*args)
+
+    def on_batch(self, *args) -> None:
+        for h in self.hooks:
+            h.on_batch(*args)
+
+    def on_epoch_end(self, metrics: dict, checkpoint: Path) -> None:
+        for h in self.hooks:
+            h.on_epoch_end(metrics, checkpoint)
+
+    def on_stage_end(self, summary: dict) -> None:
+        for h in self.hooks:
+            h.on_stage_end(summary)
+
+    def on_search_end(self, result: dict) -> None:
+        for h in self.hooks:
+            h.on_search_end(result)

@@ -29,6 +29,7 @@ from .data import DeviceImages, ImageData, load_dataset
 from .errors import UserError
 from .hooks import SearchHooks
 from .memory import PeakMemory
+from .parallel import Ranks
 from .runtime import cpu_threads, derived_seed, memory_format, resolve_device
 from .space import (NUM_EDGES, NUM_OPS, PRIMITIVES, CellState, check_switches, derive, derive_all_m, full_switches,
                     prune_switches)
@@ -75,11 +76,14 @@ def initial_switches(cfg: SearchConfig) -> dict:
 class ProgressiveSearch:
     """A P-DARTS search writing its run folder; `run()` starts or continues it."""
 
-    def __init__(self, cfg: SearchConfig, run_dir: Path, hooks: SearchHooks | None = None):
+    def __init__(self, cfg: SearchConfig, run_dir: Path, hooks: SearchHooks | None = None,
+                 ranks: Ranks | None = None):
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.hooks = hooks or SearchHooks()
         self.checkpoints = CheckpointDir(self.run_dir / CHECKPOINT_DIR)
+        # data-parallel workers (none: this process alone); rank 0 alone writes the run folder
+        self.ranks = ranks or Ranks()
 
     # -- folder handling
     @classmethod
@@ -107,19 +111,21 @@ class ProgressiveSearch:
         return cls(from_dict(SearchConfig, data, str(path)), run_dir, hooks)
 
     # -- the loop
-    def run(self, resume: bool = False, data: ImageData | None = None, checkpoint: dict | None = None) -> dict:
+    def run(self, resume: bool = False, data: ImageData | None = None, checkpoint: dict | None = None,
+            device: torch.device | None = None) -> dict:
         """Start, or with `resume` continue from the run folder's newest checkpoint, or from
-        `checkpoint` (a loaded checkpoint from elsewhere, e.g. one Ray Train restored)."""
+        `checkpoint` (a loaded checkpoint from elsewhere, e.g. one Ray Train restored). `device`
+        overrides the config's (a Ray Train worker's own GPU)."""
         cfg = self.cfg
         torch.set_num_threads(cpu_threads(cfg.threads))
-        device = resolve_device(cfg.device)
+        device = device or resolve_device(cfg.device)
         plans = plan_stages(cfg)
         start = {"stage": 0, "epoch": 0, "stages": [], "switches": initial_switches(cfg), "stage_state": None,
                  "elapsed": 0.0, "peak": 0, "peak_reserved": 0}
+        if checkpoint is None and resume:
+            checkpoint = self._load_checkpoint(plans)
         if checkpoint is not None:
             start = self._resume_point(checkpoint, plans)
-        elif resume:
-            start = self._resume_point(self._load_checkpoint(plans), plans)
         data = data or load_search_data(cfg)
         images = DeviceImages(data.train_x, data.train_y, data.mean, data.std, device,
                               memory_format(cfg.channels_last, device, cfg.image_size))
@@ -144,7 +150,7 @@ class ProgressiveSearch:
     def _run_stage(self, plan: StagePlan, switches, num_classes, device, images, train_idx, valid_idx,
                    stages: list, first_epoch: int, stage_state, elapsed: float, peaks):
         cfg = self.cfg
-        stage = Stage(cfg, plan, switches, num_classes, device)
+        stage = Stage(cfg, plan, switches, num_classes, device, self.ranks)
         if stage_state is not None:
             stage.load_state_dict(stage_state)
         self.hooks.on_stage_start(plan.index + 1, len(cfg.cells), plan.cells, plan.ops, cfg.epochs)
@@ -161,8 +167,8 @@ class ProgressiveSearch:
             row = {"stage": plan.index + 1, "epoch": epoch, "global_epoch": plan.index * cfg.epochs + epoch,
                    **metrics, "valid_acc": valid_acc, "valid_loss": valid_loss,
                    "skip_connects_now": derive(cells["normal"], cells["reduce"]).skip_count()}
-            peak = max(peak, memory.peak())
-            peak_reserved = max(peak_reserved, memory.peak_reserved() or 0)
+            peak = max(peak, int(self.ranks.max_value(memory.peak())))
+            peak_reserved = max(peak_reserved, int(self.ranks.max_value(memory.peak_reserved() or 0)))
             epoch_seconds = time.perf_counter() - t0
             elapsed += epoch_seconds
             row["epoch_seconds"] = epoch_seconds
@@ -170,10 +176,6 @@ class ProgressiveSearch:
             summary, next_switches = None, None
             if last_epoch:
                 summary, next_switches = self._end_of_stage(plan, cells, peak, peak_reserved, elapsed)
-            append_jsonl(self.run_dir / METRICS_FILE, row)
-            append_jsonl(self.run_dir / TRAJECTORY_FILE, {
-                "stage": plan.index + 1, "epoch": epoch,
-                "normal": cells["normal"].alphas, "reduce": cells["reduce"].alphas})
             position = {"stage": plan.index, "epoch": epoch, "stage_done": last_epoch,
                         "stages": stages + ([summary] if summary else [])}
             if last_epoch:
@@ -181,10 +183,20 @@ class ProgressiveSearch:
             else:
                 state = {**position, "switches": switches, "stage_state": stage.state_dict(),
                          "elapsed": elapsed, "peak": peak, "peak_reserved": peak_reserved}
-            checkpoint = self.checkpoints.save(state)
+            if self.ranks.active:  # every rank's random streams, so that each continues its own
+                state["rng_ranks"] = self.ranks.gather(None if last_epoch else stage.rng_state())
+                state["workers"], state["sync_bn"] = self.ranks.world, self.ranks.sync_bn
+            checkpoint = None
+            if self.ranks.leader:
+                append_jsonl(self.run_dir / METRICS_FILE, row)
+                append_jsonl(self.run_dir / TRAJECTORY_FILE, {
+                    "stage": plan.index + 1, "epoch": epoch,
+                    "normal": cells["normal"].alphas, "reduce": cells["reduce"].alphas})
+                checkpoint = self.checkpoints.save(state)
             self.hooks.on_epoch_end(row, checkpoint)
         memory.stop()
-        self._write_stage_files(stages + [summary])
+        if self.ranks.leader:
+            self._write_stage_files(stages + [summary])
         self.hooks.on_stage_end(summary)
         return summary, next_switches
 
@@ -214,6 +226,9 @@ class ProgressiveSearch:
 
     def _finish(self, stages: list[dict], device: torch.device) -> dict:
         cfg = self.cfg
+        if not self.ranks.leader:  # rank 0 writes the result; the others only end with it
+            self.hooks.on_search_end({})
+            return {}
         last = stages[-1]
         normal = CellState.from_dict(last["normal"], "normal")
         reduce = CellState.from_dict(last["reduce"], "reduce")
@@ -239,6 +254,8 @@ class ProgressiveSearch:
             "final_valid_acc": valid[-1] if valid else None,
             "device": str(device),
             "threads": torch.get_num_threads(),
+            "workers": self.ranks.world,
+            "sync_bn": self.ranks.sync_bn,
             "versions": {"pdarts_ray": __version__, "torch": torch.__version__,
                          "python": platform.python_version()},
         }
@@ -252,22 +269,37 @@ class ProgressiveSearch:
             check_search_checkpoint(ckpt, len(plans), self.cfg.epochs)
         except ValueError as err:
             raise UserError(f"{self.checkpoints.folder}: {err}") from None
+        check_same_workers(ckpt, self.ranks.world, self.ranks.sync_bn, self.checkpoints.folder)
         stage, epoch, done = ckpt["stage"], ckpt["epoch"], ckpt["stage_done"]
         stages, switches = list(ckpt["stages"]), ckpt["switches"]
         keep = lambda r: (r.get("stage", 0) - 1, r.get("epoch", 0)) <= (stage, epoch)  # noqa: E731
-        for name in (METRICS_FILE, TRAJECTORY_FILE):
-            rewrite_jsonl(self.run_dir / name, [r for r in read_jsonl(self.run_dir / name) if keep(r)])
+        if self.ranks.leader:
+            for name in (METRICS_FILE, TRAJECTORY_FILE):
+                rewrite_jsonl(self.run_dir / name, [r for r in read_jsonl(self.run_dir / name) if keep(r)])
         if done:
             return {"stage": stage + 1, "epoch": 0, "stages": stages, "switches": switches, "stage_state": None,
                     "elapsed": 0.0, "peak": 0, "peak_reserved": 0}
+        stage_state = ckpt["stage_state"]
+        if self.ranks.active:  # this rank's own random streams
+            stage_state = {**stage_state, "rng": ckpt["rng_ranks"][self.ranks.rank]}
         return {"stage": stage, "epoch": epoch + 1, "stages": stages, "switches": switches,
-                "stage_state": ckpt["stage_state"], "elapsed": float(ckpt["elapsed"]),
+                "stage_state": stage_state, "elapsed": float(ckpt["elapsed"]),
                 "peak": int(ckpt["peak"]), "peak_reserved": int(ckpt["peak_reserved"])}
 
     def _load_checkpoint(self, plans: list[StagePlan]) -> dict:
         """The newest checkpoint that is a whole search checkpoint of this run; one that is
         not (unreadable, or with parts missing or wrong) falls back to the one before."""
         return self.checkpoints.load(validate=lambda c: check_search_checkpoint(c, len(plans), self.cfg.epochs))
+
+
+def check_same_workers(ckpt: dict, workers: int, sync_bn: bool, where) -> None:
+    """A search continues with the data parallelism it started with (its random streams are per rank)."""
+    ran = int(ckpt.get("workers", 1)), bool(ckpt.get("sync_bn", False))
+    if ran != (workers, sync_bn and workers > 1):
+        how = lambda n, s: f"{n} worker{'s' if n > 1 else ''}{' with sync_bn' if s else ''}"  # noqa: E731
+        raise UserError(f"{where}: the search ran with {how(*ran)}; resume it with the same "
+                        f"(--workers {ran[0]}{'' if ran[1] or ran[0] == 1 else ' --no-sync-bn'}), not "
+                        f"{how(workers, sync_bn and workers > 1)}")
 
 
 def _is_int(v) -> bool:

@@ -20,6 +20,7 @@ from .config import SearchConfig
 from .data import DeviceImages, shuffled_batches
 from .errors import SearchDiverged, UserError
 from .hooks import SearchHooks
+from .parallel import Ranks, synchronise_batch_norm
 from .runtime import capture_rng, derived_seed, memory_format, restore_rng
 from .space import CellState
 from .supernet import SearchNetwork
@@ -59,15 +60,22 @@ class Stage:
     """One stage's supernet with its optimisers and random streams."""
 
     def __init__(self, cfg: SearchConfig, plan: StagePlan, switches: dict, num_classes: int,
-                 device: torch.device):
+                 device: torch.device, ranks: Ranks | None = None):
         self.cfg, self.plan, self.device = cfg, plan, device
+        self.ranks = ranks or Ranks()
         self.switches = switches
         seed = derived_seed(cfg.seed, plan.index + 1)
         torch.manual_seed(seed)  # weight initialisation and skip dropout draw from it
         alpha_gen = torch.Generator().manual_seed(derived_seed(seed, 1))
+        # the memory-lean kernels normalise with their own batch: global statistics take the module path
+        kernels = "reference" if self.ranks.sync_bn else cfg.kernels
         self.model = SearchNetwork(cfg.channels, num_classes, plan.cells, switches["normal"],
                                    switches["reduce"], plan.rate, alpha_generator=alpha_gen,
-                                   kernels=cfg.kernels)
+                                   kernels=kernels)
+        if self.ranks.sync_bn:
+            synchronise_batch_norm(self.model, self.ranks)
+        if self.ranks.rank > 0:  # the same weights everywhere, then skip-dropout masks of each rank's own
+            torch.manual_seed(derived_seed(seed, 3, self.ranks.rank))
         self.model.to(device=device, memory_format=memory_format(cfg.channels_last, device, cfg.image_size))
         # bf16 autocast: convolutions in bfloat16, BatchNorm, softmax and losses in float32
         self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.dtype == "bfloat16")
@@ -80,9 +88,12 @@ class Stage:
         self.opt_a = torch.optim.Adam(self.alphas, lr=cfg.arch_lr, betas=(cfg.arch_beta1, cfg.arch_beta2),
                                       weight_decay=cfg.arch_weight_decay)
 
+    def rng_state(self) -> dict:
+        return capture_rng(self.device, self.data_gen)
+
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "opt_w": self.opt_w.state_dict(),
-                "opt_a": self.opt_a.state_dict(), "rng": capture_rng(self.device, self.data_gen)}
+                "opt_a": self.opt_a.state_dict(), "rng": self.rng_state()}
 
     def load_state_dict(self, state: dict) -> None:
         try:
@@ -98,22 +109,31 @@ class Stage:
         return {name: CellState(self.switches[name], alpha.detach().cpu().tolist())
                 for name, alpha in zip(("normal", "reduce"), self.alphas)}
 
-    def arch_step(self, x, y):
+    def _loss(self, logits, y, batch: int):
+        """The mean cross-entropy of the global batch: on several ranks, each rank's summed part
+        of it (their gradients then add up to the global batch's)."""
+        if not self.ranks.active:
+            return F.cross_entropy(logits, y)
+        return F.cross_entropy(logits, y, reduction="sum") / batch
+
+    def arch_step(self, x, y, batch: int | None = None):
         self.opt_a.zero_grad(set_to_none=True)
         with self.autocast:
-            loss = F.cross_entropy(self.forward(x, weight_grad=False), y)
+            loss = self._loss(self.forward(x, weight_grad=False), y, batch or len(y))
         # Only the alphas' gradients are needed: skip the weight-gradient kernels.
         for alpha, grad in zip(self.alphas, torch.autograd.grad(loss, self.alphas)):
             alpha.grad = grad
+        self.ranks.sum_grads(self.alphas)
         torch.nn.utils.clip_grad_norm_(self.alphas, self.cfg.grad_clip)
         self.opt_a.step()
 
-    def weight_step(self, x, y):
+    def weight_step(self, x, y, batch: int | None = None):
         self.opt_w.zero_grad(set_to_none=True)
         with self.autocast:
             logits = self.forward(x, arch_grad=False)
-            loss = F.cross_entropy(logits, y)
+            loss = self._loss(logits, y, batch or len(y))
         loss.backward()
+        self.ranks.sum_grads(self.weights)
         torch.nn.utils.clip_grad_norm_(self.weights, self.cfg.grad_clip)
         self.opt_w.step()
         return loss.detach(), logits.detach()
@@ -131,18 +151,25 @@ class Stage:
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), dtype=torch.long, device=self.device)
         seen = 0
+        part = self.ranks.part if self.ranks.active else None
         for step, index in enumerate(train_batches):
-            x, y = train.batch(index, self.data_gen)
+            x, y = train.batch(index, self.data_gen, part(len(index)) if part else None)
             if search_arch:
                 if not valid_batches:  # a fresh reshuffled pass whenever the valid half runs out
                     valid_batches = shuffled_batches(valid_idx, cfg.batch_size, self.data_gen)[::-1]
-                vx, vy = train.batch(valid_batches.pop(), self.data_gen)
-                self.arch_step(vx, vy)
-            loss, logits = self.weight_step(x, y)
-            loss_sum += loss * len(y)
+                valid = valid_batches.pop()
+                vx, vy = train.batch(valid, self.data_gen, part(len(valid)) if part else None)
+                self.arch_step(vx, vy, len(valid))
+            loss, logits = self.weight_step(x, y, len(index))
+            # the batch's summed loss: on several ranks `loss` is already this rank's share of it
+            loss_sum += loss * (len(index) if self.ranks.active else len(y))
             correct += count_correct(logits, y)
-            seen += len(y)
+            seen += len(index) if self.ranks.active else len(y)
             hooks.on_batch(self.plan.index + 1, epoch, step + 1, len(train_batches))
+        if self.ranks.active:
+            totals = torch.stack([loss_sum.double(), correct.double()])
+            self.ranks.sum_([totals])
+            loss_sum, correct = totals[0], totals[1].long()
         train_loss = loss_sum.item() / seen
         if not math.isfinite(train_loss) or not all(torch.isfinite(a).all() for a in self.alphas):
             raise SearchDiverged(f"non-finite training loss in stage {self.plan.index + 1}, epoch {epoch}")
@@ -151,11 +178,15 @@ class Stage:
 
     @torch.no_grad()
     def validate(self, data: DeviceImages, valid_idx) -> tuple[float, float]:
+        """Accuracy and mean loss on the valid half; on several ranks each takes its share."""
         self.model.eval()
         loss_sum, correct = 0.0, 0
-        for index in valid_idx.split(self.cfg.batch_size):
+        mine = valid_idx[self.ranks.part(len(valid_idx))] if self.ranks.active else valid_idx
+        for index in mine.split(self.cfg.batch_size):
             x, y = data.batch(index)
             logits = self.model(x, arch_grad=False)
             loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
             correct += count_correct(logits, y).item()
+        if self.ranks.active:
+            loss_sum, correct = self.ranks.sum_values([loss_sum, correct])
         return correct / len(valid_idx), loss_sum / len(valid_idx)

@@ -84,3 +84,14 @@ def start_ray(workers: int) -> bool:
         # logical CPUs: every worker gets one even where there are fewer cores
         ray.init(num_cpus=max(os.cpu_count() or 1, workers))
     return True
+
+
+def use_gpus(device: str, workers: int) -> bool:
+    """Whether Ray Train workers of a run with this device setting get a GPU each."""
+    import ray
+
+    if device == "cpu":
+        return False
+    if device.startswith("cuda"):
+        return True
+    return ray.cluster_resources().get("GPU", 0) >= workers  # auto: GPUs if the cluster has enough

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from ..core.checkpoint import write_bytes_atomic
-from ..core.claim import CLAIM_FILE, Claim, LocalClaimFiles
+from ..core.claim import Claim, LocalClaimFiles
 from ..core.errors import UserError
 from ..results import locate
 from ..results.files import filesystem
@@ -16,12 +16,20 @@ SWEEP_FILE = "sweep.json"
 
 def save_setup(path: str, setup: dict) -> None:
     """Write `sweep.json` whole or not at all: locally a unique temporary file, fsync'ed and
-    renamed; on an object store one put (an object appears whole; a move would copy)."""
+    renamed; on S3 one put (an object appears whole; a move would copy); elsewhere one stream."""
     data = (json.dumps(setup, indent=1) + "\n").encode()
     if "://" not in path:
         write_bytes_atomic(Path(path) / SWEEP_FILE, data)
         return
+    import pyarrow.fs as pafs
+
+    from ..results.files import s3_put
+
     fs, base = filesystem(path)
+    if isinstance(fs, pafs.S3FileSystem):
+        bucket, _, prefix = base.partition("/")
+        s3_put(bucket, f"{prefix.rstrip('/')}/{SWEEP_FILE}".lstrip("/"), data, exclusive=False)
+        return
     fs.create_dir(base, recursive=True)
     with fs.open_output_stream(f"{base}/{SWEEP_FILE}") as out:
         out.write(data)
@@ -111,10 +119,9 @@ class ObjectClaimFiles:
     """The claim file of an experiment on S3: conditional writes make creating, taking over
     and renewing atomic (If-None-Match on create; If-Match on the version read)."""
 
-    def __init__(self, path: str):
-        fs, base = filesystem(path)
-        self.bucket, prefix = base.split("/", 1) if "/" in base else (base, "")
-        self.key = f"{prefix.rstrip('/')}/{CLAIM_FILE}".lstrip("/")
+    def __init__(self, uri: str):
+        fs, path = filesystem(uri)
+        self.bucket, self.key = path.split("/", 1)
         self.where = f"s3://{self.bucket}/{self.key}"
 
     def create(self, data: bytes):
@@ -163,9 +170,9 @@ class BestEffortClaimFiles:
     """Other object stores (gs://, ...): no conditional writes through pyarrow, so a claim is
     checked, then written. Two drivers starting within the same moment may both proceed."""
 
-    def __init__(self, path: str):
-        fs, base = filesystem(path)
-        self.fs, self.path, self.where = fs, f"{base}/{CLAIM_FILE}", f"{path.rstrip('/')}/{CLAIM_FILE}"
+    def __init__(self, uri: str):
+        fs, path = filesystem(uri)
+        self.fs, self.path, self.where = fs, path, uri
 
     def create(self, data: bytes):
         import pyarrow.fs as pafs
@@ -192,15 +199,27 @@ class BestEffortClaimFiles:
             self.fs.delete_file(self.path)
 
     def _write(self, data: bytes):
+        self.fs.create_dir(self.path.rsplit("/", 1)[0], recursive=True)
         with self.fs.open_output_stream(self.path) as out:
             out.write(data)
         return data
 
 
+CLAIMS_FOLDER = ".claims"
+
+
+def claim_path(path: str) -> str:
+    """Where an experiment's claim lives: `<storage>/.claims/<experiment>.json`, beside the
+    experiment folder rather than in it (Ray Tune syncs that folder, and would write over it)."""
+    parent, name = path.rstrip("/").rsplit("/", 1) if "://" in path else (str(Path(path).parent), Path(path).name)
+    return f"{parent}/{CLAIMS_FOLDER}/{name}.json"
+
+
 def claim_experiment(path: str, command: str, take_over: bool = False) -> Claim:
-    """A claim on an experiment folder (local path or URI), not yet acquired."""
+    """A claim on an experiment (local path or URI), not yet acquired."""
+    where = claim_path(path)
     if "://" not in path:
-        return Claim(LocalClaimFiles(Path(path)), command, take_over)
+        return Claim(LocalClaimFiles(Path(where)), command, take_over)
     if path.startswith("s3://"):
-        return Claim(ObjectClaimFiles(path), command, take_over)
-    return Claim(BestEffortClaimFiles(path), command, take_over)
+        return Claim(ObjectClaimFiles(where), command, take_over)
+    return Claim(BestEffortClaimFiles(where), command, take_over)

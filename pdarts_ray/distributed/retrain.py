@@ -26,7 +26,7 @@ from ray.train import Checkpoint, CheckpointConfig, FailureConfig, LoggingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from ..core.checkpoint import CheckpointDir
-from .connect import start_ray
+from .connect import start_ray, use_gpus
 from ..evaluation.retrain import RESULT_FILE, AllHooks, EpochLines, EvalHooks, EvalRun, read_json
 from .monitoring import EvalMetrics
 
@@ -79,18 +79,10 @@ def _worker_loop(config: dict) -> None:
     run.train(_newest_state(run), RayReport(AllHooks(lines, gauges)), device=device)
 
 
-def _use_gpu(device: str, workers: int) -> bool:
-    if device == "cpu":
-        return False
-    if device.startswith("cuda"):
-        return True
-    return ray.cluster_resources().get("GPU", 0) >= workers  # auto: GPUs if the cluster has enough
-
-
 def fit_with_ray(run: EvalRun, progress: bool = True) -> ray.train.Result:
     """Run (or continue) the training of `run` as a Ray Train job; Ray must be running."""
     cfg = run.cfg
-    use_gpu = _use_gpu(cfg.device, cfg.workers)
+    use_gpu = use_gpus(cfg.device, cfg.workers)
     env = {k: os.environ[k] for k in ("PDARTS_CACHE",) if k in os.environ}
     trainer = TorchTrainer(
         _worker_loop,

@@ -88,8 +88,10 @@ def _error_text(trial) -> str | None:
         return None
 
 
-def _checkpoint_metrics(last: dict) -> list[dict]:
-    """The metric lines carried by a trial's last reported checkpoint."""
+def _checkpoint_metrics(last: dict, storage: str) -> list[dict]:
+    """The metric lines carried by a trial's last reported checkpoint. Ray reports its path
+    without the storage's scheme: it is read through the storage's own filesystem."""
+    import pyarrow as pa
     from ray.train import Checkpoint
 
     from ..core.checkpoint import read_jsonl
@@ -99,9 +101,10 @@ def _checkpoint_metrics(last: dict) -> list[dict]:
     if not path:
         return []
     try:
-        with Checkpoint(path).as_directory() as folder:
+        fs = filesystem(storage)[0] if "://" in storage else None
+        with Checkpoint(path, filesystem=fs).as_directory() as folder:
             return read_jsonl(Path(folder) / METRICS_FILE)
-    except (OSError, FileNotFoundError):
+    except (OSError, FileNotFoundError, pa.ArrowException):
         return []
 
 
@@ -121,7 +124,7 @@ def reconcile(storage: str, name: str, path: str, setup: dict) -> dict:
         if trial.status not in ("TERMINATED", "ERROR"):
             continue
         last = trial.last_result or {}
-        missing = [r for r in _checkpoint_metrics(last) if (trial.trial_id, r["stage"], r["epoch"]) not in stored]
+        missing = [r for r in _checkpoint_metrics(last, storage) if (trial.trial_id, r["stage"], r["epoch"]) not in stored]
         if missing:
             write_epochs(storage, name, trial.trial_id, missing)
             counts["epochs"] += len(missing)

@@ -31,12 +31,16 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
 from ..core.checkpoint import CheckpointDir, read_jsonl
 from ..core.config import SearchConfig, from_dict
 from ..core.errors import SearchDiverged
+from ..core.hooks import AllHooks
+from ..core.progress import SearchProgress
+from ..core.parallel import Ranks
 from .monitoring import trial_metrics
 from .testing import maybe_exit_after, worker_resources
 from ..core.search import (CHECKPOINT_DIR, CONFIG_FILE, GENOTYPES_FILE, METRICS_FILE, RESULT_FILE, TRAJECTORY_FILE,
@@ -78,8 +82,11 @@ def final_fields(result: dict, genotypes: dict) -> dict:
 class TrialReport(SearchHooks):
     """Reports through Ray Train: one report per epoch, each with a checkpoint."""
 
-    def __init__(self, cfg: SearchConfig, run_dir: Path, monitor=None):
+    def __init__(self, cfg: SearchConfig, run_dir: Path, monitor=None, leader: bool = True):
         self.cfg, self.run_dir = cfg, Path(run_dir)
+        # every data-parallel rank reports each epoch (Ray Train waits for all); rank 0, the
+        # leader, attaches the checkpoint and the run's files, and its metrics are the trial's
+        self.leader = leader
         self.monitor = monitor  # monitoring.TrialMetrics: gauges set every epoch
         self.pending: dict | None = None  # the last epoch of a stage waits for the stage's end
         self.pending_checkpoint: Path | None = None
@@ -87,6 +94,10 @@ class TrialReport(SearchHooks):
     def _report(self, metrics: dict, checkpoint: Path | None, with_final_files: bool = False) -> None:
         import ray.train
 
+        if not self.leader:
+            ray.train.report(metrics)
+            maybe_exit_after(metrics)
+            return
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
             if checkpoint is not None and checkpoint.is_file():
@@ -113,6 +124,10 @@ class TrialReport(SearchHooks):
             self.pending = None
 
     def on_search_end(self, result: dict) -> None:
+        if not self.leader:
+            self._report({**(self.pending or {}), "search_done": 1}, None)
+            self.pending = None
+            return
         if self.pending is None:  # resumed from the last epoch's checkpoint: its row is the last line
             rows = read_jsonl(self.run_dir / METRICS_FILE)
             self.pending = _clean(rows[-1]) if rows else {}
@@ -123,11 +138,28 @@ class TrialReport(SearchHooks):
         self.pending = None
 
     def report_failure(self, reason: str) -> None:
-        self._report({"failure": reason}, CheckpointDir(self.run_dir / CHECKPOINT_DIR).latest_path())
+        latest = CheckpointDir(self.run_dir / CHECKPOINT_DIR).latest_path() if self.leader else None
+        self._report({"failure": reason}, latest)
+
+
+def _reported_state() -> dict | None:
+    """The core's state in Ray Train's latest checkpoint (None before the first report)."""
+    import ray.train
+
+    reported = ray.train.get_checkpoint()
+    if reported is None:
+        return None
+    with reported.as_directory() as folder:
+        checkpoints = CheckpointDir(Path(folder))
+        return checkpoints.load() if checkpoints.latest_path() is not None else None
+
+
+def _position(state: dict | None) -> tuple:
+    return (-1, -1) if state is None else (int(state["stage"]), int(state["epoch"]))
 
 
 def _restore_run_folder(cfg: SearchConfig, run_dir: Path) -> tuple[ProgressiveSearch, dict | None]:
-    """The search object and the state to continue from: Ray Train's latest checkpoint
+    """A trial's search object and the state to continue from: Ray Train's latest checkpoint
     (its metric lines replace the folder's), or a fresh start in an emptied folder."""
     import ray.train
 
@@ -154,23 +186,46 @@ def _restore_run_folder(cfg: SearchConfig, run_dir: Path) -> tuple[ProgressiveSe
     return ProgressiveSearch.create(cfg, run_dir), None
 
 
+def _open_run_folder(run_dir: Path) -> tuple[ProgressiveSearch, dict | None]:
+    """A run folder its driver made (`search --workers N`): the newer of Ray Train's latest
+    checkpoint and the folder's own (a driver killed after the folder's was written)."""
+    search = ProgressiveSearch.open(run_dir)
+    reported = _reported_state()
+    own = search.checkpoints.load() if search.checkpoints.latest_path() is not None else None
+    return search, max((reported, own), key=_position)
+
+
 def worker_loop(config: dict) -> None:
-    """The Train worker: one search, reported epoch by epoch."""
+    """A Train worker: one search (or one data-parallel rank of it), reported epoch by epoch."""
+    import ray.train
+
     # Ray Train logs every report at INFO through the root logger
     logging.getLogger().setLevel(logging.WARNING)
     cfg = from_dict(SearchConfig, config["search_config"], "trial config")
     run_dir = Path(config["run_dir"])
-    search, state = _restore_run_folder(cfg, run_dir)
-    hooks = TrialReport(search.cfg, run_dir, trial_metrics(config.get("monitor")))
-    search.hooks = hooks
+    ranks = Ranks(sync_bn=config.get("sync_bn", True))
+    if config.get("own_folder"):
+        search, state = _open_run_folder(run_dir)
+    elif ranks.leader:
+        search, state = _restore_run_folder(cfg, run_dir)
+    else:  # rank 0 alone touches the run folder
+        search, state = ProgressiveSearch(cfg, run_dir), _reported_state()
+    search.ranks = ranks
+    monitor = trial_metrics(config.get("monitor")) if ranks.leader else None
+    hooks = TrialReport(search.cfg, run_dir, monitor, leader=ranks.leader)
+    progress = (SearchProgress(cfg.cells, cfg.ops_kept, cfg.epochs, cfg.warmup_epochs, sys.stdout, live=False)
+                if config.get("progress") and ranks.leader else None)
+    search.hooks = AllHooks(progress, hooks)
+    device = ray.train.torch.get_device() if config.get("use_gpu") else None
     try:
-        search.run(checkpoint=state)
+        search.run(checkpoint=state, device=device)
     except SearchDiverged as err:
         hooks.report_failure(f"SearchDiverged: {err}")
 
 
 def search_trial(config: dict, *, setup: dict) -> None:
-    """The Tune function trainable: one Ray Train run (one worker) for one search."""
+    """The Tune function trainable: one Ray Train run (one worker, or `workers_per_trial`
+    data-parallel ones) for one search."""
     import ray.tune
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -186,15 +241,17 @@ def search_trial(config: dict, *, setup: dict) -> None:
     if has_trial(setup["storage"], setup["name"], trial_id):
         return
     cfg = trial_config(setup["base_config"], config, setup["cpus_per_trial"])
-    gpus = float(setup["gpus_per_trial"])
+    gpus = float(setup["gpus_per_trial"])  # per worker
+    workers = int(setup.get("workers_per_trial", 1))
     run_dir = run_folder(setup["experiment_path"], trial_id, setup["local_runs"])
     trainer = TorchTrainer(
         worker_loop,
-        train_loop_config={"search_config": cfg, "run_dir": run_dir,
+        train_loop_config={"search_config": cfg, "run_dir": run_dir, "sync_bn": setup.get("sync_bn", True),
+                           "use_gpu": gpus > 0 and workers > 1,
                            "monitor": {"experiment": setup["name"], "trial_id": trial_id,
                                        "trial_name": context.get_trial_name()}},
         torch_config=TorchConfig(backend="nccl" if gpus else "gloo"),
-        scaling_config=ScalingConfig(num_workers=1, use_gpu=gpus > 0,
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpus > 0,
                                      resources_per_worker={"CPU": setup["cpus_per_trial"],
                                                            **({"GPU": gpus} if gpus else {}),
                                                            **worker_resources()}),

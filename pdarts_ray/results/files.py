@@ -113,11 +113,11 @@ def put_file(fs: pafs.FileSystem, path: str, data: bytes, exclusive: bool) -> bo
     file; False if there is one."""
     local = isinstance(fs, pafs.LocalFileSystem)
     folder, name = os.path.split(path) if local else path.rsplit("/", 1)
-    tmp = f"{folder}/.{name}.{uuid.uuid4().hex}.tmp"
-    fs.create_dir(folder, recursive=True)
     if isinstance(fs, pafs.S3FileSystem):  # a conditional put: exactly once, even between racing writers
         bucket, key = path.split("/", 1)
         return s3_put(bucket, key, data, exclusive)
+    tmp = f"{folder}/.{name}.{uuid.uuid4().hex}.tmp"
+    fs.create_dir(folder, recursive=True)
     if not local:  # other object stores: a new object appears whole; checking first is the best there is
         if exclusive and fs.get_file_info(path).type != pafs.FileType.NotFound:
             return False

@@ -62,7 +62,7 @@ def test_a_live_holder_on_another_host_holds_until_forced(tmp_path, capsys):
 
 
 def test_the_lease_is_renewed_while_the_driver_runs(tmp_path):
-    claim = Claim(LocalClaimFiles(tmp_path), "pdarts-ray sweep", renew_s=0.05)
+    claim = Claim(LocalClaimFiles(tmp_path / CLAIM_FILE), "pdarts-ray sweep", renew_s=0.05)
     with claim:
         first = json.loads((tmp_path / CLAIM_FILE).read_text())["renewed"]
         time.sleep(0.3)
@@ -72,7 +72,7 @@ def test_the_lease_is_renewed_while_the_driver_runs(tmp_path):
 
 def test_of_two_drivers_taking_over_one_stale_claim_exactly_one_wins(tmp_path):
     data = json.dumps({"command": "x", "host": "elsewhere", "pid": 1, "renewed": 0}).encode()
-    files = LocalClaimFiles(tmp_path)
+    files = LocalClaimFiles(tmp_path / CLAIM_FILE)
     assert files.create(data) == data
     results, barrier = [], threading.Barrier(8)
 

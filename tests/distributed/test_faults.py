@@ -419,7 +419,7 @@ def test_a_train_worker_sigkilled_at_random_moments_inside_epochs_resumes_to_the
     def kill_at_random_moments():
         try:
             deadline = time.time() + 600
-            for target in rng.sample(range(1, 11), KILLS):  # after these many finished epochs (of 12)
+            for target in sorted(rng.sample(range(1, 11), KILLS)):  # after these many finished epochs (of 12)
                 while epochs_done() < target and time.time() < deadline and not stop.is_set():
                     time.sleep(0.05)
                 pids = _train_worker_pids()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 import time
 
-from ..core.search import SearchHooks
+from .hooks import SearchHooks
 
 
 def _fmt_duration(seconds: float) -> str:

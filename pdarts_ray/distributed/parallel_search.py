@@ -1,0 +1,86 @@
+"""One search spread over several workers as one Ray Train run (`pdarts-ray search --workers N`).
+
+The driver makes and claims the run folder, then fits a `TorchTrainer` of N workers (gloo on
+CPU, NCCL on GPUs, one GPU each where the cluster has enough) that each run the core's search
+as one rank of a data-parallel group (core/parallel.py says what they share). Rank 0 writes
+the run folder as a plain search does and attaches every epoch's checkpoint to its Ray Train
+report; a worker that dies is replaced by `FailureConfig`, and the group continues from the
+newer of Ray Train's latest checkpoint and the run folder's. Ray Train's own files live in
+`<run>/ray/`; for workers on several nodes the run folder must be on storage they all reach.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from ..core.config import SearchConfig, to_dict
+from ..core.errors import SearchDiverged, UserError
+from ..core.search import RESULT_FILE
+from .connect import start_ray, use_gpus
+from .testing import worker_env
+
+RAY_FOLDER = "ray"
+RAY_RUN_NAME = "search"
+
+
+def check_workers(cfg: SearchConfig, workers: int) -> None:
+    if workers < 1:
+        raise UserError(f"--workers: must be at least 1, got {workers}")
+    if cfg.batch_size % workers:
+        raise UserError(f"config: batch_size: must be divisible by the workers ({workers}), got {cfg.batch_size}")
+
+
+def search_with_ray(cfg: SearchConfig, run_dir: Path, workers: int, sync_bn: bool = True,
+                    max_failures: int = 2, progress: bool = True) -> dict:
+    """Run (or continue) the search in `run_dir` (made by ProgressiveSearch.create) as N Ray
+    Train workers; result.json's content."""
+    import ray.train
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from .trial import worker_loop
+
+    check_workers(cfg, workers)
+    started = start_ray(workers)
+    try:
+        use_gpu = use_gpus(cfg.device, workers)
+        env = worker_env()
+        trainer = TorchTrainer(
+            worker_loop,
+            train_loop_config={"search_config": to_dict(cfg), "run_dir": str(Path(run_dir).resolve()),
+                               "own_folder": True, "sync_bn": sync_bn, "use_gpu": use_gpu, "progress": progress},
+            torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+            scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
+                                         resources_per_worker={"CPU": 1, **({"GPU": 1} if use_gpu else {})}),
+            run_config=RunConfig(name=RAY_RUN_NAME, storage_path=str((Path(run_dir) / RAY_FOLDER).resolve()),
+                                 failure_config=FailureConfig(max_failures=max_failures),
+                                 checkpoint_config=CheckpointConfig(num_to_keep=2),
+                                 logging_config=LoggingConfig(log_level="WARNING"),
+                                 worker_runtime_env={"env_vars": env} if env else None),
+        )
+        try:
+            outcome = trainer.fit()
+        except ray.train.TrainingFailedError as err:
+            reason = str(err).strip().splitlines()
+            raise UserError(f"the search's Ray Train run failed: {reason[0] if reason else type(err).__name__}") \
+                from None
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+    failure = (outcome.metrics or {}).get("failure")
+    if failure:
+        raise SearchDiverged(str(failure).removeprefix("SearchDiverged: "))
+    return json.loads((Path(run_dir) / RESULT_FILE).read_text())
+
+
+def pinned_threads(cfg: SearchConfig, workers: int) -> SearchConfig:
+    """Local workers share the machine's cores: `threads: 0` becomes cores / workers."""
+    if cfg.threads or workers == 1:
+        return cfg
+    from ..core.config import replace
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return replace(cfg, threads=max(1, cores // workers))
