@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import sys
 from pathlib import Path
 
 from ..core.errors import UserError
@@ -50,3 +53,17 @@ def format_cell(genes) -> str:
                      for i in range(0, len(genes), 2))
 
 
+@contextlib.contextmanager
+def stdout_to_stderr():
+    """stdout carries the table (or the JSON) alone: Ray Tune's and its workers' output goes
+    to stderr, at the file-descriptor level since some of it bypasses sys.stdout."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)

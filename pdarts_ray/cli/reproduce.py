@@ -1,14 +1,12 @@
 """The `reproduce` command (registered through cli.COMMAND_MODULES)."""
 from __future__ import annotations
 
-import contextlib
-import os
 import sys
 import time
 from pathlib import Path
 
 from ..core.errors import UserError
-from .common import add_common_flags
+from .common import add_common_flags, stdout_to_stderr
 
 TABLE_HELP = {
     "table3": "peak memory per search stage over --runs searches (Table 3)",
@@ -19,22 +17,6 @@ TABLE_HELP = {
     "refine": "--runs searches before and after refinement to M = 2 (section 4.4.3)",
     "table1": "the P-DARTS row of Table 1: error, params, search cost",
 }
-
-
-@contextlib.contextmanager
-def _stdout_to_stderr():
-    """stdout carries the table (or the JSON) alone: Ray Tune's and its workers' output goes
-    to stderr, at the file-descriptor level since some of it bypasses sys.stdout."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    os.dup2(2, 1)
-    try:
-        with contextlib.redirect_stdout(sys.stderr):
-            yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
 
 
 def cmd_reproduce(args) -> int:
@@ -57,7 +39,7 @@ def cmd_reproduce(args) -> int:
 
     t0 = time.perf_counter()
     try:
-        with _stdout_to_stderr():
+        with stdout_to_stderr():
             outcome = reproduce(args.table, setup, args.storage, args.address, run=not args.no_run, log=log,
                                 verbose=0 if quiet else 1, progress=not args.quiet, take_over=args.take_over)
     except ReproduceFailed as err:

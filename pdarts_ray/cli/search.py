@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
 
 from ..core.errors import UserError
-from .common import add_common_flags, emit, format_cell
+from .common import add_common_flags, emit, format_cell, stdout_to_stderr
 
 
 def cmd_presets(args) -> int:
@@ -89,7 +90,8 @@ def cmd_search(args) -> int:
         raise UserError(f"--workers: must be at least 1, got {args.workers}")
     workers = args.workers or 1
     if workers > 1 or args.ray:
-        result = _search_with_ray(args, cfg, run_dir, workers)
+        with stdout_to_stderr() if args.json else contextlib.nullcontext():  # Ray's workers print to fd 1
+            result = _search_with_ray(args, cfg, run_dir, workers)
     else:
         stream = sys.stderr if args.json else sys.stdout
         hooks = None if args.quiet else SearchProgress(cfg.cells, cfg.ops_kept, cfg.epochs, cfg.warmup_epochs, stream)

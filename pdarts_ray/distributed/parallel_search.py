@@ -18,7 +18,7 @@ from ..core.config import SearchConfig, to_dict
 from ..core.errors import SearchDiverged, UserError
 from ..core.search import RESULT_FILE
 from .connect import start_ray, use_gpus
-from .testing import worker_env
+from .testing import worker_env, worker_resources
 
 RAY_FOLDER = "ray"
 RAY_RUN_NAME = "search"
@@ -52,7 +52,8 @@ def search_with_ray(cfg: SearchConfig, run_dir: Path, workers: int, sync_bn: boo
                                "own_folder": True, "sync_bn": sync_bn, "use_gpu": use_gpu, "progress": progress},
             torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
             scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
-                                         resources_per_worker={"CPU": 1, **({"GPU": 1} if use_gpu else {})}),
+                                         resources_per_worker={"CPU": 1, **({"GPU": 1} if use_gpu else {}),
+                                                               **worker_resources()}),
             run_config=RunConfig(name=RAY_RUN_NAME, storage_path=str((Path(run_dir) / RAY_FOLDER).resolve()),
                                  failure_config=FailureConfig(max_failures=max_failures),
                                  checkpoint_config=CheckpointConfig(num_to_keep=2),
