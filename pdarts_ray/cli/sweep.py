@@ -6,7 +6,7 @@ import sys
 from ..core.errors import UserError
 from .common import add_common_flags, emit
 
-_RUN_FLAGS = ("space", "preset", "num_samples", "concurrent", "gpus_per_trial", "name")
+_RUN_FLAGS = ("space", "preset", "num_samples", "concurrent", "gpus_per_trial", "workers_per_trial", "name")
 
 
 def cmd_sweep(args) -> int:
@@ -37,7 +37,7 @@ def _run(args, verbose: int) -> dict:
         if not args.space:
             raise UserError("sweep: give --space FILE (a sweep definition) or --resume NAME")
         definition = apply_flags(read_config_file(args.space), args.preset, args.num_samples, args.concurrent,
-                                 args.gpus_per_trial, args.storage, args.name)
+                                 args.gpus_per_trial, args.storage, args.name, args.workers_per_trial)
         sweep = parse_sweep(definition, args.space)
         out = run_sweep(sweep, args.address, verbose=verbose)
     return out
@@ -66,7 +66,10 @@ def register(sub, groups) -> None:
     p.add_argument("--preset", help="base preset (overrides the definition's)")
     p.add_argument("--num-samples", type=int, metavar="N", help="trials (Optuna), or repeats of the grid")
     p.add_argument("--concurrent", type=int, metavar="K", help="trials running at once")
-    p.add_argument("--gpus-per-trial", metavar="F|auto", help="GPU share per trial (0.25: four per GPU) or auto")
+    p.add_argument("--gpus-per-trial", metavar="F|auto",
+                   help="GPU share per worker of a trial (0.25: four per GPU) or auto")
+    p.add_argument("--workers-per-trial", type=int, metavar="N",
+                   help="data-parallel workers of each trial's search (default 1)")
     p.add_argument("--storage", metavar="PATH", help="results root: absolute path or URI "
                                                      "(default $PDARTS_STORAGE, else ~/pdarts_results)")
     p.add_argument("--name", help="experiment name (default sweep-<time>)")

@@ -24,7 +24,9 @@ def parser(doc: str | None) -> argparse.ArgumentParser:
     p.add_argument("--name", help="experiment name (default: the script's name and the time)")
     p.add_argument("--num-samples", type=int, metavar="N", help="repeats of the grid")
     p.add_argument("--concurrent", type=int, metavar="K", help="trials running at once")
-    p.add_argument("--gpus-per-trial", metavar="F|auto", help="GPU share per trial, or auto (default)")
+    p.add_argument("--gpus-per-trial", metavar="F|auto", help="GPU share per worker of a trial, or auto (default)")
+    p.add_argument("--workers-per-trial", type=int, metavar="N",
+                   help="data-parallel workers of each trial's search (default 1)")
     p.add_argument("--address", metavar="ADDR", help="Ray cluster to join")
     return p
 
@@ -84,7 +86,8 @@ def run(definitions: dict[str, dict], doc: str | None, argv: list[str] | None = 
         for suffix, definition in definitions.items():
             name = prefix if len(definitions) == 1 else f"{prefix}-{suffix}"
             definition = apply_flags({k: v for k, v in definition.items() if k != "name"}, args.preset,
-                                     args.num_samples, args.concurrent, args.gpus_per_trial, args.storage, name)
+                                     args.num_samples, args.concurrent, args.gpus_per_trial, args.storage, name,
+                                     args.workers_per_trial)
             sweeps.append(parse_sweep(definition, suffix))  # every sweep is checked before any starts
         started = connect_ray(args.address, sweeps[0])
         try:

@@ -34,7 +34,7 @@ def connect_ray(address: str | None, sweep: Sweep) -> bool:
     if canonicalize_bootstrap_address(None) is not None:
         ray.init()
         return True
-    per_trial = sweep.cpus_per_trial + TRIAL_DRIVER_CPU
+    per_trial = sweep.cpus_per_trial * sweep.workers_per_trial + TRIAL_DRIVER_CPU
     # the dashboard stays on: Train V2 leaks finished trials' placement groups without it;
     # loopback only, as its Jobs API runs any code it is sent
     ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(sweep.max_concurrent_trials * per_trial)),

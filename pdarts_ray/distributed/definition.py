@@ -25,12 +25,9 @@ SEARCHERS = ("optuna", "grid")
 EPOCH_METRICS = ("stage", "epoch", "global_epoch", "train_loss", "train_acc", "valid_acc", "valid_loss",
                  "skip_dropout", "lr", "epoch_seconds", "skip_connects_now", "peak_memory_bytes")
 FINAL_METRICS = ("best_valid_acc", "final_valid_acc", "skip_connects_before_refinement", "search_seconds")
-# keys whose larger values need more memory (gpus_per_trial: auto takes the largest of each)
-
-
 DEF_KEYS = ("name", "base", "space", "objective", "searcher", "seed", "scheduler", "num_samples",
-            "max_concurrent_trials", "gpus_per_trial", "cpus_per_trial", "max_failures", "trial_retries",
-            "storage")
+            "max_concurrent_trials", "gpus_per_trial", "cpus_per_trial", "workers_per_trial", "sync_bn",
+            "max_failures", "trial_retries", "storage")
 
 
 # ---------------------------------------------------------------- the definition
@@ -49,8 +46,10 @@ class Sweep:
     scheduler: dict | None = None  # {"type": "asha", "grace_period": epochs, "reduction_factor": 3}
     num_samples: int = 1
     max_concurrent_trials: int = 2
-    gpus_per_trial: float | str = "auto"
-    cpus_per_trial: int = 1
+    gpus_per_trial: float | str = "auto"  # per worker
+    cpus_per_trial: int = 1  # per worker
+    workers_per_trial: int = 1  # data-parallel workers of each trial's search (a run option: not in its config)
+    sync_bn: bool = True  # with several workers: BatchNorm over the global batch
     max_failures: int = 2  # Ray Train: worker failures per trial, each resumed from the last epoch
     trial_retries: int = 1  # Ray Tune: restarts of a trial whose driver died
     storage: str | None = None
@@ -207,6 +206,11 @@ def parse_sweep(data: dict, source: str = "sweep") -> Sweep:
     sweep.num_samples = _int(data.get("num_samples", 1), "sweep: num_samples", 1)
     sweep.max_concurrent_trials = _int(data.get("max_concurrent_trials", 2), "sweep: max_concurrent_trials", 1)
     sweep.cpus_per_trial = _int(data.get("cpus_per_trial", 1), "sweep: cpus_per_trial", 1)
+    sweep.workers_per_trial = _int(data.get("workers_per_trial", 1), "sweep: workers_per_trial", 1)
+    sweep.sync_bn = data.get("sync_bn", True)
+    if not isinstance(sweep.sync_bn, bool):
+        raise UserError(f"sweep: sync_bn: must be true or false, got {sweep.sync_bn!r}")
+    _check_batches(base_values, sweep.space, sweep.workers_per_trial)
     sweep.max_failures = _int(data.get("max_failures", 2), "sweep: max_failures", 0)
     sweep.trial_retries = _int(data.get("trial_retries", 1), "sweep: trial_retries", 0)
     sweep.gpus_per_trial = parse_gpus(data.get("gpus_per_trial", "auto"), "sweep: gpus_per_trial")
@@ -224,6 +228,17 @@ def parse_sweep(data: dict, source: str = "sweep") -> Sweep:
     return sweep
 
 
+def _check_batches(base: dict, space: dict, workers: int) -> None:
+    """Every trial's global batch must divide among its workers."""
+    if workers == 1:
+        return
+    kind, values = next(iter(space["batch_size"].items())) if "batch_size" in space else ("grid", [base["batch_size"]])
+    values = list(range(values[0], values[1])) if kind == "randint" else values
+    bad = [b for b in values if b % workers]
+    if bad:
+        raise UserError(f"sweep: batch_size: {bad[0]} does not divide among workers_per_trial ({workers})")
+
+
 def parse_saved_sweep(saved, source: str) -> Sweep:
     """A sweep saved in an experiment's `sweep.json` (its fields), validated as strictly as a
     new definition: any field a definition may produce is accepted, nothing else."""
@@ -237,8 +252,9 @@ def parse_saved_sweep(saved, source: str) -> Sweep:
     if missing:
         raise UserError(f"{source}: sweep: missing field 'base'")
     definition = {k: saved[k] for k in ("name", "base", "searcher", "seed", "scheduler", "num_samples",
-                                        "max_concurrent_trials", "gpus_per_trial", "cpus_per_trial", "max_failures",
-                                        "trial_retries", "storage") if saved.get(k) is not None}
+                                        "max_concurrent_trials", "gpus_per_trial", "cpus_per_trial",
+                                        "workers_per_trial", "sync_bn", "max_failures", "trial_retries", "storage")
+                  if saved.get(k) is not None}
     space = saved.get("space") or {}
     if not isinstance(space, dict):
         raise UserError(f"{source}: sweep: space: must be a mapping")
@@ -311,14 +327,15 @@ def trial_config(base: dict, sampled: dict, cpus_per_trial: int) -> dict:
 
 
 def apply_flags(definition: dict, preset=None, num_samples=None, concurrent=None, gpus_per_trial=None,
-                storage=None, name=None) -> dict:
+                storage=None, name=None, workers_per_trial=None) -> dict:
     """Command-line flags over a sweep definition's mapping (shared with the ablation scripts)."""
     out = dict(definition)
     if preset:
         base = out.get("base", {})
         out["base"] = {**({"preset": base} if isinstance(base, str) else base), "preset": preset}
     for key, value in (("num_samples", num_samples), ("max_concurrent_trials", concurrent),
-                       ("gpus_per_trial", gpus_per_trial), ("storage", storage), ("name", name)):
+                       ("gpus_per_trial", gpus_per_trial), ("storage", storage), ("name", name),
+                       ("workers_per_trial", workers_per_trial)):
         if value is not None:
             out[key] = value
     return out

@@ -39,8 +39,9 @@ def save_setup(path: str, setup: dict) -> None:
 SETUP_KEYS: dict[str, tuple] = {
     "name": (str,), "storage": (str,), "experiment_path": (str,), "sweep": (dict,), "base_config": (dict,),
     "gpus_per_trial": (int, float), "cpus_per_trial": (int,), "max_failures": (int,), "worker_env": (dict,),
-    "local_runs": (str, type(None)), "verbose": (int,),
+    "local_runs": (str, type(None)), "verbose": (int,), "workers_per_trial": (int,), "sync_bn": (bool,),
 }
+OPTIONAL_SETUP_KEYS = ("verbose", "workers_per_trial", "sync_bn")  # absent from experiments saved by 0.1.0
 
 
 def read_setup(path: str) -> dict:
@@ -74,11 +75,11 @@ def load_setup(path: str) -> dict:
         raise UserError(f"{where}: unknown key '{sorted(unknown)[0]}'")
     for key, types in SETUP_KEYS.items():
         if key not in setup:
-            if key == "verbose":
+            if key in OPTIONAL_SETUP_KEYS:
                 continue
             raise UserError(f"{where}: missing key '{key}'")
         value = setup[key]
-        if isinstance(value, bool) or not isinstance(value, types):
+        if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
             raise UserError(f"{where}: {key}: wrong type ({type(value).__name__})")
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in setup["worker_env"].items()):
         raise UserError(f"{where}: worker_env: must map names to strings")

@@ -39,12 +39,15 @@ def worst_case_config(base: dict, space: dict) -> SearchConfig:
         return SearchConfig(**base).validate()
 
 
-def predicted_peak_bytes(cfg: SearchConfig) -> int:
+def predicted_peak_bytes(cfg: SearchConfig, workers: int = 1) -> int:
+    """The predicted peak of one worker: its slice of the global batch, and the whole dataset
+    (every worker holds it on its device)."""
     from ..core.memory_model import predict_stage
 
     images = TRAINING_IMAGES.get(cfg.dataset, cfg.synthetic_size if cfg.dataset == "synthetic" else 0)
-    return max(predict_stage(cfg, s + 1, "cuda", dataset_images=int(images * cfg.train_portion + images))["bytes"]
-               for s in range(cfg.num_stages))
+    batch = -(-cfg.batch_size // workers)
+    return max(predict_stage(cfg, s + 1, "cuda", dataset_images=int(images * cfg.train_portion + images),
+                             batch=batch)["bytes"] for s in range(cfg.num_stages))
 
 
 def resolve_gpus_per_trial(value: float | str, device: str, cluster_gpus: float, predicted_bytes: int | None = None,
@@ -92,5 +95,5 @@ def gpus_for(sweep: Sweep, base: dict) -> float:
     if sweep.gpus_per_trial != "auto" or base["device"] == "cpu" or cluster_gpus <= 0:
         return resolve_gpus_per_trial(sweep.gpus_per_trial, base["device"], cluster_gpus)
     return resolve_gpus_per_trial("auto", base["device"], cluster_gpus,
-                                  predicted_peak_bytes(worst_case_config(base, sweep.space)),
+                                  predicted_peak_bytes(worst_case_config(base, sweep.space), sweep.workers_per_trial),
                                   _cluster_gpu_memory())

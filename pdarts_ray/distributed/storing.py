@@ -44,7 +44,7 @@ def store_trial(storage: str, name: str, setup: dict, trial_id: str, sampled: di
     finished = last.get("timestamp") if last else None
     started = finished - last["time_total_s"] if finished and "time_total_s" in last else None
     row = trial_row(name, trial_id, status, config, result, genotypes, failure=failure, started=started,
-                    finished=finished or time.time())
+                    finished=finished or time.time(), workers=setup.get("workers_per_trial", 1))
     return write_trial(storage, name, row)
 
 
@@ -63,7 +63,7 @@ class StoreResults(_TuneCallback):
 
     def __init__(self, setup: dict):
         self.storage, self.name = setup["storage"], setup["name"]
-        self.trial_setup = {k: setup[k] for k in ("base_config", "cpus_per_trial")}
+        self.trial_setup = {k: setup[k] for k in ("base_config", "cpus_per_trial", "workers_per_trial") if k in setup}
         self.space = setup["sweep"]["space"]
 
     def on_trial_result(self, iteration, trials, trial, result, **info):

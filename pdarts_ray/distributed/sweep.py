@@ -149,6 +149,7 @@ def setup_of(sweep: Sweep, name: str, storage: str, path: str, base, verbose: in
     """What `sweep.json` holds, all a resume needs (the GPU share is filled in once Ray runs)."""
     return {"name": name, "storage": storage, "experiment_path": path, "sweep": sweep.to_dict(),
             "base_config": to_dict(base), "gpus_per_trial": 0.0, "cpus_per_trial": sweep.cpus_per_trial,
+            "workers_per_trial": sweep.workers_per_trial, "sync_bn": sweep.sync_bn,
             "max_failures": sweep.max_failures, "worker_env": worker_env(), "local_runs": _local_runs(storage, name),
             "verbose": verbose}
 

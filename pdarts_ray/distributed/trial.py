@@ -252,7 +252,7 @@ def search_trial(config: dict, *, setup: dict) -> None:
                                        "trial_name": context.get_trial_name()}},
         torch_config=TorchConfig(backend="nccl" if gpus else "gloo"),
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpus > 0,
-                                     resources_per_worker={"CPU": setup["cpus_per_trial"],
+                                     resources_per_worker={"CPU": setup["cpus_per_trial"],  # per worker
                                                            **({"GPU": gpus} if gpus else {}),
                                                            **worker_resources()}),
         run_config=RunConfig(name=train_run_name(trial_id),

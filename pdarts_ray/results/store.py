@@ -71,6 +71,7 @@ TRIAL_SCHEMA = pa.schema(
        ("final_valid_acc", pa.float64()),
        ("device", pa.string()),
        ("threads", pa.int64()),
+       ("workers", pa.int64()),
        ("version_pdarts_ray", pa.string()),
        ("version_torch", pa.string()),
        ("version_python", pa.string()),
@@ -99,7 +100,7 @@ def skip_count(genotype: dict | None) -> int | None:
 
 def trial_row(experiment: str, trial_id: str, status: str, config: dict, result: dict | None = None,
               genotypes: dict | None = None, failure: str | None = None,
-              started: float | None = None, finished: float | None = None) -> dict:
+              started: float | None = None, finished: float | None = None, workers: int | None = None) -> dict:
     """One trial as a flat row of TRIAL_SCHEMA. `config` is a resolved SearchConfig (to_dict),
     `result` the search's result.json, `genotypes` its genotypes.json."""
     check_name(experiment, "experiment name")
@@ -135,6 +136,7 @@ def trial_row(experiment: str, trial_id: str, status: str, config: dict, result:
         "final_valid_acc": result.get("final_valid_acc"),
         "device": result.get("device"),
         "threads": result.get("threads"),
+        "workers": result.get("workers", workers),
         "version_pdarts_ray": versions.get("pdarts_ray", __version__),
         "version_torch": versions.get("torch", getattr(torch, "__version__", None)),
         "version_python": versions.get("python", platform.python_version()),

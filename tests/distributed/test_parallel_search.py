@@ -1,0 +1,145 @@
+"""One search over two data-parallel workers as one Ray Train run (gloo on CPU), `smoke` preset.
+
+- `pdarts-ray search --workers 2` finishes with a run folder in the one-worker format, its
+  checkpoints holding both workers' random states; a second run with the same seed gives
+  the same genotype;
+- SIGKILLed mid-search and resumed with the same workers, it ends with the uninterrupted
+  run's genotype; resumed with another number of workers, it is one line and exit 2;
+- a global batch that does not divide among the workers is one line and exit 2;
+- a sweep with `workers_per_trial: 2` stores its rows (with the workers);
+- on a two-node `ray.cluster_utils.Cluster`, one worker per node gives the same genotype.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def _lines(path):
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def two_workers(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("two") / "run"
+    t0 = time.time()
+    code, out, err = run_cli("search", "--preset", "smoke", "--workers", "2", "--out", run_dir, "--json",
+                             timeout=600)
+    assert code == 0, err[-3000:]
+    return {"run_dir": run_dir, "result": json.loads(out), "seconds": time.time() - t0}
+
+
+def test_two_workers_write_a_plain_run_folder(two_workers):
+    from pdarts_ray.core.checkpoint import CheckpointDir
+
+    run_dir, result = two_workers["run_dir"], two_workers["result"]
+    assert result["workers"] == 2 and result["sync_bn"] is True
+    saved = json.loads((run_dir / "result.json").read_text())
+    assert saved["genotype"] == result["genotype"] and saved["workers"] == 2
+    lines = _lines(run_dir / "metrics.jsonl")
+    assert [(r["stage"], r["epoch"]) for r in lines] == [(s, e) for s in (1, 2, 3) for e in range(3)]
+    assert all(0 <= r["train_acc"] <= 1 and r["train_loss"] > 0 for r in lines)
+    for name in ("config.json", "genotype.json", "genotypes.json", "alphas.json", "alpha_trajectory.jsonl"):
+        assert (run_dir / name).is_file(), name
+    state = torch.load(CheckpointDir(run_dir / "checkpoints").latest_path(), weights_only=True)
+    assert state["workers"] == 2 and state["sync_bn"] is True and len(state["rng_ranks"]) == 2
+    assert "batch_size" in json.loads((run_dir / "config.json").read_text())  # the config, not the run options
+    assert "workers" not in json.loads((run_dir / "config.json").read_text())
+
+
+def test_the_same_seed_gives_the_same_genotype(two_workers, tmp_path):
+    code, out, err = run_cli("search", "--preset", "smoke", "--workers", "2", "--out", tmp_path / "again", "--json",
+                             timeout=600)
+    assert code == 0, err[-3000:]
+    again = json.loads(out)
+    assert again["genotype"] == two_workers["result"]["genotype"]
+    assert [r["train_loss"] for r in _lines(tmp_path / "again" / "metrics.jsonl")] == \
+        [r["train_loss"] for r in _lines(two_workers["run_dir"] / "metrics.jsonl")]
+
+
+def test_killed_and_resumed_with_the_same_workers_it_ends_as_if_never_interrupted(two_workers, tmp_path):
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "pdarts_ray.cli", "search", "--preset", "smoke", "--workers", "2",
+           "--out", str(run_dir), "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:
+            if (run_dir / "metrics.jsonl").is_file() and len(_lines(run_dir / "metrics.jsonl")) >= 4:
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, "the search ended before it could be killed"
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        subprocess.run([os.path.join(os.path.dirname(sys.executable), "ray"), "stop", "--force"], capture_output=True)
+    assert not (run_dir / "result.json").exists()
+
+    code, out, err = run_cli("search", "--resume", run_dir, "--workers", "1", timeout=120)
+    assert code == 2 and "resume it with the same (--workers 2)" in err and len(err.strip().splitlines()) == 1, err
+
+    code, out, err = run_cli("search", "--resume", run_dir, "--workers", "2", "--json", timeout=600)
+    assert code == 0, err[-3000:]
+    assert json.loads(out)["genotype"] == two_workers["result"]["genotype"]
+    lines = _lines(run_dir / "metrics.jsonl")
+    assert [(r["stage"], r["epoch"]) for r in lines] == [(s, e) for s in (1, 2, 3) for e in range(3)]
+    assert [r["train_loss"] for r in lines] == [r["train_loss"] for r in _lines(two_workers["run_dir"] / "metrics.jsonl")]
+
+
+def test_a_batch_that_does_not_divide_among_the_workers_is_one_line(tmp_path):
+    code, out, err = run_cli("search", "--preset", "smoke", "--workers", "3", "--out", tmp_path / "run", timeout=120)
+    assert code == 2 and "batch_size: must be divisible by the workers (3), got 32" in err, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_sweep_with_two_workers_per_trial_stores_its_rows(tmp_path):
+    from pdarts_ray.distributed.definition import parse_sweep
+    from pdarts_ray.distributed.sweep import run_sweep
+    from pdarts_ray.results import read_epochs, read_trials
+
+    sweep = parse_sweep({"name": "dp", "base": {"preset": "smoke"}, "storage": str(tmp_path), "searcher": "grid",
+                         "workers_per_trial": 2, "max_concurrent_trials": 1})
+    run_sweep(sweep, verbose=0)
+    (trial,) = read_trials(str(tmp_path / "dp")).to_pylist()
+    assert trial["status"] == "finished" and trial["workers"] == 2
+    assert len(read_epochs(str(tmp_path / "dp")).to_pylist()) == 9
+
+
+def test_one_worker_on_each_of_two_nodes(two_workers, tmp_path, monkeypatch):
+    ray = pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    from pdarts_ray.core.config import SEARCH_PRESETS, SearchConfig, resolve
+    from pdarts_ray.core.search import ProgressiveSearch
+    from pdarts_ray.distributed.connect import RAY_ENV
+    from pdarts_ray.distributed.parallel_search import pinned_threads, search_with_ray
+    from pdarts_ray.distributed.testing import WORKER_RESOURCES_ENV
+
+    for key, value in RAY_ENV.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv(WORKER_RESOURCES_ENV, json.dumps({"one_per_node": 1}))
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    try:
+        nodes = [cluster.add_node(num_cpus=1, resources={"one_per_node": 1}) for _ in range(2)]
+        monkeypatch.setenv("RAY_ADDRESS", cluster.address)
+        cfg = pinned_threads(resolve(SearchConfig, SEARCH_PRESETS, "smoke"), 2)
+        run_dir = tmp_path / "run"
+        ProgressiveSearch.create(cfg, run_dir)
+        # each worker asks for one unit of a resource every worker node has one of: one per node
+        result = search_with_ray(cfg, run_dir, 2, progress=False)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    assert len(nodes) == 2 and result["workers"] == 2
+    assert result["genotype"] == two_workers["result"]["genotype"]
