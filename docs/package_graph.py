@@ -13,7 +13,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "pdarts_ray"
-LAYERS = ("core", "evaluation", "plots", "results", "distributed", "cli")
+LAYERS = ("core", "evaluation", "plots", "results", "distributed", "api", "cli")
 
 
 def modules(root: Path = ROOT) -> dict[str, Path]:
@@ -139,7 +139,8 @@ def draw(out: Path) -> Path:
                                      lw=0.6 + 0.12 * n, connectionstyle=f"arc3,rad={rad}"))
     for name in LAYERS:
         members = sorted(m for m in graph if layer(m) == name)
-        short = [m.split(".", 2)[-1] if m.count(".") > 1 else "__init__" for m in members]
+        short = [m.split(".", 2)[2] if m.count(".") > 1 else
+                 "__init__" if found[m].name == "__init__.py" else m.rsplit(".", 1)[1] for m in members]
         ax.add_patch(FancyBboxPatch((-width / 2, y[name]), width, height, boxstyle="round,pad=0.05",
                                     fc="#eef3fb", ec="#4c72b0"))
         ax.text(0, y[name] + height - 0.25, f"{name}: {len(members)} modules, {sum(lines[m] for m in members)} lines",

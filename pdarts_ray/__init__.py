@@ -2,5 +2,26 @@
 
 The core (search space, supernet, progressive search, evaluation networks) is plain
 PyTorch and imports no Ray; the Ray layer lives in separate modules.
+
+The Python API (pdarts_ray/api.py) is available from here: `pdarts_ray.search_config`,
+`run_search`, `run_evaluation`, `run_sweep`, `reproduce`, `read_trials`, ... Each is loaded
+on first use, so `import pdarts_ray` stays light.
 """
-__version__ = "0.1.0"
+from .core.version import VERSION as __version__  # noqa: F401  (the package's version, re-exported)
+
+_API = ("EvalResult", "ReproduceResult", "SearchResult", "SweepResult", "eval_config", "genotype_of",
+        "open_search", "read_epochs", "read_trials", "reproduce", "resume_evaluation", "resume_search",
+        "resume_sweep", "run_evaluation", "run_search", "run_sweep", "search_config")
+__all__ = list(_API)
+
+
+def __getattr__(name: str):
+    if name in _API:
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -17,7 +17,7 @@ graph_module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(graph_module)
 
 MAX_LINES = 500
-ORDER = ("top", "core", "evaluation", "plots", "results", "distributed", "cli")
+ORDER = ("top", "core", "evaluation", "plots", "results", "distributed", "api", "cli")
 # an old module path kept for experiments saved before the package had layers (see its docstring)
 OLD_PATHS = {"pdarts_ray.sweep"}
 
@@ -28,9 +28,14 @@ def graph():
 
 
 def test_the_graph_sees_imports_inside_functions(graph):
-    # cli.main imports its command modules by name; cli.search imports the core inside functions
-    assert "pdarts_ray.core.search" in graph["pdarts_ray.cli.search"]
-    assert "pdarts_ray.distributed.sweep" in graph["pdarts_ray.cli.sweep"]
+    # cli.search and cli.sweep import the API inside functions, the API the Ray layer
+    assert "pdarts_ray.api" in graph["pdarts_ray.cli.search"]
+    assert "pdarts_ray.distributed.sweep" in graph["pdarts_ray.api"]
+
+
+@pytest.mark.parametrize("command", ["search", "evaluate", "sweep", "reproduce"])
+def test_the_commands_that_run_work_go_through_the_api(graph, command):
+    assert "pdarts_ray.api" in graph[f"pdarts_ray.cli.{command}"]
 
 
 def test_no_import_cycles(graph):

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 from ..core.errors import UserError
@@ -66,19 +65,18 @@ def cmd_evaluate(args) -> int:
 
 
 def _evaluate(args) -> int:
+    from .. import api
     from ..core.config import to_dict
-    from ..core.runtime import resolve_device
-    from ..core.search import check_out_dir
-    from ..evaluation.data import check_data
     from ..evaluation.genotypes import load_genotype
-    from ..evaluation.retrain import EvalRun, score_weights
+    from ..evaluation.retrain import score_weights
 
+    progress = False if args.quiet else sys.stderr if args.json else sys.stdout
     if args.resume:
         given = [f"--{k.replace('_', '-')}" for k in _CONFIG_FLAGS if getattr(args, k) not in (None, False, [])]
         if given:
             raise UserError(f"evaluate --resume: cannot be combined with {', '.join(given)} "
                             "(a resumed run keeps its saved config and genotype)")
-        run, data = EvalRun.open(Path(args.resume)), None
+        result = _train(lambda: api.resume_evaluation(args.resume, progress=progress))
     else:
         if not args.genotype:
             raise UserError("evaluate: --genotype is required (a published name such as PDARTS, or a file)")
@@ -90,40 +88,29 @@ def _evaluate(args) -> int:
         if args.test_only or args.weights:
             if not (args.test_only and args.weights):
                 raise UserError("evaluate: --test-only and --weights go together")
-            result = score_weights(cfg, genotype, Path(args.weights))
-            emit(args, result, f"{name}: test top-1 {result['top1']:.4f}, top-5 {result['top5']:.4f} "
-                               f"(error {result['error_pct']:.2f} %)")
+            scored = score_weights(cfg, genotype, Path(args.weights))
+            emit(args, scored, f"{name}: test top-1 {scored['top1']:.4f}, top-5 {scored['top5']:.4f} "
+                               f"(error {scored['error_pct']:.2f} %)")
             return 0
-        run_dir = Path(args.out or f"pdarts-runs/eval-{time.strftime('%Y%m%d-%H%M%S')}")
-        check_out_dir(run_dir)
-        if not cfg.uses_ray:  # Ray workers may hold devices this process does not see
-            resolve_device(cfg.device)
-        data = check_data(cfg)  # bad data fails here, before the run folder is written
-        run = EvalRun.create(cfg, genotype, run_dir, name)
-    result = {"run_dir": str(run.run_dir), **_train(run, args, data)}
-    emit(args, result, f"{run.name or 'genotype'}: test top-1 {result['top1']:.4f}, top-5 {result['top5']:.4f} "
-                       f"(error {result['error_pct']:.2f} %), {_fmt_count(result['params'])} parameters, "
-                       f"{result['macs'] / 1e6:.1f} M multiply-adds, {result['seconds']:.0f} s\n"
-                       f"run folder: {run.run_dir}")
+        result = _train(lambda: api.run_evaluation(args.genotype, cfg, args.out, progress=progress))
+    out = {"run_dir": str(result.run_dir), **result.summary}
+    emit(args, out, f"{out['genotype_name'] or 'genotype'}: test top-1 {out['top1']:.4f}, top-5 {out['top5']:.4f} "
+                    f"(error {out['error_pct']:.2f} %), {_fmt_count(out['params'])} parameters, "
+                    f"{out['macs'] / 1e6:.1f} M multiply-adds, {out['seconds']:.0f} s\n"
+                    f"run folder: {result.run_dir}")
     return 0
 
 
-def _train(run, args, data) -> dict:
-    """Train in this process, or through Ray Train; both continue from the run's last checkpoint."""
-    from ..evaluation.retrain import EpochLines, EvaluationDiverged
+def _train(run):
+    """Training that diverged, or a Ray Train run that failed after its retries, ends with exit code 1."""
+    from ..evaluation.retrain import EvaluationDiverged, EvaluationFailed
 
-    if run.cfg.uses_ray:
-        from ..distributed.retrain import EvaluationFailed, train_with_ray
-
-        try:
-            return train_with_ray(run, progress=not args.quiet)
-        except EvaluationFailed as err:
-            raise TrainingFailed(str(err)) from None
-    hooks = None if args.quiet else EpochLines(run.cfg.epochs, sys.stderr if args.json else sys.stdout)
     try:
-        return run.train(run.saved_state(), hooks, data=data)
+        return run()
     except EvaluationDiverged as err:
         raise TrainingFailed(f"training diverged: {err}") from None
+    except EvaluationFailed as err:
+        raise TrainingFailed(str(err)) from None
 
 
 def _yaml(data: dict) -> str:

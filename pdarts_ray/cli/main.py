@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from .. import __version__
+from ..core.version import VERSION as __version__
 from ..core.errors import SearchDiverged, UserError
 from .common import Parser
 

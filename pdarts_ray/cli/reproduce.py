@@ -22,9 +22,10 @@ TABLE_HELP = {
 def cmd_reproduce(args) -> int:
     from rich.console import Console
 
-    from ..distributed.reproduce import ReproduceFailed, reproduce
+    from .. import api
+    from ..distributed.reproduce import ReproduceFailed
     from ..results.tables.common import resolve_setup
-    from ..results.tables.render import default_out, rich_table, write_outputs
+    from ..results.tables.render import default_out, rich_table
 
     setup = resolve_setup(args.preset, args.dataset, args.runs)
     out = Path(args.out) if args.out else default_out(args.table, setup)
@@ -40,21 +41,20 @@ def cmd_reproduce(args) -> int:
     t0 = time.perf_counter()
     try:
         with stdout_to_stderr():
-            outcome = reproduce(args.table, setup, args.storage, args.address, run=not args.no_run, log=log,
-                                verbose=0 if quiet else 1, progress=not args.quiet, take_over=args.take_over)
+            r = api.reproduce(args.table, args.preset, dataset=args.dataset, runs=args.runs, storage=args.storage,
+                              address=args.address, out=out, run=not args.no_run, take_over=args.take_over,
+                              verbose=0 if quiet else 1, progress=not args.quiet, log=log)
     except ReproduceFailed as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    r = outcome.rendered
-    files = outcome.files = write_outputs(r, out)
     seconds = time.perf_counter() - t0
     if args.json:
         import json
 
-        print(json.dumps({"table": r.name, "preset": setup.preset, "dataset": setup.dataset,
-                          "experiment": outcome.experiment, "searches_started": outcome.searches_started,
-                          "evaluations_started": outcome.evaluations_started, "columns": r.columns, "rows": r.rows,
-                          "notes": r.notes, "missing": r.missing, "files": files, "seconds": round(seconds, 1)},
+        print(json.dumps({"table": r.table, "preset": setup.preset, "dataset": setup.dataset,
+                          "experiment": r.experiment, "searches_started": r.searches_started,
+                          "evaluations_started": r.evaluations_started, "columns": r.columns, "rows": r.rows,
+                          "notes": r.notes, "missing": r.missing, "files": r.files, "seconds": round(seconds, 1)},
                          indent=1))
         return 0
     if not args.quiet:
@@ -63,8 +63,8 @@ def cmd_reproduce(args) -> int:
         console.print(rich_table(r))
         if r.missing:
             console.print("missing (not run): " + "; ".join(r.missing), markup=False, highlight=False)
-        console.print(f"started {outcome.searches_started} searches and {outcome.evaluations_started} retrainings "
-                      f"in {seconds:.0f} s; written: {', '.join(files)}", markup=False, highlight=False)
+        console.print(f"started {r.searches_started} searches and {r.evaluations_started} retrainings "
+                      f"in {seconds:.0f} s; written: {', '.join(r.files)}", markup=False, highlight=False)
     return 0
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-import time
 from pathlib import Path
 
 from ..core.errors import UserError
@@ -63,17 +62,14 @@ def resolve_search_config(args):
 
 
 def cmd_search(args) -> int:
+    from .. import api
     from ..core.config import to_dict
-    from ..core.search import ProgressiveSearch, resume_search, run_search
-    from ..core.progress import SearchProgress
 
     if args.resume:
         given = [f"--{k.replace('_', '-')}" for k in _SEARCH_CONFIG_FLAGS if getattr(args, k) not in (None, False, [])]
         if given:
             raise UserError(f"search --resume: cannot be combined with {', '.join(given)} "
                             "(a resumed run keeps its saved config)")
-        search = ProgressiveSearch.open(Path(args.resume))
-        cfg, run_dir = search.cfg, search.run_dir
     else:
         cfg = resolve_search_config(args)
         if args.dry_run:
@@ -85,51 +81,19 @@ def cmd_search(args) -> int:
 
                 print(yaml.safe_dump(resolved, sort_keys=False).rstrip())
             return 0
-        run_dir = Path(args.out or f"pdarts-runs/search-{time.strftime('%Y%m%d-%H%M%S')}")
     if args.workers is not None and args.workers < 1:
         raise UserError(f"--workers: must be at least 1, got {args.workers}")
-    workers = args.workers or 1
-    if workers > 1 or args.ray:
-        with stdout_to_stderr() if args.json else contextlib.nullcontext():  # Ray's workers print to fd 1
-            result = _search_with_ray(args, cfg, run_dir, workers)
-    else:
-        stream = sys.stderr if args.json else sys.stdout
-        hooks = None if args.quiet else SearchProgress(cfg.cells, cfg.ops_kept, cfg.epochs, cfg.warmup_epochs, stream)
-        try:
-            result = (resume_search(run_dir, hooks, args.take_over) if args.resume
-                      else run_search(cfg, run_dir, hooks, args.take_over))
-        finally:
-            if hooks is not None:
-                hooks.close()
-    result = {"run_dir": str(run_dir), **result}
+    progress = False if args.quiet else sys.stderr if args.json else sys.stdout
+    with stdout_to_stderr() if args.json else contextlib.nullcontext():  # Ray's workers print to fd 1
+        options = dict(use_ray=args.ray, sync_bn=args.sync_bn, progress=progress, take_over=args.take_over)
+        result = (api.resume_search(args.resume, workers=args.workers, **options) if args.resume
+                  else api.run_search(cfg, args.out, workers=args.workers or 1, **options))
+    summary = {"run_dir": str(result.run_dir), **result.summary}
     if args.json:
-        emit(args, result)
+        emit(args, summary)
     elif not args.quiet:
-        _print_search_summary(run_dir, result)
+        _print_search_summary(result.run_dir, summary)
     return 0
-
-
-def _search_with_ray(args, cfg, run_dir: Path, workers: int) -> dict:
-    """The search as one Ray Train run of `workers` data-parallel workers (one with --ray)."""
-    from ..core.claim import claim_folder
-    from ..core.runtime import resolve_device
-    from ..core.search import ProgressiveSearch, check_out_dir, check_same_workers, load_search_data
-    from ..distributed.parallel_search import check_workers, pinned_threads, search_with_ray
-
-    check_workers(cfg, workers)
-    if args.resume:
-        search = ProgressiveSearch.open(run_dir)
-        if search.checkpoints.latest_path() is not None:
-            check_same_workers(search.checkpoints.load(), workers, args.sync_bn, run_dir)
-        with claim_folder(run_dir, "pdarts-ray search --resume", args.take_over):
-            return search_with_ray(cfg, run_dir, workers, args.sync_bn, progress=not args.quiet)
-    check_out_dir(run_dir)
-    if workers == 1:
-        resolve_device(cfg.device)  # with several workers, Ray's may see devices this process does not
-    load_search_data(cfg)  # bad data fails here, before the run folder is written
-    with claim_folder(run_dir, "pdarts-ray search", args.take_over):
-        search = ProgressiveSearch.create(pinned_threads(cfg, workers), run_dir)
-        return search_with_ray(search.cfg, run_dir, workers, args.sync_bn, progress=not args.quiet)
 
 
 def _print_search_summary(run_dir: Path, result: dict) -> None:

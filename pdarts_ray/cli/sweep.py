@@ -23,24 +23,25 @@ def cmd_sweep(args) -> int:
 
 
 def _run(args, verbose: int) -> dict:
-    from ..core.config import read_config_file
-    from ..distributed.definition import apply_flags, parse_sweep
-    from ..distributed.sweep import resume_sweep, run_sweep
+    import dataclasses
+
+    from .. import api
 
     if args.resume:
         given = [f"--{k.replace('_', '-')}" for k in _RUN_FLAGS if getattr(args, k) is not None]
         if given:
             raise UserError(f"sweep --resume: cannot be combined with {', '.join(given)} "
                             "(a resumed sweep keeps its saved definition)")
-        out = resume_sweep(args.resume, args.storage, args.address, verbose=verbose, take_over=args.take_over)
+        result = api.resume_sweep(args.resume, storage=args.storage, address=args.address, verbose=verbose,
+                                  take_over=args.take_over)
     else:
         if not args.space:
             raise UserError("sweep: give --space FILE (a sweep definition) or --resume NAME")
-        definition = apply_flags(read_config_file(args.space), args.preset, args.num_samples, args.concurrent,
-                                 args.gpus_per_trial, args.storage, args.name, args.workers_per_trial)
-        sweep = parse_sweep(definition, args.space)
-        out = run_sweep(sweep, args.address, verbose=verbose)
-    return out
+        result = api.run_sweep(args.space, storage=args.storage, name=args.name, address=args.address,
+                               verbose=verbose, preset=args.preset, num_samples=args.num_samples,
+                               concurrent=args.concurrent, gpus_per_trial=args.gpus_per_trial,
+                               workers_per_trial=args.workers_per_trial)
+    return dataclasses.asdict(result)
 
 
 def _print(args, out: dict) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from .. import __version__
+from .version import VERSION as __version__
 from .checkpoint import CheckpointDir, append_jsonl, read_jsonl, rewrite_jsonl, write_json_atomic
 from .claim import CLAIM_FILE, claim_folder
 from .config import SearchConfig, from_dict, to_dict

@@ -27,15 +27,11 @@ from ray.train.torch import TorchConfig, TorchTrainer
 
 from ..core.checkpoint import CheckpointDir
 from .connect import start_ray, use_gpus
-from ..evaluation.retrain import RESULT_FILE, AllHooks, EpochLines, EvalHooks, EvalRun, read_json
+from ..evaluation.retrain import RESULT_FILE, AllHooks, EpochLines, EvalHooks, EvalRun, EvaluationFailed, read_json
 from .monitoring import EvalMetrics
 
 RAY_FOLDER = "ray"
 RAY_RUN_NAME = "train"
-
-
-class EvaluationFailed(RuntimeError):
-    """The Ray Train run failed (after its retries)."""
 
 
 class RayReport(EvalHooks):

@@ -28,7 +28,7 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .. import __version__
+from ..core.version import VERSION as __version__
 from ..core.checkpoint import CheckpointDir, append_jsonl, read_jsonl, rewrite_jsonl, write_bytes_atomic, write_json_atomic
 from ..core.config import from_dict, to_dict
 from .counting import network_cost
@@ -54,7 +54,11 @@ LINEAR_TAIL_EPOCHS = 5  # the reference's linear decay takes a smaller slope ove
 
 
 
-class EvaluationDiverged(RuntimeError):
+class EvaluationFailed(RuntimeError):
+    """A retraining that cannot finish: it diverged, or its Ray Train run failed after its retries."""
+
+
+class EvaluationDiverged(EvaluationFailed):
     """Training produced a non-finite loss."""
 
 

@@ -12,7 +12,7 @@ import time
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from .. import __version__
+from ..core.version import VERSION as __version__
 from ..core.errors import UserError
 from .files import (TIMESTAMP, check_name, experiment_folder, experiment_path, filesystem, put_file, read_all,
                     rows_to_table, to_json, to_parquet_bytes, utc_time)

@@ -26,7 +26,7 @@ import uuid
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from .. import __version__
+from ..core.version import VERSION as __version__
 from ..core.config import SearchConfig
 from ..core.errors import UserError
 from .files import (SAFE_NAME, TIMESTAMP, check_name, experiment_folder, experiment_path, filesystem, listing,

@@ -1,0 +1,2 @@
+"""The package's version, which every stored row and result file records."""
+VERSION = "0.1.0"
