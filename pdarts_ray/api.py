@@ -26,6 +26,8 @@ from .core.errors import UserError
 from .core.space import Genotype
 from .evaluation.config import EVAL_PRESETS, EvalConfig
 
+MLFLOW_EXPERIMENT = "pdarts-ray"  # the MLflow experiment of searches logged without a name
+
 __all__ = ["EvalResult", "ReproduceResult", "SearchResult", "SweepResult", "eval_config", "genotype_of",
            "open_search", "read_epochs", "read_trials", "reproduce", "resume_evaluation", "resume_search",
            "resume_sweep", "run_evaluation", "run_search", "run_sweep", "search_config"]
@@ -94,30 +96,36 @@ def _genotypes_by_m(run_dir: Path) -> dict:
 
 def run_search(config: SearchConfig | None = None, out: str | Path | None = None, *, workers: int = 1,
                use_ray: bool = False, sync_bn: bool = True, progress: bool | TextIO = False,
+               mlflow: str | None = None, mlflow_experiment: str = MLFLOW_EXPERIMENT,
                take_over: bool = False) -> SearchResult:
     """Run a three-stage search into the new folder `out` (default ./pdarts-runs/search-<time>).
 
     With `workers` > 1 (or `use_ray`) it runs as one Ray Train run of that many data-parallel
     workers, joining $RAY_ADDRESS or starting a local Ray; otherwise in this process.
     `progress`: True prints one line per epoch to stderr; a stream (sys.stdout) prints them there.
+    `mlflow`: a tracking URI (or absolute folder) to log the search to, as one MLflow run of
+    `mlflow_experiment`.
     """
     cfg = config or search_config()
     run_dir = Path(out) if out is not None else _default_folder("search")
     if workers < 1:
         raise UserError(f"workers: must be at least 1, got {workers}")
+    tracking = _tracking(mlflow, mlflow_experiment)
     if workers > 1 or use_ray:
-        _search_with_ray(cfg, run_dir, workers, sync_bn, progress, take_over, resume=False)
+        _search_with_ray(cfg, run_dir, workers, sync_bn, progress, take_over, resume=False, tracking=tracking)
     else:
         from .core.search import run_search as search_here
 
-        _with_progress(cfg, progress, lambda hooks: search_here(cfg, run_dir, hooks, take_over))
+        _here(cfg, run_dir, progress, tracking, lambda hooks: search_here(cfg, run_dir, hooks, take_over))
     return open_search(run_dir)
 
 
 def resume_search(run_dir: str | Path, *, workers: int | None = None, use_ray: bool = False, sync_bn: bool = True,
-                  progress: bool | TextIO = False, take_over: bool = False) -> SearchResult:
+                  progress: bool | TextIO = False, mlflow: str | None = None,
+                  mlflow_experiment: str = MLFLOW_EXPERIMENT, take_over: bool = False) -> SearchResult:
     """Continue an interrupted search from its last checkpoint, with the config it was saved with.
-    A search that ran on N workers continues on N (`workers` defaults to the saved number)."""
+    A search that ran on N workers continues on N (`workers` defaults to the saved number); one
+    logged to MLflow continues its MLflow run."""
     from .core.search import ProgressiveSearch
     from .core.search import resume_search as resume_here
 
@@ -126,24 +134,53 @@ def resume_search(run_dir: str | Path, *, workers: int | None = None, use_ray: b
     saved = search.checkpoints.latest_path()
     if workers is None:
         workers = int(search.checkpoints.load().get("workers", 1)) if saved is not None else 1
+    tracking = _tracking(mlflow or _saved_tracking_uri(run_dir), mlflow_experiment)
     if workers > 1 or use_ray:
-        _search_with_ray(search.cfg, run_dir, workers, sync_bn, progress, take_over, resume=True)
+        _search_with_ray(search.cfg, run_dir, workers, sync_bn, progress, take_over, resume=True, tracking=tracking)
     else:
-        _with_progress(search.cfg, progress, lambda hooks: resume_here(run_dir, hooks, take_over))
+        _here(search.cfg, run_dir, progress, tracking, lambda hooks: resume_here(run_dir, hooks, take_over))
     return open_search(run_dir)
 
 
-def _with_progress(cfg: SearchConfig, progress, run):
+def _tracking(uri: str | None, experiment: str) -> dict | None:
+    if uri is None:
+        return None
+    from .results.tracking import check_tracking_uri, mlflow_client
+
+    mlflow_client(check_tracking_uri(uri, "mlflow"))  # installed and well formed, before anything runs
+    return {"uri": uri, "experiment": experiment}
+
+
+def _saved_tracking_uri(run_dir: Path) -> str | None:
+    import json
+
+    from .results.tracking import TRACKING_FILE
+
+    saved = run_dir / TRACKING_FILE
+    return json.loads(saved.read_text())["tracking_uri"] if saved.is_file() else None
+
+
+def _here(cfg: SearchConfig, run_dir: Path, progress, tracking: dict | None, run):
+    """A search in this process, with its progress lines and MLflow logging if asked for."""
+    import contextlib
+
+    from .core.hooks import AllHooks
     from .core.progress import SearchProgress
 
-    hooks = None
+    shown = None
     if progress:
-        hooks = SearchProgress(cfg.cells, cfg.ops_kept, cfg.epochs, cfg.warmup_epochs, _stream(progress))
+        shown = SearchProgress(cfg.cells, cfg.ops_kept, cfg.epochs, cfg.warmup_epochs, _stream(progress))
+    tracker = None
+    if tracking:
+        from .results.tracking import MlflowSearch
+
+        tracker = MlflowSearch(tracking["uri"], tracking["experiment"], run_dir)
     try:
-        return run(hooks)
+        with tracker or contextlib.nullcontext():
+            return run(AllHooks(shown, tracker))
     finally:
-        if hooks is not None:
-            hooks.close()
+        if shown is not None:
+            shown.close()
 
 
 def _stream(progress):
@@ -152,7 +189,7 @@ def _stream(progress):
 
 
 def _search_with_ray(cfg: SearchConfig, run_dir: Path, workers: int, sync_bn: bool, progress,
-                     take_over: bool, resume: bool) -> dict:
+                     take_over: bool, resume: bool, tracking: dict | None) -> dict:
     from .core.claim import claim_folder
     from .core.runtime import resolve_device
     from .core.search import ProgressiveSearch, check_out_dir, check_same_workers, load_search_data
@@ -164,14 +201,15 @@ def _search_with_ray(cfg: SearchConfig, run_dir: Path, workers: int, sync_bn: bo
         if search.checkpoints.latest_path() is not None:
             check_same_workers(search.checkpoints.load(), workers, sync_bn, run_dir)
         with claim_folder(run_dir, "pdarts-ray search --resume", take_over):
-            return search_with_ray(cfg, run_dir, workers, sync_bn, progress=bool(progress))
+            return search_with_ray(cfg, run_dir, workers, sync_bn, progress=bool(progress), tracking=tracking)
     check_out_dir(run_dir)
     if workers == 1:
         resolve_device(cfg.device)  # with several workers, Ray's may see devices this process does not
     load_search_data(cfg)  # bad data fails here, before the run folder is written
     with claim_folder(run_dir, "pdarts-ray search", take_over):
         search = ProgressiveSearch.create(pinned_threads(cfg, workers), run_dir)
-        return search_with_ray(search.cfg, run_dir, workers, sync_bn, progress=bool(progress))
+        return search_with_ray(search.cfg, run_dir, workers, sync_bn, progress=bool(progress),
+                                   tracking=tracking)
 
 
 def open_search(run_dir: str | Path) -> SearchResult:
@@ -289,14 +327,15 @@ def run_sweep(definition: Mapping | str | Path, *, storage: str | None = None, n
               address: str | None = None, verbose: int = 0, **flags) -> SweepResult:
     """Run a sweep definition (a mapping, or a YAML/JSON file) on Ray Tune; every trial is one
     search and one row in the store. `flags`: preset, num_samples, concurrent, gpus_per_trial,
-    workers_per_trial, as the CLI's flags of the same names."""
+    workers_per_trial, mlflow (a tracking URI every trial is logged to), as the CLI's flags of
+    the same names."""
     from .distributed.definition import apply_flags, parse_sweep
     from .distributed.sweep import run_sweep as sweep_on_ray
 
     source = "sweep"
     if not isinstance(definition, Mapping):
         source, definition = str(definition), read_config_file(definition)
-    unknown = set(flags) - {"preset", "num_samples", "concurrent", "gpus_per_trial", "workers_per_trial"}
+    unknown = set(flags) - {"preset", "num_samples", "concurrent", "gpus_per_trial", "workers_per_trial", "mlflow"}
     if unknown:
         raise UserError(f"run_sweep: unknown argument '{sorted(unknown)[0]}'")
     sweep = parse_sweep(apply_flags(dict(definition), storage=storage, name=name, **flags), source)

@@ -1,3 +1,4 @@
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -14,6 +15,17 @@ def _isolated_cache(tmp_path_factory):
     if "PDARTS_CACHE" not in os.environ:
         os.environ["PDARTS_CACHE"] = str(tmp_path_factory.mktemp("pdarts-cache"))
     yield
+
+
+def pinned_ray() -> str:
+    """`ray[...]==X` as pyproject.toml pins it."""
+    import re
+    import tomllib
+
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    (ray_dep,) = [d for d in deps if re.match(r"ray\b", d)]
+    assert "==" in ray_dep, "Ray must be pinned exactly"
+    return ray_dep.replace(" ", "")
 
 
 def run_cli(*args, cwd=None, env=None, timeout=600):
@@ -132,3 +144,70 @@ def s3_server(tmp_path_factory):
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def token_head(command: str, gcs: int, dashboard: int):
+    """A Ray head started by `command` (a `ray start --head ... --temp-dir={temp} --block`
+    line) in a home of its own whose ~/.ray/auth_token holds a fresh token, until its
+    dashboard answers; yields {token, gcs, dashboard, env, home}. Its processes (found by the
+    temp folder, under that home) are stopped at the end."""
+    import shutil
+    import subprocess
+    import tempfile
+    import time
+    import urllib.error
+    import urllib.request
+
+    token = "pdarts-test-" + os.urandom(16).hex()
+    home = Path(tempfile.mkdtemp(prefix="pdh-"))
+    (home / ".ray").mkdir()
+    (home / ".ray" / "auth_token").write_text(token)
+    command = command.replace("{temp}", str(home / "t"))  # short: Ray's socket paths must fit
+    ray_bin = Path(sys.executable).parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update(HOME=str(home), PATH=f"{ray_bin}:{env['PATH']}")
+    proc = subprocess.Popen(["bash", "-c", command], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 90
+        while True:
+            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+            assert time.time() < deadline, "the head did not come up"
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{dashboard}/api/version", timeout=2)
+            except urllib.error.HTTPError:
+                break  # answering (with 401): up
+            except OSError:
+                time.sleep(0.5)
+                continue
+            break
+        yield {"token": token, "gcs": f"127.0.0.1:{gcs}", "dashboard": f"http://127.0.0.1:{dashboard}", "env": env,
+               "home": home}
+    finally:
+        os.killpg(proc.pid, 15)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+        _stop_processes_of(home)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _stop_processes_of(home: Path) -> None:
+    """Ray's processes of one head only (their command lines name its temp folder)."""
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and str(home).encode() in (proc / "cmdline").read_bytes():
+                os.kill(int(proc.name), 9)
+        except OSError:
+            pass

@@ -9,7 +9,7 @@ import importlib
 import sys
 
 from ..core.version import VERSION as __version__
-from ..core.errors import SearchDiverged, UserError
+from ..core.errors import SearchDiverged, Stopped, UserError, stop_on_sigterm
 from .common import Parser
 
 # Modules that add commands, in the order --help lists them: each has
@@ -30,6 +30,7 @@ def build_parser() -> Parser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    previous = stop_on_sigterm()
     try:
         args = parser.parse_args(argv)
         if not hasattr(args, "func"):
@@ -45,9 +46,17 @@ def main(argv: list[str] | None = None) -> int:
     except SearchDiverged as err:
         print(f"error: search diverged: {err}", file=sys.stderr)
         return 1
+    except Stopped:
+        print("stopped (SIGTERM)", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            import signal
+
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

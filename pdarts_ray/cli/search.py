@@ -83,9 +83,14 @@ def cmd_search(args) -> int:
             return 0
     if args.workers is not None and args.workers < 1:
         raise UserError(f"--workers: must be at least 1, got {args.workers}")
+    if args.mlflow is not None:
+        from ..results.tracking import check_tracking_uri
+
+        check_tracking_uri(args.mlflow, "--mlflow")
     progress = False if args.quiet else sys.stderr if args.json else sys.stdout
     with stdout_to_stderr() if args.json else contextlib.nullcontext():  # Ray's workers print to fd 1
-        options = dict(use_ray=args.ray, sync_bn=args.sync_bn, progress=progress, take_over=args.take_over)
+        options = dict(use_ray=args.ray, sync_bn=args.sync_bn, progress=progress, take_over=args.take_over,
+                       mlflow=args.mlflow, mlflow_experiment=args.mlflow_experiment)
         result = (api.resume_search(args.resume, workers=args.workers, **options) if args.resume
                   else api.run_search(cfg, args.out, workers=args.workers or 1, **options))
     summary = {"run_dir": str(result.run_dir), **result.summary}
@@ -151,5 +156,10 @@ def register(sub, groups) -> None:
                         "workers compute one worker's search up to rounding")
     p.add_argument("--take-over", action="store_true",
                    help="claim the run folder even if another driver holds it (one that is gone with its machine)")
+    p.add_argument("--mlflow", metavar="URI",
+                   help="log the search to MLflow: a tracking server, sqlite:////abs/mlflow.db or an absolute "
+                        "folder (needs the mlflow extra); a resumed search continues its MLflow run")
+    p.add_argument("--mlflow-experiment", metavar="NAME", default="pdarts-ray",
+                   help="the MLflow experiment of the run (default pdarts-ray)")
     add_common_flags(p)
     p.set_defaults(func=cmd_search)

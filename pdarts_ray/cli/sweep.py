@@ -6,7 +6,7 @@ import sys
 from ..core.errors import UserError
 from .common import add_common_flags, emit
 
-_RUN_FLAGS = ("space", "preset", "num_samples", "concurrent", "gpus_per_trial", "workers_per_trial", "name")
+_RUN_FLAGS = ("space", "preset", "num_samples", "concurrent", "gpus_per_trial", "workers_per_trial", "name", "mlflow")
 
 
 def cmd_sweep(args) -> int:
@@ -40,7 +40,7 @@ def _run(args, verbose: int) -> dict:
         result = api.run_sweep(args.space, storage=args.storage, name=args.name, address=args.address,
                                verbose=verbose, preset=args.preset, num_samples=args.num_samples,
                                concurrent=args.concurrent, gpus_per_trial=args.gpus_per_trial,
-                               workers_per_trial=args.workers_per_trial)
+                               workers_per_trial=args.workers_per_trial, mlflow=args.mlflow)
     return dataclasses.asdict(result)
 
 
@@ -76,6 +76,9 @@ def register(sub, groups) -> None:
     p.add_argument("--name", help="experiment name (default sweep-<time>)")
     p.add_argument("--address", metavar="ADDR", help="Ray cluster to join (default: $RAY_ADDRESS, a running "
                                                       "cluster, else a local Ray)")
+    p.add_argument("--mlflow", metavar="URI",
+                   help="log every trial to MLflow (the definition's `mlflow` key): a tracking server, "
+                        "sqlite:////abs/mlflow.db or an absolute folder; needs the mlflow extra")
     p.add_argument("--resume", metavar="NAME_OR_PATH", help="continue an interrupted sweep")
     p.add_argument("--take-over", action="store_true",
                    help="with --resume: claim the experiment even if another driver holds it (one lost with its "

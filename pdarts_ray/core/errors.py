@@ -7,3 +7,24 @@ class UserError(Exception):
 
 class SearchDiverged(RuntimeError):
     """Training produced a non-finite loss; the message says where."""
+
+
+class Stopped(KeyboardInterrupt):
+    """The process was told to stop (SIGTERM: `ray job stop`, `kill`, a pod's shutdown)."""
+
+
+def stop_on_sigterm():
+    """SIGTERM ends a driver as Ctrl-C does, unwinding it: the claims it holds are released
+    and its MLflow run marked, so that the run or sweep can be continued at once. (Python's
+    default is to exit at once, leaving a claim until its lease lapses.) Returns the handler
+    it replaced (None off the main thread, where it changes nothing)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def stop(signum, frame):
+        raise Stopped(f"signal {signum}")
+
+    return signal.signal(signal.SIGTERM, stop)

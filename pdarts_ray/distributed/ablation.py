@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from ..core.errors import UserError
+from ..core.errors import UserError, stop_on_sigterm
 
 SHOWN_KEYS = ("cells", "ops_kept", "skip_dropout", "seed", "space_seed", "lr", "batch_size", "channels", "epochs")
 
@@ -28,6 +28,7 @@ def parser(doc: str | None) -> argparse.ArgumentParser:
     p.add_argument("--workers-per-trial", type=int, metavar="N",
                    help="data-parallel workers of each trial's search (default 1)")
     p.add_argument("--address", metavar="ADDR", help="Ray cluster to join")
+    p.add_argument("--mlflow", metavar="URI", help="log every trial to this MLflow tracking URI")
     return p
 
 
@@ -79,6 +80,7 @@ def run(definitions: dict[str, dict], doc: str | None, argv: list[str] | None = 
     from .sweep import run_sweep
 
     args = parser(doc).parse_args(argv)
+    stop_on_sigterm()
     console = Console(width=None if sys.stdout.isatty() else 240)  # whole rows in logs and pipes
     try:
         prefix = args.name or f"{next(iter(definitions.values())).get('name', 'ablation')}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -87,7 +89,7 @@ def run(definitions: dict[str, dict], doc: str | None, argv: list[str] | None = 
             name = prefix if len(definitions) == 1 else f"{prefix}-{suffix}"
             definition = apply_flags({k: v for k, v in definition.items() if k != "name"}, args.preset,
                                      args.num_samples, args.concurrent, args.gpus_per_trial, args.storage, name,
-                                     args.workers_per_trial)
+                                     args.workers_per_trial, args.mlflow)
             sweeps.append(parse_sweep(definition, suffix))  # every sweep is checked before any starts
         started = connect_ray(args.address, sweeps[0])
         try:

@@ -27,7 +27,7 @@ EPOCH_METRICS = ("stage", "epoch", "global_epoch", "train_loss", "train_acc", "v
 FINAL_METRICS = ("best_valid_acc", "final_valid_acc", "skip_connects_before_refinement", "search_seconds")
 DEF_KEYS = ("name", "base", "space", "objective", "searcher", "seed", "scheduler", "num_samples",
             "max_concurrent_trials", "gpus_per_trial", "cpus_per_trial", "workers_per_trial", "sync_bn",
-            "max_failures", "trial_retries", "storage")
+            "max_failures", "trial_retries", "storage", "mlflow")
 
 
 # ---------------------------------------------------------------- the definition
@@ -54,6 +54,7 @@ class Sweep:
     trial_retries: int = 1  # Ray Tune: restarts of a trial whose driver died
     storage: str | None = None
     name: str | None = None
+    mlflow: str | None = None  # an MLflow tracking URI every trial is logged to (distributed/tracking.py)
 
     def base_config(self) -> SearchConfig:
         preset = self.base["preset"]
@@ -219,6 +220,10 @@ def parse_sweep(data: dict, source: str = "sweep") -> Sweep:
     if storage is not None and not isinstance(storage, str):
         raise UserError("sweep: storage: must be a path or URI")
     sweep.storage = storage
+    if data.get("mlflow") is not None:
+        from ..results.tracking import check_tracking_uri
+
+        sweep.mlflow = check_tracking_uri(data["mlflow"], "sweep: mlflow")
     name = data.get("name")
     if name is not None:
         from ..results.files import check_name
@@ -253,7 +258,8 @@ def parse_saved_sweep(saved, source: str) -> Sweep:
         raise UserError(f"{source}: sweep: missing field 'base'")
     definition = {k: saved[k] for k in ("name", "base", "searcher", "seed", "scheduler", "num_samples",
                                         "max_concurrent_trials", "gpus_per_trial", "cpus_per_trial",
-                                        "workers_per_trial", "sync_bn", "max_failures", "trial_retries", "storage")
+                                        "workers_per_trial", "sync_bn", "max_failures", "trial_retries", "storage",
+                                        "mlflow")
                   if saved.get(k) is not None}
     space = saved.get("space") or {}
     if not isinstance(space, dict):
@@ -327,7 +333,7 @@ def trial_config(base: dict, sampled: dict, cpus_per_trial: int) -> dict:
 
 
 def apply_flags(definition: dict, preset=None, num_samples=None, concurrent=None, gpus_per_trial=None,
-                storage=None, name=None, workers_per_trial=None) -> dict:
+                storage=None, name=None, workers_per_trial=None, mlflow=None) -> dict:
     """Command-line flags over a sweep definition's mapping (shared with the ablation scripts)."""
     out = dict(definition)
     if preset:
@@ -335,7 +341,7 @@ def apply_flags(definition: dict, preset=None, num_samples=None, concurrent=None
         out["base"] = {**({"preset": base} if isinstance(base, str) else base), "preset": preset}
     for key, value in (("num_samples", num_samples), ("max_concurrent_trials", concurrent),
                        ("gpus_per_trial", gpus_per_trial), ("storage", storage), ("name", name),
-                       ("workers_per_trial", workers_per_trial)):
+                       ("workers_per_trial", workers_per_trial), ("mlflow", mlflow)):
         if value is not None:
             out[key] = value
     return out

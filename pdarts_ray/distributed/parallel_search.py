@@ -32,9 +32,10 @@ def check_workers(cfg: SearchConfig, workers: int) -> None:
 
 
 def search_with_ray(cfg: SearchConfig, run_dir: Path, workers: int, sync_bn: bool = True,
-                    max_failures: int = 2, progress: bool = True) -> dict:
+                    max_failures: int = 2, progress: bool = True, tracking: dict | None = None) -> dict:
     """Run (or continue) the search in `run_dir` (made by ProgressiveSearch.create) as N Ray
-    Train workers; result.json's content."""
+    Train workers; result.json's content. `tracking`: {uri, experiment} of an MLflow run that
+    rank 0 logs the search to."""
     import ray.train
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -49,7 +50,8 @@ def search_with_ray(cfg: SearchConfig, run_dir: Path, workers: int, sync_bn: boo
         trainer = TorchTrainer(
             worker_loop,
             train_loop_config={"search_config": to_dict(cfg), "run_dir": str(Path(run_dir).resolve()),
-                               "own_folder": True, "sync_bn": sync_bn, "use_gpu": use_gpu, "progress": progress},
+                               "own_folder": True, "sync_bn": sync_bn, "use_gpu": use_gpu, "progress": progress,
+                               "mlflow": tracking},
             torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
             scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
                                          resources_per_worker={"CPU": 1, **({"GPU": 1} if use_gpu else {}),

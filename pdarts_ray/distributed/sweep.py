@@ -92,6 +92,14 @@ def _trainable(setup: dict):
                                {"CPU": TRIAL_DRIVER_CPU, **trial_resources()})
 
 
+def _tracking(setup: dict) -> list:
+    if not setup["sweep"].get("mlflow"):
+        return []
+    from .tracking import SweepToMlflow
+
+    return [SweepToMlflow(setup)]
+
+
 def build_tuner(sweep: Sweep, setup: dict):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
@@ -116,7 +124,7 @@ def build_tuner(sweep: Sweep, setup: dict):
                                     trial_name_creator=trial_name, trial_dirname_creator=trial_name),
         run_config=tune.RunConfig(name=setup["name"], storage_path=setup["storage"],
                                   failure_config=tune.FailureConfig(max_failures=sweep.trial_retries),
-                                  callbacks=[StoreResults(setup)], verbose=setup.get("verbose", 1)),
+                                  callbacks=[StoreResults(setup), *_tracking(setup)], verbose=setup.get("verbose", 1)),
     )
 
 

@@ -28,6 +28,7 @@ on another node with no access to the first worker's files.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -215,10 +216,16 @@ def worker_loop(config: dict) -> None:
     hooks = TrialReport(search.cfg, run_dir, monitor, leader=ranks.leader)
     progress = (SearchProgress(cfg.cells, cfg.ops_kept, cfg.epochs, cfg.warmup_epochs, sys.stdout, live=False)
                 if config.get("progress") and ranks.leader else None)
-    search.hooks = AllHooks(progress, hooks)
+    tracker = None
+    if config.get("mlflow") and ranks.leader:
+        from ..results.tracking import MlflowSearch
+
+        tracker = MlflowSearch(config["mlflow"]["uri"], config["mlflow"]["experiment"], run_dir)
+    search.hooks = AllHooks(progress, hooks, tracker)
     device = ray.train.torch.get_device() if config.get("use_gpu") else None
     try:
-        search.run(checkpoint=state, device=device)
+        with tracker or contextlib.nullcontext():
+            search.run(checkpoint=state, device=device)
     except SearchDiverged as err:
         hooks.report_failure(f"SearchDiverged: {err}")
 

@@ -73,3 +73,31 @@ def test_presets_json():
     presets = json.loads(stdout)
     assert {"paper-c10", "paper-c100", "tiny", "smoke"} <= set(presets)
     assert presets["tiny"]["config"]["dataset"] == "digits"
+
+
+def test_sigterm_stops_a_search_that_then_resumes_at_once(tmp_path):
+    """`ray job stop`, `kill` or a pod's shutdown send SIGTERM: the driver unwinds as after
+    Ctrl-C, releasing its claim, so the run continues with no --take-over and no waiting."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "pdarts_ray.cli", "search", "--preset", "smoke", "--set",
+                             "epochs=6", "--set", "warmup_epochs=1", "--out", str(run), "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (run / "checkpoints").is_dir() or not any((run / "checkpoints").iterdir()):
+        assert time.time() < deadline
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.1)
+    assert (run / ".driver.json").is_file()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and "stopped (SIGTERM)" in err
+    assert not (run / ".driver.json").exists()
+    assert not (run / "result.json").exists()
+    code, out, err = run_cli("search", "--resume", run, "--json")
+    assert code == 0, err
+    assert json.loads(out)["genotype"]

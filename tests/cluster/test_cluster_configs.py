@@ -4,14 +4,13 @@ Nothing here calls a cloud: Ray's config preparation and validation run offline.
 """
 import re
 import shlex
-import tomllib
 
 import pytest
 import yaml
 
 from ray.autoscaler._private.util import prepare_config, validate_config
 
-from conftest import ROOT
+from conftest import ROOT, pinned_ray
 
 CONFIGS = ["cluster/gpu.yaml", "cluster/local.yaml"]
 START_KEYS = ("head_start_ray_commands", "worker_start_ray_commands")
@@ -19,13 +18,6 @@ START_KEYS = ("head_start_ray_commands", "worker_start_ray_commands")
 
 def load(name):
     return yaml.safe_load((ROOT / name).read_text())
-
-
-def pinned_ray():
-    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    (ray_dep,) = [d for d in deps if re.match(r"ray\b", d)]
-    assert "==" in ray_dep, "Ray must be pinned exactly"
-    return ray_dep.replace(" ", "")
 
 
 def shell_commands(line):

@@ -14,8 +14,7 @@ import jsonschema
 import pytest
 import yaml
 
-from conftest import ROOT
-from test_cluster_configs import pinned_ray
+from conftest import ROOT, pinned_ray
 
 FOLDER = ROOT / "cluster" / "kuberay"
 IMAGE_ROOT = "/home/ray/pdarts-ray"  # where the Dockerfile puts the repository's files

@@ -2,29 +2,17 @@
 of cluster/local.yaml (on loopback, in a home holding the token where the config mounts it)
 refuses clients without the token, on the dashboard's Jobs API and on the GCS, and accepts
 them with it."""
-import os
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
-import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, free_port, token_head
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def head_command(name: str) -> str:
@@ -36,55 +24,13 @@ def head_command(name: str) -> str:
 
 @pytest.fixture(scope="module")
 def head():
-    token = "pdarts-test-" + os.urandom(16).hex()
-    home = Path(tempfile.mkdtemp(prefix="pdh-"))
-    (home / ".ray").mkdir()
-    (home / ".ray" / "auth_token").write_text(token)  # where the config mounts the cluster's token
     gcs, dashboard = free_port(), free_port()
     command = (head_command("local.yaml").replace("--port=6379", f"--port={gcs}")
                .replace("--autoscaling-config=~/ray_bootstrap_config.yaml", "")
                .replace("ulimit -n 65536; ", "")
-               + f" --dashboard-port={dashboard} --temp-dir={home}/t --num-cpus=1 --block")
-    ray_bin = Path(sys.executable).parent
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    env.update(HOME=str(home), PATH=f"{ray_bin}:{env['PATH']}")
-    proc = subprocess.Popen(["bash", "-c", command], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
-    try:
-        deadline = time.time() + 90
-        url = f"http://127.0.0.1:{dashboard}/api/version"
-        while True:
-            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
-            assert time.time() < deadline, "the head did not come up"
-            try:
-                urllib.request.urlopen(url, timeout=2)
-            except urllib.error.HTTPError:
-                break  # answering (with 401): up
-            except OSError:
-                time.sleep(0.5)
-                continue
-            break
-        yield {"token": token, "gcs": f"127.0.0.1:{gcs}", "dashboard": f"http://127.0.0.1:{dashboard}",
-               "env": env, "command": command}
-    finally:
-        os.killpg(proc.pid, 15)
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
-            proc.wait()
-        stop_processes_of(home)
-        shutil.rmtree(home, ignore_errors=True)
-
-
-def stop_processes_of(home: Path) -> None:
-    """Ray's processes of this head only (their command lines name its temp folder)."""
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and str(home).encode() in (proc / "cmdline").read_bytes():
-                os.kill(int(proc.name), 9)
-        except OSError:
-            pass
+               + f" --dashboard-port={dashboard} --temp-dir={{temp}} --num-cpus=1 --block")
+    with token_head(command, gcs, dashboard) as head:
+        yield {**head, "command": command}
 
 
 def test_the_config_starts_ray_with_token_authentication(head):

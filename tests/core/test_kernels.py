@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from pdarts_ray.core.bench import harness_switches
 from pdarts_ray.core.checkpoint import read_jsonl
 from pdarts_ray.core.config import SEARCH_PRESETS, SearchConfig, resolve
-from pdarts_ray.core.ops import build_op
 from pdarts_ray.core.search import run_search
 from pdarts_ray.core.space import PRIMITIVES
 from pdarts_ray.core.supernet import MixedOp, SearchNetwork

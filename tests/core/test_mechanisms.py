@@ -118,10 +118,10 @@ def watched(tmp_path_factory):
 
 def _epochs(watched):
     """The events of every training epoch, by (stage, epoch): validation's losses left out."""
-    out, current, stage = {}, [], None
+    out, current = {}, []
     for event in watched["events"]:
         if event[0] == "stage":
-            stage, current = event[1], []
+            current = []
         elif event[0] == "epoch_end":
             out[(event[1], event[2])] = [e for e in current if not (e[0] == "loss" and not e[2])]
             current = []

@@ -2,7 +2,6 @@
 import json
 
 import pytest
-import torch
 
 from pdarts_ray.core.config import SearchConfig
 from pdarts_ray.core.stage import lr_at, skip_dropout_at

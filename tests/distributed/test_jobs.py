@@ -1,0 +1,123 @@
+"""Ray Jobs against a head like a cluster's (token authentication, dashboard on loopback):
+an ablation submitted through the Jobs API stores its rows, logs every trial to MLflow and
+leaves Tune's TensorBoard files; a sweep whose job is stopped (`ray job stop`) continues with
+`sweep --resume` as another job, every trial stored and logged once."""
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, free_port, token_head
+from pdarts_ray.results import read_trials
+
+pytestmark = pytest.mark.slow
+mlflow = pytest.importorskip("mlflow")
+from ray.job_submission import JobStatus, JobSubmissionClient  # noqa: E402
+
+SMOKE_STEPS = list(range(9))  # 3 stages of 3 epochs
+
+
+@pytest.fixture(scope="module")
+def head():
+    gcs, dashboard = free_port(), free_port()
+    command = (f"RAY_AUTH_MODE=token ray start --head --port={gcs} --dashboard-host=127.0.0.1 "
+               f"--dashboard-port={dashboard} --temp-dir={{temp}} --num-cpus=4 --block")
+    with token_head(command, gcs, dashboard) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def jobs(head):
+    return JobSubmissionClient(head["dashboard"], headers={"Authorization": f"Bearer {head['token']}"})
+
+
+@pytest.fixture(scope="module")
+def places(tmp_path_factory):
+    root = tmp_path_factory.mktemp("jobs")
+    return {"store": str(root / "store"), "mlflow": f"sqlite:///{root}/mlflow.db"}
+
+
+def wait_for(jobs, job_id, statuses, timeout=600):
+    deadline = time.time() + timeout
+    while (status := jobs.get_job_status(job_id)) not in statuses:
+        assert not status.is_terminal(), f"{job_id} ended {status}: {jobs.get_job_logs(job_id)[-3000:]}"
+        assert time.time() < deadline, f"{job_id} still {status}"
+        time.sleep(1)
+    return status
+
+
+def mlflow_runs(uri, experiment):
+    client = mlflow.tracking.MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    return client, client.search_runs([found.experiment_id]) if found else []
+
+
+def test_a_client_without_the_token_is_refused(head):
+    with pytest.raises(Exception, match="401|Unauthorized|token"):
+        JobSubmissionClient(head["dashboard"]).list_jobs()
+
+
+def test_an_ablation_submitted_as_a_job(jobs, places, tmp_path):
+    job_id = jobs.submit_job(
+        entrypoint=f"python ablations/dropout_grid.py --preset smoke --name dropout-job --concurrent 2 "
+                   f"--storage {places['store']} --mlflow {places['mlflow']}",
+        runtime_env={"working_dir": str(ROOT), "excludes": ["benchmarks/results", "tests/fixtures"]})
+    assert wait_for(jobs, job_id, {JobStatus.SUCCEEDED}) == JobStatus.SUCCEEDED
+    assert "experiment: " in jobs.get_job_logs(job_id)
+
+    trials = read_trials(places["store"], "dropout-job").to_pylist()
+    assert len(trials) == 3 and {t["status"] for t in trials} == {"finished"}
+
+    client, runs = mlflow_runs(places["mlflow"], "dropout-job")
+    assert sorted(r.data.tags["pdarts_ray.trial_id"] for r in runs) == sorted(t["trial_id"] for t in trials)
+    by_trial = {t["trial_id"]: t for t in trials}
+    for run in runs:
+        trial = by_trial[run.data.tags["pdarts_ray.trial_id"]]
+        assert run.info.status == "FINISHED"
+        assert json.loads(run.data.params["skip_dropout"]) == trial["cfg_skip_dropout"]
+        assert run.data.params["cells"] == "[3, 4, 5]"  # the whole config, not only the sampled keys
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "valid_acc")] == SMOKE_STEPS
+        got = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="genotype.json",
+                                                  tracking_uri=places["mlflow"], dst_path=str(tmp_path / run.info.run_id))
+        assert json.loads(Path(got).read_text()) == json.loads(trial["genotype"])
+
+    # Ray Tune's TensorBoard files, one per trial folder, with every reported metric
+    events = sorted(Path(places["store"], "dropout-job").glob("*/events.out.tfevents.*"))
+    assert len(events) == 3
+    assert all(b"ray/tune/valid_acc" in e.read_bytes() and b"ray/tune/global_epoch" in e.read_bytes()
+               for e in events)
+
+
+def test_a_stopped_job_leaves_its_sweep_resumable(jobs, places, tmp_path):
+    space = tmp_path / "seeds.yaml"
+    space.write_text("base: {preset: smoke}\nsearcher: grid\nspace: {seed: {grid: [1, 2, 3, 4]}}\n"
+                     "objective: best_valid_acc\nmax_concurrent_trials: 1\n")
+    sweep = f"pdarts-ray sweep --storage {places['store']} --quiet"
+    job_id = jobs.submit_job(entrypoint=f"{sweep} --space {space} --name stopped --mlflow {places['mlflow']}")
+    rows = Path(places["store"], "stopped", "trials")
+    deadline = time.time() + 300
+    while not (rows.is_dir() and any(rows.glob("*.parquet"))):
+        assert not jobs.get_job_status(job_id).is_terminal(), jobs.get_job_logs(job_id)[-3000:]
+        assert time.time() < deadline
+        time.sleep(0.5)
+    jobs.stop_job(job_id)
+    assert wait_for(jobs, job_id, {JobStatus.STOPPED, JobStatus.FAILED}) == JobStatus.STOPPED
+    stored = read_trials(places["store"], "stopped").num_rows
+    assert 1 <= stored < 4
+
+    again = jobs.submit_job(entrypoint=f"{sweep} --resume stopped")
+    assert wait_for(jobs, again, {JobStatus.SUCCEEDED}) == JobStatus.SUCCEEDED, jobs.get_job_logs(again)[-3000:]
+    trials = read_trials(places["store"], "stopped").to_pylist()
+    assert sorted(t["seed"] for t in trials) == [1, 2, 3, 4] and {t["status"] for t in trials} == {"finished"}
+    client, runs = mlflow_runs(places["mlflow"], "stopped")
+    assert sorted(r.data.tags["pdarts_ray.trial_id"] for r in runs) == sorted(t["trial_id"] for t in trials)
+    for run in runs:  # the trial the stop cut short continued its own run, every epoch in it
+        assert run.info.status == "FINISHED"
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")]
+        assert sorted(set(steps)) == SMOKE_STEPS
+
+
+def test_the_docs_show_the_job_commands():
+    text = (ROOT / "docs" / "clusters.md").read_text()
+    assert "ray job submit" in text and "ray job stop" in text and "sweep --resume" in text
