@@ -1,15 +1,12 @@
 """The Python API (pdarts_ray/api.py): typed configs in, result objects out, the same runs
-as the CLI's; and the docs' example, run as it is written."""
+as the CLI's. The docs' example runs from an installed wheel: tests/test_wheel.py."""
 import doctest
 import json
-import re
-import subprocess
-import sys
 
 import pytest
 
 import pdarts_ray
-from conftest import ROOT, run_cli
+from conftest import run_cli
 from pdarts_ray import api
 from pdarts_ray.core.errors import UserError
 from pdarts_ray.core.space import Genotype
@@ -100,23 +97,3 @@ def test_every_kind_of_genotype_is_taken(search):
     assert api.genotype_of("pdarts") == ("PDARTS", pdarts_ray.api.genotype_of("PDARTS")[1])
     with pytest.raises(UserError, match="genotype"):
         api.genotype_of({"normal": [["no_such_op", 0]]})
-
-
-def python_blocks(page):
-    return re.findall(r"```python\n(.*?)```", page.read_text(), re.S)
-
-
-@pytest.mark.slow
-def test_the_docs_example_runs_as_written(tmp_path):
-    """docs/python.md's example in a fresh process: a search, its retraining, a sweep on a
-    local Ray, the store read with pandas, and a table rendered from the store."""
-    (block,) = python_blocks(ROOT / "docs" / "python.md")
-    proc = subprocess.run([sys.executable, "-c", block], cwd=tmp_path, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = proc.stdout
-    assert re.search(r"best valid accuracy 0\.\d{3}; \d skip-connects before refinement", out)
-    assert re.search(r"\d+\.\d % test error, \d+ parameters", out)
-    assert out.count("finished") == 2  # the two trials of the sweep, as a pandas frame
-    assert "no searches stored yet" in out or "search" in out  # the table's missing searches are listed
-    assert (tmp_path / "store" / "seeds" / "trials").is_dir()
-    assert (tmp_path / "runs" / "eval-smoke-3" / "weights.pt").is_file()
