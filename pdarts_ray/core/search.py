@@ -51,6 +51,16 @@ CHECKPOINT_DIR = "checkpoints"
 
 # ---------------------------------------------------------------- the search
 
+def validates(cfg: SearchConfig, epoch: int) -> bool:
+    """Whether a stage's `epoch` ends with validation: always its last; then either its last
+    `valid_last_epochs` (the official code's cadence) or every `valid_every`-th."""
+    if epoch == cfg.epochs - 1:
+        return True
+    if cfg.valid_last_epochs:
+        return epoch >= cfg.epochs - cfg.valid_last_epochs
+    return (epoch + 1) % cfg.valid_every == 0
+
+
 def plan_stages(cfg: SearchConfig) -> list[StagePlan]:
     n = cfg.num_stages
     return [StagePlan(i, cfg.cells[i], cfg.ops_kept[i], cfg.skip_dropout[i], i == n - 1) for i in range(n)]
@@ -161,7 +171,7 @@ class ProgressiveSearch:
             metrics = stage.train_epoch(epoch, images, train_idx, valid_idx, self.hooks)
             last_epoch = epoch == cfg.epochs - 1
             valid_acc = valid_loss = None
-            if last_epoch or (epoch + 1) % cfg.valid_every == 0:
+            if validates(cfg, epoch):
                 valid_acc, valid_loss = stage.validate(images, valid_idx)
             cells = stage.cell_states()
             row = {"stage": plan.index + 1, "epoch": epoch, "global_epoch": plan.index * cfg.epochs + epoch,

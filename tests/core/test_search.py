@@ -82,6 +82,33 @@ def test_same_seed_same_search(smoke_run, tmp_path):
     assert losses(again) == losses(run_dir)
 
 
+def test_validation_cadence_changes_what_is_reported_not_what_is_searched(smoke_run, tmp_path):
+    """Validation draws no random numbers and changes no state, so the official cadence (the
+    last epochs of each stage) gives the very search validating every epoch gives; which is
+    why the cadence is not part of a stored search's identity (config.REPORTING_KEYS)."""
+    from pdarts_ray.core.config import identity, replace, to_dict
+    from pdarts_ray.core.search import validates
+
+    run_dir, _ = smoke_run
+    official = replace(SMOKE, valid_last_epochs=1)  # smoke stages have 3 epochs: validate the last only
+    assert [validates(official, e) for e in range(3)] == [False, False, True]
+    run_search(official, tmp_path / "official")
+    rows = read_jsonl(tmp_path / "official" / "metrics.jsonl")
+    assert [r["valid_acc"] is not None for r in rows] == [False, False, True] * 3
+    assert _load(tmp_path / "official", "alphas.json") == _load(run_dir, "alphas.json")
+    assert [r["train_loss"] for r in rows] == [m["train_loss"] for m in read_jsonl(run_dir / "metrics.jsonl")]
+    assert identity(to_dict(official)) == identity(to_dict(SMOKE))
+
+
+def test_paper_presets_validate_as_the_official_code():
+    """The official train_search.py validates when `epochs - epoch < 5`: epochs 21..24 of 25."""
+    from pdarts_ray.core.search import validates
+
+    for preset in ("paper-c10", "paper-c100"):
+        cfg = resolve(SearchConfig, SEARCH_PRESETS, preset)
+        assert [e for e in range(cfg.epochs) if validates(cfg, e)] == [21, 22, 23, 24]
+
+
 def _wait_for(path, predicate, proc, timeout=300):
     deadline = time.time() + timeout
     while time.time() < deadline:
