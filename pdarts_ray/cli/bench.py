@@ -101,6 +101,30 @@ def cmd_bench_predict(args) -> int:
     return 0
 
 
+def cmd_bench_retrain_step(args) -> int:
+    from ..evaluation.bench import bench_retrain_step
+    from ..evaluation.genotypes import load_genotype
+
+    for flag, value, low in (("--batch", args.batch, 1), ("--steps", args.steps, 1), ("--warmup", args.warmup, 0),
+                             ("--threads", args.threads, 0), ("--channels", args.channels, 2),
+                             ("--layers", args.layers, 3)):
+        if value < low:
+            raise UserError(f"{flag}: must be at least {low}, got {value}")
+    name, genotype = load_genotype(args.genotype)
+    try:
+        result = bench_retrain_step(genotype, args.channels, args.layers, args.batch, args.device, args.threads,
+                                    args.warmup, args.steps, args.channels_last)
+    except ValueError as err:
+        raise UserError(f"--{err}") from None
+    result = {"genotype": name, **result}
+    emit(args, result, f"{name}, C={args.channels}, {args.layers} cells, batch {args.batch} on {result['device']}: "
+                       f"{result['median_step_s']:.3f} s/step (median), peak memory "
+                       f"{result['peak_memory_bytes'] / 2**20:.0f} MiB, "
+                       f"{result['flops']['train_step'] / 1e9:.1f} GFLOP/step, "
+                       f"{result['achieved_flop_per_s'] / 1e12:.3f} TFLOP/s")
+    return 0
+
+
 def _add_bench_flags(p) -> None:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -146,4 +170,19 @@ def register(sub, groups) -> None:
     _add_bench_flags(p)
     add_common_flags(p)
     p.set_defaults(func=cmd_bench_predict)
+    p = bsub.add_parser("retrain-step", help="time one retraining step of a genotype's evaluation network",
+                        description="One training step of the CIFAR evaluation network (SGD, auxiliary head, "
+                                    "clipping) on random batches: seconds, peak memory and model FLOPs. Defaults: "
+                                    "PDARTS, C=36, 20 cells, batch 128, as the official train_cifar.py.")
+    p.add_argument("--genotype", default="PDARTS", help="a published name or a genotype file (default PDARTS)")
+    p.add_argument("--channels", type=int, default=36)
+    p.add_argument("--layers", type=int, default=20)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: every core)")
+    p.add_argument("--steps", type=int, default=5, help="timed steps (after the warm-up ones)")
+    p.add_argument("--warmup", type=int, default=2)
+    add_common_flags(p)
+    p.set_defaults(func=cmd_bench_retrain_step)
     groups["bench"] = bsub

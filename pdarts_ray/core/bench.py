@@ -95,8 +95,10 @@ def bench_step(stage: int, cfg: SearchConfig, masks: str = "heavy", warmup: int 
             torch.cuda.synchronize(dev)
         times.append(time.perf_counter() - t0)
     peak = torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else process_peak_rss_bytes()
-    result = {"stage": stage, "batch": cfg.batch_size, "device": str(dev),
-              "median_step_s": statistics.median(times[warmup:]), "peak_memory_bytes": int(peak)}
+    median = statistics.median(times[warmup:])
+    flops = step_flops(stage, cfg, masks)
+    result = {"stage": stage, "batch": cfg.batch_size, "device": str(dev), "median_step_s": median,
+              "peak_memory_bytes": int(peak), "flops": flops, "achieved_flop_per_s": flops["full_step"] / median}
     if weight_steps:
         weight_times = []
         for _, (x, y) in data[:weight_steps]:
@@ -107,6 +109,42 @@ def bench_step(stage: int, cfg: SearchConfig, masks: str = "heavy", warmup: int 
             weight_times.append(time.perf_counter() - t0)
         result["weight_only_step_s"] = statistics.median(weight_times)
     return result
+
+
+FLOP_COUNT_BATCH = 2
+
+
+def step_flops(stage: int, cfg: SearchConfig, masks: str = "heavy") -> dict:
+    """Model floating-point operations of one full step of a stage's supernet (a multiply-add
+    counts 2; convolutions and matrix products, as PyTorch's FlopCounterMode counts them).
+
+    The forward pass F is counted on the reference kernels (the supernet's arithmetic, not the
+    lean kernels' recomputation), on CPU at batch FLOP_COUNT_BATCH and scaled to the batch:
+    every counted operation is linear in the batch. The backward passes are model counts, as
+    training FLOPs are usually stated: the weight step is F + 2F (gradients of the inputs and
+    of the weights), the architecture step F + F (first order: the gradient reaches the alphas
+    through the activations; the weights' gradients are not needed). FlopCounterMode's own
+    backward count is not used: it takes a depthwise convolution's input gradient for a full
+    convolution's (C times too many), and the supernet's separable convolutions are depthwise.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from .config import replace
+
+    small = replace(cfg, batch_size=FLOP_COUNT_BATCH, device="cpu", kernels="reference", dtype="float32",
+                    compile=False, channels_last="off")
+    switches = stage_switches(stage, masks)
+    plan = StagePlan(index=stage - 1, cells=HARNESS_CELLS[stage], ops=sum(switches["normal"][0]),
+                     rate=HARNESS_DROPOUT[stage], last=stage == 3)
+    net = Stage(small, plan, switches, num_classes=10, device=torch.device("cpu"))
+    net.model.set_skip_dropout(plan.rate)
+    net.model.train()
+    x = torch.randn(FLOP_COUNT_BATCH, 3, cfg.image_size, cfg.image_size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        net.forward(x, arch_grad=False, weight_grad=False)
+    forward = int(round(counter.get_total_flops() * cfg.batch_size / FLOP_COUNT_BATCH))
+    return {"forward": forward, "arch_step": 2 * forward, "weight_step": 3 * forward, "full_step": 5 * forward,
+            "batch": cfg.batch_size}
 
 
 def projected_search_hours(full_step_s: list[float], weight_step_s: list[float], train_images: int = 25_000,

@@ -6,13 +6,13 @@ import torch
 import torch.nn.functional as F
 
 from conftest import run_cli
-from pdarts_ray.core.bench import projected_search_hours, stage_switches
+from pdarts_ray.core.bench import bench_config, projected_search_hours, stage_switches, step_flops
 from pdarts_ray.core.config import SEARCH_PRESETS, SearchConfig, resolve
 from pdarts_ray.core.errors import UserError
 from pdarts_ray.core.memory_model import heaviest_switches, kept_bytes, predict_stage
 from pdarts_ray.core.supernet import SearchNetwork
 
-STEP_KEYS = {"stage", "batch", "device", "median_step_s", "peak_memory_bytes"}
+STEP_KEYS = {"stage", "batch", "device", "median_step_s", "peak_memory_bytes", "flops", "achieved_flop_per_s"}
 
 
 def test_bench_all_runs_each_stage_in_its_own_process():
@@ -93,3 +93,70 @@ def test_bench_predict_cli():
 def test_projected_hours():
     # 261 steps per epoch at batch 96: 10 weight-only epochs + 15 full ones per stage
     assert projected_search_hours([1.0] * 3, [0.5] * 3) == pytest.approx(3 * 261 * (10 * 0.5 + 15 * 1.0) / 3600)
+
+
+def conv_and_linear_macs(model, x, modules=None) -> int:
+    """Multiply-adds of every nn.Conv2d and nn.Linear in one forward pass, from their shapes."""
+    total = 0
+    modules = list(modules if modules is not None else model.modules())
+
+    def conv(module, inputs, output):
+        nonlocal total
+        total += output.numel() * (module.in_channels // module.groups) * module.kernel_size[0] * module.kernel_size[1]
+
+    def linear(module, inputs, output):
+        nonlocal total
+        total += output.numel() * module.in_features
+
+    hooks = [m.register_forward_hook(conv if isinstance(m, torch.nn.Conv2d) else linear) for m in modules
+             if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    with torch.no_grad():
+        model(x, arch_grad=False, weight_grad=False)
+    for h in hooks:
+        h.remove()
+    return total
+
+
+@pytest.mark.parametrize("stage", [1, 2, 3])
+def test_step_flops_are_the_supernets_arithmetic(stage):
+    """The forward count equals twice the multiply-adds the supernet's convolutions (depthwise
+    ones included) and classifier do for the same batch; it scales with the batch; the steps
+    are the model counts 2F (architecture) and 3F (weights)."""
+    from pdarts_ray.core.bench import HARNESS_CELLS, HARNESS_DROPOUT
+    from pdarts_ray.core.search import Stage, StagePlan
+
+    cfg = bench_config(batch=4, device="cpu", kernels="reference", channels_last="off", image_size=16)
+    switches = stage_switches(stage)
+    plan = StagePlan(index=stage - 1, cells=HARNESS_CELLS[stage], ops=sum(switches["normal"][0]),
+                     rate=HARNESS_DROPOUT[stage], last=stage == 3)
+    net = Stage(cfg, plan, switches, num_classes=10, device=torch.device("cpu"))
+    net.model.train()
+    macs = conv_and_linear_macs(net.model, torch.randn(4, 3, 16, 16))
+    flops = step_flops(stage, cfg)
+    assert flops["forward"] == 2 * macs
+    assert step_flops(stage, bench_config(batch=96, image_size=16))["forward"] == 24 * flops["forward"]
+    assert (flops["arch_step"], flops["weight_step"], flops["full_step"]) == \
+           (2 * flops["forward"], 3 * flops["forward"], 5 * flops["forward"])
+
+
+def test_retrain_step_bench_and_its_flops():
+    """The retraining step's forward count equals twice the network's convolution and linear
+    multiply-adds in training mode (auxiliary head included); the CLI reports a timed step."""
+    from pdarts_ray.evaluation.bench import retrain_step_flops
+    from pdarts_ray.evaluation.genotypes import PDARTS
+    from pdarts_ray.evaluation.network import build_network
+
+    model = build_network(PDARTS, "cifar", 8, 10, 5, auxiliary=True)
+    model.train()
+    macs = conv_and_linear_macs(lambda x, **_: model(x), torch.randn(2, 3, 32, 32), modules=model.modules())
+    flops = retrain_step_flops(PDARTS, channels=8, layers=5, batch=2)
+    assert flops["forward"] == 2 * macs and flops["train_step"] == 3 * flops["forward"]
+    assert retrain_step_flops(PDARTS, channels=8, layers=5, batch=128)["forward"] == 64 * flops["forward"]
+    code, out, err = run_cli("bench", "retrain-step", "--channels", "8", "--layers", "5", "--batch", "4",
+                             "--steps", "1", "--warmup", "0", "--device", "cpu", "--threads", "1", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["genotype"] == "PDARTS" and result["median_step_s"] > 0
+    assert result["flops"]["train_step"] == 2 * retrain_step_flops(PDARTS, channels=8, layers=5, batch=2)["train_step"]
+    code, _, err = run_cli("bench", "retrain-step", "--layers", "2")
+    assert code == 2 and "--layers" in err
