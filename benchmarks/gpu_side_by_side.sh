@@ -1,21 +1,24 @@
 #!/usr/bin/env bash
-# GPU figures in one short run (a few minutes): for each search stage, one full step of the
-# official P-DARTS code and of pdarts-ray side by side (time, CUDA peak memory), weight-only
-# steps and the projected whole-search time at the paper's batch of 96, bf16 autocast, and
-# the memory model's predictions for the same stages. Writes its files to OUT_DIR.
+# The GPU figures of one device session (about 11 minutes of phases, sized for 15 minutes
+# of device time with start-up): benchmarks/gpu_phases.py's phases (steps side by side with
+# the official code, profile, retraining step, real epochs, concurrent trials), each writing
+# its JSON into OUT_DIR as soon as it ends.
 #
-#   benchmarks/gpu_side_by_side.sh PATH_TO_OFFICIAL_CHECKOUT [OUT_DIR]
+#   benchmarks/gpu_side_by_side.sh PATH_TO_OFFICIAL_CHECKOUT [OUT_DIR] [--phases steps,profile,...]
+#   benchmarks/gpu_side_by_side.sh none OUT_DIR --dry-run     # CPU, toy sizes, no official code
+#
+# On a machine that cannot reach GitHub, carry a checkout of github.com/chenxin061/pdarts
+# along in the repository (an ignored folder such as benchmarks/official/) and pass its path.
 set -u
 official=$1
 out=${2:-gpu-bench}
+shift $(( $# >= 2 ? 2 : 1 ))
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
-log="$out/log.txt"
-{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-  python3 -c "import torch; print('torch', torch.__version__)"; } | tee "$log"
-python3 benchmarks/official_side_by_side.py "$official" --device cuda --batch 96 --rounds 1 --steps 10 \
-    --warmup 3 --weight-steps 10 --json-out "$out/side_by_side_b96.json" 2>>"$log" | tee "$out/side_by_side_b96.md"
-python3 -m pdarts_ray.cli bench all --device cuda --batch 96 --steps 10 --warmup 3 --dtype bfloat16 --json \
-    > "$out/bf16_b96.json" 2>>"$log"
-python3 -m pdarts_ray.cli bench predict --harness --device cuda --batch 96 --json > "$out/predict_b96.json" 2>>"$log"
-cat "$out/bf16_b96.json" "$out/predict_b96.json"
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi"
+  "${PYTHON:-python3}" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"; } | tee "$out/machine.txt"
+if [ "$official" = none ]; then
+    "${PYTHON:-python3}" benchmarks/gpu_phases.py "$out" "$@"
+else
+    "${PYTHON:-python3}" benchmarks/gpu_phases.py "$out" --official "$official" "$@"
+fi

@@ -61,6 +61,14 @@ def validates(cfg: SearchConfig, epoch: int) -> bool:
     return (epoch + 1) % cfg.valid_every == 0
 
 
+def step_path(cfg: SearchConfig, device: torch.device, ranks: Ranks) -> dict:
+    """Which implementation of the supernet step ran: what a timing or a memory figure of the
+    run belongs to."""
+    kernels = "reference" if ranks.sync_bn else cfg.kernels  # as Stage: global BatchNorm needs the reference ops
+    return {"kernels": kernels, "dtype": cfg.dtype, "compiled": cfg.compile,
+            "channels_last": memory_format(cfg.channels_last, device, cfg.image_size) == torch.channels_last}
+
+
 def plan_stages(cfg: SearchConfig) -> list[StagePlan]:
     n = cfg.num_stages
     return [StagePlan(i, cfg.cells[i], cfg.ops_kept[i], cfg.skip_dropout[i], i == n - 1) for i in range(n)]
@@ -266,6 +274,7 @@ class ProgressiveSearch:
             "threads": torch.get_num_threads(),
             "workers": self.ranks.world,
             "sync_bn": self.ranks.sync_bn,
+            "step_path": step_path(cfg, device, self.ranks),
             "versions": {"pdarts_ray": __version__, "torch": torch.__version__,
                          "python": platform.python_version()},
         }

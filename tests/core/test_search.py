@@ -100,6 +100,11 @@ def test_validation_cadence_changes_what_is_reported_not_what_is_searched(smoke_
     assert identity(to_dict(official)) == identity(to_dict(SMOKE))
 
 
+def test_the_result_says_which_step_ran(smoke_run):
+    _, result = smoke_run
+    assert result["step_path"] == {"kernels": "lean", "dtype": "float32", "compiled": False, "channels_last": True}
+
+
 def test_paper_presets_validate_as_the_official_code():
     """The official train_search.py validates when `epochs - epoch < 5`: epochs 21..24 of 25."""
     from pdarts_ray.core.search import validates
