@@ -169,6 +169,20 @@ SEARCH_PRESETS: dict[str, dict[str, Any]] = {
                   threads=1),
 }
 
+# Earlier values of presets that have changed, newest first: an experiment started with one
+# of them keeps it (its saved base config is checked against every version).
+FORMER_PRESETS: dict[str, list[dict[str, Any]]] = {
+    # 0.1.0: validated every epoch
+    "paper-c10": [{k: v for k, v in SEARCH_PRESETS["paper-c10"].items() if k != "valid_last_epochs"}],
+    "paper-c100": [{k: v for k, v in SEARCH_PRESETS["paper-c100"].items() if k != "valid_last_epochs"}],
+}
+
+
+def preset_versions(name: str) -> list[dict[str, Any]]:
+    """A preset's values now, then its earlier versions."""
+    return [SEARCH_PRESETS[name], *FORMER_PRESETS.get(name, [])]
+
+
 PRESET_NOTES = {
     "paper-c10": "the paper's CIFAR-10 search (GPU; needs CIFAR-10 under data_root)",
     "paper-c100": "the paper's CIFAR-100 search (GPU; needs CIFAR-100 under data_root)",

@@ -56,11 +56,13 @@ class Sweep:
     name: str | None = None
     mlflow: str | None = None  # an MLflow tracking URI every trial is logged to (distributed/tracking.py)
 
-    def base_config(self) -> SearchConfig:
+    def base_config(self, preset_values: dict | None = None) -> SearchConfig:
+        """The base: the definition's keys over its preset (or over `preset_values`, one of the
+        preset's earlier versions)."""
         preset = self.base["preset"]
         if preset not in SEARCH_PRESETS:
             raise UserError(f"sweep: base.preset: unknown preset '{preset}' (choose from {', '.join(SEARCH_PRESETS)})")
-        values = apply_overrides(SearchConfig, {}, SEARCH_PRESETS[preset], f"preset {preset}")
+        values = apply_overrides(SearchConfig, {}, preset_values or SEARCH_PRESETS[preset], f"preset {preset}")
         values = apply_overrides(SearchConfig, values, self.base.get("config") or {}, "sweep: base.config")
         return SearchConfig(**values).validate()
 

@@ -65,7 +65,7 @@ def read_setup(path: str) -> dict:
 def load_setup(path: str) -> dict:
     """`sweep.json`, validated as strictly as a new sweep: its keys and their types, the saved
     definition parsed again, and the base config the trials run checked against it."""
-    from ..core.config import SearchConfig, from_dict, identity, to_dict
+    from ..core.config import SearchConfig, from_dict, preset_versions, to_dict
     from .definition import parse_saved_sweep
 
     setup = read_setup(path)
@@ -85,8 +85,9 @@ def load_setup(path: str) -> dict:
         raise UserError(f"{where}: worker_env: must map names to strings")
     sweep = parse_saved_sweep(setup["sweep"], where)
     base = to_dict(from_dict(SearchConfig, setup["base_config"], f"{where}: base_config"))
-    # an experiment saved before a reporting key's preset value changed keeps its own value
-    if identity(base) != identity(to_dict(sweep.base_config())):
+    # what the trials ran with: the definition's base over its preset as it is now, or as it
+    # was in an earlier version (an experiment keeps the values it was started with)
+    if base not in [to_dict(sweep.base_config(values)) for values in preset_versions(sweep.base["preset"])]:
         raise UserError(f"{where}: base_config does not match the sweep's base (edited by hand?)")
     if sweep.name is not None and sweep.name != setup["name"]:
         raise UserError(f"{where}: name {setup['name']!r} differs from the sweep's {sweep.name!r}")

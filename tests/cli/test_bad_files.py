@@ -179,3 +179,26 @@ def test_what_computes_from_the_store_refuses_an_unreadable_file(tmp_path):
                              tmp_path / "out")
     assert code == 2 and str(bad) in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "out").exists() and not (store / "reproduce-smoke-synthetic").exists()
+
+
+def test_an_experiment_keeps_the_preset_values_it_started_with(experiment):
+    """A preset whose values change in a later version (paper-c10 now validates the last 4
+    epochs of each stage) leaves experiments started with the earlier values loadable, and
+    still refuses values that no version of the preset had."""
+    from pdarts_ray.core.config import FORMER_PRESETS, SearchConfig, apply_overrides, to_dict
+    from pdarts_ray.core.errors import UserError
+    from pdarts_ray.distributed.experiment import load_setup
+
+    path = experiment / "exp" / "sweep.json"
+
+    def with_base(values):
+        _damage(path, lambda d: (d["sweep"]["base"].update(preset="paper-c10", config={}),
+                                 d.update(base_config=to_dict(SearchConfig(**apply_overrides(SearchConfig, {}, values,
+                                                                                               "test"))))))
+        return load_setup(str(experiment / "exp"))
+
+    (former,) = FORMER_PRESETS["paper-c10"]
+    assert with_base(former)["base_config"]["valid_last_epochs"] == 0
+    assert with_base({**former, "valid_last_epochs": 4})["base_config"]["valid_last_epochs"] == 4
+    with pytest.raises(UserError, match="does not match the sweep's base"):
+        with_base({**former, "valid_last_epochs": 2})
