@@ -106,8 +106,12 @@ def test_lean_kernels_keep_far_less_for_backward(stage):
     assert kept["lean", "arch"] < 0.4 * kept["ref", "arch"]
 
 
+# the tiny preset's networks, data and batches for a third of its epochs: the CI budget
+SHORTER = {"smoke": [], "tiny": ["epochs=2", "warmup_epochs=1"]}
+
+
 def _search(preset, kernels, out):
-    cfg = resolve(SearchConfig, SEARCH_PRESETS, preset, None, [f"kernels={kernels}"])
+    cfg = resolve(SearchConfig, SEARCH_PRESETS, preset, None, [f"kernels={kernels}", *SHORTER[preset]])
     run_search(cfg, out)
     return (json.loads((out / "genotypes.json").read_text()), json.loads((out / "alphas.json").read_text()),
             [(m["train_loss"], m["valid_acc"]) for m in read_jsonl(out / "metrics.jsonl")])

@@ -89,6 +89,21 @@ def test_an_ablation_submitted_as_a_job(jobs, places, tmp_path):
                for e in events)
 
 
+def test_ray_tunes_own_readers_see_the_finished_sweep(places):
+    """tune.ExperimentAnalysis on the experiment folder (no Ray needed) lists every trial with
+    the metrics of its last report and its sampled config, as docs/results.md says."""
+    from ray import tune
+
+    trials = {t["trial_id"]: t for t in read_trials(places["store"], "dropout-job").to_pylist()}
+    analysis = tune.ExperimentAnalysis(str(Path(places["store"], "dropout-job")))
+    frame = analysis.dataframe()
+    assert sorted(frame["trial_id"]) == sorted(trials)
+    for _, row in frame.iterrows():
+        assert row["best_valid_acc"] == pytest.approx(trials[row["trial_id"]]["best_valid_acc"])
+    sampled = [c["skip_dropout"] for c in analysis.get_all_configs().values()]  # a list as JSON text
+    assert sorted(json.loads(v) for v in sampled) == sorted(t["cfg_skip_dropout"] for t in trials.values())
+
+
 def test_a_stopped_job_leaves_its_sweep_resumable(jobs, places, tmp_path):
     space = tmp_path / "seeds.yaml"
     space.write_text("base: {preset: smoke}\nsearcher: grid\nspace: {seed: {grid: [1, 2, 3, 4]}}\n"
