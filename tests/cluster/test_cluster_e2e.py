@@ -121,8 +121,10 @@ def as_user(user, *cmd, **kw):
 
 
 def let_user_reach(user, path, cleanup):
-    """Grant `user` traverse rights on the ancestors of `path` it cannot enter (e.g. a 0700 /root)."""
-    for d in reversed(Path(path).resolve().parents):
+    """Grant `user` traverse rights on `path` (a folder) and its ancestors where it cannot enter them
+    (e.g. a 0700 /root, or a 0700 temporary virtual environment)."""
+    path = Path(path).resolve()
+    for d in [*reversed(path.parents), *([path] if path.is_dir() else [])]:
         if os.stat(d).st_mode & 0o001:
             continue
         saved = run(["getfacl", "--absolute-names", "-p", d]).stdout
@@ -334,6 +336,7 @@ def test_ray_up_submit_down_on_one_machine(tmp_path):
         # The machine's Python environment: a venv of the user's sharing this interpreter's packages.
         let_user_reach(user, sys.prefix, cleanup)
         let_user_reach(user, Path(sys.executable).resolve(), cleanup)
+        let_user_reach(user, ROOT / "pdarts_ray", cleanup)  # an editable install's sources
         as_user(user, sys.executable, "-m", "venv", "--without-pip", home / "pdarts-venv")
         share_site_packages(user, home / "pdarts-venv")
         add_console_scripts(user, home / "pdarts-venv")
