@@ -146,6 +146,20 @@ def s3_server(tmp_path_factory):
                 os.environ[key] = value
 
 
+def kill_group(proc, stop_local_ray: bool = False) -> None:
+    """SIGKILL a process started with start_new_session=True and all its children; with
+    `stop_local_ray`, also the local Ray it started (its raylet outlives a killed driver)."""
+    import signal
+    import subprocess
+
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    if stop_local_ray:
+        subprocess.run([os.path.join(os.path.dirname(sys.executable), "ray"), "stop", "--force"],
+                       capture_output=True)
+
+
 def free_port() -> int:
     import socket
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import kill_group, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -97,12 +97,6 @@ def _metric_lines(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines()]
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-
-
 def _wait_for_marker(marker: Path, deadline: float, alive=lambda: True) -> str:
     """The node id a held worker wrote into its marker."""
     while time.time() < deadline and alive():
@@ -166,9 +160,8 @@ def test_a_killed_driver_resumes_and_stores_every_trial_once(cluster, tmp_path):
             time.sleep(0.1)
         assert proc.poll() is None, f"the sweep ended before it could be killed: {log.read_text()[-2000:]}"
         assert len(done) == 1, "the other trial did not finish before the deadline"
-        os.killpg(proc.pid, signal.SIGKILL)
     finally:
-        _kill_group(proc)
+        kill_group(proc)
     finished = done[0].stem
     finished_run = experiment / "runs" / finished
     before = _files(finished_run)
@@ -263,7 +256,7 @@ def _run_writer(folder, storage, last, acked: dict, kill_after=None) -> None:
     finally:
         if timer is not None:
             timer.join()
-        _kill_group(proc)
+        kill_group(proc)
     if kill_after is None:
         assert proc.returncode == 0, proc.stderr.read()[-2000:]
     else:
@@ -307,9 +300,8 @@ def test_a_search_killed_twice_resumes_to_the_undisturbed_genotype(tmp_path, ref
                 time.sleep(0.05)
             assert proc.poll() is None, f"the search ended before it could be killed: {log.read_text()[-2000:]}"
             time.sleep(rng.uniform(0.0, 1.0))
-            os.killpg(proc.pid, signal.SIGKILL)
         finally:
-            _kill_group(proc)
+            kill_group(proc)
         assert not (run / "result.json").exists()
     code, _, err = run_cli("search", "--resume", run, "--quiet", timeout=300)
     assert code == 0, err[-2000:]

@@ -12,7 +12,6 @@ gs:// is not tested offline.
 """
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -20,7 +19,7 @@ import time
 
 import pytest
 
-from conftest import run_cli
+from conftest import kill_group, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -100,12 +99,8 @@ def test_a_sweep_on_s3_killed_and_resumed_stores_every_trial_once(s3_server, tmp
         assert marker.exists() and len(_keys(bucket, "store/on-s3/trials/")) == 1
         assert "store/.claims/on-s3.json" in _keys(bucket, "store/.claims/")  # the driver's claim
         time.sleep(5)  # Tune saves its state every few seconds
-        os.killpg(driver.pid, signal.SIGKILL)
     finally:
-        if driver.poll() is None:
-            os.killpg(driver.pid, signal.SIGKILL)
-        driver.wait()
-        subprocess.run([os.path.join(os.path.dirname(sys.executable), "ray"), "stop", "--force"], capture_output=True)
+        kill_group(driver, stop_local_ray=True)
 
     code, out, err = run_cli("sweep", "--resume", "on-s3", "--storage", storage, "--json", timeout=600)
     assert code == 0, err[-3000:]

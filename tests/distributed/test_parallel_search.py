@@ -1,17 +1,15 @@
 """One search over two data-parallel workers as one Ray Train run (gloo on CPU), `smoke` preset.
 
 - `pdarts-ray search --workers 2` finishes with a run folder in the one-worker format, its
-  checkpoints holding both workers' random states; a second run with the same seed gives
-  the same genotype;
-- SIGKILLed mid-search and resumed with the same workers, it ends with the uninterrupted
-  run's genotype; resumed with another number of workers, it is one line and exit 2;
+  checkpoints holding both workers' random states;
+- a second run with the same seed, SIGKILLed mid-search and resumed with the same workers,
+  ends with the uninterrupted run's genotype and losses; resumed with another number of
+  workers, it is one line and exit 2;
 - a global batch that does not divide among the workers is one line and exit 2;
 - a sweep with `workers_per_trial: 2` stores its rows (with the workers);
 - on a two-node `ray.cluster_utils.Cluster`, one worker per node gives the same genotype.
 """
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,7 +17,7 @@ import time
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import kill_group, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -56,16 +54,6 @@ def test_two_workers_write_a_plain_run_folder(two_workers):
     assert "workers" not in json.loads((run_dir / "config.json").read_text())
 
 
-def test_the_same_seed_gives_the_same_genotype(two_workers, tmp_path):
-    code, out, err = run_cli("search", "--preset", "smoke", "--workers", "2", "--out", tmp_path / "again", "--json",
-                             timeout=600)
-    assert code == 0, err[-3000:]
-    again = json.loads(out)
-    assert again["genotype"] == two_workers["result"]["genotype"]
-    assert [r["train_loss"] for r in _lines(tmp_path / "again" / "metrics.jsonl")] == \
-        [r["train_loss"] for r in _lines(two_workers["run_dir"] / "metrics.jsonl")]
-
-
 def test_killed_and_resumed_with_the_same_workers_it_ends_as_if_never_interrupted(two_workers, tmp_path):
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "pdarts_ray.cli", "search", "--preset", "smoke", "--workers", "2",
@@ -78,16 +66,14 @@ def test_killed_and_resumed_with_the_same_workers_it_ends_as_if_never_interrupte
                 break
             time.sleep(0.1)
         assert proc.poll() is None, "the search ended before it could be killed"
-        os.killpg(proc.pid, signal.SIGKILL)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        subprocess.run([os.path.join(os.path.dirname(sys.executable), "ray"), "stop", "--force"], capture_output=True)
+        kill_group(proc, stop_local_ray=True)
     assert not (run_dir / "result.json").exists()
 
     code, out, err = run_cli("search", "--resume", run_dir, "--workers", "1", timeout=120)
-    assert code == 2 and "resume it with the same (--workers 2)" in err and len(err.strip().splitlines()) == 1, err
+    # (after a warning that it took over the killed driver's claim)
+    errors = [line for line in err.strip().splitlines() if not line.startswith("warning: took over")]
+    assert code == 2 and len(errors) == 1 and "resume it with the same (--workers 2)" in errors[0], err
 
     code, out, err = run_cli("search", "--resume", run_dir, "--workers", "2", "--json", timeout=600)
     assert code == 0, err[-3000:]

@@ -2,8 +2,6 @@
 local Ray (the `smoke` preset): Optuna end to end, a grid with a diverging trial, ASHA,
 and a sweep whose driver is killed and resumed with `pdarts-ray sweep --resume`."""
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,7 +12,7 @@ from pdarts_ray.core.errors import UserError
 from pdarts_ray.distributed.definition import load_sweep, parse_gpus, parse_sweep, trial_config
 from pdarts_ray.distributed.packing import resolve_gpus_per_trial, worst_case_config
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, kill_group, run_cli
 
 
 def _sweep(**over):
@@ -264,11 +262,8 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(local_ra
                 break
             time.sleep(0.2)
         assert proc.poll() is None, "the sweep ended before it could be killed"
-        os.killpg(proc.pid, signal.SIGKILL)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        kill_group(proc)
     first_metrics = experiment / "runs" / first / "metrics.jsonl"
     before = first_metrics.stat().st_mtime_ns
     code, out, err = run_cli("sweep", "--resume", "cut", "--storage", store, "--address", address, "--json",
