@@ -37,12 +37,12 @@ def sizes(dry: bool) -> dict:
         return {"device": "cpu", "batch": 2, "steps": 1, "warmup": 0, "retrain_batch": 2, "channels": 8, "layers": 5,
                 "concurrency": [1, 2], "epoch_set": ["dataset=synthetic", "synthetic_size=64", "image_size=8",
                                                       "cells=[3,4,5]", "channels=4", "batch_size=8", "threads=1"],
-                "epoch_scale": 1, "compile": False,
+                "epoch_scale": 1, "compile": False, "profile_stages": (1,),
                 "limit": {"steps": 600, "profile": 300, "retrain": 300, "epochs": 300, "concurrent": 300}}
     # 15 minutes of device time, start-up included: about 11 for the phases. The epochs run on
     # a fifth of CIFAR's 50,000 images (5,000 train + 5,000 valid) and are scaled by 5.
     return {"device": "cuda", "batch": 96, "steps": 10, "warmup": 3, "retrain_batch": 128, "channels": 36,
-            "layers": 20, "concurrency": [1, 4, 8], "compile": True,
+            "layers": 20, "concurrency": [1, 4, 8], "compile": True, "profile_stages": (1, 2, 3),
             "epoch_set": ["dataset=synthetic", "synthetic_size=10000", "image_size=32"], "epoch_scale": 5,
             "limit": {"steps": 240, "profile": 60, "retrain": 60, "epochs": 180, "concurrent": 120}}
 
@@ -150,7 +150,7 @@ print(json.dumps({"stage": stage, "batch": batch, "device": device, "step_wall_s
 def phase_profile(s: dict, official: str | None, deadline: float) -> dict:
     steps = str(max(1, min(3, s["steps"])))
     return {"rows": [run_json([sys.executable, "-c", PROFILE_WORKER, str(st), str(s["batch"]), s["device"], steps],
-                              deadline - time.time()) for st in (1, 2, 3)]}
+                              deadline - time.time()) for st in s["profile_stages"]]}
 
 
 OFFICIAL_RETRAIN_WORKER = """

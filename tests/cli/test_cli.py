@@ -52,12 +52,15 @@ def test_genotype_prune_too_many(tmp_path):
 
 
 def test_bench_step_json():
-    code, stdout, stderr = run_cli("bench", "step", "--stage", "3", "--batch", "2", "--device", "cpu", "--json")
+    code, stdout, stderr = run_cli("bench", "step", "--stage", "3", "--batch", "2", "--device", "cpu",
+                                   "--steps", "1", "--warmup", "0", "--json")
     assert code == 0, stderr
     result = json.loads(stdout)
-    assert set(result) == {"stage", "batch", "device", "median_step_s", "peak_memory_bytes"}
+    assert set(result) == {"stage", "batch", "device", "median_step_s", "peak_memory_bytes", "flops",
+                           "achieved_flop_per_s"}
     assert result["stage"] == 3 and result["batch"] == 2 and result["device"] == "cpu"
     assert result["median_step_s"] > 0 and result["peak_memory_bytes"] > 2**20
+    assert result["achieved_flop_per_s"] == result["flops"]["full_step"] / result["median_step_s"] > 0
 
 
 def test_version_and_help():
