@@ -1,5 +1,6 @@
 """benchmarks/gpu_side_by_side.sh --dry-run: every phase of the GPU session on CPU at toy
-sizes, each writing its JSON, so that the one device session finds a script that runs."""
+sizes, each writing its JSON, so that the one device session finds a script that runs;
+benchmarks/parallel_step.py: what N ranks send per search step."""
 import json
 import os
 import subprocess
@@ -60,3 +61,21 @@ def test_a_bad_phase_or_checkout_is_one_line():
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_phases.py"), "/tmp/x", "--official",
                            str(ROOT)], capture_output=True, text=True)
     assert proc.returncode == 2 and "not a checkout of the official code" in proc.stderr
+
+
+def _parallel_step(*flags):
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "parallel_step.py"), "--preset", "smoke",
+                           "--stages", "1", "--steps", "1", "--warmup", "0", "--json", *flags],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (row,) = json.loads(proc.stdout)["rows"]
+    return row
+
+
+def test_the_parallel_step_counts_what_the_ranks_send():
+    plain = _parallel_step("--no-sync-bn")["ranks"]
+    # without synchronised BatchNorm a step sends the alphas' and the weights' gradients, once each
+    assert plain["allreduce_calls"] == 2 and plain["allreduce_bytes"] == plain["gradient_bytes"] > 0
+    synced = _parallel_step()
+    assert synced["ranks"]["allreduce_calls"] > 2 and synced["ranks"]["allreduce_bytes"] > plain["gradient_bytes"]
+    assert {"lean", "reference"} <= set(synced["one_process"]) and synced["ratio_to_one_process"] > 0

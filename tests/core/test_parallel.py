@@ -159,3 +159,33 @@ def test_a_ranks_slice_is_augmented_as_in_the_whole_batch():
     whole, _ = data.batch(index, torch.Generator().manual_seed(5))
     part, _ = data.batch(index, torch.Generator().manual_seed(5), slice(10, 20))
     assert torch.equal(whole[10:20], part)
+
+
+def _stage_as_rank(rank: int, rate: float) -> Stage:
+    ranks = Ranks(sync_bn=False)  # no process group: only the rank number matters here
+    ranks.rank = rank
+    cfg = config()
+    stage = Stage(cfg, StagePlan(0, cfg.cells[0], 8, rate, False), initial_switches(cfg), 4,
+                  torch.device("cpu"), ranks)
+    stage.model.set_skip_dropout(rate)
+    stage.model.train()
+    return stage
+
+
+def test_each_rank_draws_its_own_skip_dropout_masks_from_the_same_weights():
+    x = images().batch(torch.arange(8), torch.Generator().manual_seed(2), slice(None))[0]
+    outputs = {}
+    for rank in (0, 1, 1):
+        stage = _stage_as_rank(rank, 0.5)
+        weights = [w.detach().clone() for w in stage.weights + stage.alphas]
+        with torch.no_grad():
+            out = stage.model(x)
+        if rank in outputs:  # the same rank, the same stream
+            assert torch.equal(out, outputs[rank][1])
+        outputs[rank] = (weights, out)
+    (w0, out0), (w1, out1) = outputs[0], outputs[1]
+    assert all(torch.equal(a, b) for a, b in zip(w0, w1))  # one initialisation for every rank
+    assert not torch.equal(out0, out1)  # masks of each rank's own
+    without = [_stage_as_rank(rank, 0.0) for rank in (0, 1)]
+    with torch.no_grad():
+        assert torch.equal(without[0].model(x), without[1].model(x))

@@ -39,7 +39,6 @@ ALL_EPOCHS = [(s, e) for s in (1, 2, 3) for e in range(3)]
 
 @pytest.fixture(scope="module")
 def cluster():
-    pytest.importorskip("ray")
     import ray
     from ray.cluster_utils import Cluster
 

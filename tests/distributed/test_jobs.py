@@ -6,14 +6,14 @@ import json
 import time
 from pathlib import Path
 
+import mlflow
 import pytest
+from ray.job_submission import JobStatus, JobSubmissionClient
 
 from conftest import ROOT, free_port, token_head
 from pdarts_ray.results import read_trials
 
 pytestmark = pytest.mark.slow
-mlflow = pytest.importorskip("mlflow")
-from ray.job_submission import JobStatus, JobSubmissionClient  # noqa: E402
 
 SMOKE_STEPS = list(range(9))  # 3 stages of 3 epochs
 

@@ -48,7 +48,6 @@ def test_trial_names_are_safe_in_a_path_bounded_and_unique_by_the_id():
 
 
 def test_build_tuner_names_trials_and_their_folders(tmp_path):
-    pytest.importorskip("ray")
     from pdarts_ray.core.config import to_dict
     from pdarts_ray.distributed.sweep import build_tuner
 
@@ -193,7 +192,7 @@ def _short(class_name):
 
 @pytest.mark.slow
 def test_a_running_sweep_is_listed_by_the_dashboard_and_exports_its_metrics(tmp_path, monkeypatch, capfd):
-    ray = pytest.importorskip("ray")
+    import ray
     from ray.tune import ExperimentAnalysis
 
     from pdarts_ray.results import read_trials

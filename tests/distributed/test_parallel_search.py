@@ -103,7 +103,7 @@ def test_a_sweep_with_two_workers_per_trial_stores_its_rows(tmp_path):
 
 
 def test_one_worker_on_each_of_two_nodes(two_workers, tmp_path, monkeypatch):
-    ray = pytest.importorskip("ray")
+    import ray
     from ray.cluster_utils import Cluster
 
     from pdarts_ray.core.config import SEARCH_PRESETS, SearchConfig, resolve

@@ -353,7 +353,7 @@ def test_table3_smoke_end_to_end_then_nothing_to_start(tmp_path):
 
 @pytest.mark.slow
 def test_retrainings_as_ray_tasks(tmp_path, monkeypatch):
-    ray = pytest.importorskip("ray")
+    import ray
     from pdarts_ray.distributed.reproduce import run_evaluations
     from pdarts_ray.results.tables.common import EvalNeed, StoreView
 

@@ -14,7 +14,7 @@ from pdarts_ray.evaluation.network import (EvalCell, NetworkCIFAR, NetworkImageN
 from pdarts_ray.core.ops import FactorizedReduce, Identity, build_op
 from pdarts_ray.core.space import PRIMITIVES, Genotype
 
-from conftest import FIXTURES
+from conftest import FIXTURES, ROOT, run_cli
 
 EVAL_OPS = [p for p in PRIMITIVES if p != "none"]
 
@@ -212,3 +212,15 @@ def test_every_published_cell_counts_as_its_authors_code_counts_it(name):
     logits, aux = net(torch.randn(2, 3, 32, 32))
     (logits.sum() + aux.sum()).backward()
     assert logits.shape == (2, 10)
+
+
+def test_genotype_list_and_the_docs_name_every_published_cell_with_its_count():
+    from pdarts_ray.evaluation.published import PUBLISHED_CELLS
+
+    code, out, err = run_cli("genotype", "list")
+    assert code == 0, err
+    rows = {line.split("|")[1].strip(" `"): line for line in (ROOT / "docs" / "evaluation.md").read_text().splitlines()
+            if line.startswith("| `")}
+    for name, cell in PUBLISHED_CELLS.items():
+        assert any(line.split()[0] == name and cell.method in line for line in out.splitlines()), name
+        assert f"| {cell.params_authors_code:,} |" in rows[name] and cell.error_pct in rows[name], name

@@ -4,13 +4,12 @@ with epoch rows that a restarted trial wrote twice (the part written last wins).
 import re
 import shutil
 
+import duckdb
+import pandas as pd
 import pytest
 
 from conftest import FIXTURES, ROOT
 from pdarts_ray.results import read_epochs, read_trials, trial_row, write_epochs, write_trial
-
-duckdb = pytest.importorskip("duckdb")
-pd = pytest.importorskip("pandas")
 
 
 def docs_blocks(language):

@@ -1,9 +1,10 @@
 """A search logged to a local MLflow store (an SQLite file): its params, every epoch's
 metrics at step global_epoch, the genotype as an artifact, and a resumed search
 continuing the same MLflow run with no epoch missing or twice. The sweep's MLflow logging
-runs on Ray: tests/distributed/test_jobs_and_tracking.py."""
+runs on Ray: tests/distributed/test_jobs.py."""
 import json
 
+import mlflow
 import pytest
 
 import pdarts_ray
@@ -11,7 +12,6 @@ from conftest import run_cli
 from pdarts_ray.core.errors import UserError
 from pdarts_ray.results import tracking
 
-mlflow = pytest.importorskip("mlflow")
 STEPS = list(range(9))  # smoke: 3 stages of 3 epochs
 
 
