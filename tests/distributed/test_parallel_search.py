@@ -5,6 +5,8 @@
 - a second run with the same seed, SIGKILLed mid-search and resumed with the same workers,
   ends with the uninterrupted run's genotype and losses; resumed with another number of
   workers, it is one line and exit 2;
+- a worker that exits hard mid-search is replaced (Ray Train's FailureConfig) and the group
+  ends with the uninterrupted run's genotype and losses;
 - a global batch that does not divide among the workers is one line and exit 2;
 - a sweep with `workers_per_trial: 2` stores its rows (with the workers);
 - on a two-node `ray.cluster_utils.Cluster`, one worker per node gives the same genotype.
@@ -79,6 +81,20 @@ def test_killed_and_resumed_with_the_same_workers_it_ends_as_if_never_interrupte
     assert code == 0, err[-3000:]
     assert json.loads(out)["genotype"] == two_workers["result"]["genotype"]
     lines = _lines(run_dir / "metrics.jsonl")
+    assert [(r["stage"], r["epoch"]) for r in lines] == [(s, e) for s in (1, 2, 3) for e in range(3)]
+    assert [r["train_loss"] for r in lines] == [r["train_loss"] for r in _lines(two_workers["run_dir"] / "metrics.jsonl")]
+
+
+def test_a_worker_that_dies_is_replaced_and_the_group_ends_as_if_never_interrupted(two_workers, tmp_path):
+    from pdarts_ray.distributed.testing import EXIT_AFTER_EPOCH_ENV, EXIT_MARKER_ENV
+
+    marker = tmp_path / "exited"  # one of the two workers exits hard after global epoch 4, once
+    code, out, err = run_cli("search", "--preset", "smoke", "--workers", "2", "--out", tmp_path / "run", "--json",
+                             env={EXIT_AFTER_EPOCH_ENV: "4", EXIT_MARKER_ENV: str(marker)}, timeout=600)
+    assert code == 0, err[-3000:]
+    assert marker.is_file()
+    assert json.loads(out)["genotype"] == two_workers["result"]["genotype"]
+    lines = _lines(tmp_path / "run" / "metrics.jsonl")
     assert [(r["stage"], r["epoch"]) for r in lines] == [(s, e) for s in (1, 2, 3) for e in range(3)]
     assert [r["train_loss"] for r in lines] == [r["train_loss"] for r in _lines(two_workers["run_dir"] / "metrics.jsonl")]
 
