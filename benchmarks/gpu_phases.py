@@ -103,18 +103,12 @@ def attempt(measure) -> dict:
 PROFILE_WORKER = """
 import json, sys, time, torch
 from torch.profiler import ProfilerActivity, profile
-from pdarts_ray.core.bench import HARNESS_CELLS, HARNESS_DROPOUT, bench_config, stage_switches
+from pdarts_ray.core.bench import bench_config, harness_stage
 from pdarts_ray.core.runtime import memory_format
-from pdarts_ray.core.search import Stage, StagePlan
 stage, batch, device, steps = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 cfg = bench_config(batch=batch, device=device)
 dev = torch.device(device)
-sw = stage_switches(stage)
-plan = StagePlan(index=stage - 1, cells=HARNESS_CELLS[stage], ops=sum(sw["normal"][0]), rate=HARNESS_DROPOUT[stage],
-                 last=stage == 3)
-net = Stage(cfg, plan, sw, 10, dev)
-net.model.set_skip_dropout(plan.rate)
-net.model.train()
+net = harness_stage(stage, cfg, dev)
 fmt = memory_format(cfg.channels_last, dev, 32)
 def batch_pair():
     return torch.randn(batch, 3, 32, 32, device=dev).contiguous(memory_format=fmt), torch.randint(0, 10, (batch,), device=dev)

@@ -28,22 +28,18 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from pdarts_ray.core.bench import stage_switches
+from pdarts_ray.core.bench import harness_stage
 from pdarts_ray.core.config import SEARCH_PRESETS, SearchConfig, from_dict, replace, resolve, to_dict
 from pdarts_ray.core.parallel import Ranks
-from pdarts_ray.core.stage import Stage, StagePlan
+from pdarts_ray.core.stage import Stage
 
 CLASSES = 10
 
 
 def stage_of(cfg: SearchConfig, stage: int, ranks: Ranks | None = None) -> Stage:
-    switches = stage_switches(stage)
-    plan = StagePlan(stage - 1, cfg.cells[stage - 1], sum(switches["normal"][0]), cfg.skip_dropout[stage - 1],
-                     stage == 3)
-    net = Stage(cfg, plan, switches, CLASSES, torch.device("cpu"), ranks)
-    net.model.set_skip_dropout(plan.rate)
-    net.model.train()
-    return net
+    """The harness's op masks with the preset's cells and skip-dropout rate."""
+    return harness_stage(stage, cfg, torch.device("cpu"), cells=cfg.cells[stage - 1],
+                         rate=cfg.skip_dropout[stage - 1], ranks=ranks)
 
 
 def batches(cfg: SearchConfig, count: int, part: slice) -> list:

@@ -62,6 +62,20 @@ def bench_config(batch: int = 32, device: str = "auto", image_size: int = 32, ke
                         threads=threads).validate()
 
 
+def harness_stage(stage: int, cfg: SearchConfig, device: torch.device, masks: str = "heavy",
+                  cells: int | None = None, rate: float | None = None, ranks=None) -> Stage:
+    """A stage's supernet as the benchmarks time it: the harness's (or a run's) op masks, the
+    harness's cells and skip-dropout rate unless given, in training mode."""
+    switches = stage_switches(stage, masks)
+    plan = StagePlan(index=stage - 1, cells=HARNESS_CELLS[stage] if cells is None else cells,
+                     ops=sum(switches["normal"][0]), rate=HARNESS_DROPOUT[stage] if rate is None else rate,
+                     last=stage == 3)
+    net = Stage(cfg, plan, switches, num_classes=10, device=device, ranks=ranks)
+    net.model.set_skip_dropout(plan.rate)  # the rate at the first searching epoch
+    net.model.train()
+    return net
+
+
 def bench_step(stage: int, cfg: SearchConfig, masks: str = "heavy", warmup: int = 2, steps: int = 5,
                weight_steps: int = 0) -> dict:
     """Median seconds of a full step, and the peak memory; with `weight_steps`, also the
@@ -70,12 +84,7 @@ def bench_step(stage: int, cfg: SearchConfig, masks: str = "heavy", warmup: int 
     dev = resolve_device(cfg.device)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # as the official search does
-    switches = stage_switches(stage, masks)
-    plan = StagePlan(index=stage - 1, cells=HARNESS_CELLS[stage], ops=sum(switches["normal"][0]),
-                     rate=HARNESS_DROPOUT[stage], last=stage == 3)
-    net = Stage(cfg, plan, switches, num_classes=10, device=dev)
-    net.model.set_skip_dropout(plan.rate)  # the rate at the first searching epoch
-    net.model.train()
+    net = harness_stage(stage, cfg, dev, masks)
     g = torch.Generator().manual_seed(cfg.seed)
     fmt = memory_format(cfg.channels_last, dev, cfg.image_size)
 
@@ -133,12 +142,7 @@ def step_flops(stage: int, cfg: SearchConfig, masks: str = "heavy") -> dict:
 
     small = replace(cfg, batch_size=FLOP_COUNT_BATCH, device="cpu", kernels="reference", dtype="float32",
                     compile=False, channels_last="off")
-    switches = stage_switches(stage, masks)
-    plan = StagePlan(index=stage - 1, cells=HARNESS_CELLS[stage], ops=sum(switches["normal"][0]),
-                     rate=HARNESS_DROPOUT[stage], last=stage == 3)
-    net = Stage(small, plan, switches, num_classes=10, device=torch.device("cpu"))
-    net.model.set_skip_dropout(plan.rate)
-    net.model.train()
+    net = harness_stage(stage, small, torch.device("cpu"), masks)
     x = torch.randn(FLOP_COUNT_BATCH, 3, cfg.image_size, cfg.image_size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         net.forward(x, arch_grad=False, weight_grad=False)
