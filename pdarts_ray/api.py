@@ -356,6 +356,9 @@ def _sweep_result(out: dict) -> SweepResult:
 
 # ---------------------------------------------------------------- the paper's tables
 
+EFFECT_KEYS = ("effect", "paper", "ours", "seeds", "per_seed", "verdict")
+
+
 @dataclass(frozen=True)
 class ReproduceResult:
     """One of the paper's tables computed from the store, beside the paper's numbers."""
@@ -370,6 +373,8 @@ class ReproduceResult:
     searches_started: int
     evaluations_started: int
     files: list[str]
+    # the paper's effects as differences per seed: what, paper, mean ± standard error, seeds, per seed, verdict
+    effects: list[dict] = field(default_factory=list)
 
     def to_pandas(self):
         import pandas as pd
@@ -378,13 +383,14 @@ class ReproduceResult:
 
 
 def reproduce(table: str, preset: str = "tiny", *, dataset: str | None = None, runs: int | None = None,
-              storage: str | None = None, address: str | None = None, out: str | Path | None = None,
+              repeats: int | None = None, storage: str | None = None, address: str | None = None, out: str | Path | None = None,
               run: bool = True, take_over: bool = False, verbose: int = 0, progress: bool = False,
               log: Callable[[str], None] | None = None) -> ReproduceResult:
     """Compute one of the paper's tables (table3, depth, approx, dropout, skip, refine, table1),
     starting only the searches and retrainings the store lacks (none with `run=False`), and
     write <table>.md/.csv/.png into `out` when given. `log` receives one line per batch of
-    work started; `progress` shows the retrainings' epochs."""
+    work started; `progress` shows the retrainings' epochs. `runs`: searches of table3, refine
+    and approx's random op spaces; `repeats`: searches (seeds) per row of the other tables."""
     from .distributed.reproduce import reproduce as reproduce_on_ray
     from .results.tables import TABLES
     from .results.tables.common import resolve_setup
@@ -392,7 +398,7 @@ def reproduce(table: str, preset: str = "tiny", *, dataset: str | None = None, r
 
     if table not in TABLES:
         raise UserError(f"unknown table '{table}' (choose from {', '.join(TABLES)})")
-    setup = resolve_setup(preset, dataset, runs)
+    setup = resolve_setup(preset, dataset, runs, repeats)
     if out is not None and Path(out).exists() and not Path(out).is_dir():
         raise UserError(f"out: {out} exists and is not a folder")
     outcome = reproduce_on_ray(table, setup, storage, address, run=run, log=log or (lambda line: None),
@@ -400,7 +406,8 @@ def reproduce(table: str, preset: str = "tiny", *, dataset: str | None = None, r
     r = outcome.rendered
     files = write_outputs(r, Path(out)) if out is not None else []
     return ReproduceResult(r.name, r.title, list(r.columns), [list(row) for row in r.rows], list(r.notes),
-                           list(r.missing), outcome.experiment, outcome.searches_started, outcome.evaluations_started, files)
+                           list(r.missing), outcome.experiment, outcome.searches_started, outcome.evaluations_started, files,
+                           [dict(zip(EFFECT_KEYS, e.cells())) for e in r.effects])
 
 
 # ---------------------------------------------------------------- the store

@@ -13,7 +13,7 @@ TABLE_HELP = {
     "depth": "cells after stage 1, 2, 3 and DARTS V2, retrained (Figure 3)",
     "approx": "approximated vs random op spaces for the final stage (section 4.4.2)",
     "dropout": "skip dropout 0/0/0 vs 0/0.3/0.6 at M = 2, 3, 4 (section 4.4.3)",
-    "skip": "one search refined to M = 0..4 (section 4.4.3)",
+    "skip": "a search refined to M = 0..4 (section 4.4.3)",
     "refine": "--runs searches before and after refinement to M = 2 (section 4.4.3)",
     "table1": "the P-DARTS row of Table 1: error, params, search cost",
 }
@@ -25,9 +25,9 @@ def cmd_reproduce(args) -> int:
     from .. import api
     from ..distributed.reproduce import ReproduceFailed
     from ..results.tables.common import resolve_setup
-    from ..results.tables.render import default_out, rich_table
+    from ..results.tables.render import default_out, rich_effects, rich_table
 
-    setup = resolve_setup(args.preset, args.dataset, args.runs)
+    setup = resolve_setup(args.preset, args.dataset, args.runs, args.repeats)
     out = Path(args.out) if args.out else default_out(args.table, setup)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out: {out} exists and is not a folder")
@@ -41,7 +41,8 @@ def cmd_reproduce(args) -> int:
     t0 = time.perf_counter()
     try:
         with stdout_to_stderr():
-            r = api.reproduce(args.table, args.preset, dataset=args.dataset, runs=args.runs, storage=args.storage,
+            r = api.reproduce(args.table, args.preset, dataset=args.dataset, runs=args.runs, repeats=args.repeats,
+                              storage=args.storage,
                               address=args.address, out=out, run=not args.no_run, take_over=args.take_over,
                               verbose=0 if quiet else 1, progress=not args.quiet, log=log)
     except ReproduceFailed as err:
@@ -54,13 +55,16 @@ def cmd_reproduce(args) -> int:
         print(json.dumps({"table": r.table, "preset": setup.preset, "dataset": setup.dataset,
                           "experiment": r.experiment, "searches_started": r.searches_started,
                           "evaluations_started": r.evaluations_started, "columns": r.columns, "rows": r.rows,
-                          "notes": r.notes, "missing": r.missing, "files": r.files, "seconds": round(seconds, 1)},
+                          "notes": r.notes, "effects": r.effects, "missing": r.missing, "files": r.files,
+                          "seconds": round(seconds, 1)},
                          indent=1))
         return 0
     if not args.quiet:
         # piped output keeps whole rows (rich would fold them at 80 columns)
         console = Console(width=None if sys.stdout.isatty() else 220)
         console.print(rich_table(r))
+        if r.effects:
+            console.print(rich_effects([list(e.values()) for e in r.effects]))
         if r.missing:
             console.print("missing (not run): " + "; ".join(r.missing), markup=False, highlight=False)
         console.print(f"started {r.searches_started} searches and {r.evaluations_started} retrainings "
@@ -79,12 +83,15 @@ def register(sub, groups) -> None:
                     "<table>.png. Tables: " + "; ".join(f"{k}: {v}" for k, v in TABLE_HELP.items()))
     p.add_argument("table", choices=TABLES, metavar="TABLE", help=", ".join(TABLES))
     p.add_argument("--preset", choices=PRESETS, default="tiny",
-                   help="smoke (smoke + eval-smoke), tiny (tiny + eval-tiny; default), "
+                   help="smoke (smoke + eval-smoke), tiny (tiny + eval-tiny; default), small (small + eval-small), "
                         "paper (paper-c10 + eval-c10, or paper-c100 + eval-c100 with --dataset cifar100)")
     p.add_argument("--dataset", choices=("cifar10", "cifar100"), help="with --preset paper: cifar10 (default) "
                                                                       "or cifar100")
     p.add_argument("--runs", type=int, metavar="N", help="independent searches for table3, refine and the random "
                                                          "op spaces of approx (default 3; seeds differ)")
+    p.add_argument("--repeats", type=int, metavar="N",
+                   help="searches (seeds counting up) per row of depth, skip, dropout, table1 and approx's "
+                        "approximated row (default 1, as the paper ran them; 3 with --preset small)")
     p.add_argument("--address", metavar="ADDR", help="Ray cluster to join (retrainings then run as Ray tasks)")
     p.add_argument("--storage", metavar="PATH", help="results root (default $PDARTS_STORAGE, else ~/pdarts_results)")
     p.add_argument("--out", metavar="DIR", help="output folder (default ./pdarts-reproduce/<table>-<preset>/)")

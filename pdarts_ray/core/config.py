@@ -164,6 +164,12 @@ SEARCH_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(dataset="digits", image_size=16, cells=[3, 4, 5], ops_kept=[8, 5, 3],
                  skip_dropout=[0.0, 0.4, 0.7], skip_connects=2, epochs=6, warmup_epochs=3,
                  batch_size=96, channels=8, lr=0.08),
+    # The diagnostic tables on a CPU: about 15 minutes a search on 2 cores. Chosen with
+    # sweeps/small-choose.yaml so that alphas move far enough (128 architecture steps a stage)
+    # for skip-connects to accumulate without skip dropout; docs/reproduce.md has the figures.
+    "small": dict(dataset="digits", image_size=16, cells=[3, 5, 7], ops_kept=[8, 5, 3],
+                  skip_dropout=[0.0, 0.4, 0.7], skip_connects=2, epochs=12, warmup_epochs=4,
+                  batch_size=48, channels=8, lr=0.05, arch_lr=0.01),
     # For tests: seconds.
     "smoke": dict(dataset="synthetic", synthetic_size=128, synthetic_classes=4, image_size=8,
                   cells=[3, 4, 5], ops_kept=[8, 5, 3], skip_dropout=[0.0, 0.4, 0.7],
@@ -193,6 +199,7 @@ PRESET_NOTES = {
     "paper-c10": "the paper's CIFAR-10 search (GPU; needs CIFAR-10 under data_root)",
     "paper-c100": "the paper's CIFAR-100 search (GPU; needs CIFAR-100 under data_root)",
     "tiny": "the embedded default: bundled digits, three short stages, CPU in minutes",
+    "small": "bundled digits, deeper and longer stages for the diagnostic tables, CPU in about 15 minutes",
     "smoke": "synthetic data, seconds; for tests",
 }
 

@@ -261,6 +261,9 @@ def _reproduce(spec, setup: Setup, root: str, address: str | None, run: bool, lo
     if not run:
         still = [n for n in spec.searches if store.search(n) is None]
         rendered.missing = [n.describe() for n in {n.key: n for n in still}.values()]
-        rendered.missing += [f"retraining {e.name} ({setup.eval_preset})" for e in spec.evaluations(store)
-                             if store.evaluation(e.genotype, setup.eval_config) is None]
+        lacking: dict[str, EvalNeed] = {}  # one line per cell, under the first name it has
+        for e in spec.evaluations(store):
+            if store.evaluation(e.genotype, setup.eval_config) is None:
+                lacking.setdefault(eval_key(e.genotype, setup.eval_config), e)
+        rendered.missing += [f"retraining {e.name} ({setup.eval_preset})" for e in lacking.values()]
     return Outcome(rendered, setup.experiment, searches, evaluations)

@@ -127,6 +127,10 @@ EVAL_PRESETS: dict[str, dict[str, Any]] = {
     "eval-tiny": dict(dataset="digits", network="cifar", image_size=32, channels=8, layers=5,
                       auxiliary_weight=0.4, drop_path=0.1, epochs=12, batch_size=64, lr=0.05,
                       lr_schedule="cosine", weight_decay=3e-4, cutout=8, seed=0),
+    # The `small` tables' retraining: eval-tiny with 8 cells and 20 epochs.
+    "eval-small": dict(dataset="digits", network="cifar", image_size=32, channels=8, layers=8,
+                       auxiliary_weight=0.4, drop_path=0.1, epochs=20, batch_size=64, lr=0.05,
+                       lr_schedule="cosine", weight_decay=3e-4, cutout=8, seed=0),
     # For tests: seconds.
     "eval-smoke": dict(dataset="synthetic", synthetic_size=128, synthetic_classes=4, network="cifar",
                        image_size=32, channels=4, layers=3, auxiliary_weight=0.4, drop_path=0.2, epochs=3,

@@ -40,7 +40,8 @@ PD, DV2 = PDARTS.to_dict(), DARTS_V2.to_dict()
 
 
 def add_search(store, trial_id: str, config: dict, by_m: dict | None = None, stages=None, memory=None,
-               skips_before=8, seconds=(100.0, 200.0, 300.0), device="cpu", experiment=FAMILY + ".s-hand"):
+               skips_before=8, seconds=(100.0, 200.0, 300.0), device="cpu", experiment=FAMILY + ".s-hand",
+               stage_skips=None):
     by_m = by_m or {m: cell(min(m, 8)) for m in range(9)}
     final = by_m[config["skip_connects"]]
     genotypes = {"final_by_M": {str(m): g for m, g in by_m.items()}}
@@ -49,7 +50,8 @@ def add_search(store, trial_id: str, config: dict, by_m: dict | None = None, sta
     result = {"genotype": final, "peak_memory_bytes": memory or [GIB, 2 * GIB, 3 * GIB],
               "peak_memory_reserved_bytes": None, "peak_memory_kind": "cpu_peak_rss" if device == "cpu" else
               "cuda_max_allocated", "stage_seconds": list(seconds), "skip_connects_before_refinement": skips_before,
-              "best_valid_acc": 0.5, "final_valid_acc": 0.5, "device": device, "threads": 1}
+              "best_valid_acc": 0.5, "final_valid_acc": 0.5, "device": device, "threads": 1,
+              "stage_skip_connects_before_refinement": stage_skips}
     row = trial_row(experiment, trial_id, "finished", {**config, "threads": 1}, result, genotypes,
                     started=1000.0, finished=2000.0)
     assert write_trial(str(store), experiment, row)
@@ -63,8 +65,8 @@ def add_eval(store, genotype: dict, error_pct: float, params: int = 1000):
     assert write_evaluation(str(store), FAMILY, evaluation_row(FAMILY, key, genotype, "eval-smoke", EVAL, result))
 
 
-def table(store, name: str, runs: int | None = None):
-    return reproduce(name, resolve_setup("smoke", runs=runs), str(store), run=False).rendered
+def table(store, name: str, runs: int | None = None, repeats: int | None = None):
+    return reproduce(name, resolve_setup("smoke", runs=runs, repeats=repeats), str(store), run=False).rendered
 
 
 # ---------------------------------------------------------------- presets and keys
@@ -79,8 +81,12 @@ def test_presets_pair_a_search_preset_with_an_evaluation_preset():
     tiny = resolve_setup("tiny")
     assert (tiny.search_preset, tiny.eval_preset, tiny.experiment, tiny.runs) == ("tiny", "eval-tiny",
                                                                                   "reproduce-tiny-digits", 3)
+    small = resolve_setup("small")
+    assert (small.search_preset, small.eval_preset, small.experiment, small.runs, small.repeats) == (
+        "small", "eval-small", "reproduce-small-digits", 3, 3)
+    assert (tiny.repeats, paper.repeats, resolve_setup("tiny", repeats=2).repeat_seeds()) == (1, 1, [2, 3])
     for bad, words in [(dict(preset="huge"), "--preset"), (dict(preset="tiny", dataset="cifar100"), "--dataset"),
-                       (dict(preset="smoke", runs=0), "--runs")]:
+                       (dict(preset="smoke", runs=0), "--runs"), (dict(preset="small", repeats=0), "--repeats")]:
         with pytest.raises(UserError, match=words):
             resolve_setup(**bad)
 
@@ -229,6 +235,120 @@ def test_table1(tmp_path):
     assert r.rows == [["P-DARTS (synthetic)", "2.50", "2.62", "3.4", "3.43", "0.3", "0.2000"]]
 
 
+# ---------------------------------------------------------------- several seeds per row, and the effects
+
+SEEDS = (2, 3, 4)
+
+
+def seeded(genotype: dict, seed: int) -> dict:
+    """The cell with a reduction cell of its own per seed, so that each seed's retraining is its own."""
+    op = ("max_pool_3x3", "avg_pool_3x3", "skip_connect")[seed - 2]
+    return {**genotype, "reduce": [[op, g % 2] for g in range(8)]}
+
+
+def test_effects_need_three_seeds_and_two_standard_errors():
+    from pdarts_ray.results.tables.common import Effect
+
+    assert Effect("x", "", +1, [1.0, 1.2, 0.8]).verdict() == "shown"  # mean 1.0, standard error 0.115
+    assert Effect("x", "", -1, [1.0, 1.2, 0.8]).verdict() == "opposite"
+    assert Effect("x", "", +1, [1.0, -0.5, 0.4]).verdict() == "not shown"  # mean 0.3, standard error 0.44
+    assert Effect("x", "", +1, [2.0, 2.0, 2.0]).verdict() == "shown"  # no spread at all
+    assert Effect("x", "", +1, [0.0, 0.0, 0.0]).verdict() == "not shown"
+    assert Effect("x", "", +1, [1.0, 1.0]).verdict().startswith("untested: 2 seed(s)")
+    assert Effect("x", "", +1, [1.0, None, 1.0]).verdict() == "missing"
+    cells = Effect("x", "p", +1, [1.0, 1.2, 0.8]).cells()
+    assert cells == ["x", "p", "+1.00 ± 0.12", "3", "+1.00 / +1.20 / +0.80", "shown"]
+
+
+def test_cell_measures():
+    from pdarts_ray.results.tables.common import deep_inputs, genes_changed, skip_count
+
+    g = cell(3)
+    assert (skip_count(g), deep_inputs(g), deep_inputs(PD)) == (3, 0, 2)  # PDARTS: nodes 3 and 4 read n1, n2
+    assert genes_changed(g, g) == 0 and genes_changed(g, cell(5)) == 2
+    swapped = {**g, "normal": [g["normal"][1], g["normal"][0], *g["normal"][2:]]}
+    assert genes_changed(g, swapped) == 0  # a node's two inputs are a set
+    assert genes_changed(None, g) is None
+
+
+def test_depth_over_seeds_reports_spreads_and_effects(tmp_path):
+    """Three searches: deeper stages read more intermediate nodes and retrain better on every seed."""
+    shallow, deep = cell(0), PD  # no intermediate inputs vs two
+    for seed, errs in zip(SEEDS, ((4.0, 3.5, 3.0), (4.5, 3.5, 3.25), (4.25, 3.75, 3.5))):
+        stages = [seeded(shallow, seed), seeded(cell(1, "dil_conv_3x3"), seed), seeded(deep, seed)]
+        add_search(tmp_path, f"s{seed}", smoke_config(seed=seed), stages=stages)
+        for g, e in zip(stages, errs):
+            add_eval(tmp_path, g, e)
+    add_eval(tmp_path, DV2, 3.0)
+    r = table(tmp_path, "depth", repeats=3)
+    assert r.columns[-1] == "our error per seed (%)"
+    assert r.rows[0] == ["stage 1", "3", "0.00 ± 0.00", "2.90", "4.25 ± 0.25", "4.00 / 4.50 / 4.25"]
+    assert r.rows[2][4:] == ["3.25 ± 0.25", "3.00 / 3.25 / 3.50"] and r.rows[3][4] == "3.00"
+    assert r.figure["series"]["ours"] == [4.25, 3.5833333333333335, 3.25, 3.0]
+    deep_effect, error_effect = r.effects
+    assert deep_effect.differences == [2, 2, 2] and deep_effect.verdict() == "shown"
+    assert error_effect.differences == [-1.0, -1.25, -0.75] and error_effect.verdict() == "shown"
+    assert "## Effects" in to_markdown(r) and "| error (%), last-stage cell - stage-1 cell |" in to_markdown(r)
+
+
+def test_dropout_over_seeds_counts_skip_connects_per_stage(tmp_path):
+    for seed, none_stages in zip(SEEDS, ([1, 3, 5], [0, 2, 6], [2, 2, 2])):
+        add_search(tmp_path, f"n{seed}", smoke_config(seed=seed, skip_dropout=[0.0, 0.0, 0.0]),
+                   skips_before=none_stages[-1], stage_skips=none_stages)
+        add_search(tmp_path, f"d{seed}", smoke_config(seed=seed, skip_dropout=[0.0, 0.3, 0.6]),
+                   by_m={m: cell(min(m, 1), "dil_conv_5x5") for m in range(9)}, skips_before=1,
+                   stage_skips=[1, 1, 1])
+    r = table(tmp_path, "dropout", repeats=3)
+    assert r.rows[0][5] == "4.33 ± 2.08" and r.rows[3][5] == "1.00 ± 0.00"
+    assert any("before refinement: 1.00 ± 1.00 / 2.33 ± 0.58 / 4.33 ± 2.08" in n for n in r.notes)
+    accumulate, held_down, error = r.effects
+    assert accumulate.differences == [4, 6, 0] and accumulate.verdict() == "not shown"  # mean 3.3, SE 1.76
+    assert held_down.differences == [4, 5, 1] and held_down.verdict() == "shown"  # mean 3.3, SE 1.20
+    # one line per cell lacking a retraining: M = 2, 3, 4 without dropout, and the one cell with it
+    assert error.verdict() == "missing" and len(r.missing) == 4
+
+
+def test_skip_refine_and_approx_effects_over_seeds(tmp_path):
+    for seed, base in zip(SEEDS, (3.0, 3.5, 3.25)):
+        by_m = {m: seeded(cell(m, "sep_conv_3x3"), seed) for m in range(9)}
+        add_search(tmp_path, f"d{seed}", smoke_config(seed=seed, skip_dropout=[0.0, 0.3, 0.6]), by_m=by_m)
+        for m in range(9):
+            add_eval(tmp_path, by_m[m], base + 0.25 * m)
+    skip = table(tmp_path, "skip", repeats=3)
+    assert [row[1] for row in skip.rows] == ["0.00 ± 0.00", "1.00 ± 0.00", "2.00 ± 0.00", "3.00 ± 0.00",
+                                           "4.00 ± 0.00"]
+    assert skip.effects[0].differences == [0.5, 0.5, 0.5] and skip.effects[0].verdict() == "shown"
+    assert skip.effects[1].verdict() == "opposite"  # M = 0 retrains better here, unlike the paper
+    refine = table(tmp_path, "refine")
+    assert refine.effects[0].differences == [6, 6, 6]  # 8 skip-connects before, 2 after
+    assert refine.effects[1].differences == [1.5, 1.5, 1.5] and refine.effects[1].verdict() == "shown"
+    last = dict(cells=[5], ops_kept=[3], skip_dropout=[0.7])
+    for seed, (a, b) in zip(SEEDS, ((2.0, 3.0), (2.5, 2.5), (3.0, 2.75))):
+        approximated, random = seeded(cell(0, "dil_conv_5x5"), seed), cell(seed, "avg_pool_3x3")
+        add_search(tmp_path, f"m{seed}", smoke_config(seed=seed), by_m={m: approximated for m in range(9)})
+        add_search(tmp_path, f"r{seed}", smoke_config(seed=seed, **last), by_m={m: random for m in range(9)})
+        add_eval(tmp_path, approximated, a)
+        add_eval(tmp_path, random, b)
+    approx = table(tmp_path, "approx", repeats=3)
+    assert approx.rows[0][3] == "2.50 ± 0.50" and approx.rows[1][3] == "2.50"
+    assert [row[0] for row in approx.rows[2:5]] == ["approximated, seed 2", "approximated, seed 3",
+                                                    "approximated, seed 4"]
+    assert approx.effects[0].differences == [1.0, 0.0, -0.25] and approx.effects[0].verdict() == "not shown"
+    one = table(tmp_path, "approx")  # one approximated search: one pair, no verdict
+    assert one.effects[0].differences == [1.0] and one.effects[0].verdict().startswith("untested")
+
+
+def test_table1_over_seeds(tmp_path):
+    for seed, err in zip(SEEDS, (2.5, 3.0, 3.5)):
+        g = cell(seed - 2, "sep_conv_3x3")
+        add_search(tmp_path, f"s{seed}", smoke_config(seed=seed), by_m={m: g for m in range(9)},
+                   seconds=(4320.0, 4320.0, 4320.0 * seed))
+        add_eval(tmp_path, g, err)
+    r = table(tmp_path, "table1", repeats=3)
+    assert r.rows[0][2] == "3.00 ± 0.50" and r.rows[0][6] == "0.2500 ± 0.0500"
+    assert r.rows[0][-1] == "2.50 / 3.00 / 3.50" and r.effects == []
+
+
 # ---------------------------------------------------------------- partial stores, outputs
 
 def test_a_partial_store_shows_dashes_and_lists_what_is_missing(tmp_path):
@@ -237,7 +357,9 @@ def test_a_partial_store_shows_dashes_and_lists_what_is_missing(tmp_path):
     assert r.rows[0][2] == "-" and r.rows[0][4] == "3.43"
     assert r.missing == ["retraining P-DARTS (eval-smoke)"]
     r = table(tmp_path, "depth")
-    assert [row[4] for row in r.rows] == ["-"] * 4 and len(r.missing) == 4
+    assert [row[4] for row in r.rows] == ["-"] * 4
+    # the three stages found the same cell: one retraining of it, and DARTS V2's
+    assert r.missing == ["retraining stage 1 (eval-smoke)", "retraining DARTS_V2 (eval-smoke)"]
     empty = table(tmp_path / "nothing", "dropout")
     assert all(row[3] == "-" and row[5] == "-" for row in empty.rows)
     assert empty.missing == ["search skip_dropout=0.0/0.0/0.0, seed=2", "search skip_dropout=0.0/0.3/0.6, seed=2"]
@@ -296,6 +418,13 @@ def test_no_run_flag_renders_from_the_store_and_starts_nothing(tmp_path):
     assert not (tmp_path / "store").exists() or not any((tmp_path / "store").iterdir())
     code, _, err = run_cli("reproduce", "table3", "--preset", "smoke", "--runs", "0", "--storage", tmp_path)
     assert code == 2 and err.count("\n") == 1 and "--runs" in err
+    code, out, err = run_cli("reproduce", "skip", "--preset", "smoke", "--repeats", "3", "--storage",
+                             tmp_path / "store", "--no-run", "--out", tmp_path / "out3", "--json")
+    data = json.loads(out)
+    assert code == 0 and data["missing"] == [f"search skip_dropout=0.0/0.3/0.6, seed={s}" for s in (2, 3, 4)]
+    assert [e["verdict"] for e in data["effects"]] == ["missing", "missing"]
+    code, _, err = run_cli("reproduce", "skip", "--preset", "smoke", "--repeats", "0", "--storage", tmp_path)
+    assert code == 2 and err.count("\n") == 1 and "--repeats" in err
 
 
 # ---------------------------------------------------------------- running what is missing

@@ -20,9 +20,14 @@ from typing import Callable
 from ...core.config import SEARCH_PRESETS, SearchConfig, apply_overrides, identity, to_dict
 from ...core.errors import UserError
 
-PRESETS = ("smoke", "tiny", "paper")
+PRESETS = ("smoke", "tiny", "small", "paper")
 DATASETS = ("cifar10", "cifar100")
 DEFAULT_RUNS = 3
+# Searches per row of the tables the paper ran once (depth, skip, dropout, table1 and approx's
+# approximated row): one, as the paper, except where a preset is sized to tell an effect
+# from the spread between seeds.
+DEFAULT_REPEATS = {"small": 3}
+MIN_SEEDS_FOR_EFFECT = 3
 # config keys that say where or how fast a run ran, not what it computed
 SEARCH_RUNTIME_KEYS = ("data_root", "download", "device", "threads", "channels_last", "kernels")
 EVAL_RUNTIME_KEYS = ("data_root", "download", "device", "threads", "channels_last", "loader_workers", "workers",
@@ -46,6 +51,7 @@ class Setup:
     runs: int
     base: dict  # the resolved search preset
     eval_config: dict  # the resolved evaluation preset
+    repeats: int = 1
 
     @property
     def experiment(self) -> str:
@@ -62,8 +68,16 @@ class Setup:
     def seeds(self) -> list[int]:
         return [self.seed + i for i in range(self.runs)]
 
+    def repeat_seeds(self) -> list[int]:
+        return [self.seed + i for i in range(self.repeats)]
 
-def resolve_setup(preset: str = "tiny", dataset: str | None = None, runs: int | None = None) -> Setup:
+    def label(self, seed: int, text: str) -> str:
+        """A retraining's name, with its search's seed where a row has several."""
+        return text if self.repeats == 1 else f"seed {seed}, {text}"
+
+
+def resolve_setup(preset: str = "tiny", dataset: str | None = None, runs: int | None = None,
+                  repeats: int | None = None) -> Setup:
     """A preset names a search preset and an evaluation preset together."""
     from ...core.config import resolve
     from ...evaluation.config import EVAL_PRESETS, EvalConfig
@@ -82,11 +96,14 @@ def resolve_setup(preset: str = "tiny", dataset: str | None = None, runs: int | 
         dataset, search, evaluation = "cifar10", preset, f"eval-{preset}"
     if runs is None:
         runs = DEFAULT_RUNS
-    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
-        raise UserError(f"--runs: must be at least 1, got {runs}")
+    if repeats is None:
+        repeats = DEFAULT_REPEATS.get(preset, 1)
+    for flag, value in (("--runs", runs), ("--repeats", repeats)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UserError(f"{flag}: must be at least 1, got {value}")
     base = to_dict(resolve(SearchConfig, SEARCH_PRESETS, search))
     eval_config = to_dict(resolve(EvalConfig, EVAL_PRESETS, evaluation))
-    return Setup(preset, dataset, search, evaluation, runs, base, eval_config)
+    return Setup(preset, dataset, search, evaluation, runs, base, eval_config, repeats)
 
 
 # ---------------------------------------------------------------- keys
@@ -198,6 +215,51 @@ class StoreView:
 # ---------------------------------------------------------------- tables
 
 @dataclass
+class Effect:
+    """One of the paper's effects as a difference per seed (paired: both sides of a seed come
+    from the same search seed). It counts as shown when, over at least three seeds, the mean
+    difference lies in the paper's direction by more than two standard errors."""
+    what: str
+    paper: str  # what the paper reports, in words or numbers
+    direction: int  # +1: the paper's difference is positive; -1: negative
+    differences: list[float | None]
+
+    def summary(self) -> tuple[float | None, float | None]:
+        """Mean and standard error (n - 1) of the differences; None while any is missing."""
+        values = self.differences
+        if not values or any(v is None for v in values):
+            return None, None
+        se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else None
+        return statistics.fmean(values), se
+
+    def verdict(self) -> str:
+        mean, se = self.summary()
+        if mean is None:
+            return "missing"
+        if len(self.differences) < MIN_SEEDS_FOR_EFFECT:
+            return f"untested: {len(self.differences)} seed(s), needs {MIN_SEEDS_FOR_EFFECT}"
+        if self.direction * mean > 2 * se:
+            return "shown"
+        if -self.direction * mean > 2 * se:
+            return "opposite"
+        return "not shown"
+
+    def cells(self) -> list[str]:
+        mean, se = self.summary()
+        ours = "-" if mean is None else f"{mean:+.2f}" if se is None else f"{mean:+.2f} ± {se:.2f}"
+        per_seed = " / ".join("-" if v is None else f"{v:+.2f}" for v in self.differences)
+        return [self.what, self.paper, ours, str(len(self.differences)), per_seed, self.verdict()]
+
+
+EFFECT_COLUMNS = ["effect", "paper", "ours: mean ± standard error", "seeds", "per seed", "verdict"]
+
+
+def difference(a: list[float | None], b: list[float | None]) -> list[float | None]:
+    """b - a per seed."""
+    return [None if x is None or y is None else y - x for x, y in zip(a, b)]
+
+
+@dataclass
 class Rendered:
     name: str
     title: str
@@ -206,6 +268,7 @@ class Rendered:
     rows: list[list[str]]
     figure: dict  # plot_bars' groups, series, ylabel
     missing: list[str] = field(default_factory=list)
+    effects: list[Effect] = field(default_factory=list)
 
 
 @dataclass
@@ -277,6 +340,46 @@ def rates(values: list[float], stages: int) -> list[float]:
     """The paper's three-stage rates fitted to the preset's stage count."""
     return (values + [values[-1]] * stages)[:stages]
 
+
+
+def spread(values: list[float | None], digits: int = 2) -> str:
+    """One seed's value as it is; several as mean ± standard deviation (n - 1); - while any is missing."""
+    if len(values) == 1:
+        return fmt(values[0], digits)
+    mean, std = mean_std(values)
+    return "-" if mean is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def per_seed(values: list[float | None], digits: int = 2) -> str:
+    return " / ".join(fmt(v, digits) for v in values)
+
+
+def mean_or_none(values: list[float | None]) -> float | None:
+    return mean_std(values)[0]
+
+
+def skip_count(genotype: dict | None) -> int | None:
+    return None if genotype is None else sum(op == "skip_connect" for op, _ in genotype["normal"])
+
+
+def deep_inputs(genotype: dict | None) -> int | None:
+    """Genes of the normal cell that read an intermediate node rather than a cell input."""
+    return None if genotype is None else sum(node >= 2 for _, node in genotype["normal"])
+
+
+def genes_changed(a: dict | None, b: dict | None) -> int | None:
+    """Genes of the normal cell (of 8) that differ between two cells, each node's pair unordered."""
+    if a is None or b is None:
+        return None
+    changed = 0
+    for i in range(0, len(a["normal"]), 2):
+        left = [tuple(g) for g in a["normal"][i:i + 2]]
+        for gene in (tuple(g) for g in b["normal"][i:i + 2]):
+            if gene in left:
+                left.remove(gene)
+            else:
+                changed += 1
+    return changed
 
 
 def mean_std(values: list[float | None]) -> tuple[float | None, float | None]:

@@ -1,4 +1,4 @@
-"""Figure 3 and section 4.4.1: the cells found after stage 1, 2 and 3 of one search.
+"""Figure 3 and section 4.4.1: the cells found after stage 1, 2 and 3 of a search.
 
 Paper: retrained, the stage-1/2/3 cells of the CIFAR-10 search score 2.90 / 2.82 / 2.58 %
 test error, and DARTS V2 (searched at a fixed depth of 8 cells) 2.83 %: searching deeper
@@ -6,50 +6,77 @@ finds better cells.
 
     pdarts-ray reproduce depth --preset paper
 
-Needs: the preset's search (its stage genotypes, each refined to the preset's M) and four
-retrainings: the three stage cells and DARTS_V2. Renders: per cell its search depth,
-skip-connects, the paper's error and ours; bars per cell.
+Needs: the preset's search per seed (`--repeats`; its stage genotypes, each refined to the
+preset's M) and a retraining of each stage cell and of DARTS_V2. Renders: per cell its
+search depth, skip-connects, the paper's error and ours (mean ± std over seeds); bars per
+cell; the effects: later stages read intermediate nodes more and retrain better.
 """
 from __future__ import annotations
 
 import json
 
 from .. import paper_numbers as paper
-from .common import (EvalNeed, Rendered, Setup, StoreView, TableSpec, error_pct, fmt, notes, published_text,
-                     published_value, search_need)
+from .common import (Effect, EvalNeed, Rendered, Setup, StoreView, TableSpec, deep_inputs, difference, error_pct,
+                     mean_or_none, notes, per_seed, published_text, published_value, search_need, skip_count, spread)
 
 
 def spec(setup: Setup) -> TableSpec:
-    """The cells derived after stage 1, 2 and 3 of one search, each retrained, beside DARTS V2."""
+    """The cells derived after stage 1, 2 and 3 of a search (one per seed), each retrained, beside DARTS V2."""
     from ...evaluation.genotypes import DARTS_V2
 
-    need = search_need(setup)
+    needs = [search_need(setup, seed=s) for s in setup.repeat_seeds()]
+    stages = len(setup.base["cells"])
     darts = DARTS_V2.to_dict()
 
-    def genotypes(store: StoreView) -> list[tuple[str, dict | None]]:
-        row = store.search(need)
-        stage_gs = [json.loads(g) for g in row["stage_genotypes"]] if row else [None] * len(setup.base["cells"])
-        return [(f"stage {i + 1}", g) for i, g in enumerate(stage_gs)] + [("DARTS_V2", darts)]
+    def stage_genotypes(store: StoreView) -> list[list[dict | None]]:
+        """Per seed, the cell of each stage."""
+        out = []
+        for need in needs:
+            row = store.search(need)
+            out.append([json.loads(g) for g in row["stage_genotypes"]] if row else [None] * stages)
+        return out
 
     def evaluations(store: StoreView) -> list[EvalNeed]:
-        return [EvalNeed(g, label) for label, g in genotypes(store) if g is not None]
+        out = [EvalNeed(g, setup.label(need.config["seed"], f"stage {i + 1}"))
+               for need, gs in zip(needs, stage_genotypes(store)) for i, g in enumerate(gs) if g is not None]
+        return out + [EvalNeed(darts, "DARTS_V2")]
 
     def build(store: StoreView) -> Rendered:
+        by_seed = stage_genotypes(store)
+        several = len(needs) > 1
         rows, ours, published = [], [], []
-        for i, (label, g) in enumerate(genotypes(store)):
-            depth = str(setup.base["cells"][i]) if label != "DARTS_V2" else "8 (DARTS search)"
+        errors, deep = [], []
+        for i in range(stages):
+            label = f"stage {i + 1}"
+            gs = [gs[i] for gs in by_seed]
+            errs = [error_pct(store, setup, g) for g in gs]
+            errors.append(errs)
+            deep.append([deep_inputs(g) for g in gs])
             p = paper.DEPTH_ERROR_PCT.get(label)
-            err = error_pct(store, setup, g)
-            skips = None if g is None else sum(op == "skip_connect" for op, _ in g["normal"])
-            rows.append([label, depth, fmt(skips), published_text(p), fmt(err)])
-            ours.append(err)
+            rows.append([label, str(setup.base["cells"][i]), spread([skip_count(g) for g in gs]),
+                         published_text(p), spread(errs)] + ([per_seed(errs)] if several else []))
+            ours.append(mean_or_none(errs))
             published.append(published_value(p))
+        darts_err = error_pct(store, setup, darts)
+        p = paper.DEPTH_ERROR_PCT["DARTS_V2"]
+        rows.append(["DARTS_V2", "8 (DARTS search)", str(skip_count(darts)), published_text(p), spread([darts_err])]
+                    + (["(one cell)"] if several else []))
+        ours.append(darts_err)
+        published.append(published_value(p))
         extra = [f"Stage cells are refined to M = {setup.base['skip_connects']}, as the search writes them; "
                  f"every cell is retrained with {setup.eval_preset}."]
+        if several:
+            extra.append(f"Searches with seeds {', '.join(str(n.config['seed']) for n in needs)}: "
+                         "mean ± standard deviation (n - 1) over them.")
+        effects = [Effect("normal-cell genes reading an intermediate node, last stage - stage 1",
+                          "deeper searches pick intermediate nodes (Figure 3)", +1, difference(deep[0], deep[-1])),
+                   Effect("error (%), last-stage cell - stage-1 cell", "2.58 - 2.90 = -0.32", -1,
+                          difference(errors[0], errors[-1]))]
+        columns = ["cell", "search cells", "skip-connects", "paper error (%)", "our error (%)"]
         return Rendered("depth", "Figure 3: cells of each search stage, retrained", notes(setup, extra),
-                        ["cell", "search cells", "skip-connects", "paper error (%)", "our error (%)"], rows,
+                        columns + (["our error per seed (%)"] if several else []), rows,
                         {"groups": [r[0] for r in rows], "series": {"paper": published, "ours": ours},
-                         "ylabel": "test error (%)"})
+                         "ylabel": "test error (%)"}, effects=effects)
 
     return TableSpec("depth", "cells of each search stage", "pdarts-ray reproduce depth --preset paper",
-                     "Figure 3, section 4.4.1", [need], evaluations, build)
+                     "Figure 3, section 4.4.1", needs, evaluations, build)

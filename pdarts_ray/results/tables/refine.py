@@ -8,13 +8,14 @@ Paper: three searches with skip dropout keep 2, 3 and 4 skip-connects and retrai
 
 Needs: `--runs` searches with skip dropout 0.0/0.3/0.6 (seeds counting up; the first is
 shared with `skip`) and two retrainings of each. Renders: per search the skip-connects and
-errors before and after, then the mean and standard deviation (n - 1) of each.
+errors before and after, then the mean and standard deviation (n - 1) of each; the effects:
+genes refinement changes and the error it saves.
 """
 from __future__ import annotations
 
 from .. import paper_numbers as paper
-from .common import (DROPOUT, EvalNeed, Rendered, Setup, StoreView, TableSpec, error_pct, fmt, genotype_of_m, mean_std,
-                     notes, published_text, rates, search_need)
+from .common import (DROPOUT, Effect, EvalNeed, Rendered, Setup, StoreView, TableSpec, difference, error_pct, fmt,
+                     genes_changed, genotype_of_m, mean_std, notes, published_text, rates, search_need)
 
 
 def spec(setup: Setup) -> TableSpec:
@@ -55,6 +56,11 @@ def spec(setup: Setup) -> TableSpec:
             summary += ["", "", f"{p_mean.text} ± {p_std.text}",
                         "-" if mean is None else f"{mean:.2f} ± {std:.2f}"]
         rows.append(summary)
+        changed = [genes_changed(genotype_of_m(store.search(n), 8), genotype_of_m(store.search(n), 2)) for n in needs]
+        effects = [Effect("normal-cell genes changed by refinement to M = 2 (of 8)",
+                          "cells with 3 and 4 skip-connects change (section 4.4.3)", +1, changed),
+                   Effect("error (%), before - after refinement", "2.79 - 2.65 = +0.14", +1,
+                          difference(errs["after"], errs["before"]))]
         extra = ["Before refinement: the cell derived with no limit on skip-connects (M = 8); after: M = 2. "
                  f"Standard deviation over the {len(needs)} searches (n - 1); retrained with {setup.eval_preset}."]
         return Rendered("refine", "Section 4.4.3: before and after architecture refinement", notes(setup, extra),
@@ -64,7 +70,7 @@ def spec(setup: Setup) -> TableSpec:
                         {"groups": ["before refinement", "after (M = 2)"],
                          "series": {"paper": [paper.REFINE_ERROR_PCT[label][0].value for label, _ in phases],
                                     "ours": [means[label] for label, _ in phases]},
-                         "ylabel": "mean test error (%)"})
+                         "ylabel": "mean test error (%)"}, effects=effects)
 
     return TableSpec("refine", "before and after refinement", "pdarts-ray reproduce refine --preset paper",
                      "section 4.4.3", needs, evaluations, build)

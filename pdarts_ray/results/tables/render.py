@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...core.errors import UserError
-from .common import Rendered, Setup
+from .common import EFFECT_COLUMNS, MIN_SEEDS_FOR_EFFECT, Rendered, Setup
 
 # ---------------------------------------------------------------- output
 
@@ -13,13 +13,21 @@ def to_markdown(r: Rendered) -> str:
     def cell(text: str) -> str:
         return text.replace("|", "\\|")
 
-    lines = [f"# {r.title}", ""] + [f"{n}  " for n in r.notes] + [""]
-    lines.append("| " + " | ".join(cell(c) for c in r.columns) + " |")
-    lines.append("|" + "---|" * len(r.columns))
-    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in r.rows]
+    def table(columns: list[str], rows: list[list[str]]) -> list[str]:
+        return (["| " + " | ".join(cell(c) for c in columns) + " |", "|" + "---|" * len(columns)]
+                + ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows])
+
+    lines = [f"# {r.title}", ""] + [f"{n}  " for n in r.notes] + [""] + table(r.columns, r.rows)
+    if r.effects:
+        lines += ["", "## Effects", "", EFFECTS_NOTE, ""] + table(EFFECT_COLUMNS, [e.cells() for e in r.effects])
     if r.missing:
         lines += ["", "Missing (not run): " + "; ".join(r.missing)]
     return "\n".join(lines) + "\n"
+
+
+EFFECTS_NOTE = (f"Differences per seed (both sides from searches of the same seed). An effect is shown when, over "
+                f"at least {MIN_SEEDS_FOR_EFFECT} seeds, the mean difference lies in the paper's direction by more "
+                f"than two standard errors.")
 
 
 def to_csv(r: Rendered) -> str:
@@ -41,6 +49,18 @@ def rich_table(r: Rendered):
     for c in r.columns:
         table.add_column(c, overflow="fold")
     for row in r.rows:
+        table.add_row(*[Text(c) for c in row])
+    return table
+
+
+def rich_effects(rows: list[list[str]]):
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title="Effects", caption=EFFECTS_NOTE, caption_justify="left")
+    for c in EFFECT_COLUMNS:
+        table.add_column(c, overflow="fold")
+    for row in rows:
         table.add_row(*[Text(c) for c in row])
     return table
 
