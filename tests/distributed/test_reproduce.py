@@ -300,7 +300,8 @@ def test_dropout_over_seeds_counts_skip_connects_per_stage(tmp_path):
                    stage_skips=[1, 1, 1])
     r = table(tmp_path, "dropout", repeats=3)
     assert r.rows[0][5] == "4.33 ± 2.08" and r.rows[3][5] == "1.00 ± 0.00"
-    assert any("before refinement: 1.00 ± 1.00 / 2.33 ± 0.58 / 4.33 ± 2.08" in n for n in r.notes)
+    assert any("before refinement: skip dropout 0.0/0.0/0.0: 1.00 ± 1.00 / 2.33 ± 0.58 / 4.33 ± 2.08; "
+               "skip dropout 0.0/0.3/0.6: 1.00 ± 0.00 / 1.00 ± 0.00 / 1.00 ± 0.00." in n for n in r.notes)
     accumulate, held_down, error = r.effects
     assert accumulate.differences == [4, 6, 0] and accumulate.verdict() == "not shown"  # mean 3.3, SE 1.76
     assert held_down.differences == [4, 5, 1] and held_down.verdict() == "shown"  # mean 3.3, SE 1.20

@@ -64,11 +64,12 @@ def spec(setup: Setup) -> TableSpec:
             series[f"paper, dropout {label}"] = [published_value(paper.DROPOUT_ERROR_PCT[label][m]) for m in ms]
             series[f"ours, dropout {label}"] = [mean_or_none(errors[label][m]) for m in ms]
         none = settings[0][1]
-        per_stage = [spread(stage_skips(store, none, s)) for s in range(stages)]
+        per_stage = {label: " / ".join(spread(stage_skips(store, needs, s)) for s in range(stages))
+                     for label, needs in settings}
         extra = [(f"Initial skip dropout per stage as listed; the other keys as {setup.search_preset}; "
                   f"retrained with {setup.eval_preset}."),
-                 (f"Without skip dropout, skip-connects of the normal cell at the end of each stage, before "
-                  f"refinement: {' / '.join(per_stage)}.")]
+                 "Skip-connects of the normal cell at the end of each stage, before refinement: "
+                 + "; ".join(f"skip dropout {label}: {counts}" for label, counts in per_stage.items()) + "."]
         if several:
             extra.append(f"Searches with seeds {', '.join(map(str, seeds))}: mean ± standard deviation (n - 1).")
         effects = [Effect("skip-connects before refinement without skip dropout, last stage - stage 1",
