@@ -164,9 +164,10 @@ SEARCH_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(dataset="digits", image_size=16, cells=[3, 4, 5], ops_kept=[8, 5, 3],
                  skip_dropout=[0.0, 0.4, 0.7], skip_connects=2, epochs=6, warmup_epochs=3,
                  batch_size=96, channels=8, lr=0.08),
-    # The diagnostic tables on a CPU: about 15 minutes a search on 2 cores. Chosen with
-    # sweeps/small-choose.yaml so that alphas move far enough (128 architecture steps a stage)
-    # for skip-connects to accumulate without skip dropout; docs/reproduce.md has the figures.
+    # The diagnostic tables on a CPU: two searches side by side in about 22 minutes on 2 cores.
+    # Chosen with sweeps/small-choose*.yaml: of arch_lr 0.003, 0.01 and 0.03, only 0.01 let
+    # skip-connects accumulate stage by stage without skip dropout (by more than two standard
+    # errors over three seeds); docs/reproduce.md has the figures.
     "small": dict(dataset="digits", image_size=16, cells=[3, 5, 7], ops_kept=[8, 5, 3],
                   skip_dropout=[0.0, 0.4, 0.7], skip_connects=2, epochs=12, warmup_epochs=4,
                   batch_size=48, channels=8, lr=0.05, arch_lr=0.01),
