@@ -252,6 +252,7 @@ def test_effects_need_three_seeds_and_two_standard_errors():
     assert Effect("x", "", +1, [1.0, 1.2, 0.8]).verdict() == "shown"  # mean 1.0, standard error 0.115
     assert Effect("x", "", -1, [1.0, 1.2, 0.8]).verdict() == "opposite"
     assert Effect("x", "", +1, [1.0, -0.5, 0.4]).verdict() == "not shown"  # mean 0.3, standard error 0.44
+    assert Effect("x", "", +1, [1.0, 0.0, 0.5]).verdict() == "not shown"  # mean 0.5: beyond one error, not two
     assert Effect("x", "", +1, [2.0, 2.0, 2.0]).verdict() == "shown"  # no spread at all
     assert Effect("x", "", +1, [0.0, 0.0, 0.0]).verdict() == "not shown"
     assert Effect("x", "", +1, [1.0, 1.0]).verdict().startswith("untested: 2 seed(s)")
