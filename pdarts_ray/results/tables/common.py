@@ -350,6 +350,13 @@ def spread(values: list[float | None], digits: int = 2) -> str:
     return "-" if mean is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
+def seeds_note(setup: Setup) -> list[str]:
+    """The note a table whose rows span several seeds carries; none for one seed."""
+    if setup.repeats == 1:
+        return []
+    return [f"Searches with seeds {', '.join(map(str, setup.repeat_seeds()))}: mean ± standard deviation (n - 1)."]
+
+
 def per_seed(values: list[float | None], digits: int = 2) -> str:
     return " / ".join(fmt(v, digits) for v in values)
 

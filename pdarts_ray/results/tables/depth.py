@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 
 from .. import paper_numbers as paper
-from .common import (Effect, EvalNeed, Rendered, Setup, StoreView, TableSpec, deep_inputs, difference, error_pct,
+from .common import (Effect, EvalNeed, Rendered, Setup, StoreView, TableSpec, deep_inputs, difference, error_pct, seeds_note,
                      mean_or_none, notes, per_seed, published_text, published_value, search_need, skip_count, spread)
 
 
@@ -65,9 +65,7 @@ def spec(setup: Setup) -> TableSpec:
         published.append(published_value(p))
         extra = [f"Stage cells are refined to M = {setup.base['skip_connects']}, as the search writes them; "
                  f"every cell is retrained with {setup.eval_preset}."]
-        if several:
-            extra.append(f"Searches with seeds {', '.join(str(n.config['seed']) for n in needs)}: "
-                         "mean ± standard deviation (n - 1) over them.")
+        extra += seeds_note(setup)
         effects = [Effect("normal-cell genes reading an intermediate node, last stage - stage 1",
                           "deeper searches pick intermediate nodes (Figure 3)", +1, difference(deep[0], deep[-1])),
                    Effect("error (%), last-stage cell - stage-1 cell", "2.58 - 2.90 = -0.32", -1,

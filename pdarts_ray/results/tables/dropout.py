@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from .. import paper_numbers as paper
 from .common import (DROPOUT, NO_DROPOUT, Effect, EvalNeed, Rendered, Setup, StoreView, TableSpec, difference,
-                     error_pct, genotype_of_m, mean_or_none, notes, per_seed, published_text, published_value, rates,
+                     error_pct, seeds_note, genotype_of_m, mean_or_none, notes, per_seed, published_text, published_value, rates,
                      search_need, spread)
 
 
@@ -70,8 +70,7 @@ def spec(setup: Setup) -> TableSpec:
                   f"retrained with {setup.eval_preset}."),
                  "Skip-connects of the normal cell at the end of each stage, before refinement: "
                  + "; ".join(f"skip dropout {label}: {counts}" for label, counts in per_stage.items()) + "."]
-        if several:
-            extra.append(f"Searches with seeds {', '.join(map(str, seeds))}: mean ± standard deviation (n - 1).")
+        extra += seeds_note(setup)
         effects = [Effect("skip-connects before refinement without skip dropout, last stage - stage 1",
                           "accumulate as the search deepens (section 3.2.2)", +1,
                           difference(stage_skips(store, none, 0), stage_skips(store, none, stages - 1))),

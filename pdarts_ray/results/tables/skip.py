@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from .. import paper_numbers as paper
 from .common import (DROPOUT, PAPER_NETWORK, Effect, EvalNeed, Rendered, Setup, StoreView, TableSpec, count_dataset,
-                     difference, error_pct, genotype_of_m, mean_or_none, notes, params_m, per_seed, published_text,
+                     difference, error_pct, seeds_note, genotype_of_m, mean_or_none, notes, params_m, per_seed, published_text,
                      published_value, rates, search_need, skip_count, spread)
 
 
@@ -40,9 +40,7 @@ def spec(setup: Setup) -> TableSpec:
                          spread([params_m(setup, g) for g in gs])] + ([per_seed(errs[m])] if several else []))
         extra = [f"Parameters of the paper's evaluation network ({PAPER_NETWORK}, {count_dataset(setup)}) "
                  f"built from each cell; errors from retraining with {setup.eval_preset}."]
-        if several:
-            extra.append(f"Searches with seeds {', '.join(str(n.config['seed']) for n in needs)}: "
-                         "mean ± standard deviation (n - 1).")
+        extra += seeds_note(setup)
         effects = [Effect("error (%), M = 4 - M = 2", "2.97 - 2.69 = +0.28", +1, difference(errs[2], errs[4])),
                    Effect("error (%), M = 0 - M = 2", "2.78 - 2.69 = +0.09", +1, difference(errs[2], errs[0]))]
         return Rendered("skip", "Section 4.4.3: skip-connects kept (M) after refinement", notes(setup, extra),

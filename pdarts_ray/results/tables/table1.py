@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 
 from .. import paper_numbers as paper
-from .common import (PAPER_NETWORK, EvalNeed, Rendered, Setup, StoreView, TableSpec, error_pct, mean_or_none, notes,
+from .common import (PAPER_NETWORK, EvalNeed, Rendered, Setup, StoreView, TableSpec, error_pct, seeds_note, mean_or_none, notes,
                      params_m, per_seed, published_text, published_value, search_need, spread)
 
 
@@ -47,9 +47,7 @@ def spec(setup: Setup) -> TableSpec:
         extra = [f"Our search cost: the search's stage seconds in {unit} on {', '.join(devices) or 'no device yet'}; "
                  f"parameters of the paper's evaluation network ({PAPER_NETWORK}); error from retraining with "
                  f"{setup.eval_preset}. Paper row: {published['error_pct'].source}."]
-        if len(needs) > 1:
-            extra.append(f"Searches with seeds {', '.join(str(n.config['seed']) for n in needs)}: "
-                         "mean ± standard deviation (n - 1).")
+        extra += seeds_note(setup)
         return Rendered("table1", "Table 1: P-DARTS", notes(setup, extra),
                         ["architecture", "paper error (%)", "our error (%)", "paper params (M)", "our params (M)",
                          "paper search cost (GPU-days)", f"our search cost ({unit})"]
