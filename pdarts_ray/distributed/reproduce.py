@@ -156,12 +156,15 @@ def run_evaluations(needs: list[EvalNeed], setup: Setup, root: str, use_ray: boo
     import ray
 
     gpu = setup.eval_config["device"] != "cpu" and ray.cluster_resources().get("GPU", 0) >= 1
-    task = ray.remote(evaluate_genotype).options(num_cpus=max(1, setup.eval_config["threads"]),
-                                                 num_gpus=1 if gpu else 0, max_retries=1)
+    cpus = max(1, setup.eval_config["threads"])
+    # threads 0 would mean every core of the node: a task holding one CPU then runs beside
+    # others each on all cores
+    config = {**setup.eval_config, "threads": cpus}
+    task = ray.remote(evaluate_genotype).options(num_cpus=cpus, num_gpus=1 if gpu else 0, max_retries=1)
     pending = {}
     for need in needs:
         key = eval_key(need.genotype, setup.eval_config)
-        pending[task.remote(setup.eval_config, need.genotype, str(runs_dir / key), need.name,
+        pending[task.remote(config, need.genotype, str(runs_dir / key), need.name,
                             experiment=setup.experiment)] = need
     log(f"retraining {len(needs)} cells as Ray tasks ({setup.eval_preset})")
     while pending:

@@ -2,6 +2,7 @@
 cells), what a partial store lacks, retrainings run and stored once, and `reproduce table3
 --preset smoke` end to end on a real local Ray (a second run starts nothing)."""
 import csv
+import dataclasses
 import json
 
 import pytest
@@ -488,7 +489,8 @@ def test_retrainings_as_ray_tasks(tmp_path, monkeypatch):
     from pdarts_ray.distributed.reproduce import run_evaluations
     from pdarts_ray.results.tables.common import EvalNeed, StoreView
 
-    setup = resolve_setup("smoke")
+    # threads 0 (every core): each task runs on the one CPU it holds, not on all of the node's
+    setup = dataclasses.replace(resolve_setup("smoke"), eval_config={**resolve_setup("smoke").eval_config, "threads": 0})
     lines = []
     monkeypatch.setenv("RAY_metrics_report_interval_ms", "1000")
     ray.init(address="local", num_cpus=2)  # its own Ray, whatever else runs on this machine
@@ -510,5 +512,6 @@ def test_retrainings_as_ray_tasks(tmp_path, monkeypatch):
     assert failures == []
     store = StoreView(str(tmp_path), FAMILY)
     assert {store.evaluation(g, EVAL)["genotype_name"] for g in (PD, DV2)} == {"P-DARTS", "DARTS_V2"}
-    assert (tmp_path / FAMILY / "eval-runs" / eval_key(PD, EVAL) / "result.json").is_file()
+    result = json.loads((tmp_path / FAMILY / "eval-runs" / eval_key(PD, EVAL) / "result.json").read_text())
+    assert result["threads"] == 1
     assert any(line.startswith("retrained DARTS_V2: error") for line in lines)
