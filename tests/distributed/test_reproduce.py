@@ -287,7 +287,8 @@ def test_depth_over_seeds_reports_spreads_and_effects(tmp_path):
     assert r.rows[0] == ["stage 1", "3", "0.00 ± 0.00", "2.90", "4.25 ± 0.25", "4.00 / 4.50 / 4.25"]
     assert r.rows[2][4:] == ["3.25 ± 0.25", "3.00 / 3.25 / 3.50"] and r.rows[3][4] == "3.00"
     assert r.figure["series"]["ours"] == [4.25, 3.5833333333333335, 3.25, 3.0]
-    deep_effect, error_effect = r.effects
+    changed_effect, deep_effect, error_effect = r.effects
+    assert changed_effect.differences == [5, 5, 5] and changed_effect.verdict() == "shown"  # PDARTS keeps 3 of 8
     assert deep_effect.differences == [2, 2, 2] and deep_effect.verdict() == "shown"
     assert error_effect.differences == [-1.0, -1.25, -0.75] and error_effect.verdict() == "shown"
     assert "## Effects" in to_markdown(r) and "| error (%), last-stage cell - stage-1 cell |" in to_markdown(r)
