@@ -491,7 +491,8 @@ def test_retrainings_as_ray_tasks(tmp_path, monkeypatch):
     from pdarts_ray.results.tables.common import EvalNeed, StoreView
 
     # threads 0 (every core): each task runs on the one CPU it holds, not on all of the node's
-    setup = dataclasses.replace(resolve_setup("smoke"), eval_config={**resolve_setup("smoke").eval_config, "threads": 0})
+    smoke = resolve_setup("smoke")
+    setup = dataclasses.replace(smoke, eval_config={**smoke.eval_config, "threads": 0})
     lines = []
     monkeypatch.setenv("RAY_metrics_report_interval_ms", "1000")
     ray.init(address="local", num_cpus=2)  # its own Ray, whatever else runs on this machine

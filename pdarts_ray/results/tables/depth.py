@@ -18,7 +18,8 @@ import json
 
 from .. import paper_numbers as paper
 from .common import (Effect, EvalNeed, Rendered, Setup, StoreView, TableSpec, deep_inputs, difference, error_pct,
-                     genes_changed, seeds_note, mean_or_none, notes, per_seed, published_text, published_value, search_need, skip_count, spread)
+                     genes_changed, mean_or_none, notes, per_seed, published_text, published_value, search_need,
+                     seeds_note, skip_count, spread)
 
 
 def spec(setup: Setup) -> TableSpec:

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from .. import paper_numbers as paper
 from .common import (DROPOUT, NO_DROPOUT, Effect, EvalNeed, Rendered, Setup, StoreView, TableSpec, difference,
-                     error_pct, seeds_note, genotype_of_m, mean_or_none, notes, per_seed, published_text, published_value, rates,
-                     search_need, spread)
+                     error_pct, genotype_of_m, mean_or_none, notes, per_seed, published_text, published_value, rates,
+                     search_need, seeds_note, spread)
 
 
 def spec(setup: Setup) -> TableSpec:

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from .. import paper_numbers as paper
 from .common import (DROPOUT, PAPER_NETWORK, Effect, EvalNeed, Rendered, Setup, StoreView, TableSpec, count_dataset,
-                     difference, error_pct, seeds_note, genotype_of_m, mean_or_none, notes, params_m, per_seed, published_text,
-                     published_value, rates, search_need, skip_count, spread)
+                     difference, error_pct, genotype_of_m, mean_or_none, notes, params_m, per_seed, published_text,
+                     published_value, rates, search_need, seeds_note, skip_count, spread)
 
 
 def spec(setup: Setup) -> TableSpec:

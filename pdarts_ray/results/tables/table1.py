@@ -16,8 +16,8 @@ from __future__ import annotations
 import json
 
 from .. import paper_numbers as paper
-from .common import (PAPER_NETWORK, EvalNeed, Rendered, Setup, StoreView, TableSpec, error_pct, seeds_note, mean_or_none, notes,
-                     params_m, per_seed, published_text, published_value, search_need, spread)
+from .common import (PAPER_NETWORK, EvalNeed, Rendered, Setup, StoreView, TableSpec, error_pct, mean_or_none, notes,
+                     params_m, per_seed, published_text, published_value, search_need, seeds_note, spread)
 
 
 def spec(setup: Setup) -> TableSpec:
