@@ -183,8 +183,8 @@ SEARCH_PRESETS: dict[str, dict[str, Any]] = {
 # of them keeps it (its saved base config is checked against every version).
 FORMER_PRESETS: dict[str, list[dict[str, Any]]] = {
     "tiny": [
-        # a third warm-up epoch, batch 96: a timing taken beside other work put the batch-48
-        # point at 2.5x its time; alone it takes 1.2x
+        # a third warm-up epoch, batch 96: the default while a timing taken on shared cores put
+        # the batch-48 point at 2.5x its time (side by side it costs about 1.3x)
         dict(dataset="digits", image_size=16, cells=[3, 4, 5], ops_kept=[8, 5, 3],
              skip_dropout=[0.0, 0.4, 0.7], skip_connects=2, epochs=6, warmup_epochs=3,
              batch_size=96, channels=8, lr=0.08),
