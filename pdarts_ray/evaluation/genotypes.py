@@ -1,5 +1,6 @@
 """Published genotypes by name (published.py lists them with their sources), and
-`load_genotype` for a name or a genotype file.
+`load_genotype` for a name, a genotype file or a search run folder (`unfinished_search`
+says what a run folder without a genotype is doing).
 
 PDARTS is the cell the paper searched on CIFAR-10 (Figure 3, Tables 1 and 2); DARTS_V2
 is DARTS' second-order cell, kept as a calibration point.
@@ -7,6 +8,7 @@ is DARTS' second-order cell, kept as a calibration point.
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 from ..core.errors import UserError
@@ -33,7 +35,9 @@ def load_genotype(name_or_path: str) -> tuple[str, Genotype]:
     if path.is_dir():
         path = path / "genotype.json"
         if not path.is_file():
-            raise UserError(f"{name_or_path}: a folder without genotype.json")
+            state = unfinished_search(Path(key).expanduser())
+            raise UserError(f"{name_or_path}: " + (f"no genotype.json yet: {state}" if state
+                                                   else "a folder without genotype.json"))
     elif not path.exists():
         raise UserError(f"unknown genotype '{name_or_path}' (a published name: {', '.join(PUBLISHED)}; "
                         f"or a genotype file)")
@@ -62,3 +66,29 @@ def _parse(text: str) -> Genotype:
             data = data["genotype"]
         return Genotype.from_dict(data)
     return Genotype.parse(stripped)
+
+
+def unfinished_search(folder: Path) -> str | None:
+    """What a search run folder without a result is doing, as a clause for a message: held
+    by a live driver, or stopped (with the command that resumes it). None for a finished
+    search and for any other folder."""
+    from ..core.claim import CLAIM_FILE, Claim, LocalClaimFiles, describe
+
+    folder = Path(folder)
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(config, dict) or "ops_kept" not in config or (folder / "result.json").exists():
+        return None
+    files = LocalClaimFiles(folder / CLAIM_FILE)
+    try:
+        claim = files.read()
+        holder = json.loads(claim[0]) if claim else None
+    except (OSError, ValueError):
+        holder = None
+    # a claim whose lease lapsed or whose process is gone is a driver that was killed
+    if isinstance(holder, dict) and Claim(files, "").stale_reason(holder) is None:
+        return f"the search is still running: {describe(holder)}"
+    resume = f"pdarts-ray search --resume {shlex.quote(str(folder))}"
+    return f"the search stopped before it finished; resume it with: {resume}"

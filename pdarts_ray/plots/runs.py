@@ -55,6 +55,7 @@ def load_run(run_dir: Path) -> RunData:
     pruning the previous stage's final alphas)."""
     from ..core.checkpoint import read_jsonl
     from ..core.config import SearchConfig, from_dict
+    from ..evaluation.genotypes import unfinished_search
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -71,7 +72,8 @@ def load_run(run_dir: Path) -> RunData:
     metrics = read_jsonl(run_dir / "metrics.jsonl")
     trajectory = read_jsonl(run_dir / "alpha_trajectory.jsonl")
     if not metrics and not trajectory:
-        raise UserError(f"{run_dir}: the search has not finished an epoch yet; nothing to plot")
+        state = unfinished_search(run_dir)
+        raise UserError(f"{run_dir}: nothing to plot yet (no epoch has finished)" + (f"; {state}" if state else ""))
     alphas = _read_json(run_dir / "alphas.json", "alphas") if (run_dir / "alphas.json").is_file() else {}
     primitives = tuple(alphas.get("primitives", PRIMITIVES))
     result_path = run_dir / "result.json"
@@ -300,12 +302,14 @@ def _plot_memory(run: RunData):
 RUN_FIGURES = ("alphas-normal", "alphas-reduce", "skip-connects", "memory")
 
 
-def plot_run(run_dir: Path, out_dir: Path) -> list[Path]:
+def plot_run(run_dir: Path, out_dir: Path, prefix: str = "") -> list[Path]:
     """Draw a search run (finished or not): the alpha trajectories of both cell types,
-    the skip-connect count and skip-dropout rate over epochs, and peak memory per stage."""
+    the skip-connect count and skip-dropout rate over epochs, and peak memory per stage.
+    With `prefix`, the files are `<prefix>-alphas-normal.png`, ...: several runs' pictures
+    side by side in one folder."""
     run = load_run(Path(run_dir))
     out_dir = prepare_dir(out_dir)
-    stems = {name: out_dir / name for name in RUN_FIGURES}
+    stems = {name: out_dir / (f"{prefix}-{name}" if prefix else name) for name in RUN_FIGURES}
     check_targets([p for s in stems.values() for p in targets(s)])
     written = []
     if run.trajectory:

@@ -181,3 +181,121 @@ def test_a_file_that_is_not_a_picture_is_never_overwritten(tmp_path):
     (tmp_path / "error.png").write_text("not an image")
     with pytest.raises(UserError, match="not a picture"):
         plot_bars("x", ["a"], {"ours": [1.0]}, "y", tmp_path / "error")
+
+
+# ---------------------------------------------------------------- several arguments
+
+def _runs(tmp_path, smoke_run, unfinished_run):
+    """A runs folder as `pdarts-ray search` leaves it: one finished run, one interrupted."""
+    runs = tmp_path / "pdarts-runs"
+    shutil.copytree(smoke_run, runs / "search-a")
+    shutil.copytree(unfinished_run, runs / "search-b")
+    return runs
+
+
+def _main(capsys, *args):
+    from pdarts_ray.cli.main import main
+
+    rc = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    # warnings about the process (main() runs inside pytest's) are not the command's lines
+    return rc, out, "".join(line for line in err.splitlines(keepends=True) if not line.startswith("warning: "))
+
+
+def test_unique_stems_take_parent_folders_then_numbers():
+    from pdarts_ray.cli.plot import unique_stems
+
+    assert unique_stems([("runs", "search-a"), ("runs", "search-b")], "x") == ["search-a", "search-b"]
+    assert unique_stems([("a", "run"), ("b", "run"), ("c", "other")], "x") == ["a-run", "b-run", "other"]
+    # a published name keeps its stem; the file that shares it takes its folder's name
+    assert unique_stems([("pdarts",), ("cells", "pdarts")], "x") == ["pdarts", "cells-pdarts"]
+    assert unique_stems([("a", "b", "run"), ("c", "b", "run")], "x") == ["a-b-run", "c-b-run"]
+    # equal once cleaned (`a b` and `a-b`): numbered, never onto another argument's stem
+    assert unique_stems([("a-b",), ("a-b",), ("a-b-2",)], "x") == ["a-b", "a-b-3", "a-b-2"]
+    assert unique_stems([()], "genotype") == ["genotype"]
+
+
+def test_plot_genotype_draws_a_glob_of_runs_and_says_how_to_resume_the_unfinished(
+        smoke_run, unfinished_run, tmp_path, capsys, monkeypatch):
+    runs = _runs(tmp_path, smoke_run, unfinished_run)
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = _main(capsys, "plot", "genotype", "pdarts-runs/search-a/", "pdarts-runs/search-b/", "PDARTS",
+                         "pdarts", "--json")
+    assert rc == 2
+    # the finished run and the published cell (named twice, drawn once) are drawn
+    assert json.loads(out) == [f"{stem}-{cell}.{fmt}" for stem in ("search-a", "pdarts")
+                               for cell in ("normal", "reduce") for fmt in ("png", "svg")]
+    assert err == ("error: pdarts-runs/search-b/: no genotype.json yet: the search stopped before it finished; "
+                   "resume it with: pdarts-ray search --resume pdarts-runs/search-b\n")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == sorted(json.loads(out))
+    assert "search-a: normal cell" in _svg_texts(tmp_path / "search-a-normal.svg")
+    assert "PDARTS: reduction cell" in _svg_texts(tmp_path / "pdarts-reduce.svg")
+    assert not (runs / "search-b" / "genotype.json").exists()
+
+
+def test_a_run_still_running_is_named_with_its_driver(unfinished_run, tmp_path, capsys):
+    import os
+    import socket
+    import time
+
+    holder = {"command": "pdarts-ray search", "host": socket.gethostname(), "pid": os.getpid(),
+              "started": time.time(), "renewed": time.time(), "lease_s": 120.0, "token": "t"}
+    (unfinished_run / ".driver.json").write_text(json.dumps(holder))
+    rc, out, err = _main(capsys, "plot", "genotype", unfinished_run, "--out", tmp_path / "figs")
+    assert rc == 2 and out == "" and not (tmp_path / "figs").exists()
+    assert f"no genotype.json yet: the search is still running: pdarts-ray search (pid {os.getpid()}" in err
+    assert "--resume" not in err
+    # a claim left by a process that is gone: the run was interrupted
+    (unfinished_run / ".driver.json").write_text(json.dumps({**holder, "pid": 2**22 + 1}))
+    rc, _, err = _main(capsys, "plot", "genotype", unfinished_run)
+    assert rc == 2 and f"resume it with: pdarts-ray search --resume {unfinished_run}" in err
+
+
+def test_runs_of_the_same_name_and_files_in_the_way(smoke_run, tmp_path, capsys):
+    for parent in ("a", "b"):
+        shutil.copytree(smoke_run, tmp_path / parent / "run")
+    figs = tmp_path / "figs"
+    figs.mkdir()
+    (figs / "pdarts-normal.png").write_text("my notes")
+    rc, out, err = _main(capsys, "plot", "genotype", tmp_path / "a" / "run", tmp_path / "b" / "run", "PDARTS",
+                         "--out", figs)
+    assert rc == 2 and err.count("\n") == 1
+    assert err.startswith("error: PDARTS: ") and "pdarts-normal.png: exists and is not a picture" in err
+    assert (figs / "pdarts-normal.png").read_text() == "my notes"
+    assert sorted(p.name for p in figs.iterdir()) == sorted(
+        [f"{s}-{c}.{f}" for s in ("a-run", "b-run") for c in ("normal", "reduce") for f in ("png", "svg")]
+        + ["pdarts-normal.png"])
+    assert "run: normal cell" in _svg_texts(figs / "b-run-normal.svg")
+    rc, out, err = _main(capsys, "plot", "genotype", "PDARTS", "DARTS_V2", "--stem", "x", "--out", figs / "new")
+    assert rc == 2 and out == "" and "--stem: only with one GENOTYPE" in err and not (figs / "new").exists()
+    rc, out, err = _main(capsys, "plot", "genotype", "PDARTS", "DARTS_V2", "--out", figs / "pdarts-normal.png")
+    assert rc == 2 and out == "" and err.count("\n") == 1 and "is not a folder" in err
+
+
+def test_plot_run_draws_several_runs_into_one_folder(smoke_run, unfinished_run, tmp_path, capsys):
+    runs = _runs(tmp_path, smoke_run, unfinished_run)
+    (runs / "empty").mkdir()
+    rc, out, err = _main(capsys, "plot", "run", runs / "search-a", runs / "search-b", runs / "empty",
+                         "--out", tmp_path / "figs", "--json")
+    assert rc == 2
+    assert json.loads(out) == [str(tmp_path / "figs" / f"{run}-{name}.{fmt}") for run in ("search-a", "search-b")
+                               for name in RUN_FIGURES for fmt in ("png", "svg")]
+    note, error = err.splitlines()
+    assert note == (f"note: {runs / 'search-b'}: the search stopped before it finished; resume it with: "
+                    f"pdarts-ray search --resume {runs / 'search-b'}")
+    assert error.startswith(f"error: {runs / 'empty'}: not a search run folder")
+    assert not (runs / "search-a" / "plots").exists()
+    # without --out each run's own plots folder, the file names as they always were
+    rc, out, err = _main(capsys, "plot", "run", runs / "search-a", runs / "search-b", "--quiet")
+    assert rc == 0 and out == "" and err == ""
+    for run in ("search-a", "search-b"):
+        assert sorted(p.name for p in (runs / run / "plots").iterdir()) == sorted(
+            f"{name}.{fmt}" for name in RUN_FIGURES for fmt in ("png", "svg"))
+
+
+def test_a_run_without_an_epoch_says_how_to_resume_it(unfinished_run, tmp_path):
+    for name in ("metrics.jsonl", "alpha_trajectory.jsonl"):
+        (unfinished_run / name).write_text("")
+    with pytest.raises(UserError, match=r"nothing to plot yet \(no epoch has finished\); the search stopped "
+                                        r"before it finished; resume it with: pdarts-ray search --resume "):
+        plot_run(unfinished_run, tmp_path / "plots")
