@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, TextIO
 
 from .core.config import SEARCH_PRESETS, SearchConfig, apply_overrides, read_config_file
-from .core.errors import UserError
+from .core.errors import UserError, interrupts_name
 from .core.space import Genotype
 from .evaluation.config import EVAL_PRESETS, EvalConfig
 
@@ -111,13 +111,14 @@ def run_search(config: SearchConfig | None = None, out: str | Path | None = None
     if workers < 1:
         raise UserError(f"workers: must be at least 1, got {workers}")
     tracking = _tracking(mlflow, mlflow_experiment)
-    if workers > 1 or use_ray:
-        _search_with_ray(cfg, run_dir, workers, sync_bn, progress, take_over, resume=False, tracking=tracking)
-    else:
-        from .core.search import run_search as search_here
+    with interrupts_name(run_dir):
+        if workers > 1 or use_ray:
+            _search_with_ray(cfg, run_dir, workers, sync_bn, progress, take_over, resume=False, tracking=tracking)
+        else:
+            from .core.search import run_search as search_here
 
-        _here(cfg, run_dir, progress, tracking, lambda hooks: search_here(cfg, run_dir, hooks, take_over))
-    return open_search(run_dir)
+            _here(cfg, run_dir, progress, tracking, lambda hooks: search_here(cfg, run_dir, hooks, take_over))
+        return open_search(run_dir)
 
 
 def resume_search(run_dir: str | Path, *, workers: int | None = None, use_ray: bool = False, sync_bn: bool = True,
@@ -135,11 +136,13 @@ def resume_search(run_dir: str | Path, *, workers: int | None = None, use_ray: b
     if workers is None:
         workers = int(search.checkpoints.load().get("workers", 1)) if saved is not None else 1
     tracking = _tracking(mlflow or _saved_tracking_uri(run_dir), mlflow_experiment)
-    if workers > 1 or use_ray:
-        _search_with_ray(search.cfg, run_dir, workers, sync_bn, progress, take_over, resume=True, tracking=tracking)
-    else:
-        _here(search.cfg, run_dir, progress, tracking, lambda hooks: resume_here(run_dir, hooks, take_over))
-    return open_search(run_dir)
+    with interrupts_name(run_dir):
+        if workers > 1 or use_ray:
+            _search_with_ray(search.cfg, run_dir, workers, sync_bn, progress, take_over, resume=True,
+                             tracking=tracking)
+        else:
+            _here(search.cfg, run_dir, progress, tracking, lambda hooks: resume_here(run_dir, hooks, take_over))
+        return open_search(run_dir)
 
 
 def _tracking(uri: str | None, experiment: str) -> dict | None:

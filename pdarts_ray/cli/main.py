@@ -6,10 +6,12 @@ Bad input is one line on stderr and exit code 2, with nothing written.
 from __future__ import annotations
 
 import importlib
+import shlex
 import sys
 
 from ..core.version import VERSION as __version__
 from ..core.errors import SearchDiverged, Stopped, UserError, stop_on_sigterm
+from ..core.waiting import apply_wait_policy
 from .common import Parser
 
 # Modules that add commands, in the order --help lists them: each has
@@ -28,7 +30,29 @@ def build_parser() -> Parser:
     return parser
 
 
+def report_interrupt(stop: KeyboardInterrupt) -> int:
+    """One line on stderr: how to resume the search that was running, or that it had
+    finished (exit 0: its result is whole); 130 for Ctrl-C, 143 for SIGTERM otherwise."""
+    what, code = ("stopped (SIGTERM)", 143) if isinstance(stop, Stopped) else ("interrupted", 130)
+    run_dir = getattr(stop, "run_dir", None)
+    if run_dir is not None:
+        from ..core.search import CONFIG_FILE, RESULT_FILE
+
+        if (run_dir / RESULT_FILE).is_file():
+            print(f"{what} after the search had finished; its result is in {run_dir}", file=sys.stderr)
+            return 0
+        if (run_dir / CONFIG_FILE).is_file():
+            what += f"; continue with: pdarts-ray search --resume {shlex.quote(str(run_dir))}"
+    print(what, file=sys.stderr)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
+    try:
+        apply_wait_policy(warn=False)  # before any command loads torch: libgomp reads it once
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     parser = build_parser()
     previous = stop_on_sigterm()
     try:
@@ -46,12 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     except SearchDiverged as err:
         print(f"error: search diverged: {err}", file=sys.stderr)
         return 1
-    except Stopped:
-        print("stopped (SIGTERM)", file=sys.stderr)
-        return 143
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM as Stopped
+        return report_interrupt(stop)
     finally:
         if previous is not None:
             import signal

@@ -23,7 +23,7 @@ import torch
 from .config import SearchConfig
 from .errors import UserError
 from .memory import process_peak_rss_bytes
-from .runtime import cpu_threads, memory_format, resolve_device
+from .runtime import memory_format, pin_threads, resolve_device
 from .search import ALPHAS_FILE, Stage, StagePlan
 from .space import NUM_EDGES, PRIMITIVES
 
@@ -80,8 +80,8 @@ def bench_step(stage: int, cfg: SearchConfig, masks: str = "heavy", warmup: int 
                weight_steps: int = 0) -> dict:
     """Median seconds of a full step, and the peak memory; with `weight_steps`, also the
     median of a weight-only step (the warm-up epochs' step), timed after the full steps."""
-    torch.set_num_threads(cpu_threads(cfg.threads))
     dev = resolve_device(cfg.device)
+    pin_threads(cfg.threads, dev, "--threads 1", "this benchmark")
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # as the official search does
     net = harness_stage(stage, cfg, dev, masks)

@@ -1,4 +1,6 @@
-"""Errors a user can fix: reported as one line, exit code 2, no traceback."""
+"""Errors a user can fix: reported as one line, exit code 2, no traceback; and how a
+stopped run tells where it was."""
+import contextlib
 
 
 class UserError(Exception):
@@ -28,3 +30,15 @@ def stop_on_sigterm():
         raise Stopped(f"signal {signum}")
 
     return signal.signal(signal.SIGTERM, stop)
+
+
+@contextlib.contextmanager
+def interrupts_name(run_dir):
+    """A Ctrl-C or SIGTERM inside carries the run folder (`run_dir` on the exception), so
+    that whoever catches it can say how to resume the run, or that it had finished."""
+    try:
+        yield
+    except KeyboardInterrupt as stop:
+        if getattr(stop, "run_dir", None) is None:
+            stop.run_dir = run_dir
+        raise

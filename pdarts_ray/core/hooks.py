@@ -8,6 +8,10 @@ from pathlib import Path
 class SearchHooks:
     """Override what you need: the Ray layer reports and checkpoints through these."""
 
+    def on_resume(self, stage: int, epoch: int) -> None:
+        """A resumed search continues after `epoch` of `stage` (both from 1), its checkpoint;
+        (0, 0): it starts over, having stopped before its first checkpoint."""
+
     def on_stage_start(self, stage: int, num_stages: int, cells: int, ops: int, epochs: int) -> None: ...
 
     def on_batch(self, stage: int, epoch: int, step: int, steps: int) -> None: ...
@@ -24,6 +28,10 @@ class AllHooks(SearchHooks):
 
     def __init__(self, *hooks: SearchHooks | None):
         self.hooks = [h for h in hooks if h is not None]
+
+    def on_resume(self, *args) -> None:
+        for h in self.hooks:
+            h.on_resume(*args)
 
     def on_stage_start(self, *args) -> None:
         for h in self.hooks:

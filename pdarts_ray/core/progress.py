@@ -54,6 +54,10 @@ class SearchProgress(SearchHooks):
         return self._remaining_units(stage, epoch) * self.done_seconds / self.done_units
 
     # -- hooks
+    def on_resume(self, stage, epoch):
+        where = f"stage {stage}, epoch {epoch}" if stage else "the start (no checkpoint had been written)"
+        print(f"resumed from {where}", file=self.stream, flush=True)
+
     def on_stage_start(self, stage, num_stages, cells, ops, epochs):
         self._stage = stage
         header = f"stage {stage}/{num_stages}: {cells} cells, {ops} ops per edge, {epochs} epochs"

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from .errors import UserError
+from .waiting import warn_if_busy
 
 
 def resolve_device(name: str) -> torch.device:
@@ -40,6 +41,16 @@ def cpu_threads(requested: int) -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:
         return os.cpu_count() or 1
+
+
+def pin_threads(requested: int, device: torch.device, flag: str, what: str) -> int:
+    """Pin torch's CPU threads (0 = every core); on CPU, one line on stderr when other work
+    leaves fewer free cores than that, naming the `flag` that lowers them."""
+    threads = cpu_threads(requested)
+    torch.set_num_threads(threads)
+    if device.type == "cpu":
+        warn_if_busy(threads, flag, what)
+    return threads
 
 
 def derived_seed(seed: int, *path: int) -> int:

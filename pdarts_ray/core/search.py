@@ -30,7 +30,7 @@ from .errors import UserError
 from .hooks import SearchHooks
 from .memory import PeakMemory
 from .parallel import Ranks
-from .runtime import cpu_threads, derived_seed, memory_format, resolve_device
+from .runtime import cpu_threads, derived_seed, memory_format, pin_threads, resolve_device
 from .space import (NUM_EDGES, NUM_OPS, PRIMITIVES, CellState, check_switches, derive, derive_all_m, full_switches,
                     prune_switches)
 from .stage import Stage, StagePlan
@@ -135,15 +135,20 @@ class ProgressiveSearch:
         `checkpoint` (a loaded checkpoint from elsewhere, e.g. one Ray Train restored). `device`
         overrides the config's (a Ray Train worker's own GPU)."""
         cfg = self.cfg
-        torch.set_num_threads(cpu_threads(cfg.threads))
         device = device or resolve_device(cfg.device)
+        pin_threads(cfg.threads, device, "--set threads=1", "this search")
         plans = plan_stages(cfg)
         start = {"stage": 0, "epoch": 0, "stages": [], "switches": initial_switches(cfg), "stage_state": None,
                  "elapsed": 0.0, "peak": 0, "peak_reserved": 0}
         if checkpoint is None and resume:
-            checkpoint = self._load_checkpoint(plans)
+            if self.checkpoints.latest_path() is None:  # stopped before its first checkpoint: start over
+                self._forget_unsaved_epochs()
+                self.hooks.on_resume(0, 0)
+            else:
+                checkpoint = self._load_checkpoint(plans)
         if checkpoint is not None:
             start = self._resume_point(checkpoint, plans)
+            self.hooks.on_resume(checkpoint["stage"] + 1, checkpoint["epoch"] + 1)
         data = data or load_search_data(cfg)
         images = DeviceImages(data.train_x, data.train_y, data.mean, data.std, device,
                               memory_format(cfg.channels_last, device, cfg.image_size))
@@ -304,6 +309,11 @@ class ProgressiveSearch:
         return {"stage": stage, "epoch": epoch + 1, "stages": stages, "switches": switches,
                 "stage_state": stage_state, "elapsed": float(ckpt["elapsed"]),
                 "peak": int(ckpt["peak"]), "peak_reserved": int(ckpt["peak_reserved"])}
+
+    def _forget_unsaved_epochs(self) -> None:
+        if self.ranks.leader:
+            for name in (METRICS_FILE, TRAJECTORY_FILE):
+                rewrite_jsonl(self.run_dir / name, [])
 
     def _load_checkpoint(self, plans: list[StagePlan]) -> dict:
         """The newest checkpoint that is a whole search checkpoint of this run; one that is

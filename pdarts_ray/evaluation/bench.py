@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..core.memory import process_peak_rss_bytes
-from ..core.runtime import cpu_threads, resolve_device
+from ..core.runtime import pin_threads, resolve_device
 from ..core.space import Genotype
 from .network import build_network
 
@@ -42,8 +42,8 @@ def bench_retrain_step(genotype: Genotype, channels: int = 36, layers: int = 20,
                        channels_last: bool = False) -> dict:
     """Median seconds of a training step and the peak memory (CUDA max allocated, else the
     process's peak resident set)."""
-    torch.set_num_threads(cpu_threads(threads))
     dev = resolve_device(device)
+    pin_threads(threads, dev, "--threads 1", "this benchmark")
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # as train_cifar.py
     torch.manual_seed(0)

@@ -38,7 +38,7 @@ from ..core.search import check_out_dir
 from .data import check_data, eval_memory_format, open_data
 from .config import EvalConfig
 from .network import EvalNetwork, build_network
-from ..core.runtime import cpu_threads, derived_seed, resolve_device
+from ..core.runtime import cpu_threads, derived_seed, pin_threads, resolve_device
 from ..core.space import Genotype
 
 
@@ -251,8 +251,8 @@ class EvalRun:
         """Train from `state` (a checkpoint) or from scratch; every rank calls this."""
         cfg, hooks = self.cfg, hooks or EvalHooks()
         ranks = Ranks()
-        torch.set_num_threads(cpu_threads(cfg.threads))
         device = device or resolve_device(cfg.device)
+        pin_threads(cfg.threads, device, "--set threads=1", "this retraining")
         fmt = eval_memory_format(cfg, device)
         data_source = open_data(cfg, device, fmt, ranks.rank, ranks.world, data)
         model = build_model(cfg, self.genotype, data_source.num_classes).to(device=device, memory_format=fmt)
@@ -356,7 +356,7 @@ def score_weights(cfg: EvalConfig, genotype: Genotype, weights: Path) -> dict:
     if not isinstance(state, dict):
         raise UserError(f"{weights}: not a state dict")
     device = resolve_device(cfg.device)
-    torch.set_num_threads(cpu_threads(cfg.threads))
+    pin_threads(cfg.threads, device, "--set threads=1", "this evaluation")
     fmt = eval_memory_format(cfg, device)
     data = open_data(cfg, device, fmt, data=check_data(cfg))
     model = build_network(genotype, cfg.network, cfg.channels, data.num_classes, cfg.layers, auxiliary=False)

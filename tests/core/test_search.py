@@ -183,10 +183,18 @@ def test_resume_errors(tmp_path, smoke_run):
     assert code == 2 and "already finished" in stderr
     code, _, stderr = run_cli("search", "--resume", tmp_path / "nothing")
     assert code == 2 and "not a search run folder" in stderr
-    (tmp_path / "fresh").mkdir()
-    (tmp_path / "fresh" / "config.json").write_text(json.dumps({"dataset": "synthetic"}))
-    with pytest.raises(UserError, match="no checkpoint"):
-        resume_search(tmp_path / "fresh")
+
+
+def test_a_search_stopped_before_its_first_checkpoint_resumes_from_the_start(tmp_path, smoke_run):
+    run_dir, _ = smoke_run
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / "config.json").write_text((run_dir / "config.json").read_text())
+    (fresh / "metrics.jsonl").write_text(json.dumps({"stage": 1, "epoch": 0, "partial": True}) + "\n")
+    resume_search(fresh)
+    assert _load(fresh, "genotypes.json") == _load(run_dir, "genotypes.json")
+    losses = lambda d: [(m["stage"], m["epoch"], m["train_loss"]) for m in read_jsonl(d / "metrics.jsonl")]  # noqa: E731
+    assert losses(fresh) == losses(run_dir)
 
 
 def test_diverging_search_reports_why(tmp_path):

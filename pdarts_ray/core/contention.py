@@ -1,0 +1,92 @@
+"""`pdarts-ray bench contention`: a search step alone and beside busy cores, per wait policy.
+
+Each measurement is one `bench step` process started with the policy in its environment
+(libgomp reads it only when torch loads). Busy cores are plain Python loops this module
+starts before the process and stops after it. Alone and beside run as interleaved pairs,
+policy after policy, so that the machine's drift falls on every policy alike.
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+from .errors import UserError
+from .waiting import OPENMP_KEYS, POLICY_ENV, WAIT_POLICIES
+
+_BUSY_LOOP = "while True: pass"
+
+
+def start_busy_cores(n: int) -> list[subprocess.Popen]:
+    return [subprocess.Popen([sys.executable, "-c", _BUSY_LOOP]) for _ in range(n)]
+
+
+def stop_busy_cores(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        p.kill()
+    for p in procs:
+        p.wait()
+
+
+def policy_process_env(policy: str) -> dict[str, str]:
+    """This environment with the policy's OpenMP settings in place of any set here."""
+    env = {k: v for k, v in os.environ.items() if k not in OPENMP_KEYS}
+    env[POLICY_ENV] = policy
+    return env
+
+
+def time_step(stage: int, step_flags: list[str], policy: str, busy: int, timeout_s: float) -> float | None:
+    """Median seconds of a full step in a fresh process beside `busy` busy cores; None if
+    the process ran past `timeout_s`."""
+    cmd = [sys.executable, "-m", "pdarts_ray.cli", "bench", "step", "--stage", str(stage), "--json", *step_flags]
+    loops = start_busy_cores(busy)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=policy_process_env(policy),
+                              timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return None
+    finally:
+        stop_busy_cores(loops)
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines() or ["failed"]
+        raise UserError(f"bench step --stage {stage} (policy {policy}): {lines[-1]}")
+    return json.loads(proc.stdout)["median_step_s"]
+
+
+def _median(values: list[float | None]) -> float | None:
+    """The median, or None when any run timed out (its true time is unknown, only long)."""
+    return None if any(v is None for v in values) else statistics.median(values)
+
+
+def bench_contention(step_flags: list[str], stages=(1, 2, 3), policies=tuple(WAIT_POLICIES), busy: int = 1,
+                     pairs: int = 1, timeout_s: float = 900.0, progress=None) -> list[dict]:
+    """One row per (stage, policy): median step alone and beside `busy` busy cores, their
+    ratio, and the time alone relative to the first policy's (the baseline)."""
+    for name in policies:
+        if name not in WAIT_POLICIES:
+            raise UserError(f"--policies: unknown wait policy '{name}' (one of {', '.join(WAIT_POLICIES)})")
+    rows = []
+    for stage in stages:
+        times = {name: {"alone": [], "beside": []} for name in policies}
+        for pair in range(pairs):
+            for name in policies:
+                # alternate which half of a pair goes first, so neither always follows a busy spell
+                order = ("alone", "beside") if pair % 2 == 0 else ("beside", "alone")
+                for kind in order:
+                    seconds = time_step(stage, step_flags, name, busy if kind == "beside" else 0, timeout_s)
+                    times[name][kind].append(seconds)
+                    if progress:
+                        shown = "timed out" if seconds is None else f"{seconds:.3f} s"
+                        print(f"stage {stage} pair {pair + 1}/{pairs} {name} {kind}: {shown}", file=progress,
+                              flush=True)
+        base = _median(times[policies[0]]["alone"])
+        for name in policies:
+            alone, beside = _median(times[name]["alone"]), _median(times[name]["beside"])
+            rows.append({"stage": stage, "policy": name, "env": WAIT_POLICIES[name], "busy_cores": busy,
+                         "pairs": pairs, "alone_s": alone, "beside_s": beside,
+                         "alone_runs_s": times[name]["alone"], "beside_runs_s": times[name]["beside"],
+                         "slowdown": None if alone is None or beside is None else beside / alone,
+                         "alone_vs_baseline": None if alone is None or base is None else alone / base})
+    return rows
