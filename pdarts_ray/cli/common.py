@@ -9,14 +9,21 @@ import os
 import sys
 from pathlib import Path
 
+from ..core.config import did_you_mean
 from ..core.errors import UserError
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (and exit code 2)."""
+    """argparse, but a usage error is one line (and exit code 2), and a mistyped choice,
+    command or subcommand names the closest one."""
 
     def error(self, message):
         raise UserError(f"{self.prog}: {message}")
+
+    def _check_value(self, action, value):  # argparse's check, with the closest choice named
+        if action.choices is not None and value not in action.choices:
+            raise argparse.ArgumentError(action, f"invalid choice: {value!r}{did_you_mean(value, action.choices)} "
+                                                 f"(choose from {', '.join(map(repr, action.choices))})")
 
 
 def add_common_flags(parser: argparse.ArgumentParser) -> None:

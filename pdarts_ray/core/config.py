@@ -8,6 +8,7 @@ rejected with one line naming the key, before anything is written.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import math
 from dataclasses import dataclass, field, fields
@@ -245,9 +246,17 @@ def _type_error(annotation: str, value) -> str | None:
     raise TypeError(f"unsupported config annotation {annotation}")
 
 
+def did_you_mean(word: str, choices) -> str:
+    """` (did you mean 'X'?)` for the choice closest to a mistyped word, else ''."""
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
 def _choice(cfg, key, choices):
-    if getattr(cfg, key) not in choices:
-        raise UserError(f"config: {key}: must be one of {', '.join(map(str, choices))}, got {getattr(cfg, key)!r}")
+    value = getattr(cfg, key)
+    if value not in choices:
+        raise UserError(f"config: {key}: must be one of {', '.join(map(str, choices))}, got {value!r}"
+                        f"{did_you_mean(value, choices)}")
 
 
 def _at_least(cfg, key, low):
@@ -283,7 +292,7 @@ def apply_overrides(cls, base: Mapping[str, Any], overrides: Mapping[str, Any], 
     merged = dict(base)
     for key, value in overrides.items():
         if key not in known:
-            raise UserError(f"{source}: unknown key '{key}'")
+            raise UserError(f"{source}: unknown key '{key}'{did_you_mean(key, known)}")
         merged[key] = _normalise(cls, key, value)
     return merged
 
@@ -324,7 +333,8 @@ def resolve(cls, presets: Mapping[str, Mapping[str, Any]], preset: str, config_f
             sets: list[str] | None = None, flags: Mapping[str, Any] | None = None):
     """Preset -> file -> --set -> explicit flags, validated at every layer's end."""
     if preset not in presets:
-        raise UserError(f"unknown preset '{preset}' (choose from {', '.join(presets)})")
+        raise UserError(f"unknown preset '{preset}'{did_you_mean(preset, presets)} "
+                        f"(choose from {', '.join(presets)})")
     values = apply_overrides(cls, {}, presets[preset], f"preset {preset}")
     if config_file:
         values = apply_overrides(cls, values, read_config_file(config_file), str(config_file))

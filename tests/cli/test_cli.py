@@ -1,10 +1,10 @@
-"""The `genotype` and `bench` commands, --json purity, --help and --version."""
+"""The `genotype` and `bench` commands, --json purity, --help and --version; "did you mean"
+for mistyped names."""
 import json
 
 import pytest
 
 from conftest import FIXTURES, run_cli
-
 
 
 def _case_file(tmp_path, fixture, index):
@@ -104,3 +104,26 @@ def test_sigterm_stops_a_search_that_then_resumes_at_once(tmp_path):
     code, out, err = run_cli("search", "--resume", run, "--json")
     assert code == 0, err
     assert json.loads(out)["genotype"]
+
+
+# ---------------------------------------------------------------- tables, help texts, mistyped names
+
+@pytest.mark.parametrize("args, hint", [
+    (["serch"], "did you mean 'search'?"),
+    (["results", "shwo"], "did you mean 'show'?"),
+    (["reproduce", "skp", "--no-run"], "did you mean 'skip'?"),
+    (["bench", "step", "--stage", "1", "--kernels", "leen"], "did you mean 'lean'?"),
+    (["search", "--preset", "tinny", "--dry-run"], "did you mean 'tiny'?"),
+    (["evaluate", "--genotype", "PDARTS", "--preset", "eval-smok", "--dry-run"], "did you mean 'eval-smoke'?"),
+    (["search", "--set", "sed=3", "--dry-run"], "did you mean 'seed'?"),
+    (["search", "--set", "kernels=leen", "--dry-run"], "did you mean 'lean'?"),
+    (["search", "--config", "{file}", "--dry-run"], "did you mean 'epochs'?"),
+])
+def test_a_mistyped_name_is_one_line_naming_the_closest(tmp_path, capsys, args, hint):
+    from pdarts_ray.cli.main import main
+
+    (tmp_path / "c.yaml").write_text("epoch: 3\n")
+    assert main([a.format(file=tmp_path / "c.yaml") for a in args]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1 and captured.err.startswith("error: ")
+    assert hint in captured.err

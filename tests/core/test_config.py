@@ -92,6 +92,21 @@ def test_bad_config_files(tmp_path):
         resolve(SearchConfig, SEARCH_PRESETS, "paper-c11")
 
 
+def test_a_mistyped_key_value_or_preset_names_the_closest(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("warmup_epoch: 2\n")
+    with pytest.raises(UserError, match=r"^.*c\.yaml: unknown key 'warmup_epoch' \(did you mean 'warmup_epochs'\?\)$"):
+        resolve(SearchConfig, SEARCH_PRESETS, "tiny", str(f))
+    with pytest.raises(UserError, match=r"^--set: unknown key 'chanels' \(did you mean 'channels'\?\)$"):
+        resolve(SearchConfig, SEARCH_PRESETS, "tiny", None, ["chanels=8"])
+    with pytest.raises(UserError, match=r"^--set: unknown key 'colour'$"):  # nothing close: no guess
+        resolve(SearchConfig, SEARCH_PRESETS, "tiny", None, ["colour=1"])
+    with pytest.raises(UserError, match=r"^unknown preset 'smoek' \(did you mean 'smoke'\?\) \(choose from paper-c10,"):
+        resolve(SearchConfig, SEARCH_PRESETS, "smoek")
+    with pytest.raises(UserError, match=r"^config: dataset: .*, got 'cifar' \(did you mean 'cifar10'\?\)$"):
+        resolve(SearchConfig, SEARCH_PRESETS, "tiny", None, ["dataset=cifar"])
+
+
 @pytest.mark.parametrize("args, fragment", [
     (["--set", "ops_kept=[8,9,3]"], "ops_kept"),
     (["--set", "cells=[5,11]"], "cells has 2"),
