@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from ..core.errors import UserError
-from .common import Parser, add_common_flags, emit
-from .search import resolve_search_config
+from .common import Parser, add_common_flags, emit, names
+from .search import DEFAULT_PRESET, resolve_search_config
 
 
 def _bench_flags(args) -> list[str]:
@@ -126,12 +126,14 @@ def cmd_bench_retrain_step(args) -> int:
 
 
 def _add_bench_flags(p) -> None:
+    from ..core.config import DTYPES, KERNELS
+
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--masks", default="heavy", metavar="heavy|RUN_DIR",
                    help="the official harness's op masks, or those a finished search used per stage")
-    p.add_argument("--kernels", choices=("lean", "reference"), default="lean")
-    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    p.add_argument("--kernels", choices=KERNELS, default=KERNELS[0])
+    p.add_argument("--dtype", choices=DTYPES, default=DTYPES[0])
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="channels-last tensors (default: on CPU only)")
     p.add_argument("--compile", action="store_true", help="torch.compile the supernet")
@@ -144,6 +146,8 @@ def _add_bench_flags(p) -> None:
 
 
 def register(sub, groups) -> None:
+    from ..core.config import DATASETS, SEARCH_PRESETS
+
     b = sub.add_parser("bench", help="benchmarks")
     bsub = b.add_subparsers(dest="bench_command", metavar="COMMAND", parser_class=Parser)
     p = bsub.add_parser("step", help="time one full search step (arch + weight) of a stage's supernet")
@@ -159,10 +163,10 @@ def register(sub, groups) -> None:
                         description="Predict each stage's peak memory. With a preset/config: for that search "
                                     "(unknown later-stage masks are taken at their heaviest). With --harness: "
                                     "for `bench step` with the same flags.")
-    p.add_argument("--preset", help="search preset (default tiny)")
+    p.add_argument("--preset", help=f"search preset: {names(SEARCH_PRESETS, DEFAULT_PRESET)}")
     p.add_argument("--config", metavar="FILE")
     p.add_argument("--set", action="append", metavar="KEY=VALUE")
-    p.add_argument("--dataset")
+    p.add_argument("--dataset", help=names(DATASETS))
     p.add_argument("--data-root", metavar="DIR")
     p.add_argument("--seed", type=int)
     p.add_argument("--download", action="store_true")

@@ -26,6 +26,11 @@ class Parser(argparse.ArgumentParser):
                                                  f"(choose from {', '.join(map(repr, action.choices))})")
 
 
+def names(registry, default: str | None = None) -> str:
+    """A registry's names for a help text: `a, b (default), c`."""
+    return ", ".join(f"{name} (default)" if name == default else name for name in registry)
+
+
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON and nothing else on stdout")
     parser.add_argument("--quiet", action="store_true", help="no progress output")

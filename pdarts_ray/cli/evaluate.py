@@ -5,8 +5,9 @@ import sys
 from pathlib import Path
 
 from ..core.errors import UserError
-from .common import add_common_flags, emit
+from .common import add_common_flags, emit, names
 
+DEFAULT_PRESET = "eval-tiny"
 _CONFIG_FLAGS = ("genotype", "preset", "config", "set", "data_root", "download", "device", "seed", "workers", "ray",
                  "out", "weights", "test_only", "dry_run")
 
@@ -49,7 +50,7 @@ def _resolve_config(args):
 
     flags = {"data_root": args.data_root, "download": True if args.download else None, "device": args.device,
              "seed": args.seed, "workers": args.workers, "ray_train": True if args.ray else None}
-    return resolve(EvalConfig, EVAL_PRESETS, args.preset or "eval-tiny", args.config, args.set, flags)
+    return resolve(EvalConfig, EVAL_PRESETS, args.preset or DEFAULT_PRESET, args.config, args.set, flags)
 
 
 class TrainingFailed(Exception):
@@ -125,6 +126,8 @@ COUNT_DATASETS = ("cifar10", "cifar100", "imagenet")  # the keys of counting.COU
 
 
 def register(sub, groups) -> None:
+    from ..evaluation.config import EVAL_PRESETS
+
     p = groups["genotype"].add_parser(
         "params", help="parameters and multiply-adds of the network built from a genotype",
         description="Count parameters (without the auxiliary head, as in the paper's tables; and with it) and "
@@ -140,11 +143,10 @@ def register(sub, groups) -> None:
 
     p = sub.add_parser("evaluate", help="retrain a genotype from scratch and report its test error",
                        description="Train the evaluation network of a genotype and test it every epoch. "
-                                   "With no preset: eval-tiny on the bundled digits.")
+                                   f"With no preset: {DEFAULT_PRESET} on the bundled digits.")
     p.add_argument("--genotype",
                    help="a published cell by name (pdarts-ray genotype list), a genotype file, or a search run folder")
-    p.add_argument("--preset", help="eval-c10, eval-c100, eval-imagenet, eval-imagenet-256, eval-tiny (default), "
-                                    "eval-smoke")
+    p.add_argument("--preset", help=names(EVAL_PRESETS, DEFAULT_PRESET))
     p.add_argument("--config", metavar="FILE", help="YAML or JSON file of config keys (overrides the preset)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one key (value read as YAML)")
     p.add_argument("--data-root", metavar="DIR", help="folder holding the dataset")

@@ -6,17 +6,7 @@ import time
 from pathlib import Path
 
 from ..core.errors import UserError
-from .common import add_common_flags, stdout_to_stderr
-
-TABLE_HELP = {
-    "table3": "peak memory per search stage over --runs searches (Table 3)",
-    "depth": "cells after stage 1, 2, 3 and DARTS V2, retrained (Figure 3)",
-    "approx": "approximated vs random op spaces for the final stage (section 4.4.2)",
-    "dropout": "skip dropout 0/0/0 vs 0/0.3/0.6 at M = 2, 3, 4 (section 4.4.3)",
-    "skip": "a search refined to M = 0..4 (section 4.4.3)",
-    "refine": "--runs searches before and after refinement to M = 2 (section 4.4.3)",
-    "table1": "the P-DARTS row of Table 1: error, params, search cost",
-}
+from .common import add_common_flags, names, stdout_to_stderr
 
 
 def cmd_reproduce(args) -> int:
@@ -73,20 +63,26 @@ def cmd_reproduce(args) -> int:
 
 
 def register(sub, groups) -> None:
-    from ..results.tables import TABLES
-    from ..results.tables.common import PRESETS
+    from ..results.tables import TABLE_MODULES, TABLES
+    from ..results.tables.common import DATASETS, PRESETS
+
+    def summary(module) -> str:  # a table module's docstring opens with what it reproduces
+        return " ".join(module.__doc__.split("\n\n")[0].split()).rstrip(".")
+
+    tables = "; ".join(f"{name}: {summary(module)}" for name, module in TABLE_MODULES.items())
+    default = "tiny"
+    presets = ", ".join("paper (paper-c10 + eval-c10, or paper-c100 + eval-c100 with --dataset cifar100)"
+                        if name == "paper" else f"{name} ({name} + eval-{name}{'; default' if name == default else ''})"
+                        for name in PRESETS)
 
     p = sub.add_parser(
         "reproduce", help="the paper's diagnostic tables from the results store, beside the paper's numbers",
         description="Compute one of the paper's tables from the results store, starting only the searches and "
                     "retrainings the store still lacks, and write it as <table>.md, <table>.csv and "
-                    "<table>.png. Tables: " + "; ".join(f"{k}: {v}" for k, v in TABLE_HELP.items()))
-    p.add_argument("table", choices=TABLES, metavar="TABLE", help=", ".join(TABLES))
-    p.add_argument("--preset", choices=PRESETS, default="tiny",
-                   help="smoke (smoke + eval-smoke), tiny (tiny + eval-tiny; default), small (small + eval-small), "
-                        "paper (paper-c10 + eval-c10, or paper-c100 + eval-c100 with --dataset cifar100)")
-    p.add_argument("--dataset", choices=("cifar10", "cifar100"), help="with --preset paper: cifar10 (default) "
-                                                                      "or cifar100")
+                    "<table>.png. Tables: " + tables + ".")
+    p.add_argument("table", choices=TABLES, metavar="TABLE", help=names(TABLES))
+    p.add_argument("--preset", choices=PRESETS, default=default, help=presets)
+    p.add_argument("--dataset", choices=DATASETS, help=f"with --preset paper: {names(DATASETS, DATASETS[0])}")
     p.add_argument("--runs", type=int, metavar="N", help="independent searches for table3, refine and the random "
                                                          "op spaces of approx (default 3; seeds differ)")
     p.add_argument("--repeats", type=int, metavar="N",

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..core.errors import UserError
-from .common import add_common_flags, emit, format_cell, stdout_to_stderr
+from .common import add_common_flags, emit, format_cell, names, stdout_to_stderr
 
 
 def cmd_presets(args) -> int:
@@ -49,6 +49,7 @@ def cmd_presets(args) -> int:
 
 
 
+DEFAULT_PRESET = "tiny"
 _SEARCH_CONFIG_FLAGS = ("preset", "config", "set", "dataset", "data_root", "download", "device", "seed", "out",
                         "dry_run")
 
@@ -58,7 +59,7 @@ def resolve_search_config(args):
 
     flags = {"dataset": args.dataset, "data_root": args.data_root, "device": args.device, "seed": args.seed,
              "download": True if args.download else None}
-    return resolve(SearchConfig, SEARCH_PRESETS, args.preset or "tiny", args.config, args.set, flags)
+    return resolve(SearchConfig, SEARCH_PRESETS, args.preset or DEFAULT_PRESET, args.config, args.set, flags)
 
 
 def cmd_search(args) -> int:
@@ -130,16 +131,18 @@ def _print_search_summary(run_dir: Path, result: dict) -> None:
 
 
 def register(sub, groups) -> None:
+    from ..core.config import DATASETS, SEARCH_PRESETS
+
     p = sub.add_parser("presets", help="list the config presets")
     add_common_flags(p)
     p.set_defaults(func=cmd_presets)
 
     p = sub.add_parser("search", help="run a progressive (three-stage) search",
                        description="Run a P-DARTS search. With no flags: the `tiny` preset on the bundled digits.")
-    p.add_argument("--preset", help="base config: paper-c10, paper-c100, tiny (default), smoke")
+    p.add_argument("--preset", help=f"base config: {names(SEARCH_PRESETS, DEFAULT_PRESET)}")
     p.add_argument("--config", metavar="FILE", help="YAML or JSON file of config keys (overrides the preset)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one key (value read as YAML)")
-    p.add_argument("--dataset", help="digits, synthetic, cifar10, cifar100, imagefolder")
+    p.add_argument("--dataset", help=names(DATASETS))
     p.add_argument("--data-root", metavar="DIR", help="folder holding the dataset")
     p.add_argument("--download", action="store_true", help="let torchvision download CIFAR into --data-root")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N")

@@ -4,20 +4,16 @@ from __future__ import annotations
 import sys
 
 from ..core.errors import UserError
-from .common import add_common_flags, emit
+from .common import add_common_flags, emit, names, stdout_to_stderr
 
 _RUN_FLAGS = ("space", "preset", "num_samples", "concurrent", "gpus_per_trial", "workers_per_trial", "name", "mlflow")
 
 
 def cmd_sweep(args) -> int:
-    if args.json:  # Ray Tune prints its own tables: keep stdout for the JSON
-        import contextlib
-        import sys
-
-        with contextlib.redirect_stdout(sys.stderr):
-            out = _run(args, verbose=0)
-    else:
-        out = _run(args, verbose=0 if args.quiet else 1)
+    # stdout carries the trials' table (or the JSON) alone: Ray Tune's status and the trials'
+    # output go to stderr
+    with stdout_to_stderr():
+        out = _run(args, verbose=0 if args.quiet or args.json else 1)
     _print(args, out)
     return 0
 
@@ -59,12 +55,14 @@ def _print(args, out: dict) -> None:
 
 
 def register(sub, groups) -> None:
+    from ..core.config import SEARCH_PRESETS
+
     p = sub.add_parser("sweep", help="run many searches as a Ray Tune sweep (Optuna or a grid), or resume one",
                        description="Run a sweep definition (YAML/JSON: base config, search space, objective, "
                                    "searcher, scheduler, resources) on Ray Tune; every trial is one three-stage "
                                    "search and one row in the results store.")
     p.add_argument("--space", metavar="FILE", help="the sweep definition (YAML or JSON)")
-    p.add_argument("--preset", help="base preset (overrides the definition's)")
+    p.add_argument("--preset", help=f"base preset (overrides the definition's): {names(SEARCH_PRESETS)}")
     p.add_argument("--num-samples", type=int, metavar="N", help="trials (Optuna), or repeats of the grid")
     p.add_argument("--concurrent", type=int, metavar="K", help="trials running at once")
     p.add_argument("--gpus-per-trial", metavar="F|auto",

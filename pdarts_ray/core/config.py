@@ -20,6 +20,8 @@ import yaml
 from .errors import UserError
 
 DATASETS = ("digits", "synthetic", "cifar10", "cifar100", "imagefolder")
+KERNELS = ("lean", "reference")  # the supernet step: memory-lean fused kernels, or plain modules
+DTYPES = ("float32", "bfloat16")
 
 
 def _is_int(v) -> bool:
@@ -142,8 +144,8 @@ class SearchConfig:
         _at_least(self, "valid_last_epochs", 0)
         _choice(self, "lr_step_offset", (0, 1))
         _choice(self, "channels_last", ("auto", "on", "off"))
-        _choice(self, "kernels", ("lean", "reference"))
-        _choice(self, "dtype", ("float32", "bfloat16"))
+        _choice(self, "kernels", KERNELS)
+        _choice(self, "dtype", DTYPES)
         return self
 
 

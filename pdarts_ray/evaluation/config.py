@@ -10,7 +10,6 @@ from typing import Any
 
 from ..core.config import DATASETS, _at_least, _choice, check_device, check_types
 from ..core.errors import UserError
-from .network import NETWORKS, auxiliary_input_size, auxiliary_min_input, check_network_args
 
 EVAL_DATASETS = DATASETS + ("imagenet",)  # imagenet: train/ and val/ image folders, streamed from disk
 
@@ -52,6 +51,9 @@ class EvalConfig:
     max_failures: int = 2  # Ray Train restarts from the last checkpoint after a worker failure
 
     def validate(self) -> "EvalConfig":
+        # imported here: the presets below are read by --help, which must not load torch
+        from .network import NETWORKS, auxiliary_input_size, auxiliary_min_input, check_network_args
+
         check_types(self)
         _choice(self, "dataset", EVAL_DATASETS)
         _choice(self, "network", NETWORKS)

@@ -1,5 +1,5 @@
-"""The `genotype` and `bench` commands, --json purity, --help and --version; "did you mean"
-for mistyped names."""
+"""The `genotype` and `bench` commands, --json purity, --help and --version; help texts listing
+their registries, "did you mean" for mistyped names."""
 import json
 
 import pytest
@@ -107,6 +107,34 @@ def test_sigterm_stops_a_search_that_then_resumes_at_once(tmp_path):
 
 
 # ---------------------------------------------------------------- tables, help texts, mistyped names
+
+def _help(*command) -> str:
+    import contextlib
+    import io
+
+    from pdarts_ray.cli.main import build_parser
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        build_parser().parse_args([*command, "--help"])
+    return out.getvalue()
+
+
+def test_help_texts_list_the_registries_they_describe(monkeypatch):
+    from pdarts_ray.core.config import DATASETS, DTYPES, KERNELS, SEARCH_PRESETS
+    from pdarts_ray.evaluation.config import EVAL_PRESETS
+    from pdarts_ray.results.tables import TABLES
+    from pdarts_ray.results.tables.common import DATASETS as PAPER_DATASETS, PRESETS as TABLE_PRESETS
+
+    monkeypatch.setenv("COLUMNS", "1000")  # no name split over two lines
+    for command, registries in ((["search"], (SEARCH_PRESETS, DATASETS)), (["sweep"], (SEARCH_PRESETS,)),
+                                (["evaluate"], (EVAL_PRESETS,)), (["bench", "step"], (KERNELS, DTYPES)),
+                                (["bench", "predict"], (SEARCH_PRESETS, DATASETS, KERNELS)),
+                                (["reproduce"], (TABLES, TABLE_PRESETS, PAPER_DATASETS))):
+        text = " ".join(_help(*command).replace(",", " ").replace("{", " ").split())  # choices: {a,b}
+        assert [name for registry in registries for name in registry if f" {name}" not in text] == [], command
+    assert "tiny (default)" in _help("search") and "eval-tiny (default)" in _help("evaluate")
+
 
 @pytest.mark.parametrize("args, hint", [
     (["serch"], "did you mean 'search'?"),
