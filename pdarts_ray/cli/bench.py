@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..core.errors import UserError
-from .common import Parser, add_common_flags, emit, names
+from .common import Parser, add_common_flags, emit, names, print_table
 from .search import DEFAULT_PRESET, resolve_search_config
 
 
@@ -57,7 +57,6 @@ def cmd_bench_all(args) -> int:
     if args.json:
         emit(args, results)
         return 0
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"one search step (arch + weight), batch {args.batch}, masks {args.masks}")
@@ -69,7 +68,7 @@ def cmd_bench_all(args) -> int:
         table.add_row(str(r["stage"]), str(HARNESS_CELLS[r["stage"]]), r["device"], f"{r['median_step_s']:.3f}",
                       f"{r['peak_memory_bytes'] / 2**20:.0f}")
     if not args.quiet:
-        Console().print(table)
+        print_table(table)
     return 0
 
 

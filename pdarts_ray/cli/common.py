@@ -58,6 +58,48 @@ def read_json_object(path: str) -> dict:
 
 
 
+def stdout_console():
+    """A rich console on stdout: the terminal's width or $COLUMNS; in a pipe or a file
+    without $COLUMNS, wide enough that rows stay whole in logs."""
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 240)
+
+
+def print_table(table, console=None) -> None:
+    """Print a rich table with every value whole. Rich fits a table to the width by cutting
+    its widest columns down to "…" or nothing; here no column is narrower than its longest
+    word, a table too wide for that drops its borders, and one still too wide (a pipe at 80
+    columns) is printed as `column: value` lines, row by row."""
+    from rich import box
+    from rich.measure import Measurement
+    from rich.text import Text
+
+    console = console or stdout_console()
+    for column in table.columns:
+        column.min_width = max(Measurement.get(console, console.options, cell).minimum
+                               for cell in (column.header, *column.cells))
+    if not _fits(table, console):
+        table.box, table.show_edge, table.collapse_padding = box.SIMPLE_HEAD, False, True
+    if _fits(table, console):
+        console.print(table)
+        return
+    if table.title:
+        console.print(table.title)
+    headers = [column.header for column in table.columns]
+    for first, *rest in zip(*(column.cells for column in table.columns)):
+        console.print(Text.assemble(f"{headers[0]} ", console.render_str(first)), highlight=False)
+        for header, cell in zip(headers[1:], rest):
+            console.print(Text.assemble(f"  {header}: ", console.render_str(cell)), highlight=False)
+
+
+def _fits(table, console) -> bool:
+    from rich.segment import Segment
+
+    lines = Segment.split_lines(console.render(table, console.options))
+    return all(Segment.get_line_length(line) <= console.width for line in lines)
+
+
 def format_cell(genes) -> str:
     """`n0 = sep_conv_3x3(c_k-2) + skip_connect(c_k-1); n1 = ...`: one node after another."""
     name = lambda j: ("c_k-2", "c_k-1")[j] if j < 2 else f"n{j - 2}"  # noqa: E731

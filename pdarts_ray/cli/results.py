@@ -6,7 +6,7 @@ import datetime as dt
 import json
 import sys
 
-from .common import Parser, add_common_flags, emit
+from .common import Parser, add_common_flags, emit, print_table
 
 FORMATS = ("table", "csv", "markdown", "json")
 _OP_SHORT = {"skip_connect": "skip", "sep_conv_3x3": "sep3", "sep_conv_5x5": "sep5", "dil_conv_3x3": "dil3",
@@ -69,7 +69,6 @@ def _render(title: str, columns: list[str], rows: list[list[str]], fmt: str) -> 
         for r in rows:
             print("| " + " | ".join(esc(c) for c in r) + " |")
         return
-    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
@@ -78,8 +77,7 @@ def _render(title: str, columns: list[str], rows: list[list[str]], fmt: str) -> 
         table.add_column(col, justify="left" if i == 0 else "right", overflow="fold")
     for r in rows:
         table.add_row(*(escape(c) for c in r))  # a value such as "[x]" is text, not markup
-    # piped into a file or another program, a table is not folded to 80 columns
-    Console(width=None if sys.stdout.isatty() else 240).print(table)
+    print_table(table)
 
 
 def _raw(rows: list[dict], fmt: str) -> None:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..core.errors import UserError
-from .common import add_common_flags, emit, format_cell, names, stdout_to_stderr
+from .common import add_common_flags, emit, format_cell, names, print_table, stdout_console, stdout_to_stderr
 
 
 def cmd_presets(args) -> int:
@@ -21,16 +21,15 @@ def cmd_presets(args) -> int:
     if args.json:
         emit(args, rows)
         return 0
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = stdout_console()
     search = Table(title="search presets (pdarts-ray search --preset NAME)")
     for col in ("name", "cells", "ops", "skip dropout", "M", "epochs (warm-up)", "batch", "C", "data"):
-        search.add_column(col, no_wrap=True)
+        search.add_column(col)
     evaluate = Table(title="evaluation presets (pdarts-ray evaluate --preset NAME)")
     for col in ("name", "network", "C", "cells", "epochs", "batch", "lr", "data"):
-        evaluate.add_column(col, no_wrap=True)
+        evaluate.add_column(col)
     for name, row in rows.items():
         c = row["config"]
         if row["kind"] == "search":
@@ -41,10 +40,10 @@ def cmd_presets(args) -> int:
         else:
             evaluate.add_row(name, c["network"], str(c["channels"]), str(c["layers"]), str(c["epochs"]),
                              str(c["batch_size"]), str(c["lr"]), c["dataset"])
-    console.print(search)
+    print_table(search, console)
     for name in SEARCH_PRESETS:
         console.print(f"  {name}: {PRESET_NOTES.get(name, '')}")
-    console.print(evaluate)
+    print_table(evaluate, console)
     return 0
 
 
@@ -103,7 +102,6 @@ def cmd_search(args) -> int:
 
 
 def _print_search_summary(run_dir: Path, result: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     from ..core.checkpoint import read_jsonl
@@ -120,8 +118,8 @@ def _print_search_summary(run_dir: Path, result: dict) -> None:
         table.add_row(str(i + 1), f"{max(valid):.3f}" if valid else "-", f"{rows[-1]['train_acc']:.3f}",
                       str(result["stage_skip_connects_before_refinement"][i]),
                       f"{result['peak_memory_bytes'][i] / 2**20:.0f}", f"{seconds:.1f}")
-    console = Console()
-    console.print(table)
+    console = stdout_console()
+    print_table(table, console)
     g = result["genotype"]
     console.print(f"final genotype (M = {result['skip_connects']}, "
                   f"{result['skip_connects_before_refinement']} skip-connects before refinement):")

@@ -1,5 +1,5 @@
-"""The `genotype` and `bench` commands, --json purity, --help and --version; help texts listing
-their registries, "did you mean" for mistyped names."""
+"""The `genotype` and `bench` commands, --json purity, --help and --version; tables at 80
+columns, help texts listing their registries, "did you mean" for mistyped names."""
 import json
 
 import pytest
@@ -107,6 +107,74 @@ def test_sigterm_stops_a_search_that_then_resumes_at_once(tmp_path):
 
 
 # ---------------------------------------------------------------- tables, help texts, mistyped names
+
+def test_presets_piped_at_80_columns_show_every_value():
+    presets = json.loads(run_cli("presets", "--json")[1])
+    code, out, err = run_cli("presets", env={"COLUMNS": "80"})
+    assert code == 0, err
+    assert max(map(len, out.splitlines())) <= 80 and "…" not in out
+    lines = {line.split()[0]: line.split() for line in out.splitlines() if line.split()}
+    for name, preset in presets.items():
+        c = preset["config"]
+        values = ([c["network"], c["channels"], c["layers"], c["epochs"], c["batch_size"], c["lr"]]
+                  if preset["kind"] == "evaluate" else
+                  ["/".join(map(str, c[k])) for k in ("cells", "ops_kept", "skip_dropout")]
+                  + [c["skip_connects"], c["epochs"], f"({c['warmup_epochs']})", c["batch_size"], c["channels"]])
+        assert lines[name] == [name, *map(str, values), c["dataset"]]
+
+
+def _store(tmp_path):
+    from pdarts_ray import results as R
+    from pdarts_ray.core.config import SEARCH_PRESETS, SearchConfig, resolve, to_dict
+
+    config = to_dict(resolve(SearchConfig, SEARCH_PRESETS, "smoke"))
+    cell = lambda op: {"normal": [[op, 0], [op, 1]] * 4, "normal_concat": [2, 3, 4, 5],  # noqa: E731
+                       "reduce": [["max_pool_3x3", 0], ["max_pool_3x3", 1]] * 4, "reduce_concat": [2, 3, 4, 5]}
+    result = {"genotype": cell("sep_conv_3x3"), "skip_connects": 2, "skip_connects_before_refinement": 3,
+              "peak_memory_bytes": [2**20, 2**21, 2**22], "stage_seconds": [1.5, 2.5, 3.5], "best_valid_acc": 0.75,
+              "final_valid_acc": 0.5, "versions": {}}
+    genotypes = {"final_by_M": {str(m): cell("skip_connect" if m else "sep_conv_3x3") for m in range(9)}}
+    for trial, lr in (("t1", 0.1), ("t2", 0.2)):
+        R.write_trial(str(tmp_path), "exp", R.trial_row("exp", trial, "finished", {**config, "lr": lr}, result,
+                                                        genotypes, started=1.0, finished=2.0))
+    R.write_trial(str(tmp_path), "exp", R.trial_row("exp", "t3", "failed", config, failure="out of memory"))
+    return str(tmp_path)
+
+
+@pytest.mark.parametrize("view, values", [
+    (["show", "exp"], ("t1", "t2", "0.1", "0.2", "0.750", "3/0", "1/2/4", "1.5/2.5/3.5", "sep3x8", "maxx8",
+                       "out of memory")),
+    (["show", "exp", "--by-m"], ("t1", "t2", "0.1", "0.2", "sep3x8", "skipx8", "maxx8")),
+    (["list"], ("exp", "3", "2", "1")),
+])
+def test_results_tables_at_80_columns_show_every_value(tmp_path, capsys, monkeypatch, view, values):
+    from pdarts_ray.cli.main import main
+
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["results", *view, "--storage", _store(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert max(map(len, out.splitlines())) <= 80 and "…" not in out
+    assert [value for value in values if value not in out] == []
+
+
+def test_a_table_too_wide_for_its_values_is_printed_row_by_row():
+    from rich.console import Console
+    from rich.table import Table
+
+    from pdarts_ray.cli.common import print_table
+
+    table = Table(title="t")
+    for col in ("name", *(f"column {i}" for i in range(12))):
+        table.add_column(col)
+    table.add_row("a", *(f"value-{i}" for i in range(12)))
+    for width, rows in ((400, 1), (60, 0)):
+        console = Console(width=width, record=True)
+        print_table(table, console)
+        out = console.export_text()
+        assert max(map(len, out.splitlines())) <= width
+        assert all(f"value-{i}" in out for i in range(12))
+        assert len([ln for ln in out.splitlines() if "value-0" in ln and "value-11" in ln]) == rows
+
 
 def _help(*command) -> str:
     import contextlib
