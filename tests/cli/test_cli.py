@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import FIXTURES, run_cli
+from conftest import FIXTURES, ROOT, run_cli
 
 
 def _case_file(tmp_path, fixture, index):
@@ -155,6 +155,17 @@ def test_results_tables_at_80_columns_show_every_value(tmp_path, capsys, monkeyp
     out = capsys.readouterr().out
     assert max(map(len, out.splitlines())) <= 80 and "…" not in out
     assert [value for value in values if value not in out] == []
+
+
+def test_results_show_by_m_shows_every_m_as_the_sweeps_page_says(tmp_path, capsys):
+    """The store keeps every M; a sweep's space over M names the rows of the sweep's own table."""
+    from pdarts_ray.cli.main import main
+
+    assert main(["results", "show", "exp", "--storage", _store(tmp_path), "--by-m", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["trial_id"], r["M"]) for r in rows] == [(t, m) for t in ("t1", "t2") for m in range(9)]
+    docs = " ".join((ROOT / "docs" / "sweeps.md").read_text().split())
+    assert "`results show --by-m` shows every M, 0..8, for every trial" in docs
 
 
 def test_a_table_too_wide_for_its_values_is_printed_row_by_row():
