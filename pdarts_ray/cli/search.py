@@ -83,22 +83,50 @@ def cmd_search(args) -> int:
             return 0
     if args.workers is not None and args.workers < 1:
         raise UserError(f"--workers: must be at least 1, got {args.workers}")
+    workers, use_ray = args.workers, args.ray
+    if args.resume:
+        started = _started_on(Path(args.resume), args.workers, args.sync_bn)
+        if started:
+            workers, use_ray = started, True
+    elif args.out is not None:
+        _refuse_unfinished(Path(args.out))
     if args.mlflow is not None:
         from ..results.tracking import check_tracking_uri
 
         check_tracking_uri(args.mlflow, "--mlflow")
     progress = False if args.quiet else sys.stderr if args.json else sys.stdout
     with stdout_to_stderr() if args.json else contextlib.nullcontext():  # Ray's workers print to fd 1
-        options = dict(use_ray=args.ray, sync_bn=args.sync_bn, progress=progress, take_over=args.take_over,
+        options = dict(use_ray=use_ray, sync_bn=args.sync_bn, progress=progress, take_over=args.take_over,
                        mlflow=args.mlflow, mlflow_experiment=args.mlflow_experiment)
-        result = (api.resume_search(args.resume, workers=args.workers, **options) if args.resume
-                  else api.run_search(cfg, args.out, workers=args.workers or 1, **options))
+        result = (api.resume_search(args.resume, workers=workers, **options) if args.resume
+                  else api.run_search(cfg, args.out, workers=workers or 1, **options))
     summary = {"run_dir": str(result.run_dir), **result.summary}
     if args.json:
         emit(args, summary)
     elif not args.quiet:
         _print_search_summary(result.run_dir, summary)
     return 0
+
+
+def _started_on(run_dir: Path, workers: int | None, sync_bn: bool) -> int | None:
+    """The workers of a `search --workers N` killed before its first checkpoint (the checkpoints
+    say how a search ran from then on): it starts again on them, from scratch."""
+    from ..core.search import check_same_workers
+    from ..distributed.parallel_search import started_workers
+
+    started = started_workers(run_dir)
+    if started is None:
+        return None
+    check_same_workers(started, workers or started["workers"], sync_bn, run_dir)
+    return started["workers"]
+
+
+def _refuse_unfinished(out: Path) -> None:
+    from ..core.search import CONFIG_FILE, RESULT_FILE
+
+    if (out / CONFIG_FILE).is_file() and not (out / RESULT_FILE).exists():
+        raise UserError(f"{out}: holds a search that has not finished; continue it with "
+                        f"`pdarts-ray search --resume {out}` (or choose another --out)")
 
 
 def _print_search_summary(run_dir: Path, result: dict) -> None:

@@ -7,6 +7,8 @@ the run folder as a plain search does and attaches every epoch's checkpoint to i
 report; a worker that dies is replaced by `FailureConfig`, and the group continues from the
 newer of Ray Train's latest checkpoint and the run folder's. Ray Train's own files live in
 `<run>/ray/`; for workers on several nodes the run folder must be on storage they all reach.
+Until the first checkpoint records the workers, `<run>/ray/workers.json` does, so a driver
+killed before then leaves a folder that `search --resume` starts again on the same workers.
 """
 from __future__ import annotations
 
@@ -14,14 +16,16 @@ import json
 import os
 from pathlib import Path
 
+from ..core.checkpoint import CheckpointDir, write_json_atomic
 from ..core.config import SearchConfig, to_dict
 from ..core.errors import SearchDiverged, UserError
-from ..core.search import RESULT_FILE
+from ..core.search import CHECKPOINT_DIR, METRICS_FILE, RESULT_FILE, TRAJECTORY_FILE
 from .connect import start_ray, use_gpus
 from .testing import worker_env, worker_resources
 
 RAY_FOLDER = "ray"
 RAY_RUN_NAME = "search"
+WORKERS_FILE = "workers.json"  # in RAY_FOLDER: {"workers": N, "sync_bn": bool}, how the search started
 
 
 def check_workers(cfg: SearchConfig, workers: int) -> None:
@@ -43,6 +47,7 @@ def search_with_ray(cfg: SearchConfig, run_dir: Path, workers: int, sync_bn: boo
     from .trial import worker_loop
 
     check_workers(cfg, workers)
+    _note_start(Path(run_dir), workers, sync_bn)
     started = start_ray(workers)
     try:
         use_gpu = use_gpus(cfg.device, workers)
@@ -77,6 +82,34 @@ def search_with_ray(cfg: SearchConfig, run_dir: Path, workers: int, sync_bn: boo
     if failure:
         raise SearchDiverged(str(failure).removeprefix("SearchDiverged: "))
     return json.loads((Path(run_dir) / RESULT_FILE).read_text())
+
+
+def _note_start(run_dir: Path, workers: int, sync_bn: bool) -> None:
+    """Before its first checkpoint a search starts from scratch, on the workers noted here
+    before Ray starts; a line of an epoch whose checkpoint was never written is dropped, as a
+    resume from a checkpoint drops those after it."""
+    if CheckpointDir(run_dir / CHECKPOINT_DIR).latest_path() is not None:
+        return
+    for name in (METRICS_FILE, TRAJECTORY_FILE):
+        (run_dir / name).unlink(missing_ok=True)
+    (run_dir / RAY_FOLDER).mkdir(exist_ok=True)
+    write_json_atomic(run_dir / RAY_FOLDER / WORKERS_FILE, {"workers": workers, "sync_bn": sync_bn and workers > 1})
+
+
+def started_workers(run_dir: Path) -> dict | None:
+    """`{"workers": N, "sync_bn": bool}` of a search `search_with_ray` started in `run_dir` that
+    has no checkpoint yet (its driver was killed before the first); None for any other folder."""
+    path = Path(run_dir) / RAY_FOLDER / WORKERS_FILE
+    if not path.is_file() or CheckpointDir(Path(run_dir) / CHECKPOINT_DIR).latest_path() is not None:
+        return None
+    try:
+        started = json.loads(path.read_text())
+    except (OSError, ValueError):
+        started = None
+    if not (isinstance(started, dict) and isinstance(started.get("workers"), int) and started["workers"] >= 1
+            and isinstance(started.get("sync_bn"), bool)):
+        raise UserError(f'{path}: expected {{"workers": N, "sync_bn": true or false}}')
+    return started
 
 
 def pinned_threads(cfg: SearchConfig, workers: int) -> SearchConfig:

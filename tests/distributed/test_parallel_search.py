@@ -5,6 +5,8 @@
 - a second run with the same seed, SIGKILLed mid-search and resumed with the same workers,
   ends with the uninterrupted run's genotype and losses; resumed with another number of
   workers, it is one line and exit 2;
+- one stopped before its first checkpoint (while Ray starts) resumes with `search --resume`
+  alone on the same workers, ending as the uninterrupted run; a rerun names that resume;
 - a worker that exits hard mid-search is replaced (Ray Train's FailureConfig) and the group
   ends with the uninterrupted run's genotype and losses;
 - a global batch that does not divide among the workers is one line and exit 2;
@@ -82,6 +84,31 @@ def test_killed_and_resumed_with_the_same_workers_it_ends_as_if_never_interrupte
     assert json.loads(out)["genotype"] == two_workers["result"]["genotype"]
     lines = _lines(run_dir / "metrics.jsonl")
     assert [(r["stage"], r["epoch"]) for r in lines] == [(s, e) for s in (1, 2, 3) for e in range(3)]
+    assert [r["train_loss"] for r in lines] == [r["train_loss"] for r in _lines(two_workers["run_dir"] / "metrics.jsonl")]
+
+
+def test_stopped_before_its_first_checkpoint_it_resumes_on_the_same_workers(two_workers, tmp_path, monkeypatch):
+    from pdarts_ray.cli.main import main
+    from pdarts_ray.distributed import parallel_search
+
+    def interrupted(workers):  # Ctrl-C while Ray starts: the longest stretch before the first checkpoint
+        raise KeyboardInterrupt
+
+    run_dir = tmp_path / "run"
+    monkeypatch.setattr(parallel_search, "start_ray", interrupted)
+    assert main(["search", "--preset", "smoke", "--workers", "2", "--out", str(run_dir), "--quiet"]) == 130
+    monkeypatch.undo()
+    assert not (run_dir / "checkpoints").exists() and (run_dir / "config.json").is_file()
+
+    code, out, err = run_cli("search", "--preset", "smoke", "--workers", "2", "--out", run_dir, timeout=120)
+    assert code == 2 and err.count("\n") == 1 and f"continue it with `pdarts-ray search --resume {run_dir}`" in err
+    code, out, err = run_cli("search", "--resume", run_dir, "--workers", "3", timeout=120)
+    assert code == 2 and err.count("\n") == 1 and "resume it with the same (--workers 2)" in err, err
+
+    code, out, err = run_cli("search", "--resume", run_dir, "--json", timeout=600)
+    assert code == 0, err[-3000:]
+    assert json.loads(out)["workers"] == 2 and json.loads(out)["genotype"] == two_workers["result"]["genotype"]
+    lines = _lines(run_dir / "metrics.jsonl")
     assert [r["train_loss"] for r in lines] == [r["train_loss"] for r in _lines(two_workers["run_dir"] / "metrics.jsonl")]
 
 
