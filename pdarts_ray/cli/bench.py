@@ -3,6 +3,7 @@ predictions."""
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..core.errors import UserError
 from .common import Parser, add_common_flags, emit, names, print_table
@@ -67,6 +68,39 @@ def cmd_bench_all(args) -> int:
     for r in results:
         table.add_row(str(r["stage"]), str(HARNESS_CELLS[r["stage"]]), r["device"], f"{r['median_step_s']:.3f}",
                       f"{r['peak_memory_bytes'] / 2**20:.0f}")
+    if not args.quiet:
+        print_table(table)
+    return 0
+
+
+def _policy_text(env: dict) -> str:
+    return " ".join(f"{k}={v}" for k, v in env.items()) or "libgomp default"
+
+
+def cmd_bench_contention(args) -> int:
+    from ..core.contention import bench_contention
+
+    _bench_config(args)  # bad flags fail here, before any process starts
+    for flag, value, low in (("--busy", args.busy, 1), ("--pairs", args.pairs, 1)):
+        if value < low:
+            raise UserError(f"{flag}: must be at least {low}, got {value}")
+    policies = tuple(p for p in args.policies.split(",") if p)
+    progress = None if args.quiet else sys.stderr
+    rows = bench_contention(_bench_flags(args), stages=tuple(args.stage or (1, 2, 3)), policies=policies,
+                            busy=args.busy, pairs=args.pairs, timeout_s=args.timeout, progress=progress)
+    if args.json:
+        emit(args, rows)
+        return 0
+    from rich.table import Table
+
+    fmt = lambda v, spec: "timed out" if v is None else format(v, spec)  # noqa: E731
+    table = Table(title=f"a search step alone and beside {args.busy} busy core(s), batch {args.batch}, "
+                        f"threads {args.threads or 'all'}, median of {args.pairs} pair(s)")
+    for col in ("stage", "policy", "alone s", "beside s", "slowdown", f"alone / {policies[0]}"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(str(r["stage"]), r["policy"], fmt(r["alone_s"], ".3f"), fmt(r["beside_s"], ".3f"),
+                      fmt(r["slowdown"], ".2f") + "x", fmt(r["alone_vs_baseline"], ".3f"))
     if not args.quiet:
         print_table(table)
     return 0
@@ -158,6 +192,26 @@ def register(sub, groups) -> None:
     _add_bench_flags(p)
     add_common_flags(p)
     p.set_defaults(func=cmd_bench_all)
+    from ..core.waiting import DEFAULT_WAIT_POLICY, WAIT_POLICIES
+
+    p = bsub.add_parser(
+        "contention", help="`bench step` alone and beside busy cores, for each CPU wait policy",
+        description="Time a full search step in a fresh process per wait policy (how idle OpenMP threads "
+                    "wait), alone and beside --busy busy cores this command starts and stops itself, as "
+                    "interleaved pairs. Policies: "
+                    + ", ".join(f"{k} ({_policy_text(v)})" for k, v in WAIT_POLICIES.items())
+                    + f"; the default is {DEFAULT_WAIT_POLICY}.")
+    p.add_argument("--stage", type=int, choices=(1, 2, 3), action="append",
+                   help="a stage to time (repeatable; default 1, 2 and 3)")
+    p.add_argument("--policies", default=",".join(WAIT_POLICIES), metavar="P1,P2,...",
+                   help="wait policies, the first being the baseline (default: all)")
+    p.add_argument("--busy", type=int, default=1, help="busy cores beside the step (default 1)")
+    p.add_argument("--pairs", type=int, default=1, help="alone/beside pairs per policy (default 1)")
+    p.add_argument("--timeout", type=float, default=900.0, metavar="S",
+                   help="seconds one measurement may take before it is reported as timed out (default 900)")
+    _add_bench_flags(p)
+    add_common_flags(p)
+    p.set_defaults(func=cmd_bench_contention)
     p = bsub.add_parser("predict", help="predict each stage's peak memory from a config (no training)",
                         description="Predict each stage's peak memory. With a preset/config: for that search "
                                     "(unknown later-stage masks are taken at their heaviest). With --harness: "

@@ -6,7 +6,7 @@ import contextlib
 import sys
 from pathlib import Path
 
-from ..core.errors import UserError
+from ..core.errors import UserError, interrupts_name
 from .common import add_common_flags, emit, format_cell, names, print_table, stdout_console, stdout_to_stderr
 
 
@@ -100,11 +100,12 @@ def cmd_search(args) -> int:
                        mlflow=args.mlflow, mlflow_experiment=args.mlflow_experiment)
         result = (api.resume_search(args.resume, workers=workers, **options) if args.resume
                   else api.run_search(cfg, args.out, workers=workers or 1, **options))
-    summary = {"run_dir": str(result.run_dir), **result.summary}
-    if args.json:
-        emit(args, summary)
-    elif not args.quiet:
-        _print_search_summary(result.run_dir, summary)
+    with interrupts_name(result.run_dir):  # a Ctrl-C from here on finds the search finished
+        summary = {"run_dir": str(result.run_dir), **result.summary}
+        if args.json:
+            emit(args, summary)
+        elif not args.quiet:
+            _print_search_summary(result.run_dir, summary)
     return 0
 
 
