@@ -100,18 +100,25 @@ def _tracking(setup: dict) -> list:
     return [SweepToMlflow(setup)]
 
 
-def build_tuner(sweep: Sweep, setup: dict):
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
+def search_algorithm(sweep: Sweep):
+    """The sweep's searcher, holding its concurrency limit: the one place the limit is given.
+    Tune's own `max_concurrent_trials` wraps a Searcher in a limiter too, but beside a
+    generator it is ignored, with a warning."""
+    from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.basic_variant import BasicVariantGenerator
     from ray.tune.search.optuna import OptunaSearch
 
-    base = SearchConfig(**setup["base_config"])
     if sweep.searcher == "optuna" and sweep.space:  # with nothing to sample, a plain generator
-        search_alg = OptunaSearch(seed=sweep.seed)  # TPE; its study is saved with the experiment
-    else:
-        # Tune's max_concurrent_trials applies to Searchers only: the generator limits itself
-        search_alg = BasicVariantGenerator(random_state=sweep.seed, max_concurrent=sweep.max_concurrent_trials)
+        # TPE; its study is saved with the experiment
+        return ConcurrencyLimiter(OptunaSearch(seed=sweep.seed), max_concurrent=sweep.max_concurrent_trials)
+    return BasicVariantGenerator(random_state=sweep.seed, max_concurrent=sweep.max_concurrent_trials)
+
+
+def build_tuner(sweep: Sweep, setup: dict):
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    base = SearchConfig(**setup["base_config"])
     scheduler = None
     if sweep.scheduler:
         scheduler = ASHAScheduler(time_attr="global_epoch", max_t=base.num_stages * base.epochs, grace_period=sweep.scheduler["grace_period"],
@@ -119,13 +126,27 @@ def build_tuner(sweep: Sweep, setup: dict):
     return tune.Tuner(
         _trainable(setup),
         param_space=param_space(sweep),
-        tune_config=tune.TuneConfig(metric=sweep.metric, mode=sweep.mode, search_alg=search_alg, scheduler=scheduler, num_samples=sweep.num_samples,
-                                    max_concurrent_trials=sweep.max_concurrent_trials,
+        tune_config=tune.TuneConfig(metric=sweep.metric, mode=sweep.mode, search_alg=search_algorithm(sweep),
+                                    scheduler=scheduler, num_samples=sweep.num_samples,
                                     trial_name_creator=trial_name, trial_dirname_creator=trial_name),
         run_config=tune.RunConfig(name=setup["name"], storage_path=setup["storage"],
                                   failure_config=tune.FailureConfig(max_failures=sweep.trial_retries),
                                   callbacks=[StoreResults(setup), *_tracking(setup)], verbose=setup.get("verbose", 1)),
     )
+
+
+def restore_tuner(path: str, setup: dict):
+    """Tune's state of an interrupted sweep. Sweeps saved before the searcher alone held the
+    limit gave Tune a copy too, which it ignores beside a generator (with a warning): dropped."""
+    from ray import tune
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    tuner = tune.Tuner.restore(path, trainable=_trainable(setup), resume_unfinished=True, resume_errored=False,
+                               restart_errored=False)
+    config = getattr(getattr(tuner, "_local_tuner", None), "_tune_config", None)  # None under Ray Client
+    if config is not None and isinstance(config.search_alg, BasicVariantGenerator):
+        config.max_concurrent_trials = None
+    return tuner
 
 
 def _prepare_driver() -> None:
@@ -205,16 +226,12 @@ def resume_sweep(name_or_path: str, storage: str | None = None, address: str | N
 
 
 def _resume(sweep: Sweep, setup: dict, path: str, address: str | None, verbose: int) -> dict:
-    from ray import tune
-
     _prepare_driver()
     started = connect_ray(address, sweep)
     try:
         if verbose:
             announce_dashboard()
-        tuner = tune.Tuner.restore(path, trainable=_trainable(setup), resume_unfinished=True, resume_errored=False,
-                                   restart_errored=False)
-        tuner.fit()
+        restore_tuner(path, setup).fit()
         reconcile(setup["storage"], setup["name"], path, setup)
     finally:
         if started:

@@ -40,6 +40,8 @@ def test_a_sweep_saved_by_the_old_layout_resumes(tmp_path):
     code, out, err = run_cli("sweep", "--resume", "old-layout", "--storage", store, "--json",
                              env={"PDARTS_CACHE": str(cache)}, timeout=600)
     assert code == 0, err[-3000:]
+    # its saved Tuner gave Tune the concurrency limit beside the generator's own: dropped, no warning
+    assert "max_concurrent_trials" not in err
     trials = {t["trial_id"]: t for t in read_trials(str(experiment)).to_pylist()}
     assert sorted(trials) == [FINISHED, UNFINISHED]
     assert all(t["status"] == "finished" for t in trials.values())
