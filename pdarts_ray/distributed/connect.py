@@ -1,17 +1,63 @@
 """Joining or starting Ray for a driver (a sweep, reproduce, an ablation script), and where
 its dashboard is.
+
+Every job this package starts or joins runs with `runtime.job_runtime_env`, which also
+names the job's own Ray instance for Ray's state API: Ray Train's placement-group cleaner
+asks that API about its controller without an address, so the API would otherwise pick
+among the Ray instances on the host, and with several it fails (a traceback every Train
+run) or asks the wrong one.
 """
 from __future__ import annotations
 
 import math
 import os
+import socket
 import sys
 
 from .definition import Sweep
+from .runtime import job_runtime_env
 
 # Environment of a Ray process that starts Ray Train runs: a faster start-up of each run
 # (measured 11-13 s -> about 8 s on 2 cores).
 RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
+DASHBOARD_PORT = 8265  # Ray's default, where a local Ray's dashboard looks for a free port
+
+
+def join_ray(address: str | None, **kwargs) -> None:
+    """Join `address` (None: $RAY_ADDRESS, else the cluster `ray start` recorded on this host)."""
+    import ray
+    from ray._private.services import canonicalize_bootstrap_address
+
+    env = {}
+    if "://" not in (address or os.environ.get("RAY_ADDRESS") or ""):  # not Ray Client, not a URL
+        gcs = canonicalize_bootstrap_address(address)
+        env = {"RAY_ADDRESS": gcs} if gcs else {}
+    ray.init(address=address, runtime_env=job_runtime_env(env), **kwargs)
+
+
+def _free_port(first: int, tries: int = 50) -> int:
+    """The first port from `first` free on loopback, as Ray chooses its dashboard's."""
+    for port in range(first, first + tries):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _start_local(num_cpus: int) -> None:
+    import ray
+
+    # the dashboard stays on: Train V2 leaks finished trials' placement groups without it;
+    # loopback only, as its Jobs API runs any code it is sent. It serves the state API, so its
+    # port is chosen here, to be named in the job's environment.
+    port = _free_port(DASHBOARD_PORT)
+    ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
+             runtime_env=job_runtime_env({"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}))
 
 
 def connect_ray(address: str | None, sweep: Sweep) -> bool:
@@ -27,18 +73,15 @@ def connect_ray(address: str | None, sweep: Sweep) -> bool:
     for key, value in RAY_ENV.items():
         os.environ.setdefault(key, value)
     if address:
-        ray.init(address=address)
+        join_ray(address)
         return True
     from ray._private.services import canonicalize_bootstrap_address
 
     if canonicalize_bootstrap_address(None) is not None:
-        ray.init()
+        join_ray(None)
         return True
     per_trial = sweep.cpus_per_trial * sweep.workers_per_trial + TRIAL_DRIVER_CPU
-    # the dashboard stays on: Train V2 leaks finished trials' placement groups without it;
-    # loopback only, as its Jobs API runs any code it is sent
-    ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(sweep.max_concurrent_trials * per_trial)),
-             include_dashboard=True, dashboard_host="127.0.0.1")
+    _start_local(max(os.cpu_count() or 1, math.ceil(sweep.max_concurrent_trials * per_trial)))
     return True
 
 
@@ -78,11 +121,10 @@ def start_ray(workers: int) -> bool:
         return False
     for key, value in RAY_ENV.items():
         os.environ.setdefault(key, value)
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=True)
+    if os.environ.get("RAY_ADDRESS") not in (None, "", "local"):
+        join_ray(None, log_to_driver=True)
     else:
-        # logical CPUs: every worker gets one even where there are fewer cores
-        ray.init(num_cpus=max(os.cpu_count() or 1, workers))
+        _start_local(max(os.cpu_count() or 1, workers))  # logical CPUs: one per worker, whatever the cores
     return True
 
 

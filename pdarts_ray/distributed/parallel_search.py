@@ -21,6 +21,7 @@ from ..core.config import SearchConfig, to_dict
 from ..core.errors import SearchDiverged, UserError
 from ..core.search import CHECKPOINT_DIR, METRICS_FILE, RESULT_FILE, TRAJECTORY_FILE
 from .connect import start_ray, use_gpus
+from .runtime import worker_runtime_env
 from .testing import worker_env, worker_resources
 
 RAY_FOLDER = "ray"
@@ -51,7 +52,6 @@ def search_with_ray(cfg: SearchConfig, run_dir: Path, workers: int, sync_bn: boo
     started = start_ray(workers)
     try:
         use_gpu = use_gpus(cfg.device, workers)
-        env = worker_env()
         trainer = TorchTrainer(
             worker_loop,
             train_loop_config={"search_config": to_dict(cfg), "run_dir": str(Path(run_dir).resolve()),
@@ -65,7 +65,7 @@ def search_with_ray(cfg: SearchConfig, run_dir: Path, workers: int, sync_bn: boo
                                  failure_config=FailureConfig(max_failures=max_failures),
                                  checkpoint_config=CheckpointConfig(num_to_keep=2),
                                  logging_config=LoggingConfig(log_level="WARNING"),
-                                 worker_runtime_env={"env_vars": env} if env else None),
+                                 worker_runtime_env=worker_runtime_env(worker_env())),
         )
         try:
             outcome = trainer.fit()

@@ -21,6 +21,7 @@ from ..results.tables import table_spec
 from ..results.tables.common import (EvalNeed, Rendered, SearchNeed, Setup, StoreView, canonical_genotype, digest,
                                      eval_key, family_experiments, search_key)
 from .experiment import SWEEP_FILE, claim_experiment, exists, load_setup, tune_state_missing
+from .runtime import worker_runtime_env
 
 
 class ReproduceFailed(Exception):
@@ -160,7 +161,9 @@ def run_evaluations(needs: list[EvalNeed], setup: Setup, root: str, use_ray: boo
     # threads 0 would mean every core of the node: a task holding one CPU then runs beside
     # others each on all cores
     config = {**setup.eval_config, "threads": cpus}
-    task = ray.remote(evaluate_genotype).options(num_cpus=cpus, num_gpus=1 if gpu else 0, max_retries=1)
+    # the wait policy given to each task too: Ray may run in a job this package did not start
+    task = ray.remote(evaluate_genotype).options(num_cpus=cpus, num_gpus=1 if gpu else 0, max_retries=1,
+                                                 runtime_env=worker_runtime_env({}))
     pending = {}
     for need in needs:
         key = eval_key(need.genotype, setup.eval_config)
@@ -205,7 +208,7 @@ def reproduce(table: str, setup: Setup, storage: str | None = None, address: str
 
 def _reproduce(spec, setup: Setup, root: str, address: str | None, run: bool, log, verbose: int,
                progress: bool) -> Outcome:
-    from .connect import connect_ray
+    from .connect import connect_ray, join_ray
     from .definition import Sweep, parse_sweep
     from .sweep import resume_sweep, run_sweep
 
@@ -248,7 +251,7 @@ def _reproduce(spec, setup: Setup, root: str, address: str | None, run: bool, lo
                 import ray
 
                 if not ray.is_initialized():
-                    ray.init(address=address)
+                    join_ray(address)
                     started_ray = True
             failures = run_evaluations(wanted, setup, root, use_ray, log, progress)
             evaluations = len(wanted)

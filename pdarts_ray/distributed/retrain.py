@@ -27,6 +27,7 @@ from ray.train.torch import TorchConfig, TorchTrainer
 
 from ..core.checkpoint import CheckpointDir
 from .connect import start_ray, use_gpus
+from .runtime import worker_runtime_env
 from ..evaluation.retrain import RESULT_FILE, AllHooks, EpochLines, EvalHooks, EvalRun, EvaluationFailed, read_json
 from .monitoring import EvalMetrics
 
@@ -90,7 +91,7 @@ def fit_with_ray(run: EvalRun, progress: bool = True) -> ray.train.Result:
                              failure_config=FailureConfig(max_failures=cfg.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2),
                              logging_config=LoggingConfig(log_level="WARNING"),  # epochs are printed once, by us
-                             worker_runtime_env={"env_vars": env} if env else None),
+                             worker_runtime_env=worker_runtime_env(env)),
     )
     try:
         return trainer.fit()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..core.config import SearchConfig, to_dict
 from ..core.errors import UserError
+from ..core.waiting import wait_policy_env
 from .connect import announce_dashboard, connect_ray
 from .definition import Sweep
 from .experiment import (SWEEP_FILE, claim_experiment, exists, load_setup, locate_experiment, save_setup,
@@ -88,7 +89,9 @@ def _trainable(setup: dict):
 
     from .trial import TRIAL_DRIVER_CPU, search_trial
 
-    return tune.with_resources(tune.with_parameters(search_trial, setup=setup),
+    # the wait policy as this driver sees it: the trials' processes may not (a cluster joined
+    # without it), and it is not part of the saved setup
+    return tune.with_resources(tune.with_parameters(search_trial, setup=setup, policy=wait_policy_env()),
                                {"CPU": TRIAL_DRIVER_CPU, **trial_resources()})
 
 

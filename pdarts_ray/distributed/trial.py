@@ -42,6 +42,7 @@ from ..core.errors import SearchDiverged
 from ..core.hooks import AllHooks
 from ..core.progress import SearchProgress
 from ..core.parallel import Ranks
+from .runtime import worker_runtime_env
 from .monitoring import trial_metrics
 from .testing import maybe_exit_after, worker_resources
 from ..core.search import (CHECKPOINT_DIR, CONFIG_FILE, GENOTYPES_FILE, METRICS_FILE, RESULT_FILE, TRAJECTORY_FILE,
@@ -230,9 +231,9 @@ def worker_loop(config: dict) -> None:
         hooks.report_failure(f"SearchDiverged: {err}")
 
 
-def search_trial(config: dict, *, setup: dict) -> None:
+def search_trial(config: dict, *, setup: dict, policy: dict | None = None) -> None:
     """The Tune function trainable: one Ray Train run (one worker, or `workers_per_trial`
-    data-parallel ones) for one search."""
+    data-parallel ones) for one search. `policy`: the driver's CPU wait policy."""
     import ray.tune
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -268,7 +269,7 @@ def search_trial(config: dict, *, setup: dict) -> None:
                              checkpoint_config=CheckpointConfig(num_to_keep=2),
                              callbacks=[TuneReportCallback()],
                              logging_config=LoggingConfig(log_level="WARNING"),  # not a line per checkpoint
-                             worker_runtime_env={"env_vars": setup["worker_env"]} if setup["worker_env"] else None),
+                             worker_runtime_env=worker_runtime_env(setup["worker_env"], policy)),
     )
     trainer.fit()
 
