@@ -225,3 +225,94 @@ def _stop_processes_of(home: Path) -> None:
                 os.kill(int(proc.name), 9)
         except OSError:
             pass
+
+
+@pytest.fixture(scope="module")
+def second_ray():
+    """Another Ray instance on this host, as `ray start --head` elsewhere leaves one: token
+    authentication, a temp folder of its own (so nothing on the host records it as the one to
+    join), and none of the CPU wait policy's variables in its processes. Yields token_head's
+    dict with `join_env`, what a driver needs in its environment to join it."""
+    gcs, dashboard = free_port(), free_port()
+    command = (f"env -u GOMP_SPINCOUNT -u OMP_WAIT_POLICY RAY_AUTH_MODE=token ray start --head --port={gcs} "
+               f"--dashboard-host=127.0.0.1 --dashboard-port={dashboard} --temp-dir={{temp}} --num-cpus=2 --block")
+    with token_head(command, gcs, dashboard) as head:
+        yield {**head, "join_env": {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": head["token"]}}
+
+
+def _ray_processes_under(root: int) -> dict[int, str]:
+    """pid -> title (`ray::RayTrainWorker.run`, ...) of the Ray worker processes below `root`."""
+    parents = {}
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit():
+                parents[int(proc.name)] = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError):
+            pass
+    below, grew = {root}, True
+    while grew:
+        found = {pid for pid, parent in parents.items() if parent in below} - below
+        below, grew = below | found, bool(found)
+    titles = {}
+    for pid in below - {root}:
+        try:
+            title = (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if title.startswith("ray::"):
+            titles[pid] = title
+    return titles
+
+
+@contextlib.contextmanager
+def ray_process_env(root: int, keys: tuple[str, ...]):
+    """While the block runs, the values of `keys` in the environment each Ray worker process
+    below `root` (a pid: a driver that started Ray, or a raylet) started with, as
+    {kind: [{key: value}, ...]}, a kind being the process's class (`RayTrainWorker`, or
+    `ImplicitFunc` for a Tune trial). Polled every 0.2 s: processes living less are missed."""
+    import threading
+
+    seen: dict[int, tuple[str, dict]] = {}
+    stop = threading.Event()
+
+    def poll():
+        while not stop.wait(0.2):
+            for pid, title in _ray_processes_under(root).items():
+                kind = title[len("ray::"):].split()[0].split(".")[0]
+                if pid in seen:  # a worker started idle takes its task's or actor's title later
+                    seen[pid] = (kind if seen[pid][0] == "IDLE" else seen[pid][0], seen[pid][1])
+                    continue
+                try:
+                    raw = (Path("/proc") / str(pid) / "environ").read_bytes().decode(errors="replace")
+                except OSError:
+                    continue
+                env = dict(line.split("=", 1) for line in raw.split("\0") if "=" in line)
+                seen[pid] = (kind, {k: env[k] for k in keys if k in env})
+
+    found: dict[str, list[dict]] = {}
+    watcher = threading.Thread(target=poll, daemon=True)
+    watcher.start()
+    try:
+        yield found
+    finally:
+        stop.set()
+        watcher.join()
+        for kind, env in seen.values():
+            found.setdefault(kind, []).append(env)
+
+
+def raylet_of(home: Path, timeout: float = 60) -> int:
+    """The raylet of the head token_head started in `home` (it may start after the dashboard)."""
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for proc in Path("/proc").iterdir():
+            try:
+                cmdline = (proc / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if proc.name.isdigit() and str(home).encode() in cmdline and b"/raylet/raylet" in cmdline:
+                return int(proc.name)
+        time.sleep(0.5)
+    raise AssertionError(f"no raylet under {home}")
