@@ -2,10 +2,10 @@
 its dashboard is.
 
 Every job this package starts or joins runs with `runtime.job_runtime_env`, which also
-names the job's own Ray instance for Ray's state API: Ray Train's placement-group cleaner
-asks that API about its controller without an address, so the API would otherwise pick
-among the Ray instances on the host, and with several it fails (a traceback every Train
-run) or asks the wrong one.
+names the job's own Ray instance (`RAY_ADDRESS`) for Ray's state API: Ray Train's
+placement-group cleaner asks that API about its controller without an address, so the API
+would otherwise pick among the Ray instances on the host, and with several it fails (a
+traceback every Train run) or asks the wrong one.
 """
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from .runtime import job_runtime_env
 # Environment of a Ray process that starts Ray Train runs: a faster start-up of each run
 # (measured 11-13 s -> about 8 s on 2 cores).
 RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
-DASHBOARD_PORT = 8265  # Ray's default, where a local Ray's dashboard looks for a free port
 
 
 def join_ray(address: str | None, **kwargs) -> None:
@@ -35,15 +34,7 @@ def join_ray(address: str | None, **kwargs) -> None:
     ray.init(address=address, runtime_env=job_runtime_env(env), **kwargs)
 
 
-def _free_port(first: int, tries: int = 50) -> int:
-    """The first port from `first` free on loopback, as Ray chooses its dashboard's."""
-    for port in range(first, first + tries):
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
+def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -51,13 +42,20 @@ def _free_port(first: int, tries: int = 50) -> int:
 
 def _start_local(num_cpus: int) -> None:
     import ray
+    from ray._private.ray_constants import GCS_PORT_ENVIRONMENT_VARIABLE
 
-    # the dashboard stays on: Train V2 leaks finished trials' placement groups without it;
-    # loopback only, as its Jobs API runs any code it is sent. It serves the state API, so its
-    # port is chosen here, to be named in the job's environment.
-    port = _free_port(DASHBOARD_PORT)
-    ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
-             runtime_env=job_runtime_env({"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}))
+    # the GCS's port is chosen here (Ray reads it from the environment when it starts a head)
+    # so that the job's processes can be told which instance is theirs
+    chosen = GCS_PORT_ENVIRONMENT_VARIABLE not in os.environ
+    port = os.environ.setdefault(GCS_PORT_ENVIRONMENT_VARIABLE, str(_free_port()))
+    try:
+        # the dashboard stays on: Train V2 leaks finished trials' placement groups without it;
+        # loopback only, as its Jobs API runs any code it is sent
+        ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
+                 runtime_env=job_runtime_env({"RAY_ADDRESS": f"127.0.0.1:{port}"}))
+    finally:
+        if chosen:
+            os.environ.pop(GCS_PORT_ENVIRONMENT_VARIABLE, None)
 
 
 def connect_ray(address: str | None, sweep: Sweep) -> bool:

@@ -1,9 +1,10 @@
 """What Ray is started or joined with, read off the calls (no Ray runs): every job and every
 Ray Train run carries the CPU wait policy as the driver sees it (the user's own OpenMP
-settings first), a submitted job's own variables are left to it, a local Ray tells its
-processes where its state API is and a joined cluster's processes where it is, and each
+settings first), a submitted job's own variables are left to it, the job's processes are
+told which Ray instance is theirs (one started for it or the cluster joined), and each
 searcher holds the sweep's concurrency limit, not Tune."""
 import json
+import os
 
 import pytest
 
@@ -56,19 +57,25 @@ def test_a_submitted_jobs_own_variables_are_left_to_it(monkeypatch, user_policy)
     assert job_runtime_env() is None
 
 
-def test_a_local_ray_names_its_state_api_and_a_joined_one_its_address(monkeypatch, user_policy):
+def test_the_job_names_its_own_ray_instance_local_or_joined(monkeypatch, user_policy):
     import ray
 
     from pdarts_ray.distributed import connect
 
     sweep = parse_sweep({"base": {"preset": "smoke"}})
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
-    monkeypatch.setattr(ray, "init", _capture)
     monkeypatch.setenv("RAY_ADDRESS", "local")
+    monkeypatch.delenv("RAY_GCS_SERVER_PORT", raising=False)
+
+    def start(**kwargs):  # Ray's head takes its GCS port from the environment
+        raise Called({**kwargs, "gcs_port": os.environ["RAY_GCS_SERVER_PORT"]})
+
+    monkeypatch.setattr(ray, "init", start)
     local = _called(lambda: connect.connect_ray(None, sweep))
     assert local["dashboard_host"] == "127.0.0.1" and local["include_dashboard"]
-    assert local["runtime_env"]["env_vars"] == {
-        **user_policy, "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{local['dashboard_port']}"}
+    assert local["runtime_env"]["env_vars"] == {**user_policy, "RAY_ADDRESS": f"127.0.0.1:{local['gcs_port']}"}
+    assert "RAY_GCS_SERVER_PORT" not in os.environ
+    monkeypatch.setattr(ray, "init", _capture)
     monkeypatch.delenv("RAY_ADDRESS")
     joined = _called(lambda: connect.connect_ray("127.0.0.1:6379", sweep))
     assert joined["address"] == "127.0.0.1:6379"
