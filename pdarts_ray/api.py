@@ -132,8 +132,11 @@ def resume_search(run_dir: str | Path, *, workers: int | None = None, use_ray: b
 
     run_dir = Path(run_dir)
     search = ProgressiveSearch.open(run_dir)
-    saved = search.checkpoints.latest_path()
-    if workers is None:
+    started = _started_on(run_dir, workers, sync_bn)
+    if started:  # its driver died before the first checkpoint: it starts again on its workers
+        workers, use_ray = started, True
+    elif workers is None:
+        saved = search.checkpoints.latest_path()
         workers = int(search.checkpoints.load().get("workers", 1)) if saved is not None else 1
     tracking = _tracking(mlflow or _saved_tracking_uri(run_dir), mlflow_experiment)
     with interrupts_name(run_dir):
@@ -143,6 +146,19 @@ def resume_search(run_dir: str | Path, *, workers: int | None = None, use_ray: b
         else:
             _here(search.cfg, run_dir, progress, tracking, lambda hooks: resume_here(run_dir, hooks, take_over))
         return open_search(run_dir)
+
+
+def _started_on(run_dir: Path, workers: int | None, sync_bn: bool) -> int | None:
+    """The workers of a data-parallel search killed before its first checkpoint (from then on
+    the checkpoints say how it ran); None for any other run folder."""
+    from .core.search import check_same_workers
+    from .distributed.parallel_search import started_workers
+
+    started = started_workers(run_dir)
+    if started is None:
+        return None
+    check_same_workers(started, workers or started["workers"], sync_bn, run_dir)
+    return started["workers"]
 
 
 def _tracking(uri: str | None, experiment: str) -> dict | None:

@@ -87,14 +87,16 @@ def cmd_bench_contention(args) -> int:
     policies = tuple(p for p in args.policies.split(",") if p)
     progress = None if args.quiet else sys.stderr
     rows = bench_contention(_bench_flags(args), stages=tuple(args.stage or (1, 2, 3)), policies=policies,
-                            busy=args.busy, pairs=args.pairs, timeout_s=args.timeout, progress=progress)
+                            busy=args.busy, pairs=args.pairs, timeout_s=args.timeout, busy_nice=args.busy_nice,
+                            progress=progress)
     if args.json:
         emit(args, rows)
         return 0
     from rich.table import Table
 
     fmt = lambda v, spec: "timed out" if v is None else format(v, spec)  # noqa: E731
-    table = Table(title=f"a search step alone and beside {args.busy} busy core(s), batch {args.batch}, "
+    beside = f"{args.busy} busy core(s)" + (f" at nice {args.busy_nice}" if args.busy_nice else "")
+    table = Table(title=f"a search step alone and beside {beside}, batch {args.batch}, "
                         f"threads {args.threads or 'all'}, median of {args.pairs} pair(s)")
     for col in ("stage", "policy", "alone s", "beside s", "slowdown", f"alone / {policies[0]}"):
         table.add_column(col, justify="right")
@@ -192,7 +194,7 @@ def register(sub, groups) -> None:
     _add_bench_flags(p)
     add_common_flags(p)
     p.set_defaults(func=cmd_bench_all)
-    from ..core.waiting import DEFAULT_WAIT_POLICY, WAIT_POLICIES
+    from ..core.waiting import AUTO, DEFAULT_WAIT_POLICY, POLICY_NAMES, WAIT_POLICIES
 
     p = bsub.add_parser(
         "contention", help="`bench step` alone and beside busy cores, for each CPU wait policy",
@@ -200,12 +202,15 @@ def register(sub, groups) -> None:
                     "wait), alone and beside --busy busy cores this command starts and stops itself, as "
                     "interleaved pairs. Policies: "
                     + ", ".join(f"{k} ({_policy_text(v)})" for k, v in WAIT_POLICIES.items())
+                    + f", {AUTO} (spin or passive, as the machine looks when the process starts)"
                     + f"; the default is {DEFAULT_WAIT_POLICY}.")
     p.add_argument("--stage", type=int, choices=(1, 2, 3), action="append",
                    help="a stage to time (repeatable; default 1, 2 and 3)")
-    p.add_argument("--policies", default=",".join(WAIT_POLICIES), metavar="P1,P2,...",
+    p.add_argument("--policies", default=",".join(POLICY_NAMES), metavar="P1,P2,...",
                    help="wait policies, the first being the baseline (default: all)")
     p.add_argument("--busy", type=int, default=1, help="busy cores beside the step (default 1)")
+    p.add_argument("--busy-nice", type=int, default=0, choices=range(0, 20), metavar="0-19",
+                   help="niceness of the busy cores (default 0, work of equal priority; 19: background work)")
     p.add_argument("--pairs", type=int, default=1, help="alone/beside pairs per policy (default 1)")
     p.add_argument("--timeout", type=float, default=900.0, metavar="S",
                    help="seconds one measurement may take before it is reported as timed out (default 900)")

@@ -84,11 +84,7 @@ def cmd_search(args) -> int:
     if args.workers is not None and args.workers < 1:
         raise UserError(f"--workers: must be at least 1, got {args.workers}")
     workers, use_ray = args.workers, args.ray
-    if args.resume:
-        started = _started_on(Path(args.resume), args.workers, args.sync_bn)
-        if started:
-            workers, use_ray = started, True
-    elif args.out is not None:
+    if not args.resume and args.out is not None:
         _refuse_unfinished(Path(args.out))
     if args.mlflow is not None:
         from ..results.tracking import check_tracking_uri
@@ -107,19 +103,6 @@ def cmd_search(args) -> int:
         elif not args.quiet:
             _print_search_summary(result.run_dir, summary)
     return 0
-
-
-def _started_on(run_dir: Path, workers: int | None, sync_bn: bool) -> int | None:
-    """The workers of a `search --workers N` killed before its first checkpoint (the checkpoints
-    say how a search ran from then on): it starts again on them, from scratch."""
-    from ..core.search import check_same_workers
-    from ..distributed.parallel_search import started_workers
-
-    started = started_workers(run_dir)
-    if started is None:
-        return None
-    check_same_workers(started, workers or started["workers"], sync_bn, run_dir)
-    return started["workers"]
 
 
 def _refuse_unfinished(out: Path) -> None:

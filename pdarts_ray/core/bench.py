@@ -12,6 +12,7 @@ process's (peak resident set on CPU, CUDA max allocated on GPU).
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from .memory import process_peak_rss_bytes
 from .runtime import memory_format, pin_threads, resolve_device
 from .search import ALPHAS_FILE, Stage, StagePlan
 from .space import NUM_EDGES, PRIMITIVES
+from .waiting import OPENMP_KEYS
 
 HARNESS_OPS = {
     1: list(PRIMITIVES),
@@ -107,6 +109,7 @@ def bench_step(stage: int, cfg: SearchConfig, masks: str = "heavy", warmup: int 
     median = statistics.median(times[warmup:])
     flops = step_flops(stage, cfg, masks)
     result = {"stage": stage, "batch": cfg.batch_size, "device": str(dev), "median_step_s": median,
+              "openmp_env": {k: os.environ.get(k) for k in OPENMP_KEYS},
               "peak_memory_bytes": int(peak), "flops": flops, "achieved_flop_per_s": flops["full_step"] / median}
     if weight_steps:
         weight_times = []

@@ -14,13 +14,14 @@ import subprocess
 import sys
 
 from .errors import UserError
-from .waiting import OPENMP_KEYS, POLICY_ENV, WAIT_POLICIES
+from .waiting import OPENMP_KEYS, POLICY_ENV, POLICY_NAMES, WAIT_POLICIES
 
 _BUSY_LOOP = "while True: pass"
 
 
-def start_busy_cores(n: int) -> list[subprocess.Popen]:
-    return [subprocess.Popen([sys.executable, "-c", _BUSY_LOOP]) for _ in range(n)]
+def start_busy_cores(n: int, nice: int = 0) -> list[subprocess.Popen]:
+    """`n` processes that keep a core busy each, at niceness `nice` (19: background work)."""
+    return [subprocess.Popen([sys.executable, "-c", f"import os; os.nice({nice})\n{_BUSY_LOOP}"]) for _ in range(n)]
 
 
 def stop_busy_cores(procs: list[subprocess.Popen]) -> None:
@@ -37,11 +38,12 @@ def policy_process_env(policy: str) -> dict[str, str]:
     return env
 
 
-def time_step(stage: int, step_flags: list[str], policy: str, busy: int, timeout_s: float) -> float | None:
-    """Median seconds of a full step in a fresh process beside `busy` busy cores; None if
-    the process ran past `timeout_s`."""
+def time_step(stage: int, step_flags: list[str], policy: str, busy: int, timeout_s: float,
+              nice: int = 0) -> dict | None:
+    """`bench step`'s result in a fresh process beside `busy` busy cores (with the OpenMP
+    settings it ran with); None if the process ran past `timeout_s`."""
     cmd = [sys.executable, "-m", "pdarts_ray.cli", "bench", "step", "--stage", str(stage), "--json", *step_flags]
-    loops = start_busy_cores(busy)
+    loops = start_busy_cores(busy, nice)
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=policy_process_env(policy),
                               timeout=timeout_s)
@@ -52,7 +54,7 @@ def time_step(stage: int, step_flags: list[str], policy: str, busy: int, timeout
     if proc.returncode != 0:
         lines = proc.stderr.strip().splitlines() or ["failed"]
         raise UserError(f"bench step --stage {stage} (policy {policy}): {lines[-1]}")
-    return json.loads(proc.stdout)["median_step_s"]
+    return json.loads(proc.stdout)
 
 
 def _median(values: list[float | None]) -> float | None:
@@ -60,23 +62,28 @@ def _median(values: list[float | None]) -> float | None:
     return None if any(v is None for v in values) else statistics.median(values)
 
 
-def bench_contention(step_flags: list[str], stages=(1, 2, 3), policies=tuple(WAIT_POLICIES), busy: int = 1,
-                     pairs: int = 1, timeout_s: float = 900.0, progress=None) -> list[dict]:
-    """One row per (stage, policy): median step alone and beside `busy` busy cores, their
-    ratio, and the time alone relative to the first policy's (the baseline)."""
+def bench_contention(step_flags: list[str], stages=(1, 2, 3), policies=POLICY_NAMES, busy: int = 1,
+                     pairs: int = 1, timeout_s: float = 900.0, busy_nice: int = 0, progress=None) -> list[dict]:
+    """One row per (stage, policy): median step alone and beside `busy` busy cores (at
+    niceness `busy_nice`), their ratio, and the time alone relative to the first policy's
+    (the baseline)."""
     for name in policies:
-        if name not in WAIT_POLICIES:
-            raise UserError(f"--policies: unknown wait policy '{name}' (one of {', '.join(WAIT_POLICIES)})")
+        if name not in POLICY_NAMES:
+            raise UserError(f"--policies: unknown wait policy '{name}' (one of {', '.join(POLICY_NAMES)})")
     rows = []
     for stage in stages:
         times = {name: {"alone": [], "beside": []} for name in policies}
+        ran_with = {name: {"alone": [], "beside": []} for name in policies}
         for pair in range(pairs):
             for name in policies:
                 # alternate which half of a pair goes first, so neither always follows a busy spell
                 order = ("alone", "beside") if pair % 2 == 0 else ("beside", "alone")
                 for kind in order:
-                    seconds = time_step(stage, step_flags, name, busy if kind == "beside" else 0, timeout_s)
+                    result = time_step(stage, step_flags, name, busy if kind == "beside" else 0, timeout_s,
+                                       busy_nice)
+                    seconds = None if result is None else result["median_step_s"]
                     times[name][kind].append(seconds)
+                    ran_with[name][kind].append(None if result is None else result.get("openmp_env"))
                     if progress:
                         shown = "timed out" if seconds is None else f"{seconds:.3f} s"
                         print(f"stage {stage} pair {pair + 1}/{pairs} {name} {kind}: {shown}", file=progress,
@@ -84,8 +91,8 @@ def bench_contention(step_flags: list[str], stages=(1, 2, 3), policies=tuple(WAI
         base = _median(times[policies[0]]["alone"])
         for name in policies:
             alone, beside = _median(times[name]["alone"]), _median(times[name]["beside"])
-            rows.append({"stage": stage, "policy": name, "env": WAIT_POLICIES[name], "busy_cores": busy,
-                         "pairs": pairs, "alone_s": alone, "beside_s": beside,
+            rows.append({"stage": stage, "policy": name, "env": WAIT_POLICIES.get(name), "ran_with": ran_with[name], "busy_cores": busy,
+                         "busy_nice": busy_nice, "pairs": pairs, "alone_s": alone, "beside_s": beside,
                          "alone_runs_s": times[name]["alone"], "beside_runs_s": times[name]["beside"],
                          "slowdown": None if alone is None or beside is None else beside / alone,
                          "alone_vs_baseline": None if alone is None or base is None else alone / base})

@@ -3,9 +3,10 @@
 PyTorch's CPU kernels run on GNU OpenMP, whose idle threads spin for a while before they
 sleep (300,000 spins by default). On a quiet machine that saves a wake-up per kernel; on
 a busy one, a thread whose core is taken spins while its partner waits, and a search step
-runs 10-25x slower. A bounded spin count keeps most of the first and little of the
-second. It changes how threads wait, never what they compute: every result stays bit for
-bit the same at one thread count.
+runs 10-25x slower. Passive waiting costs a wake-up per kernel but holds up beside other
+work, so the default (`auto`) spins on a quiet machine and waits passively on a busy one,
+looked at once as the process starts. How threads wait never changes what they compute:
+every result stays bit for bit the same at one thread count.
 
 libgomp reads its settings once, when torch loads, so they must be in the environment
 before that: the CLI sets them first thing, Ray's processes get them through their
@@ -21,33 +22,47 @@ import time
 
 # name -> the environment it sets; the measured trade-off is in docs/performance.md
 WAIT_POLICIES: dict[str, dict[str, str]] = {
-    "spin": {},  # libgomp's own default (300,000 spins, then sleep)
+    "spin": {"GOMP_SPINCOUNT": "300000"},  # libgomp's own default, made explicit
     "spin-30000": {"GOMP_SPINCOUNT": "30000"},
     "spin-10000": {"GOMP_SPINCOUNT": "10000"},
     "spin-3000": {"GOMP_SPINCOUNT": "3000"},
     "spin-1000": {"GOMP_SPINCOUNT": "1000"},
     "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
 }
-DEFAULT_WAIT_POLICY = "spin-10000"
+AUTO = "auto"  # spin on a quiet machine, passive on a busy one, decided when the process starts
+POLICY_NAMES = (AUTO, *WAIT_POLICIES)
+DEFAULT_WAIT_POLICY = AUTO
 POLICY_ENV = "PDARTS_WAIT_POLICY"  # a user's choice of policy name, for every process it starts
 OPENMP_KEYS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+BUSY_THRESHOLD = 0.5  # cores kept busy by other work from which `auto` waits passively
 
 
 def policy_name() -> str:
     name = os.environ.get(POLICY_ENV, DEFAULT_WAIT_POLICY)
-    if name not in WAIT_POLICIES:
+    if name not in POLICY_NAMES:
         from .errors import UserError
 
-        raise UserError(f"{POLICY_ENV}={name}: unknown wait policy (one of {', '.join(WAIT_POLICIES)})")
+        raise UserError(f"{POLICY_ENV}={name}: unknown wait policy (one of {', '.join(POLICY_NAMES)})")
     return name
+
+
+def resolve_policy(name: str) -> str:
+    """A fixed policy's name for `name`: `auto` looks at the machine once (a fraction of a
+    second) and waits passively if other work keeps at least half a core busy."""
+    if name != AUTO:
+        return name
+    busy = busy_cores(0.15)
+    return "passive" if busy is not None and busy >= BUSY_THRESHOLD else "spin"
 
 
 def wait_policy_env(name: str | None = None) -> dict[str, str]:
     """The OpenMP settings a process should start with: the user's own where set (either
-    key set by hand means the user chose how threads wait), else the policy's."""
+    key set by hand means the user chose how threads wait; a process this package started
+    has them from its parent), else the policy's."""
+    name = name or policy_name()  # a bad name is an error even where it would not be used
     if any(k in os.environ for k in OPENMP_KEYS):
         return {k: os.environ[k] for k in OPENMP_KEYS if k in os.environ}
-    return dict(WAIT_POLICIES[name or policy_name()])
+    return dict(WAIT_POLICIES[resolve_policy(name)])
 
 
 def apply_wait_policy(name: str | None = None, warn: bool = True) -> dict[str, str]:

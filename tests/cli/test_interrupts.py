@@ -10,6 +10,7 @@ import time
 import pytest
 
 from pdarts_ray.cli.main import main, report_interrupt
+from pdarts_ray.core.checkpoint import CheckpointDir
 from pdarts_ray.core.errors import Stopped
 from pdarts_ray.core.progress import SearchProgress
 
@@ -81,7 +82,7 @@ def test_a_real_sigint_prints_the_resume_command_that_works(tmp_path):
     cmd = [sys.executable, "-m", "pdarts_ray.cli", "search", "--preset", "smoke", "--out", str(run)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while not (run / "metrics.jsonl").is_file() or not (run / "metrics.jsonl").read_text().strip():
+    while CheckpointDir(run / "checkpoints").latest_path() is None:
         assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)

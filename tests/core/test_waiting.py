@@ -20,9 +20,23 @@ def clean_env(monkeypatch):
         monkeypatch.delenv(key, raising=False)
 
 
-def test_the_default_policy_is_a_named_one(clean_env):
-    assert waiting.wait_policy_env() == waiting.WAIT_POLICIES[waiting.DEFAULT_WAIT_POLICY]
-    assert waiting.wait_policy_env("passive") == {"OMP_WAIT_POLICY": "PASSIVE"}
+def test_auto_spins_on_a_quiet_machine_and_waits_passively_on_a_busy_one(clean_env, monkeypatch):
+    assert waiting.DEFAULT_WAIT_POLICY == "auto"
+    monkeypatch.setattr(waiting, "busy_cores", lambda window_s: 0.1)
+    assert waiting.wait_policy_env() == waiting.WAIT_POLICIES["spin"] == {"GOMP_SPINCOUNT": "300000"}
+    monkeypatch.setattr(waiting, "busy_cores", lambda window_s: 0.9)
+    assert waiting.wait_policy_env() == waiting.WAIT_POLICIES["passive"] == {"OMP_WAIT_POLICY": "PASSIVE"}
+    monkeypatch.setattr(waiting, "busy_cores", lambda window_s: None)  # no /proc: as on a quiet machine
+    assert waiting.wait_policy_env() == waiting.WAIT_POLICIES["spin"]
+    assert waiting.wait_policy_env("spin-3000") == {"GOMP_SPINCOUNT": "3000"}
+
+
+def test_auto_sees_a_real_busy_core(clean_env):
+    loops = start_busy_cores(1)
+    try:
+        assert waiting.resolve_policy("auto") == "passive"
+    finally:
+        stop_busy_cores(loops)
 
 
 def test_a_users_own_openmp_setting_wins(clean_env, monkeypatch):
@@ -45,10 +59,12 @@ def test_the_cli_sets_the_policy_before_torch_loads():
             "assert 'torch' not in sys.modules; main(['bench', 'predict', '--harness', '--json']); "
             "assert 'torch' in sys.modules; " + _SHOW_ENV)
     env = {k: v for k, v in os.environ.items() if k not in (*waiting.OPENMP_KEYS, waiting.POLICY_ENV)}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
-    assert "torch was imported before" not in proc.stderr
-    shown = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert shown == {"OMP_WAIT_POLICY": None, **waiting.WAIT_POLICIES[waiting.DEFAULT_WAIT_POLICY]}
+    for policy, expected in (("spin-1000", {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": "1000"}),
+                             ("passive", {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": None})):
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                              env={**env, waiting.POLICY_ENV: policy})
+        assert "torch was imported before" not in proc.stderr
+        assert json.loads(proc.stdout.strip().splitlines()[-1]) == expected
 
 
 def test_a_bad_policy_name_is_one_line_and_exit_2():
