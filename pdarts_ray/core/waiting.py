@@ -48,7 +48,8 @@ def policy_name() -> str:
 
 def resolve_policy(name: str) -> str:
     """A fixed policy's name for `name`: `auto` looks at the machine once (a fraction of a
-    second) and waits passively if other work keeps at least half a core busy."""
+    second) and waits passively if other work at normal priority keeps at least half a core
+    busy."""
     if name != AUTO:
         return name
     busy = busy_cores(0.15)
@@ -90,13 +91,16 @@ def _cpu_ticks(cpus: set[int]) -> tuple[int, int] | None:
             continue
         ticks = [int(f) for f in fields[:8]]
         total += sum(ticks)
-        busy += sum(ticks) - ticks[3] - ticks[4]  # all but idle and iowait
+        # all but idle, iowait and niced work: a thread that spins holds its core against
+        # background (niced) work, measured as slowing a step by less than a quarter
+        busy += sum(ticks) - ticks[1] - ticks[3] - ticks[4]
     return busy, total
 
 
 def busy_cores(window_s: float = 0.3) -> float | None:
-    """How many of this process's cores other processes keep busy, over a short window
-    (this process's own CPU time taken out). None where /proc is not there to ask."""
+    """How many of this process's cores other processes at normal priority keep busy, over
+    a short window (this process's own CPU time and niced work left out). None where /proc
+    is not there to ask."""
     try:
         cpus = os.sched_getaffinity(0)
     except AttributeError:

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from conftest import FIXTURES, ROOT, run_cli
+from pdarts_ray.core.waiting import OPENMP_KEYS, WAIT_POLICIES
 
 
 def _case_file(tmp_path, fixture, index):
@@ -57,7 +58,9 @@ def test_bench_step_json():
     assert code == 0, stderr
     result = json.loads(stdout)
     assert set(result) == {"stage", "batch", "device", "median_step_s", "peak_memory_bytes", "flops",
-                           "achieved_flop_per_s"}
+                           "achieved_flop_per_s", "openmp_env"}
+    policies = [{k: env.get(k) for k in OPENMP_KEYS} for env in WAIT_POLICIES.values()]
+    assert result["openmp_env"] in policies  # the settings its threads waited with
     assert result["stage"] == 3 and result["batch"] == 2 and result["device"] == "cpu"
     assert result["median_step_s"] > 0 and result["peak_memory_bytes"] > 2**20
     assert result["achieved_flop_per_s"] == result["flops"]["full_step"] / result["median_step_s"] > 0

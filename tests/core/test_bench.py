@@ -12,7 +12,8 @@ from pdarts_ray.core.errors import UserError
 from pdarts_ray.core.memory_model import heaviest_switches, kept_bytes, predict_stage
 from pdarts_ray.core.supernet import SearchNetwork
 
-STEP_KEYS = {"stage", "batch", "device", "median_step_s", "peak_memory_bytes", "flops", "achieved_flop_per_s"}
+STEP_KEYS = {"stage", "batch", "device", "median_step_s", "peak_memory_bytes", "flops", "achieved_flop_per_s",
+             "openmp_env"}
 
 
 def test_bench_all_runs_each_stage_in_its_own_process():

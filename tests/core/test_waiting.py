@@ -101,6 +101,20 @@ def test_busy_cores_sees_a_busy_loop_and_warns():
     assert line is not None and "--set threads=1" in line and "\n" not in line
 
 
+def test_background_work_at_low_priority_does_not_count_as_busy():
+    loops = start_busy_cores(1, nice=19)
+    try:
+        niced = waiting.busy_cores(1.0)
+    finally:
+        stop_busy_cores(loops)
+    loops = start_busy_cores(1)
+    try:
+        normal = waiting.busy_cores(1.0)
+    finally:
+        stop_busy_cores(loops)
+    assert normal - niced >= 0.6, (normal, niced)
+
+
 def test_no_warning_for_one_thread():
     assert waiting.warn_if_busy(1, "--set threads=1") is None
 
