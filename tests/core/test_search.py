@@ -13,7 +13,7 @@ import torch
 from conftest import run_cli
 from pdarts_ray.core.checkpoint import CheckpointDir, read_jsonl
 from pdarts_ray.core.config import SEARCH_PRESETS, SearchConfig, resolve
-from pdarts_ray.core.errors import SearchDiverged, UserError
+from pdarts_ray.core.errors import SearchDiverged
 from pdarts_ray.core.search import ProgressiveSearch, initial_switches, resume_search, run_search
 from pdarts_ray.core.space import Genotype
 

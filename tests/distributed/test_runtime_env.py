@@ -8,7 +8,6 @@ import os
 
 import pytest
 
-from pdarts_ray.core.waiting import wait_policy_env
 from pdarts_ray.distributed.definition import parse_sweep
 
 
