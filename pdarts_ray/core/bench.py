@@ -162,14 +162,18 @@ def projected_search_hours(full_step_s: list[float], weight_step_s: list[float],
     return sum(steps * (warmup * w + (epochs - warmup) * f) for f, w in zip(full_step_s, weight_step_s)) / 3600
 
 
+def bench_step_process(stage: int, argv: list[str], env: dict | None = None, timeout_s: float | None = None,
+                       label: str = "") -> dict:
+    """`bench step --stage S --json ARGV` in a fresh process; its failure is one line
+    (subprocess.TimeoutExpired past `timeout_s`)."""
+    cmd = [sys.executable, "-m", "pdarts_ray.cli", "bench", "step", "--stage", str(stage), "--json", *argv]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout_s)
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines() or ["failed"]
+        raise UserError(f"bench step --stage {stage}{label}: {lines[-1]}")
+    return json.loads(proc.stdout)
+
+
 def bench_all(argv: list[str], stages=(1, 2, 3)) -> list[dict]:
     """`bench step` for every stage, each in a fresh process (so peaks do not mix)."""
-    results = []
-    for stage in stages:
-        cmd = [sys.executable, "-m", "pdarts_ray.cli", "bench", "step", "--stage", str(stage), "--json", *argv]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            lines = proc.stderr.strip().splitlines() or ["failed"]
-            raise UserError(f"bench step --stage {stage}: {lines[-1]}")
-        results.append(json.loads(proc.stdout))
-    return results
+    return [bench_step_process(stage, argv) for stage in stages]

@@ -7,7 +7,6 @@ policy after policy, so that the machine's drift falls on every policy alike.
 """
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import subprocess
@@ -42,19 +41,16 @@ def time_step(stage: int, step_flags: list[str], policy: str, busy: int, timeout
               nice: int = 0) -> dict | None:
     """`bench step`'s result in a fresh process beside `busy` busy cores (with the OpenMP
     settings it ran with); None if the process ran past `timeout_s`."""
-    cmd = [sys.executable, "-m", "pdarts_ray.cli", "bench", "step", "--stage", str(stage), "--json", *step_flags]
+    from .bench import bench_step_process
+
     loops = start_busy_cores(busy, nice)
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=policy_process_env(policy),
-                              timeout=timeout_s)
+        return bench_step_process(stage, step_flags, env=policy_process_env(policy), timeout_s=timeout_s,
+                                  label=f" (policy {policy})")
     except subprocess.TimeoutExpired:
         return None
     finally:
         stop_busy_cores(loops)
-    if proc.returncode != 0:
-        lines = proc.stderr.strip().splitlines() or ["failed"]
-        raise UserError(f"bench step --stage {stage} (policy {policy}): {lines[-1]}")
-    return json.loads(proc.stdout)
 
 
 def _median(values: list[float | None]) -> float | None:
