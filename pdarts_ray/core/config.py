@@ -20,7 +20,7 @@ import yaml
 from .errors import UserError
 
 DATASETS = ("digits", "synthetic", "cifar10", "cifar100", "imagefolder")
-KERNELS = ("lean", "reference")  # the supernet step: memory-lean fused kernels, or plain modules
+KERNELS = ("lean", "reference", "batched")  # the supernet step: memory-lean fused kernels, plain modules, or per source state and op kind
 DTYPES = ("float32", "bfloat16")
 
 

@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .batched import BatchedNetworkPlan, RunningStats, batched_cell
 from .kernels import dropout_mask, fused_term, op_kind
 from .ops import FactorizedReduce, Identity, ReLUConvBN, build_op
 from .space import NONE, NUM_EDGES, PRIMITIVES, STEPS, Switches, edge_input, ops_on
@@ -42,6 +43,8 @@ class MixedOp(nn.Module):
         super().__init__()
         self.ops = nn.ModuleList()
         self.skip_dropout: SkipDropout | None = None
+        self.names: list[str] = []  # each op's primitive
+        self.n_on = sum(bool(on) for on in switch_row)
         columns = []
         for column, k in enumerate(ops_on(switch_row)):
             if k == NONE:
@@ -54,10 +57,19 @@ class MixedOp(nn.Module):
                 self.skip_dropout = SkipDropout(skip_dropout)
                 op = nn.Sequential(op, self.skip_dropout)
             self.ops.append(op)
+            self.names.append(name)
             columns.append(column)
         self.kinds = [op_kind(op) for op in self.ops]
         self.register_buffer("columns", torch.tensor(columns, dtype=torch.long), persistent=False)
+        self._columns = columns
         self.stride = stride
+
+    def op(self, name: str) -> nn.Module:
+        return self.ops[self.names.index(name)]
+
+    def column(self, name: str) -> int:
+        """The op's column in the edge's softmax row."""
+        return self._columns[self.names.index(name)]
 
     def forward(self, x, weights, kernels: str = "reference", train_weights: bool = True):
         # x: N,C,H,W; weights: the edge's softmax row (n_on,) -> N,C,H/stride,W/stride
@@ -90,9 +102,12 @@ class SearchCell(nn.Module):
             for e in range(NUM_EDGES)
         )
 
-    def forward(self, s0, s1, weights, kernels: str = "reference", train_weights: bool = True):
+    def forward(self, s0, s1, weights, kernels: str = "reference", train_weights: bool = True,
+                waves=None, stats: RunningStats | None = None):
         # s0, s1: the two previous cells' outputs; weights: 14 x n_on softmax rows
         states = [self.preprocess0(s0), self.preprocess1(s1)]  # each N,C,H,W
+        if kernels == "batched":
+            return batched_cell(self, waves, *states, weights, stats, train_weights)
         e = 0
         for _ in range(STEPS):
             node = None
@@ -138,6 +153,13 @@ class SearchNetwork(nn.Module):
 
         self.alphas_normal = draw(switches_normal)
         self.alphas_reduce = draw(switches_reduce)
+        # the batched path's waves; index tensors as buffers so that they follow the device
+        self.batched_plan = BatchedNetworkPlan(self.cells)
+        for cell, (_, weight_index, partial) in zip(self.cells, self.batched_plan.cells):
+            cell.register_buffer("batched_weight_index", torch.tensor(weight_index, dtype=torch.long),
+                                 persistent=False)
+            cell.register_buffer("batched_partial_index", torch.tensor(partial, dtype=torch.long),
+                                 persistent=False)
 
     def arch_parameters(self) -> list[nn.Parameter]:
         return [self.alphas_normal, self.alphas_reduce]
@@ -162,7 +184,10 @@ class SearchNetwork(nn.Module):
         lean = (self.training and not torch.is_autocast_enabled(x.device.type)
                 and not torch.compiler.is_compiling())
         kernels = self.kernels if lean else "reference"
+        stats = RunningStats(self.batched_plan) if kernels == "batched" else None
         s0 = s1 = self.stem(x)
-        for cell in self.cells:
-            s0, s1 = s1, cell(s0, s1, w_reduce if cell.reduction else w_normal, kernels, weight_grad)
+        for cell, (waves, _, _) in zip(self.cells, self.batched_plan.cells):
+            s0, s1 = s1, cell(s0, s1, w_reduce if cell.reduction else w_normal, kernels, weight_grad, waves, stats)
+        if stats is not None:
+            stats.write_back()
         return self.classifier(F.adaptive_avg_pool2d(s1, 1).flatten(1))
