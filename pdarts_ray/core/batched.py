@@ -284,6 +284,9 @@ def _eps(g: KindGroup) -> float:
 
 def batched_cell(cell, waves, s0, s1, weights, stats: RunningStats, train_weights: bool):
     """A SearchCell's output from its two preprocessed inputs, computed by waves."""
+    if not any(wave.groups for wave in waves):  # only `none` anywhere: zeros, outside the graph as on the module path
+        stride = waves[0].stride
+        return s0.new_zeros(s0.shape[0], STEPS * s0.shape[1], s0.shape[2] // stride, s0.shape[3] // stride)
     attach_partial_index(waves, cell.batched_partial_index)
     params = [p for wave in waves for g in wave.groups for p in group_params(g)]
     if not train_weights:
@@ -346,8 +349,8 @@ class _Run:
         flat = torch.cat([p.reshape(-1) for p in self.params]) if self.params else None
         self.views = _weight_views(self.waves, self.params, flat)
         self.mix = self.weights.reshape(-1).index_select(0, self.weight_index)
-        stride = self.waves[0].stride
-        out = self.empty(n, STEPS * c, h // stride, w // stride, like=s0)
+        stride = self.waves[0].stride  # a stride-2 op of P-DARTS maps H to ceil(H / 2)
+        out = self.empty(n, STEPS * c, (h - 1) // stride + 1, (w - 1) // stride + 1, like=s0)
         hw = out.shape[2:]
         for i, wave in enumerate(self.waves):
             if i == 0:

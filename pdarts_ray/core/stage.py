@@ -83,10 +83,12 @@ class Stage:
         self.data_gen = torch.Generator(device=device).manual_seed(derived_seed(seed, 2))
         self.weights = self.model.weight_parameters()
         self.alphas = self.model.arch_parameters()
+        # foreach: a few calls for all tensors instead of a few per tensor (the same bits on CPU,
+        # tests/core/test_optimisers.py; CUDA picks it anyway)
         self.opt_w = torch.optim.SGD(self.weights, lr=cfg.lr, momentum=cfg.momentum,
-                                     weight_decay=cfg.weight_decay)
+                                     weight_decay=cfg.weight_decay, foreach=True)
         self.opt_a = torch.optim.Adam(self.alphas, lr=cfg.arch_lr, betas=(cfg.arch_beta1, cfg.arch_beta2),
-                                      weight_decay=cfg.arch_weight_decay)
+                                      weight_decay=cfg.arch_weight_decay, foreach=True)
 
     def rng_state(self) -> dict:
         return capture_rng(self.device, self.data_gen)
@@ -100,6 +102,8 @@ class Stage:
             self.model.load_state_dict(state["model"])
             self.opt_w.load_state_dict(state["opt_w"])
             self.opt_a.load_state_dict(state["opt_a"])
+            for group in self.opt_w.param_groups + self.opt_a.param_groups:
+                group["foreach"] = True  # checkpoints written before foreach say None
             restore_rng(state["rng"], self.device, self.data_gen)
         except (KeyError, TypeError, ValueError, RuntimeError) as err:
             reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
@@ -124,7 +128,7 @@ class Stage:
         for alpha, grad in zip(self.alphas, torch.autograd.grad(loss, self.alphas)):
             alpha.grad = grad
         self.ranks.sum_grads(self.alphas)
-        torch.nn.utils.clip_grad_norm_(self.alphas, self.cfg.grad_clip)
+        torch.nn.utils.clip_grad_norm_(self.alphas, self.cfg.grad_clip, foreach=True)
         self.opt_a.step()
 
     def weight_step(self, x, y, batch: int | None = None):
@@ -134,7 +138,7 @@ class Stage:
             loss = self._loss(logits, y, batch or len(y))
         loss.backward()
         self.ranks.sum_grads(self.weights)
-        torch.nn.utils.clip_grad_norm_(self.weights, self.cfg.grad_clip)
+        torch.nn.utils.clip_grad_norm_(self.weights, self.cfg.grad_clip, foreach=True)
         self.opt_w.step()
         return loss.detach(), logits.detach()
 
