@@ -73,6 +73,39 @@ def cmd_bench_all(args) -> int:
     return 0
 
 
+def cmd_bench_ops(args) -> int:
+    from ..core.config import KERNELS
+    from ..core.opcount import COUNT_BATCH, count_step_ops
+
+    kernels = [k.strip() for k in args.kernels_list.split(",") if k.strip()]
+    for k in kernels:
+        if k not in KERNELS:
+            raise UserError(f"--kernels: unknown kernel path '{k}' (choose from {', '.join(KERNELS)})")
+    if not kernels:
+        raise UserError("--kernels: name at least one kernel path")
+    stages = args.stage or [1, 2, 3]
+    rows = [count_step_ops(stage, k) for stage in stages for k in kernels]
+    if args.json:
+        emit(args, rows)
+        return 0
+    from rich.table import Table
+
+    table = Table(title=f"ATen calls per full search step (arch + weight, optimisers included), batch {COUNT_BATCH}, "
+                        "CPU; views apart")
+    table.add_column("stage", justify="right")
+    table.add_column("cells", justify="right")
+    for k in kernels:
+        table.add_column(f"{k} calls", justify="right")
+        table.add_column(f"{k} convolutions", justify="right")
+    for stage in stages:
+        mine = [r for r in rows if r["stage"] == stage]
+        cells = [str(mine[0]["cells"])]
+        table.add_row(str(stage), *cells, *[f"{v}" for r in mine for v in (r["calls"], r["convolutions"])])
+    if not args.quiet:
+        print_table(table)
+    return 0
+
+
 def _policy_text(env: dict) -> str:
     return " ".join(f"{k}={v}" for k, v in env.items()) or "libgomp default"
 
@@ -217,6 +250,17 @@ def register(sub, groups) -> None:
     _add_bench_flags(p)
     add_common_flags(p)
     p.set_defaults(func=cmd_bench_contention)
+    p = bsub.add_parser("ops", help="count the ATen calls (GPU kernel launches) of one full search step",
+                        description="Count the ATen operator calls one full search step (architecture step + "
+                                    "weight step, optimisers and clipping included) dispatches, per stage and "
+                                    "kernel path, on the harness supernets at batch 2 on CPU; views and metadata "
+                                    "calls apart. On a GPU each call is at least one kernel launch.")
+    p.add_argument("--stage", type=int, choices=(1, 2, 3), action="append",
+                   help="a stage to count (repeatable; default 1, 2 and 3)")
+    p.add_argument("--kernels", dest="kernels_list", default="reference,lean,batched", metavar="K1,K2,...",
+                   help="kernel paths to count (default: reference,lean,batched)")
+    add_common_flags(p)
+    p.set_defaults(func=cmd_bench_ops)
     p = bsub.add_parser("predict", help="predict each stage's peak memory from a config (no training)",
                         description="Predict each stage's peak memory. With a preset/config: for that search "
                                     "(unknown later-stage masks are taken at their heaviest). With --harness: "

@@ -64,7 +64,7 @@ def _saved(net, x, step):
     return sum(storages.values())
 
 
-@pytest.mark.parametrize("kernels", ["lean", "reference"])
+@pytest.mark.parametrize("kernels", ["lean", "reference", "batched"])
 def test_kept_bytes_extrapolate_exactly_in_the_batch(kernels):
     cfg = resolve(SearchConfig, SEARCH_PRESETS, "smoke", None, [f"kernels={kernels}"])
     switches = {"normal": heaviest_switches(5), "reduce": heaviest_switches(5)}
@@ -161,3 +161,23 @@ def test_retrain_step_bench_and_its_flops():
     assert result["flops"]["train_step"] == 2 * retrain_step_flops(PDARTS, channels=8, layers=5, batch=2)["train_step"]
     code, _, err = run_cli("bench", "retrain-step", "--layers", "2")
     assert code == 2 and "--layers" in err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", [1, 3])
+def test_batched_step_dispatches_under_a_third_of_the_module_paths_calls(stage):
+    """The count `bench ops` reports (the module path's is within 2% of the official code's)."""
+    from pdarts_ray.core.opcount import count_step_ops
+
+    reference, lean, batched = (count_step_ops(stage, k, cells=3) for k in ("reference", "lean", "batched"))
+    assert batched["calls"] <= 0.3 * reference["calls"]
+    assert batched["convolutions"] <= 0.35 * reference["convolutions"]
+    assert lean["calls"] > reference["calls"]  # the lean kernels recompute: more calls, less memory
+
+
+def test_bench_ops_cli_and_its_bad_flags():
+    code, stdout, _ = run_cli("bench", "ops", "--stage", "1", "--kernels", "batched", "--json")
+    (row,) = json.loads(stdout)
+    assert code == 0 and row["kernels"] == "batched" and row["stage"] == 1 and row["calls"] > 0
+    code, _, stderr = run_cli("bench", "ops", "--kernels", "lean,fast")
+    assert code == 2 and "'fast'" in stderr and stderr.count("\n") == 1
