@@ -564,10 +564,18 @@ class _Run:
         out.view(n, S, c, *hw).index_add_(1, g.source_index, t.view(n, -1, c, *hw))
         return out
 
-    def mix_grad(self, g_pos, z, g):
-        """d loss / d w of each position: the sum of g * term."""
-        dims = (0, 3, 4, 5) if g.full else (0, 2, 3, 4)
-        return (g_pos * z).sum(dims).reshape(-1)
+    def mix_grad(self, g_pos, z, wave, g):
+        """d loss / d w of each position: the sum of g * term. The product goes into a 4-d tensor
+        of the wave's memory format, whose per-channel sum is several times faster than a sum
+        over the dimensions of a 6-d view."""
+        n, hw = g_pos.shape[0], g_pos.shape[-2:]
+        prod = self.empty(n, len(g.positions) * self.c, *hw, like=g_pos)
+        if g.name == "reduce":
+            target = prod.view(*g_pos.shape[:-3], 2, self.c // 2, *hw)
+            torch.mul(g_pos.unflatten(-3, (2, self.c // 2)), z, out=target)
+        else:
+            torch.mul(g_pos, z, out=self.positions_view(prod, wave, g))
+        return prod.sum((0, 2, 3)).view(-1, self.c).sum(1)
 
     def weighted(self, g_pos, wv, wave, g):
         """g * w per position, N x (positions * C) x H x W in the wave's memory format."""
@@ -582,7 +590,7 @@ class _Run:
         y, indices = _pool(g.name, x, wave.stride)
         gm = None
         if self.need_w:
-            gm = self.mix_grad(g_pos, self.source_terms(_bn_again(y, _eps(g)), wave, g), g)
+            gm = self.mix_grad(g_pos, self.source_terms(_bn_again(y, _eps(g)), wave, g), wave, g)
         if not need_gx:
             return None, gm
         gy = _bn_backward(self.to_sources(self.weighted(g_pos, wv, wave, g), wave, g), y, mean, invstd, _eps(g))
@@ -597,7 +605,7 @@ class _Run:
         gm = None
         if self.need_w:
             xs = self.source_terms(x, wave, g)
-            gm = self.mix_grad(g_pos, xs * mask if mask is not None else xs, g)
+            gm = self.mix_grad(g_pos, xs * mask if mask is not None else xs, wave, g)
             gm = gm / (1.0 - p) if p > 0 else gm
         if not need_gx:
             return None, gm
@@ -614,7 +622,7 @@ class _Run:
         gm = None
         if self.need_w:
             z = _bn_again(blocks[-1][0], g.blocks[-1][2].eps)
-            gm = self.mix_grad(g_pos, self.positions_view(z, wave, g), g)
+            gm = self.mix_grad(g_pos, self.positions_view(z, wave, g), wave, g)
         gz = self.weighted(g_pos, wv, wave, g)
         for b in reversed(range(len(g.blocks))):
             dw, _, bn = g.blocks[b]
@@ -649,8 +657,7 @@ class _Run:
             z = _halves_to_edges(_bn_again(q, eps), P, c)  # N x P x 2 x C/2 x H x W
             if g.full:
                 z = z.unflatten(1, (len(wave.nodes), len(wave.sources)))
-            dims = (0, 3, 4, 5, 6) if g.full else (0, 2, 3, 4, 5)
-            gm = (g_pos.unflatten(-3, (2, c // 2)) * z).sum(dims).reshape(-1)
+            gm = self.mix_grad(g_pos, z, wave, g)
         gz = torch.empty_like(q)
         torch.mul(g_pos.unflatten(-3, (2, c // 2)), wv.unsqueeze(-1),
                   out=gz.view(n, 2, *g_pos.shape[1:-3], c // 2, *q.shape[-2:]).movedim(1, -4))
