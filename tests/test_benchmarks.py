@@ -42,7 +42,7 @@ def test_the_phases_measure_what_the_issue_asks(dry_run):
     steps = phase(out, "steps")
     assert [r["stage"] for r in steps["rows"]] == [1, 2, 3]
     for row in steps["rows"]:
-        for variant in ("eager_float32", "bf16"):
+        for variant in ("eager_float32", "batched_float32", "bf16"):
             assert row[variant]["median_step_s"] > 0 and row[variant]["flops"]["full_step"] > 0
     assert steps["projected_hours_eager_float32"] > 0
     profile = phase(out, "profile")

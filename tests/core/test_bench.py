@@ -166,7 +166,7 @@ def test_retrain_step_bench_and_its_flops():
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", [1, 3])
 def test_batched_step_dispatches_under_a_third_of_the_module_paths_calls(stage):
-    """The count `bench ops` reports (the module path's is within 2% of the official code's)."""
+    """The count `bench ops` reports, against the module path run with the same optimisers."""
     from pdarts_ray.core.opcount import count_step_ops
 
     reference, lean, batched = (count_step_ops(stage, k, cells=3) for k in ("reference", "lean", "batched"))
