@@ -29,21 +29,16 @@ network's forward pass and written back to each module after it, so the modules,
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.autograd import Function
 
-from .kernels import dropout_mask
-from .ops import DilConv, FactorizedReduce, SepConv
-from .space import NODE_OFFSETS, STEPS
+from .kernels import _bn_again, _bn_backward, dropout_mask
+from .space import STEPS
+from .waves import POOLS, RunningStats, attach_partial_index, group_params, weight_views
 
 aten = torch.ops.aten
-POOLS = ("max_pool_3x3", "avg_pool_3x3")
-CONVS = ("sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
-KIND_ORDER = (*POOLS, "skip_connect", *CONVS)
 
 
 def skip_masks(like: torch.Tensor, keep: float) -> torch.Tensor:
@@ -53,193 +48,11 @@ def skip_masks(like: torch.Tensor, keep: float) -> torch.Tensor:
     return dropout_mask(like, keep)
 
 
-# ---------------------------------------------------------------- the plan of a cell
-
-@dataclass(eq=False)
-class KindGroup:
-    """One op kind in one wave: the edges that carry it, in the wave's position order."""
-    name: str
-    positions: list[int]
-    sources: list[int]  # the wave source each position reads
-    ops: list[nn.Module]
-    w_slice: slice  # into the cell's gathered mixing weights
-    full: bool  # carried by every edge of the wave, in order
-    index: torch.Tensor | None = None  # positions (partial groups), set on the device
-    source_index: torch.Tensor | None = None
-    stats: list[slice] = field(default_factory=list)  # per BatchNorm block, in the network buffer
-    params: slice = field(default_factory=lambda: slice(0))  # into the cell's parameter list
-
-    @property
-    def blocks(self) -> list[tuple[nn.Conv2d, nn.Conv2d, nn.BatchNorm2d]]:
-        """(depthwise, pointwise, BatchNorm) of each block of a conv kind, first edge's."""
-        op = self.ops[0]
-        return [(b[1], b[2], b[3]) for b in (list(op) if isinstance(op, SepConv) else [op])]
-
-
-@dataclass(eq=False)
-class Wave:
-    sources: list[int]  # states read: 0 = s0, 1 = s1, 2 + i = node i
-    nodes: list[int]  # nodes fed, in order
-    edges: list[int]  # position -> edge; (node j, source s) at j * S + s
-    stride: int
-    groups: list[KindGroup]
-
-
-def plan_cell(cell) -> list[Wave]:
-    """The waves of a SearchCell and, per wave, its op kinds with their edges."""
-    waves, w_offset = [], 0
-    for first in range(STEPS):
-        sources = [0, 1] if first == 0 else [first + 1]
-        nodes = list(range(first, STEPS))
-        edges = [NODE_OFFSETS[j] + s for j in nodes for s in sources]
-        stride = 2 if cell.reduction and first == 0 else 1
-        groups = []
-        for name in KIND_ORDER:
-            positions = [p for p, e in enumerate(edges) if name in cell.edges[e].names]
-            if not positions:
-                continue
-            ops = [cell.edges[edges[p]].op(name) for p in positions]
-            if name == "skip_connect" and stride == 2:
-                name = "reduce"
-            groups.append(KindGroup(name, positions, [p % len(sources) for p in positions], ops,
-                                    slice(w_offset, w_offset + len(positions)), positions == list(range(len(edges)))))
-            w_offset += len(positions)
-        waves.append(Wave(sources, nodes, edges, stride, groups))
-    return waves
-
-
-def weight_index(cell, waves: list[Wave]) -> list[int]:
-    """Flat indices into the cell's (14 x n_on) softmax rows, in the order the groups read them."""
-    n_on = cell.edges[0].n_on
-    return [wave.edges[p] * n_on + cell.edges[wave.edges[p]].column(g.name if g.name != "reduce" else "skip_connect")
-            for wave in waves for g in wave.groups for p in g.positions]
-
-
-def group_params(g: KindGroup) -> list[nn.Parameter]:
-    if g.name in CONVS:
-        out = []
-        for b in range(len(g.blocks)):
-            out += [_block(op, b)[0].weight for op in g.ops] + [_block(op, b)[1].weight for op in g.ops]
-        return out
-    if g.name == "reduce":
-        return [op.conv_1.weight for op in g.ops] + [op.conv_2.weight for op in g.ops]
-    return []
-
-
-def group_norms(g: KindGroup) -> list[list[tuple[nn.BatchNorm2d, slice | None]]]:
-    """Per BatchNorm call of a group, the (module, channel range) whose running statistics it
-    updates, in channel order."""
-    if g.name in CONVS:
-        return [[(_block(op, b)[2], None) for op in g.ops] for b in range(len(g.blocks))]
-    if g.name == "reduce":  # channels [first halves of every edge; second halves]
-        half = g.ops[0].bn.num_features // 2
-        return [[(op.bn, slice(0, half)) for op in g.ops] + [(op.bn, slice(half, None)) for op in g.ops]]
-    if g.name in POOLS:
-        return [[(op[1], None) for op in g.ops]]
-    return []
-
-
-def _block(op, b):
-    block = op[b] if isinstance(op, SepConv) else op
-    return block[1], block[2], block[3]
-
-
-class BatchedNetworkPlan:
-    """Every cell's waves, and the network-wide order of the running statistics they update."""
-
-    def __init__(self, cells):
-        self.cells = []
-        self.norms: list[tuple[nn.BatchNorm2d, slice | None]] = []
-        offset = 0
-        for cell in cells:
-            waves = plan_cell(cell)
-            params: list = []
-            for wave in waves:
-                for g in wave.groups:
-                    for norms in group_norms(g):
-                        size = sum(_channels(bn, part) for bn, part in norms)
-                        g.stats.append(slice(offset, offset + size))
-                        offset += size
-                        self.norms += norms
-                    n = len(group_params(g))
-                    g.params = slice(len(params), len(params) + n)
-                    params += group_params(g)
-            self.cells.append((waves, weight_index(cell, waves), _partial_index(waves)))
-        self.modules = list(dict.fromkeys(bn for bn, _ in self.norms))
-        self._cached_key = None
-        self._lists = None
-
-    def buffers(self):
-        """The running-statistics tensors (or views of them) in buffer order; rebuilt whenever a
-        module's buffers were replaced (`.to()`, a load with assign)."""
-        key = tuple(id(bn.running_mean) for bn in self.modules)
-        if key != self._cached_key:
-            def part(t, s):
-                return t if s is None else t[s]
-            self._lists = ([part(bn.running_mean, s) for bn, s in self.norms],
-                           [part(bn.running_var, s) for bn, s in self.norms],
-                           [bn.num_batches_tracked for bn in self.modules])
-            self._cached_key = key
-        return self._lists
-
-
-def _channels(bn, part):
-    return bn.num_features if part is None else len(range(bn.num_features)[part])
-
-
-def _partial_index(waves) -> list[int]:
-    """Positions and sources of the groups not carried by every edge, one flat list; each such
-    group's index tensors are views of it on the device."""
-    flat = []
-    for wave in waves:
-        for g in wave.groups:
-            if not g.full:
-                flat += g.positions + g.sources
-    return flat
-
-
-def attach_partial_index(waves, flat: torch.Tensor):
-    at = 0
-    for wave in waves:
-        for g in wave.groups:
-            if not g.full:
-                n = len(g.positions)
-                g.index, g.source_index = flat[at: at + n], flat[at + n: at + 2 * n]
-                at += 2 * n
-
-
-class RunningStats:
-    """The running statistics of a forward pass as one buffer each: gathered before, written back after."""
-
-    def __init__(self, plan: BatchedNetworkPlan):
-        self.means, self.vars, self.counts = plan.buffers()
-        self.mean = torch.cat(self.means) if self.means else None
-        self.var = torch.cat(self.vars) if self.vars else None
-
-    def write_back(self):
-        if not self.means:
-            return
-        sizes = [t.numel() for t in self.means]
-        torch._foreach_copy_(self.means, list(self.mean.split(sizes)))
-        torch._foreach_copy_(self.vars, list(self.var.split(sizes)))
-        torch._foreach_add_(self.counts, 1)
-
-
 # ---------------------------------------------------------------- pieces
 
 def _bn(x, stats: RunningStats, s: slice, bn: nn.BatchNorm2d):
     """Training-mode affine-free BatchNorm updating its slice of the network's running statistics."""
     return torch.native_batch_norm(x, None, None, stats.mean[s], stats.var[s], True, bn.momentum, bn.eps)
-
-
-def _bn_again(x, eps):
-    """The same BatchNorm output recomputed, running statistics untouched."""
-    return torch.native_batch_norm(x, None, None, None, None, True, 0.0, eps)[0]
-
-
-def _bn_backward(g, x, mean, invstd, eps):
-    return aten.native_batch_norm_backward(g, x, None, None, None, mean, invstd, True, eps,
-                                           [True, False, False])[0]
 
 
 def _conv_backward(g, x, weight, stride, padding, dilation, groups, need_input, need_weight):
@@ -269,15 +82,6 @@ def _pool(name, x, stride):
     if name == "max_pool_3x3":
         return aten.max_pool2d_with_indices(x, [3, 3], [stride] * 2, [1, 1], [1, 1], False)
     return aten.avg_pool2d(x, [3, 3], [stride] * 2, [1, 1], False, False, None), None
-
-
-def _skip_rate(g: KindGroup) -> float:
-    op = g.ops[0]
-    return op[1].p if isinstance(op, nn.Sequential) else 0.0
-
-
-def _eps(g: KindGroup) -> float:
-    return g.ops[0][1].eps if g.name in POOLS else g.ops[0].bn.eps
 
 
 # ---------------------------------------------------------------- the cell
@@ -347,7 +151,7 @@ class _Run:
         self.fmt = torch.channels_last if (s0.is_contiguous(memory_format=torch.channels_last)
                                            and not s0.is_contiguous()) else torch.contiguous_format
         flat = torch.cat([p.reshape(-1) for p in self.params]) if self.params else None
-        self.views = _weight_views(self.waves, self.params, flat)
+        self.views = weight_views(self.waves, self.params, flat)
         self.mix = self.weights.reshape(-1).index_select(0, self.weight_index)
         stride = self.waves[0].stride  # a stride-2 op of P-DARTS maps H to ceil(H / 2)
         out = self.empty(n, STEPS * c, (h - 1) // stride + 1, (w - 1) // stride + 1, like=s0)
@@ -421,7 +225,7 @@ class _Run:
         y = _pool(g.name, x, wave.stride)[0]
         # each edge's running statistics, updated as its own BatchNorm would (unbiased variance)
         var, mean = torch.var_mean(y, dim=(0, 2, 3), correction=1)
-        z, save_mean, invstd = torch.native_batch_norm(y, None, None, None, None, True, 0.0, _eps(g))
+        z, save_mean, invstd = torch.native_batch_norm(y, None, None, None, None, True, 0.0, g.eps)
         momentum = g.ops[0][1].momentum
         for running, batch in ((stats.mean[g.stats[0]], mean), (stats.var[g.stats[0]], var)):
             if g.full:
@@ -440,7 +244,7 @@ class _Run:
         return x.view(n, S, c, *hw).index_select(1, g.source_index)
 
     def skip_forward(self, key, g, x, wave, terms, w):
-        p = _skip_rate(g)
+        p = g.skip_rate
         xs = self.source_terms(x, wave, g)
         if p > 0:
             mask = skip_masks(self.empty(x.shape[0], len(g.positions) * self.c, *x.shape[2:], like=x), 1.0 - p)
@@ -466,7 +270,7 @@ class _Run:
         return h
 
     def reduce_forward(self, key, g, h, stats):
-        P, n, c = len(g.positions), h.shape[0], self.c
+        P, c = len(g.positions), self.c
         w1, w2 = self.views[key][0]
         q = torch.cat([F.conv2d(h, w1, None, 2, 0, 1, P), F.conv2d(_shifted(h), w2, None, 2, 0, 1, P)], dim=1)
         z, mean, invstd = _bn(q, stats, g.stats[0], g.ops[0].bn)
@@ -585,22 +389,21 @@ class _Run:
         return out
 
     def pool_backward(self, key, g, x, wave, g_pos, wv, need_gx):
-        n, c = x.shape[0], self.c
         mean, invstd = self.kept_at(key)
         y, indices = _pool(g.name, x, wave.stride)
         gm = None
         if self.need_w:
-            gm = self.mix_grad(g_pos, self.source_terms(_bn_again(y, _eps(g)), wave, g), wave, g)
+            gm = self.mix_grad(g_pos, self.source_terms(_bn_again(y, g.eps), wave, g), wave, g)
         if not need_gx:
             return None, gm
-        gy = _bn_backward(self.to_sources(self.weighted(g_pos, wv, wave, g), wave, g), y, mean, invstd, _eps(g))
+        gy = _bn_backward(self.to_sources(self.weighted(g_pos, wv, wave, g), wave, g), y, mean, invstd, g.eps)
         s = [wave.stride] * 2
         if indices is not None:
             return aten.max_pool2d_with_indices_backward(gy, x, [3, 3], s, [1, 1], [1, 1], False, indices), gm
         return aten.avg_pool2d_backward(gy, x, [3, 3], s, [1, 1], False, False, None), gm
 
     def skip_backward(self, key, g, x, wave, g_pos, wv, need_gx):
-        p = _skip_rate(g)
+        p = g.skip_rate
         mask = self.positions_view(self.kept_at(key)[0], wave, g) if p > 0 else None
         gm = None
         if self.need_w:
@@ -629,8 +432,10 @@ class _Run:
             p, mean, invstd = blocks[b][:3]
             wd, wp = self.views[key][b]
             gp = _bn_backward(gz, p, mean, invstd, bn.eps)
+            gz = None  # wave-wide gradients: dropped as soon as used, they set the backward's peak
             d = blocks[b][3] if self.train_weights else torch.empty_like(p)
             gd, gwp = _conv_backward(gp, d, wp, 1, 0, 1, P, True, self.need_params)
+            del gp, d
             if b > 0:
                 z_prev = _bn_again(blocks[b - 1][0], g.blocks[b - 1][2].eps)
                 h_in = torch.relu(z_prev) if self.need_params else z_prev  # the input grad reads only its shape
@@ -640,6 +445,7 @@ class _Run:
                 need_in = need_gx
             gh, gwd = _conv_backward(gd, h_in, wd, dw.stride[0] if b == 0 else 1, dw.padding[0],
                                      dw.dilation[0], wd.shape[0], need_in, self.need_params)
+            del gd, h_in
             if self.need_params:
                 at = g.params.start + 2 * P * b
                 gparams[at: at + P] = gwd.split(c)
@@ -680,27 +486,3 @@ def _halves_to_edges(z, P, c):
     """[first halves of every edge; second halves] -> each edge's channels in order, as a view:
     N x P x 2 x C/2 x H x W."""
     return z.view(z.shape[0], 2, P, c // 2, *z.shape[-2:]).transpose(1, 2)
-
-
-def _weight_views(waves, params, flat):
-    """Each grouped kind's weights as one grouped-convolution weight per block (views of `flat`)."""
-    offsets, at = [], 0
-    for p in params:
-        offsets.append(at)
-        at += p.numel()
-    views = {}
-    for i, wave in enumerate(waves):
-        for gi, g in enumerate(wave.groups):
-            if g.name not in CONVS and g.name != "reduce":
-                continue
-            P = len(g.positions)
-            pairs = []
-            for b in range(len(g.blocks) if g.name in CONVS else 1):
-                pair = []
-                for k in range(2):
-                    first = g.params.start + 2 * P * b + k * P
-                    shape = params[first].shape
-                    pair.append(flat[offsets[first]: offsets[first] + P * shape.numel()].view(P * shape[0], *shape[1:]))
-                pairs.append(tuple(pair))
-            views[(i, gi)] = pairs
-    return views

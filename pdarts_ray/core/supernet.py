@@ -5,13 +5,14 @@ Shapes below are for a batch of N images of C channels at H x W.
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
-from .batched import BatchedNetworkPlan, RunningStats, batched_cell
+from .batched import batched_cell
 from .kernels import dropout_mask, fused_term, op_kind
 from .ops import FactorizedReduce, Identity, ReLUConvBN, build_op
 from .space import NONE, NUM_EDGES, PRIMITIVES, STEPS, Switches, edge_input, ops_on
+from .waves import BatchedNetworkPlan, RunningStats
 
 
 class SkipDropout(nn.Module):

@@ -218,7 +218,7 @@ def test_eval_autocast_and_compile_take_the_module_path(monkeypatch):
 
 def test_none_keeps_its_softmax_mass_and_gradient():
     """`none` computes no term, yet takes softmax mass: its alpha gets a gradient."""
-    ref, fast = pair(MASKS["stage1"])
+    _, fast = pair(MASKS["stage1"])
     x, y = batch(torch.float64, CL)
     _, (g_normal, g_reduce) = one_step(fast, x, y, "arch")
     none = PRIMITIVES.index("none")
