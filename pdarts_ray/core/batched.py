@@ -25,7 +25,8 @@ recomputes the rest. It computes the module path's function, but not bit for bit
 are gathered, sums run in another order, pooled statistics come from `var_mean`. Running
 statistics are passed to BatchNorm as one network-wide buffer, gathered before the
 network's forward pass and written back to each module after it, so the modules, their
-`state_dict` and the optimisers see the same tensors as on every other path.
+`state_dict` and the optimisers see the same tensors as on every other path. The plan
+(waves, kinds, edges, the order of the statistics) is built once per network in waves.py.
 """
 from __future__ import annotations
 
