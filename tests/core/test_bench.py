@@ -165,14 +165,20 @@ def test_retrain_step_bench_and_its_flops():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", [1, 3])
-def test_batched_step_dispatches_under_a_third_of_the_module_paths_calls(stage):
-    """The count `bench ops` reports, against the module path run with the same optimisers."""
+def test_a_batched_cell_dispatches_under_0_3x_the_module_paths_calls(stage):
+    """The count `bench ops` reports, per normal cell (a 4-cell network less a 3-cell one, so
+    that the stem, classifier and loss do not weigh in), against the module path with the
+    same foreach optimisers. The whole harness step's ratio to the official code is the
+    benchmark's (docs/performance.md)."""
     from pdarts_ray.core.opcount import count_step_ops
 
-    reference, lean, batched = (count_step_ops(stage, k, cells=3) for k in ("reference", "lean", "batched"))
-    assert batched["calls"] <= 0.3 * reference["calls"]
-    assert batched["convolutions"] <= 0.35 * reference["convolutions"]
-    assert lean["calls"] > reference["calls"]  # the lean kernels recompute: more calls, less memory
+    def per_cell(kernels):
+        return count_step_ops(stage, kernels, cells=4)["calls"] - count_step_ops(stage, kernels, cells=3)["calls"]
+
+    assert per_cell("batched") <= 0.3 * per_cell("reference")
+    three = {k: count_step_ops(stage, k, cells=3) for k in ("reference", "lean", "batched")}
+    assert three["batched"]["convolutions"] <= 0.35 * three["reference"]["convolutions"]
+    assert three["lean"]["calls"] > three["reference"]["calls"]  # lean recomputes: more calls, less memory
 
 
 def test_bench_ops_cli_and_its_bad_flags():
