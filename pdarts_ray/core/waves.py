@@ -172,13 +172,16 @@ def _partial_index(waves) -> list[int]:
 
 
 def attach_partial_index(waves, flat: torch.Tensor):
+    """Point the partial groups' index tensors into `flat`, once per buffer (a device move
+    replaces it)."""
+    partial = [g for wave in waves for g in wave.groups if not g.full]
+    if not partial or (partial[0].index is not None and partial[0].index._base is flat):
+        return
     at = 0
-    for wave in waves:
-        for g in wave.groups:
-            if not g.full:
-                n = len(g.positions)
-                g.index, g.source_index = flat[at: at + n], flat[at + n: at + 2 * n]
-                at += 2 * n
+    for g in partial:
+        n = len(g.positions)
+        g.index, g.source_index = flat[at: at + n], flat[at + n: at + 2 * n]
+        at += 2 * n
 
 
 class RunningStats:
