@@ -18,10 +18,11 @@ Run:
     python ablations/approx_vs_random.py --preset tiny
     ray submit cluster/gpu.yaml ablations/approx_vs_random.py -- --preset paper-c10
 """
+
 import sys
 
-from pdarts_ray.distributed.ablation import parser, run
 from pdarts_ray.core.config import SEARCH_PRESETS
+from pdarts_ray.distributed.ablation import parser, run
 
 SEEDS = [0, 1, 2, 3]
 
@@ -34,7 +35,21 @@ def last_stage_only(preset: str) -> dict:
 if __name__ == "__main__":
     preset = parser(__doc__).parse_known_args()[0].preset or "paper-c10"
     seeds = {"seed": {"grid": SEEDS}}
-    run({"approx": {"name": "approx-vs-random", "base": {"preset": preset}, "searcher": "grid", "space": seeds},
-         "random": {"name": "approx-vs-random", "base": {"preset": preset, "config": last_stage_only(preset)},
-                    "searcher": "grid", "space": seeds}},
-        __doc__, sys.argv[1:])
+    run(
+        {
+            "approx": {
+                "name": "approx-vs-random",
+                "base": {"preset": preset},
+                "searcher": "grid",
+                "space": seeds,
+            },
+            "random": {
+                "name": "approx-vs-random",
+                "base": {"preset": preset, "config": last_stage_only(preset)},
+                "searcher": "grid",
+                "space": seeds,
+            },
+        },
+        __doc__,
+        sys.argv[1:],
+    )

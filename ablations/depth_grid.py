@@ -10,6 +10,7 @@ Run:
     python ablations/depth_grid.py --preset tiny
     ray submit cluster/gpu.yaml ablations/depth_grid.py -- --preset paper-c10
 """
+
 from pdarts_ray.distributed.ablation import run
 
 SWEEP = {

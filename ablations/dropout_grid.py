@@ -12,6 +12,7 @@ Run:
     python ablations/dropout_grid.py --preset tiny
     ray submit cluster/gpu.yaml ablations/dropout_grid.py -- --preset paper-c10
 """
+
 from pdarts_ray.distributed.ablation import run
 
 SWEEP = {

@@ -9,6 +9,7 @@ Run:
     python ablations/opspace_grid.py --preset tiny
     ray submit cluster/gpu.yaml ablations/opspace_grid.py -- --preset paper-c10
 """
+
 from pdarts_ray.distributed.ablation import run
 
 SWEEP = {

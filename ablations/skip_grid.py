@@ -10,6 +10,7 @@ Run:
     python ablations/skip_grid.py --preset tiny
     ray submit cluster/gpu.yaml ablations/skip_grid.py -- --preset paper-c10
 """
+
 from pdarts_ray.distributed.ablation import run
 
 SWEEP = {

@@ -19,6 +19,7 @@ phases (in this order by default):
 --dry-run runs every phase on CPU at toy sizes (tests/test_benchmarks.py runs it in CI);
 without --official the official parts are recorded as skipped.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,17 +35,46 @@ HERE = Path(__file__).resolve().parent
 
 def sizes(dry: bool) -> dict:
     if dry:
-        return {"device": "cpu", "batch": 2, "steps": 1, "warmup": 0, "retrain_batch": 2, "channels": 8, "layers": 5,
-                "concurrency": [1, 2], "epoch_set": ["dataset=synthetic", "synthetic_size=64", "image_size=8",
-                                                      "cells=[3,4,5]", "channels=4", "batch_size=8", "threads=1"],
-                "epoch_scale": 1, "compile": False, "profile_stages": (1,),
-                "limit": {"steps": 600, "profile": 300, "retrain": 300, "epochs": 300, "concurrent": 300}}
+        return {
+            "device": "cpu",
+            "batch": 2,
+            "steps": 1,
+            "warmup": 0,
+            "retrain_batch": 2,
+            "channels": 8,
+            "layers": 5,
+            "concurrency": [1, 2],
+            "epoch_set": [
+                "dataset=synthetic",
+                "synthetic_size=64",
+                "image_size=8",
+                "cells=[3,4,5]",
+                "channels=4",
+                "batch_size=8",
+                "threads=1",
+            ],
+            "epoch_scale": 1,
+            "compile": False,
+            "profile_stages": (1,),
+            "limit": {"steps": 600, "profile": 300, "retrain": 300, "epochs": 300, "concurrent": 300},
+        }
     # 15 minutes of device time, start-up included: about 11 for the phases. The epochs run on
     # a fifth of CIFAR's 50,000 images (5,000 train + 5,000 valid) and are scaled by 5.
-    return {"device": "cuda", "batch": 96, "steps": 10, "warmup": 3, "retrain_batch": 128, "channels": 36,
-            "layers": 20, "concurrency": [1, 4, 8], "compile": True, "profile_stages": (1, 2, 3),
-            "epoch_set": ["dataset=synthetic", "synthetic_size=10000", "image_size=32"], "epoch_scale": 5,
-            "limit": {"steps": 240, "profile": 60, "retrain": 60, "epochs": 180, "concurrent": 120}}
+    return {
+        "device": "cuda",
+        "batch": 96,
+        "steps": 10,
+        "warmup": 3,
+        "retrain_batch": 128,
+        "channels": 36,
+        "layers": 20,
+        "concurrency": [1, 4, 8],
+        "compile": True,
+        "profile_stages": (1, 2, 3),
+        "epoch_set": ["dataset=synthetic", "synthetic_size=10000", "image_size=32"],
+        "epoch_scale": 5,
+        "limit": {"steps": 240, "profile": 60, "retrain": 60, "epochs": 180, "concurrent": 120},
+    }
 
 
 def run_json(cmd: list[str], timeout: float) -> dict:
@@ -60,23 +90,56 @@ def ours(*args: str) -> list[str]:
 
 # ---------------------------------------------------------------- phases
 
+
 def phase_steps(s: dict, official: str | None, deadline: float) -> dict:
-    common = ["--batch", str(s["batch"]), "--device", s["device"], "--steps", str(s["steps"]),
-              "--warmup", str(s["warmup"]), "--weight-steps", str(s["steps"]), "--json"]
+    common = [
+        "--batch",
+        str(s["batch"]),
+        "--device",
+        s["device"],
+        "--steps",
+        str(s["steps"]),
+        "--warmup",
+        str(s["warmup"]),
+        "--weight-steps",
+        str(s["steps"]),
+        "--json",
+    ]
     # batched: the cell by waves, about a fifth of the official step's kernel launches
-    variants = {"eager_float32": [], "batched_float32": ["--kernels", "batched"], "bf16": ["--dtype", "bfloat16"]}
+    variants = {
+        "eager_float32": [],
+        "batched_float32": ["--kernels", "batched"],
+        "bf16": ["--dtype", "bfloat16"],
+    }
     if s["compile"]:  # last: its compile time may use up what is left of the phase
         variants["compiled_float32"] = ["--compile"]
     rows = []
     for stage in (1, 2, 3):
         row = {"stage": stage}
         if official:
-            row["official"] = attempt(lambda: run_json(
-                [sys.executable, str(HERE / "official_side_by_side.py"), official, "--worker", "official", "--stage",
-                 str(stage), "--threads", "2", *common[:-1]], deadline - time.time()))
+            row["official"] = attempt(
+                lambda stage=stage: run_json(
+                    [
+                        sys.executable,
+                        str(HERE / "official_side_by_side.py"),
+                        official,
+                        "--worker",
+                        "official",
+                        "--stage",
+                        str(stage),
+                        "--threads",
+                        "2",
+                        *common[:-1],
+                    ],
+                    deadline - time.time(),
+                )
+            )
         for name, extra in variants.items():
-            row[name] = attempt(lambda: run_json(ours("bench", "step", "--stage", str(stage), *common, *extra),
-                                                 deadline - time.time()))
+            row[name] = attempt(
+                lambda stage=stage, extra=extra: run_json(
+                    ours("bench", "step", "--stage", str(stage), *common, *extra), deadline - time.time()
+                )
+            )
         base = row.get("official", {})
         for name in variants:
             if "median_step_s" in base and "median_step_s" in row[name]:
@@ -89,7 +152,8 @@ def phase_steps(s: dict, official: str | None, deadline: float) -> dict:
     for name in ("official", *variants) if official else variants:
         if all("weight_only_step_s" in r[name] for r in rows):
             out[f"projected_hours_{name}"] = projected_search_hours(
-                [r[name]["median_step_s"] for r in rows], [r[name]["weight_only_step_s"] for r in rows])
+                [r[name]["median_step_s"] for r in rows], [r[name]["weight_only_step_s"] for r in rows]
+            )
     return out
 
 
@@ -112,7 +176,8 @@ dev = torch.device(device)
 net = harness_stage(stage, cfg, dev)
 fmt = memory_format(cfg.channels_last, dev, 32)
 def batch_pair():
-    return torch.randn(batch, 3, 32, 32, device=dev).contiguous(memory_format=fmt), torch.randint(0, 10, (batch,), device=dev)
+    images = torch.randn(batch, 3, 32, 32, device=dev).contiguous(memory_format=fmt)
+    return images, torch.randint(0, 10, (batch,), device=dev)
 for _ in range(2):
     net.arch_step(*batch_pair()); net.weight_step(*batch_pair())
 cuda = dev.type == "cuda"
@@ -144,8 +209,15 @@ print(json.dumps({"stage": stage, "batch": batch, "device": device, "step_wall_s
 
 def phase_profile(s: dict, official: str | None, deadline: float) -> dict:
     steps = str(max(1, min(3, s["steps"])))
-    return {"rows": [run_json([sys.executable, "-c", PROFILE_WORKER, str(st), str(s["batch"]), s["device"], steps],
-                              deadline - time.time()) for st in s["profile_stages"]]}
+    return {
+        "rows": [
+            run_json(
+                [sys.executable, "-c", PROFILE_WORKER, str(st), str(s["batch"]), s["device"], steps],
+                deadline - time.time(),
+            )
+            for st in s["profile_stages"]
+        ]
+    }
 
 
 OFFICIAL_RETRAIN_WORKER = """
@@ -164,7 +236,8 @@ model.drop_path_prob = 0.0
 model.train()
 criterion = nn.CrossEntropyLoss()
 opt = torch.optim.SGD(model.parameters(), 0.025, momentum=0.9, weight_decay=3e-4)
-data = [(torch.randn(batch, 3, 32, 32).to(dev), torch.randint(0, 10, (batch,)).to(dev)) for _ in range(steps + warmup)]
+data = [(torch.randn(batch, 3, 32, 32).to(dev), torch.randint(0, 10, (batch,)).to(dev))
+        for _ in range(steps + warmup)]
 if dev.type == "cuda":
     torch.cuda.reset_peak_memory_stats(dev)
 times = []
@@ -181,21 +254,52 @@ for x, y in data:  # train_cifar.py's train() per batch
         torch.cuda.synchronize(dev)
     times.append(time.perf_counter() - t0)
 import resource
-peak = torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+if dev.type == "cuda":
+    peak = torch.cuda.max_memory_allocated(dev)
+else:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 print(json.dumps({"median_step_s": statistics.median(times[warmup:]), "peak_memory_bytes": int(peak)}))
 """
 
 
 def phase_retrain(s: dict, official: str | None, deadline: float) -> dict:
-    args = ["--channels", str(s["channels"]), "--layers", str(s["layers"]), "--batch", str(s["retrain_batch"]),
-            "--device", s["device"], "--steps", str(s["steps"]), "--warmup", str(s["warmup"]), "--json"]
-    out = {"ours": run_json(ours("bench", "retrain-step", *args), deadline - time.time()),
-           "ours_channels_last": run_json(ours("bench", "retrain-step", *args, "--channels-last"),
-                                          deadline - time.time())}
+    args = [
+        "--channels",
+        str(s["channels"]),
+        "--layers",
+        str(s["layers"]),
+        "--batch",
+        str(s["retrain_batch"]),
+        "--device",
+        s["device"],
+        "--steps",
+        str(s["steps"]),
+        "--warmup",
+        str(s["warmup"]),
+        "--json",
+    ]
+    out = {
+        "ours": run_json(ours("bench", "retrain-step", *args), deadline - time.time()),
+        "ours_channels_last": run_json(
+            ours("bench", "retrain-step", *args, "--channels-last"), deadline - time.time()
+        ),
+    }
     if official:
-        out["official"] = run_json([sys.executable, "-c", OFFICIAL_RETRAIN_WORKER, official, str(s["channels"]),
-                                    str(s["layers"]), str(s["retrain_batch"]), s["device"], str(s["steps"]),
-                                    str(s["warmup"])], deadline - time.time())
+        out["official"] = run_json(
+            [
+                sys.executable,
+                "-c",
+                OFFICIAL_RETRAIN_WORKER,
+                official,
+                str(s["channels"]),
+                str(s["layers"]),
+                str(s["retrain_batch"]),
+                s["device"],
+                str(s["steps"]),
+                str(s["warmup"]),
+            ],
+            deadline - time.time(),
+        )
         out["time_ratio"] = out["ours"]["median_step_s"] / out["official"]["median_step_s"]
     return out
 
@@ -205,30 +309,63 @@ def phase_epochs(s: dict, official: str | None, deadline: float, out_dir: Path) 
     epoch; the whole paper-c10 search is 10 / 11 / 4 of them per stage."""
     run = out_dir / "epochs-run"
     sets = [*s["epoch_set"], "epochs=3", "warmup_epochs=1", "valid_last_epochs=1", f"device={s['device']}"]
-    cmd = ours("search", "--preset", "paper-c10", "--out", str(run), "--json", "--quiet",
-               *[a for kv in sets for a in ("--set", kv)])
+    cmd = ours(
+        "search",
+        "--preset",
+        "paper-c10",
+        "--out",
+        str(run),
+        "--json",
+        "--quiet",
+        *[a for kv in sets for a in ("--set", kv)],
+    )
     run_json(cmd, deadline - time.time())
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     per_stage, total, scale = [], 0.0, s["epoch_scale"]
     for stage in (1, 2, 3):
         warm, search, validated = (scale * r["epoch_seconds"] for r in rows if r["stage"] == stage)
         seconds = 10 * warm + 11 * search + 4 * validated
-        per_stage.append({"stage": stage, "warmup_epoch_s": warm, "search_epoch_s": search,
-                          "validated_epoch_s": validated, "stage_s": seconds})
+        per_stage.append(
+            {
+                "stage": stage,
+                "warmup_epoch_s": warm,
+                "search_epoch_s": search,
+                "validated_epoch_s": validated,
+                "stage_s": seconds,
+            }
+        )
         total += seconds
-    return {"stages": per_stage, "full_search_hours": total / 3600, "epoch_scale": scale,
-            "note": "10 warm-up, 11 searching and 4 validated epochs per stage (paper-c10 with the official "
-                    "cadence), each measured on 1/scale of CIFAR's images and scaled; checkpoint writes are not "
-                    "in epoch_seconds"}
+    return {
+        "stages": per_stage,
+        "full_search_hours": total / 3600,
+        "epoch_scale": scale,
+        "note": "10 warm-up, 11 searching and 4 validated epochs per stage (paper-c10 with the official "
+        "cadence), each measured on 1/scale of CIFAR's images and scaled; checkpoint writes are not "
+        "in epoch_seconds",
+    }
 
 
 def phase_concurrent(s: dict, official: str | None, deadline: float, out_dir: Path) -> dict:
     rows = []
     for n in s["concurrency"]:
         t0 = time.perf_counter()
-        procs = [subprocess.Popen(ours("search", "--preset", "smoke", "--set", f"device={s['device']}", "--out",
-                                       str(out_dir / f"concurrent-{n}-{i}"), "--quiet"),
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for i in range(n)]
+        procs = [
+            subprocess.Popen(
+                ours(
+                    "search",
+                    "--preset",
+                    "smoke",
+                    "--set",
+                    f"device={s['device']}",
+                    "--out",
+                    str(out_dir / f"concurrent-{n}-{i}"),
+                    "--quiet",
+                ),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+            for i in range(n)
+        ]
         codes = [p.wait(timeout=max(1, deadline - time.time())) for p in procs]
         wall = time.perf_counter() - t0
         if any(codes):
@@ -239,10 +376,13 @@ def phase_concurrent(s: dict, official: str | None, deadline: float, out_dir: Pa
 
 # ---------------------------------------------------------------- driver
 
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out_dir")
-    ap.add_argument("--official", help="a checkout of the official P-DARTS code (github.com/chenxin061/pdarts)")
+    ap.add_argument(
+        "--official", help="a checkout of the official P-DARTS code (github.com/chenxin061/pdarts)"
+    )
     ap.add_argument("--phases", default=",".join(PHASES))
     ap.add_argument("--dry-run", action="store_true", help="every phase on CPU at toy sizes")
     a = ap.parse_args(argv)
@@ -265,11 +405,15 @@ def main(argv: list[str] | None = None) -> int:
             result = {"ok": True, **fn(s, a.official, deadline, *extra)}
         except (RuntimeError, subprocess.TimeoutExpired, ValueError, OSError) as err:
             result, failed = {"ok": False, "error": str(err).splitlines()[0][:500]}, failed + 1
-        result.update(phase=name, seconds=round(time.time() - t0, 1), dry_run=a.dry_run,
-                      official_skipped=not a.official)
+        result.update(
+            phase=name, seconds=round(time.time() - t0, 1), dry_run=a.dry_run, official_skipped=not a.official
+        )
         (out_dir / f"{name}.json").write_text(json.dumps(result, indent=1))
-        print(f"{name}: {'ok' if result['ok'] else 'FAILED ' + result['error']} ({result['seconds']} s)",
-              file=sys.stderr, flush=True)
+        print(
+            f"{name}: {'ok' if result['ok'] else 'FAILED ' + result['error']} ({result['seconds']} s)",
+            file=sys.stderr,
+            flush=True,
+        )
     return 1 if failed else 0
 
 

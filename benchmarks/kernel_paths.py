@@ -10,6 +10,7 @@ drift touches every path alike. Reports each path's median seconds per full step
 (architecture + weight step) and its ratio to the first path. Peak memory is a process's,
 so it comes from `pdarts-ray bench step`, one process per stage and path.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,15 +40,21 @@ def side_by_side(stage: int, kernels: list[str], batch: int, steps: int, warmup:
     times = {k: [] for k in kernels}
     for i in range(warmup + steps):
         (vx, vy), (x, y) = batch_pair(), batch_pair()
-        for k in (kernels if i % 2 == 0 else kernels[::-1]):  # alternate who goes first
+        for k in kernels if i % 2 == 0 else kernels[::-1]:  # alternate who goes first
             t0 = time.perf_counter()
             stages[k].arch_step(vx, vy)
             stages[k].weight_step(x, y)
             if i >= warmup:
                 times[k].append(time.perf_counter() - t0)
     medians = {k: statistics.median(v) for k, v in times.items()}
-    return {"stage": stage, "batch": batch, "threads": threads, "steps": steps,
-            "median_step_s": medians, "ratio_to_first": {k: medians[k] / medians[kernels[0]] for k in kernels}}
+    return {
+        "stage": stage,
+        "batch": batch,
+        "threads": threads,
+        "steps": steps,
+        "median_step_s": medians,
+        "ratio_to_first": {k: medians[k] / medians[kernels[0]] for k in kernels},
+    }
 
 
 def main() -> int:
@@ -65,8 +72,13 @@ def main() -> int:
     for stage in (int(s) for s in a.stages.split(",")):
         row = side_by_side(stage, kernels, a.batch, a.steps, a.warmup, a.threads)
         rows.append(row)
-        print(f"stage {stage} batch {a.batch}: " + ", ".join(
-            f"{k} {row['median_step_s'][k]:.3f} s ({row['ratio_to_first'][k]:.2f}x)" for k in kernels), flush=True)
+        print(
+            f"stage {stage} batch {a.batch}: "
+            + ", ".join(
+                f"{k} {row['median_step_s'][k]:.3f} s ({row['ratio_to_first'][k]:.2f}x)" for k in kernels
+            ),
+            flush=True,
+        )
     if a.json_out:
         with open(a.json_out, "w") as f:
             json.dump(rows, f, indent=1)

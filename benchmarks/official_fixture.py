@@ -38,6 +38,7 @@ uniform in [-1, 1] from torch.rand (float64) seeded probe_seed + k, times 2, min
 sum sees a shift of the whole tensor, the dot product a change in any single element, and
 with |v| <= 1 both move by at most the tensor's summed absolute change.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,14 +54,26 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parent.parent
 NUM_EDGES, NUM_OPS = 14, 8
-CONFIG = {"channels": 4, "layers": 5, "classes": 10, "image_size": 8, "batch": 3, "input_seed": 7,
-          "dtype": "float64", "fill_seed": 1000, "probe_seed": 5000, "alpha_scale": 0.5, "bias_scale": 0.5,
-          "skip_dropout": 0.0}
+CONFIG = {
+    "channels": 4,
+    "layers": 5,
+    "classes": 10,
+    "image_size": 8,
+    "batch": 3,
+    "input_seed": 7,
+    "dtype": "float64",
+    "fill_seed": 1000,
+    "probe_seed": 5000,
+    "alpha_scale": 0.5,
+    "bias_scale": 0.5,
+    "skip_dropout": 0.0,
+}
 RANDOM_OPS = 4  # ops on every edge in the random-mask case
 STRIDE2_EDGES = (0, 1, 2, 3, 5)  # edges from a reduction cell's two inputs
 
 
 # ---------------------------------------------------------------- the canonical rules
+
 
 def canonical_parameters(net: nn.Module) -> list[nn.Parameter]:
     names = [name for name, _ in net.named_parameters()]
@@ -73,8 +86,9 @@ def canonical_parameters(net: nn.Module) -> list[nn.Parameter]:
 def fill(net: nn.Module) -> None:
     c = CONFIG
     for i, p in enumerate(canonical_parameters(net)):
-        values = torch.randn(p.shape, generator=torch.Generator().manual_seed(c["fill_seed"] + i),
-                             dtype=torch.float64)
+        values = torch.randn(
+            p.shape, generator=torch.Generator().manual_seed(c["fill_seed"] + i), dtype=torch.float64
+        )
         if i < 2:
             values *= c["alpha_scale"]
         elif p.dim() > 1:
@@ -92,7 +106,9 @@ def inputs() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def bn_running_stats(net: nn.Module) -> list[torch.Tensor]:
-    return [t for m in net.modules() if isinstance(m, nn.BatchNorm2d) for t in (m.running_mean, m.running_var)]
+    return [
+        t for m in net.modules() if isinstance(m, nn.BatchNorm2d) for t in (m.running_mean, m.running_var)
+    ]
 
 
 def summaries(tensors: list[torch.Tensor]) -> list[list[float]]:
@@ -111,6 +127,7 @@ def switch_rows(switches: list[list[bool]]) -> list[str]:
 
 
 # ---------------------------------------------------------------- the cases
+
 
 def random_switches(seed: int) -> list[list[bool]]:
     g = torch.Generator().manual_seed(seed)
@@ -143,9 +160,15 @@ def random_case(first_seed: int = 11) -> tuple[list[list[bool]], list[list[bool]
 def run_case(model_search, switches_normal, switches_reduce) -> dict:
     c = CONFIG
     torch.manual_seed(0)  # the constructor's own initialisation, overwritten by the fill
-    net = model_search.Network(c["channels"], c["classes"], c["layers"], nn.CrossEntropyLoss(),
-                               switches_normal=[list(r) for r in switches_normal],
-                               switches_reduce=[list(r) for r in switches_reduce], p=c["skip_dropout"])
+    net = model_search.Network(
+        c["channels"],
+        c["classes"],
+        c["layers"],
+        nn.CrossEntropyLoss(),
+        switches_normal=[list(r) for r in switches_normal],
+        switches_reduce=[list(r) for r in switches_reduce],
+        p=c["skip_dropout"],
+    )
     net = net.double().train()
     fill(net)
     params = canonical_parameters(net)
@@ -166,8 +189,9 @@ def run_case(model_search, switches_normal, switches_reduce) -> dict:
         "alpha_grads": {"normal": params[0].grad.tolist(), "reduce": params[1].grad.tolist()},
         "weight_grads": summaries([p.grad for p in params[2:]]),
         "bn_running": running,
-        "bn_batches_tracked": sorted({int(m.num_batches_tracked) for m in net.modules()
-                                      if isinstance(m, nn.BatchNorm2d)}),
+        "bn_batches_tracked": sorted(
+            {int(m.num_batches_tracked) for m in net.modules() if isinstance(m, nn.BatchNorm2d)}
+        ),
     }
 
 
@@ -177,14 +201,21 @@ def official_commit(checkout: Path, given: str | None) -> str:
 
     def git(*args):
         try:
-            return subprocess.run(["git", "-C", str(checkout), *args], capture_output=True, text=True, check=False)
+            return subprocess.run(
+                ["git", "-C", str(checkout), *args], capture_output=True, text=True, check=False
+            )
         except OSError:
             return None
 
     head, top = git("rev-parse", "HEAD"), git("rev-parse", "--show-toplevel")
     # a checkout extracted inside some other repository must not take that repository's commit
-    if head and top and head.returncode == 0 and top.returncode == 0 \
-            and Path(top.stdout.strip()).resolve() == checkout.resolve():
+    if (
+        head
+        and top
+        and head.returncode == 0
+        and top.returncode == 0
+        and Path(top.stdout.strip()).resolve() == checkout.resolve()
+    ):
         return head.stdout.strip()
     raise SystemExit(f"official_fixture: {checkout} is not a git work tree: pass --official-commit SHA")
 
@@ -193,8 +224,12 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("official", type=Path, help="checkout of github.com/chenxin061/pdarts")
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--bench-dir", type=Path, default=ROOT.parent / "shared" / "bench",
-                    help="folder holding refload.py (default: ../shared/bench beside the repository)")
+    ap.add_argument(
+        "--bench-dir",
+        type=Path,
+        default=ROOT.parent / "shared" / "bench",
+        help="folder holding refload.py (default: ../shared/bench beside the repository)",
+    )
     ap.add_argument("--official-commit", help="the checkout's commit id, when it is not a git work tree")
     a = ap.parse_args(argv)
     if not (a.bench_dir / "refload.py").is_file():
@@ -210,11 +245,13 @@ def main(argv=None) -> None:
     if len(primitives) != NUM_OPS or primitives[0] != "none" or primitives[3] != "skip_connect":
         raise SystemExit("official_fixture: unexpected PRIMITIVES in the checkout")
     full = [[True] * NUM_OPS for _ in range(NUM_EDGES)]
-    cases = {"all-ops": run_case(mods["model_search"], full, full),
-             "random-4": run_case(mods["model_search"], *random_case())}
+    cases = {
+        "all-ops": run_case(mods["model_search"], full, full),
+        "random-4": run_case(mods["model_search"], *random_case()),
+    }
     fixture = {
         "about": "official P-DARTS supernet (model_search.Network), one training-mode forward and backward "
-                 "in float64; order, fill and summaries as benchmarks/official_fixture.py defines them",
+        "in float64; order, fill and summaries as benchmarks/official_fixture.py defines them",
         "official": {"repository": "github.com/chenxin061/pdarts", "commit": commit},
         "torch": torch.__version__,
         "config": CONFIG,

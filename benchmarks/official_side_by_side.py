@@ -16,6 +16,7 @@ Every measurement runs in its own process, official and ours alternating, `--rou
 times; the table reports medians over rounds of each process's median step time (after
 warm-up) and its peak memory: peak resident set on CPU, CUDA max allocated on GPU.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,16 @@ import time
 
 CELLS = {1: 5, 2: 11, 3: 17}
 OPS = {
-    1: ["none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "sep_conv_5x5",
-        "dil_conv_3x3", "dil_conv_5x5"],
+    1: [
+        "none",
+        "max_pool_3x3",
+        "avg_pool_3x3",
+        "skip_connect",
+        "sep_conv_3x3",
+        "sep_conv_5x5",
+        "dil_conv_3x3",
+        "dil_conv_5x5",
+    ],
     2: ["skip_connect", "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5"],
     3: ["skip_connect", "sep_conv_3x3", "sep_conv_5x5"],
 }
@@ -57,8 +66,15 @@ def official_step_worker(a) -> dict:
     row = [p in OPS[a.stage] for p in PRIMITIVES]
     switches = [list(row) for _ in range(14)]
     criterion = nn.CrossEntropyLoss().to(device)
-    model = Network(16, 10, CELLS[a.stage], criterion, switches_normal=switches,
-                    switches_reduce=[list(r) for r in switches], p=RATE[a.stage])
+    model = Network(
+        16,
+        10,
+        CELLS[a.stage],
+        criterion,
+        switches_normal=switches,
+        switches_reduce=[list(r) for r in switches],
+        p=RATE[a.stage],
+    )
     model = nn.DataParallel(model).to(device)
     model.module.p = RATE[a.stage]  # the rate of the first searching epoch
     model.module.update_p()
@@ -88,10 +104,18 @@ def official_step_worker(a) -> dict:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         times.append(time.perf_counter() - t0)
-    peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    result = {"stage": a.stage, "batch": a.batch, "device": str(device),
-              "median_step_s": statistics.median(times[a.warmup:]), "peak_memory_bytes": int(peak)}
+    peak = (
+        torch.cuda.max_memory_allocated(device)
+        if device.type == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    )
+    result = {
+        "stage": a.stage,
+        "batch": a.batch,
+        "device": str(device),
+        "median_step_s": statistics.median(times[a.warmup :]),
+        "peak_memory_bytes": int(peak),
+    }
     if a.weight_steps:  # the warm-up epochs' step: weights only
         weight_times = []
         for _, (x, y) in batches[: a.weight_steps]:
@@ -113,8 +137,10 @@ def _batches(a, torch, device):
     g = torch.Generator().manual_seed(0)
 
     def one():
-        return (torch.randn(a.batch, 3, 32, 32, generator=g).to(device),
-                torch.randint(0, 10, (a.batch,), generator=g).to(device))
+        return (
+            torch.randn(a.batch, 3, 32, 32, generator=g).to(device),
+            torch.randint(0, 10, (a.batch,), generator=g).to(device),
+        )
 
     return [(one(), one()) for _ in range(a.warmup + a.steps)]
 
@@ -136,9 +162,15 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--weight-steps", type=int, default=0,
-                    help="also time weight-only steps and project a whole paper search (hours)")
-    ap.add_argument("--ours-args", default="", help="extra flags for `pdarts-ray bench step` (e.g. --kernels reference)")
+    ap.add_argument(
+        "--weight-steps",
+        type=int,
+        default=0,
+        help="also time weight-only steps and project a whole paper search (hours)",
+    )
+    ap.add_argument(
+        "--ours-args", default="", help="extra flags for `pdarts-ray bench step` (e.g. --kernels reference)"
+    )
     ap.add_argument("--json-out")
     ap.add_argument("--worker", choices=["official"], help=argparse.SUPPRESS)
     ap.add_argument("--stage", type=int, help=argparse.SUPPRESS)
@@ -146,49 +178,118 @@ def main() -> None:
     if a.worker:
         print(json.dumps(official_step_worker(a)))
         return
-    common = ["--batch", str(a.batch), "--device", a.device, "--steps", str(a.steps), "--warmup", str(a.warmup),
-              "--weight-steps", str(a.weight_steps)]
+    common = [
+        "--batch",
+        str(a.batch),
+        "--device",
+        a.device,
+        "--steps",
+        str(a.steps),
+        "--warmup",
+        str(a.warmup),
+        "--weight-steps",
+        str(a.weight_steps),
+    ]
     rows = []
     for stage in [int(s) for s in a.stages.split(",")]:
         official, ours = [], []
         for _ in range(a.rounds):
-            official.append(_run([sys.executable, os.path.abspath(__file__), a.official, "--worker", "official",
-                                  "--stage", str(stage), "--threads", str(a.threads), *common]))
-            ours.append(_run([sys.executable, "-m", "pdarts_ray.cli", "bench", "step", "--stage", str(stage),
-                              "--threads", str(a.threads), "--json", *common, *a.ours_args.split()]))
+            official.append(
+                _run(
+                    [
+                        sys.executable,
+                        os.path.abspath(__file__),
+                        a.official,
+                        "--worker",
+                        "official",
+                        "--stage",
+                        str(stage),
+                        "--threads",
+                        str(a.threads),
+                        *common,
+                    ]
+                )
+            )
+            ours.append(
+                _run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "pdarts_ray.cli",
+                        "bench",
+                        "step",
+                        "--stage",
+                        str(stage),
+                        "--threads",
+                        str(a.threads),
+                        "--json",
+                        *common,
+                        *a.ours_args.split(),
+                    ]
+                )
+            )
         med = lambda rs, k: statistics.median(r[k] for r in rs)  # noqa: E731
-        row = {"stage": stage, "official_s": med(official, "median_step_s"), "ours_s": med(ours, "median_step_s"),
-               "official_mib": med(official, "peak_memory_bytes") / 2**20,
-               "ours_mib": med(ours, "peak_memory_bytes") / 2**20,
-               "official_runs": official, "ours_runs": ours}
+        row = {
+            "stage": stage,
+            "official_s": med(official, "median_step_s"),
+            "ours_s": med(ours, "median_step_s"),
+            "official_mib": med(official, "peak_memory_bytes") / 2**20,
+            "ours_mib": med(ours, "peak_memory_bytes") / 2**20,
+            "official_runs": official,
+            "ours_runs": ours,
+        }
         if a.weight_steps:
             row["official_weight_s"] = med(official, "weight_only_step_s")
             row["ours_weight_s"] = med(ours, "weight_only_step_s")
         row["time_ratio"] = row["ours_s"] / row["official_s"]
         row["memory_ratio"] = row["ours_mib"] / row["official_mib"]
         rows.append(row)
-        print(f"stage {stage}: official {row['official_s']:.3f} s, ours {row['ours_s']:.3f} s "
-              f"(x{row['time_ratio']:.2f}); official {row['official_mib']:.0f} MiB, ours {row['ours_mib']:.0f} MiB "
-              f"(x{row['memory_ratio']:.2f})", file=sys.stderr, flush=True)
+        print(
+            f"stage {stage}: official {row['official_s']:.3f} s, ours {row['ours_s']:.3f} s "
+            f"(x{row['time_ratio']:.2f}); official {row['official_mib']:.0f} MiB, "
+            f"ours {row['ours_mib']:.0f} MiB "
+            f"(x{row['memory_ratio']:.2f})",
+            file=sys.stderr,
+            flush=True,
+        )
     unit = "CUDA max allocated" if a.device.startswith("cuda") else "peak RSS"
-    print(f"\n| stage | official s/step | ours s/step | ratio | official MiB | ours MiB | ratio |\n"
-          f"|---|---|---|---|---|---|---|")
+    print(
+        "\n| stage | official s/step | ours s/step | ratio | official MiB | ours MiB | ratio |\n"
+        "|---|---|---|---|---|---|---|"
+    )
     for r in rows:
-        print(f"| {r['stage']} | {r['official_s']:.3f} | {r['ours_s']:.3f} | {r['time_ratio']:.2f} | "
-              f"{r['official_mib']:.0f} | {r['ours_mib']:.0f} | {r['memory_ratio']:.2f} |")
-    print(f"\ndevice {a.device}, batch {a.batch}, {a.threads} CPU threads, medians of {a.rounds} rounds; memory: {unit}")
+        print(
+            f"| {r['stage']} | {r['official_s']:.3f} | {r['ours_s']:.3f} | {r['time_ratio']:.2f} | "
+            f"{r['official_mib']:.0f} | {r['ours_mib']:.0f} | {r['memory_ratio']:.2f} |"
+        )
+    print(
+        f"\ndevice {a.device}, batch {a.batch}, {a.threads} CPU threads, "
+        f"medians of {a.rounds} rounds; memory: {unit}"
+    )
     if a.weight_steps and len(rows) == 3:
         from pdarts_ray.core.bench import projected_search_hours
 
         for who in ("official", "ours"):
-            hours = projected_search_hours([r[f"{who}_s"] for r in rows], [r[f"{who}_weight_s"] for r in rows],
-                                           batch=a.batch)
-            print(f"projected whole search (3 stages x 25 epochs, 25,000 images, batch {a.batch}): "
-                  f"{who} {hours:.2f} h")
+            hours = projected_search_hours(
+                [r[f"{who}_s"] for r in rows], [r[f"{who}_weight_s"] for r in rows], batch=a.batch
+            )
+            print(
+                f"projected whole search (3 stages x 25 epochs, 25,000 images, batch {a.batch}): "
+                f"{who} {hours:.2f} h"
+            )
     if a.json_out:
         with open(a.json_out, "w") as f:
-            json.dump({"device": a.device, "batch": a.batch, "threads": a.threads, "rounds": a.rounds,
-                       "rows": rows}, f, indent=1)
+            json.dump(
+                {
+                    "device": a.device,
+                    "batch": a.batch,
+                    "threads": a.threads,
+                    "rounds": a.rounds,
+                    "rows": rows,
+                },
+                f,
+                indent=1,
+            )
 
 
 if __name__ == "__main__":

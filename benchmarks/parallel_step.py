@@ -14,6 +14,7 @@ the median time of one search step (architecture step + weight step) run three w
 The gradients' share of the bytes is 4 x (weights + alphas) per step; the rest, with
 `sync_bn`, are the BatchNorm statistics of the global batch (forward and backward).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,14 @@ CLASSES = 10
 
 def stage_of(cfg: SearchConfig, stage: int, ranks: Ranks | None = None) -> Stage:
     """The harness's op masks with the preset's cells and skip-dropout rate."""
-    return harness_stage(stage, cfg, torch.device("cpu"), cells=cfg.cells[stage - 1],
-                         rate=cfg.skip_dropout[stage - 1], ranks=ranks)
+    return harness_stage(
+        stage,
+        cfg,
+        torch.device("cpu"),
+        cells=cfg.cells[stage - 1],
+        rate=cfg.skip_dropout[stage - 1],
+        ranks=ranks,
+    )
 
 
 def batches(cfg: SearchConfig, count: int, part: slice) -> list:
@@ -89,8 +96,11 @@ def timed_steps(net: Stage, data: list, warmup: int, batch: int, tally: Tally | 
     out = {"median_step_s": statistics.median(times)}
     if tally is not None:
         calls, sent, seconds = zip(*per_step)
-        out.update(allreduce_calls=statistics.median(calls), allreduce_bytes=statistics.median(sent),
-                   allreduce_s=statistics.median(seconds))
+        out.update(
+            allreduce_calls=statistics.median(calls),
+            allreduce_bytes=statistics.median(sent),
+            allreduce_s=statistics.median(seconds),
+        )
     return out
 
 
@@ -99,7 +109,9 @@ def one_process(cfg: SearchConfig, stage: int, steps: int, warmup: int, threads:
     data = batches(cfg, warmup + steps, slice(None))
     out = {}
     for kernels in sorted({cfg.kernels, "reference"}):
-        out[kernels] = timed_steps(stage_of(replace(cfg, kernels=kernels), stage), data, warmup, cfg.batch_size)
+        out[kernels] = timed_steps(
+            stage_of(replace(cfg, kernels=kernels), stage), data, warmup, cfg.batch_size
+        )
     return out
 
 
@@ -111,8 +123,9 @@ def _rank(rank, world, init, out_dir, cfg_dict, stage, steps, warmup, sync_bn):
         ranks = Ranks(sync_bn=sync_bn)
         net = stage_of(cfg, stage, ranks)
         tally = Tally()
-        result = timed_steps(net, batches(cfg, warmup + steps, ranks.part(cfg.batch_size)), warmup,
-                             cfg.batch_size, tally)
+        result = timed_steps(
+            net, batches(cfg, warmup + steps, ranks.part(cfg.batch_size)), warmup, cfg.batch_size, tally
+        )
         result["gradient_bytes"] = 4 * sum(p.numel() for p in net.weights + net.alphas)
         with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
             json.dump(result, f)
@@ -122,8 +135,12 @@ def _rank(rank, world, init, out_dir, cfg_dict, stage, steps, warmup, sync_bn):
 
 def ranks_run(cfg: SearchConfig, stage: int, steps: int, warmup: int, workers: int, sync_bn: bool) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        mp.spawn(_rank, args=(workers, f"file://{tmp}/init", tmp, to_dict(cfg), stage, steps, warmup, sync_bn),
-                 nprocs=workers, join=True)
+        mp.spawn(
+            _rank,
+            args=(workers, f"file://{tmp}/init", tmp, to_dict(cfg), stage, steps, warmup, sync_bn),
+            nprocs=workers,
+            join=True,
+        )
         rows = [json.load(open(os.path.join(tmp, f"rank{r}.json"))) for r in range(workers)]
     slowest = max(rows, key=lambda r: r["median_step_s"])
     return {**slowest, "per_rank_step_s": [r["median_step_s"] for r in rows]}
@@ -144,25 +161,44 @@ def main(argv=None) -> int:
         return 2
     cfg = resolve(SearchConfig, SEARCH_PRESETS, a.preset, sets=[f"threads={a.workers}"])
     if cfg.batch_size % a.workers:
-        print(f"error: the {a.preset} batch ({cfg.batch_size}) does not divide among {a.workers} workers",
-              file=sys.stderr)
+        print(
+            f"error: the {a.preset} batch ({cfg.batch_size}) does not divide among {a.workers} workers",
+            file=sys.stderr,
+        )
         return 2
     rows = []
     for stage in a.stages:
         single = one_process(cfg, stage, a.steps, a.warmup, a.workers)
         parallel = ranks_run(cfg, stage, a.steps, a.warmup, a.workers, a.sync_bn)
-        rows.append({"stage": stage, "one_process": single, "ranks": parallel,
-                     "ratio_to_one_process": parallel["median_step_s"] / single[cfg.kernels]["median_step_s"]})
+        rows.append(
+            {
+                "stage": stage,
+                "one_process": single,
+                "ranks": parallel,
+                "ratio_to_one_process": parallel["median_step_s"] / single[cfg.kernels]["median_step_s"],
+            }
+        )
         if not a.json:
             r = parallel
-            print(f"stage {stage}: one process {single[cfg.kernels]['median_step_s']:.3f} s "
-                  f"({cfg.kernels}), {single['reference']['median_step_s']:.3f} s (reference); "
-                  f"{a.workers} ranks {r['median_step_s']:.3f} s, of which all_reduce {r['allreduce_s']:.3f} s "
-                  f"in {r['allreduce_calls']:.0f} calls, {r['allreduce_bytes'] / 2**20:.2f} MiB "
-                  f"(gradients {r['gradient_bytes'] / 2**20:.2f} MiB)", flush=True)
-    result = {"preset": a.preset, "workers": a.workers, "sync_bn": a.sync_bn, "batch": cfg.batch_size,
-              "steps": a.steps, "threads_per_rank": 1, "threads_one_process": a.workers,
-              "torch": torch.__version__, "rows": rows}
+            print(
+                f"stage {stage}: one process {single[cfg.kernels]['median_step_s']:.3f} s "
+                f"({cfg.kernels}), {single['reference']['median_step_s']:.3f} s (reference); "
+                f"{a.workers} ranks {r['median_step_s']:.3f} s, of which all_reduce {r['allreduce_s']:.3f} s "
+                f"in {r['allreduce_calls']:.0f} calls, {r['allreduce_bytes'] / 2**20:.2f} MiB "
+                f"(gradients {r['gradient_bytes'] / 2**20:.2f} MiB)",
+                flush=True,
+            )
+    result = {
+        "preset": a.preset,
+        "workers": a.workers,
+        "sync_bn": a.sync_bn,
+        "batch": cfg.batch_size,
+        "steps": a.steps,
+        "threads_per_rank": 1,
+        "threads_one_process": a.workers,
+        "torch": torch.__version__,
+        "rows": rows,
+    }
     if a.json:
         print(json.dumps(result, indent=1))
     return 0

@@ -8,6 +8,7 @@ signs headless Chromium in with the cluster's token (the dashboard's own cookie,
 the DevTools protocol: Chromium has no flag for it) and captures the page. The sweep then
 runs to its end, so its local Ray stops with it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,29 +51,46 @@ space:
 def token() -> str:
     if os.environ.get("RAY_AUTH_TOKEN"):
         return os.environ["RAY_AUTH_TOKEN"].strip()
-    return Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token").read_text().strip()
+    return (
+        Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token").read_text().strip()
+    )
 
 
 def alive_actors(dashboard: str) -> list[dict]:
-    request = urllib.request.Request(f"{dashboard}/api/v0/actors?limit=1000&detail=true",
-                                     headers={"Authorization": f"Bearer {token()}"})
+    request = urllib.request.Request(
+        f"{dashboard}/api/v0/actors?limit=1000&detail=true", headers={"Authorization": f"Bearer {token()}"}
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         actors = json.loads(response.read())["data"]["result"]["result"]
     return [a for a in actors if a["state"] == "ALIVE"]
 
 
-async def capture(url: str, dashboard: str, out: Path, width: int, height: int, settle: float, zoom: float,
-                  page_size: int) -> None:
+async def capture(
+    url: str, dashboard: str, out: Path, width: int, height: int, settle: float, zoom: float, page_size: int
+) -> None:
     import aiohttp
 
     chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if not chromium:
         raise SystemExit("no chromium on PATH")
     profile = tempfile.mkdtemp(prefix="chromium-")
-    proc = subprocess.Popen([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                             "--disable-component-update", "--no-first-run", f"--user-data-dir={profile}",
-                             "--remote-debugging-port=0", f"--window-size={width},{height}", "about:blank"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--no-first-run",
+            f"--user-data-dir={profile}",
+            "--remote-debugging-port=0",
+            f"--window-size={width},{height}",
+            "about:blank",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         port_file = Path(profile) / "DevToolsActivePort"
         deadline = time.time() + 30
@@ -99,15 +117,20 @@ async def capture(url: str, dashboard: str, out: Path, width: int, height: int, 
                     raise RuntimeError(f"{method}: the DevTools connection closed")
 
                 await call("Network.enable")
-                await call("Network.setCookie", {"name": COOKIE, "value": token(), "url": f"{dashboard}/",
-                                                 "httpOnly": True})
-                await call("Emulation.setDeviceMetricsOverride",
-                           {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+                await call(
+                    "Network.setCookie",
+                    {"name": COOKIE, "value": token(), "url": f"{dashboard}/", "httpOnly": True},
+                )
+                await call(
+                    "Emulation.setDeviceMetricsOverride",
+                    {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+                )
                 await call("Page.enable")
                 await call("Page.navigate", {"url": url})
                 await asyncio.sleep(settle)  # the page polls its API and draws the table
-                arranged = await call("Runtime.evaluate", {"expression": ARRANGE % (zoom, page_size),
-                                                           "returnByValue": True})
+                arranged = await call(
+                    "Runtime.evaluate", {"expression": ARRANGE % (zoom, page_size), "returnByValue": True}
+                )
                 if not arranged.get("result", {}).get("value"):
                     print("no Page Size field: the picture shows the first page", file=sys.stderr)
                 await asyncio.sleep(2)
@@ -134,10 +157,22 @@ def main() -> int:
         # its own Ray temp folder: a sweep joins any Ray already running on the machine, which
         # may have no dashboard (a test's cluster); a short path, as Ray's sockets live there
         ray_tmp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
-        sweep = subprocess.Popen([sys.executable, "-m", "pdarts_ray.cli", "sweep", "--space", str(space),
-                                  "--storage", str(Path(tmp) / "store")],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                 env={**os.environ, "RAY_TMPDIR": ray_tmp})
+        sweep = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pdarts_ray.cli",
+                "sweep",
+                "--space",
+                str(space),
+                "--storage",
+                str(Path(tmp) / "store"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "RAY_TMPDIR": ray_tmp},
+        )
         found: list[str] = []
         tail: list[str] = []
 
@@ -164,11 +199,28 @@ def main() -> int:
         else:
             raise SystemExit("the trials' actors were not alive together before the sweep ended")
         time.sleep(3)  # a few epochs in
-        asyncio.run(capture(f"{dashboard}/#/{args.page}", dashboard, args.out, width, height, settle=6,
-                            zoom=args.zoom, page_size=args.page_size))
+        asyncio.run(
+            capture(
+                f"{dashboard}/#/{args.page}",
+                dashboard,
+                args.out,
+                width,
+                height,
+                settle=6,
+                zoom=args.zoom,
+                page_size=args.page_size,
+            )
+        )
         print(f"{args.out}: the {args.page} page during the sweep", file=sys.stderr)
-        print("trial actors:", sorted(a.get("repr_name") or a["class_name"] for a in alive_actors(dashboard)
-                                      if a["class_name"].rsplit(".", 1)[-1] in ("ImplicitFunc", "RayTrainWorker")), file=sys.stderr)
+        print(
+            "trial actors:",
+            sorted(
+                a.get("repr_name") or a["class_name"]
+                for a in alive_actors(dashboard)
+                if a["class_name"].rsplit(".", 1)[-1] in ("ImplicitFunc", "RayTrainWorker")
+            ),
+            file=sys.stderr,
+        )
         try:
             return sweep.wait()
         finally:

@@ -5,6 +5,7 @@
 `import_graph()` is what tests/test_architecture.py checks: every import statement of
 every module (module level or inside a function), as edges between modules.
 """
+
 from __future__ import annotations
 
 import ast
@@ -134,17 +135,46 @@ def draw(out: Path) -> Path:
         if distance == 1:  # neighbours: straight down the middle
             start, end, rad = (0, y[a]), (0, y[b] + height), 0.0
         else:  # farther: an arc on the right, wider the farther it goes
-            start, end, rad = (width / 2, y[a] + height / 2), (width / 2, y[b] + height / 2), -0.12 - 0.05 * distance
-        ax.add_patch(FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=14, color="#777777",
-                                     lw=0.6 + 0.12 * n, connectionstyle=f"arc3,rad={rad}"))
+            start, end, rad = (
+                (width / 2, y[a] + height / 2),
+                (width / 2, y[b] + height / 2),
+                -0.12 - 0.05 * distance,
+            )
+        ax.add_patch(
+            FancyArrowPatch(
+                start,
+                end,
+                arrowstyle="-|>",
+                mutation_scale=14,
+                color="#777777",
+                lw=0.6 + 0.12 * n,
+                connectionstyle=f"arc3,rad={rad}",
+            )
+        )
     for name in LAYERS:
         members = sorted(m for m in graph if layer(m) == name)
-        short = [m.split(".", 2)[2] if m.count(".") > 1 else
-                 "__init__" if found[m].name == "__init__.py" else m.rsplit(".", 1)[1] for m in members]
-        ax.add_patch(FancyBboxPatch((-width / 2, y[name]), width, height, boxstyle="round,pad=0.05",
-                                    fc="#eef3fb", ec="#4c72b0"))
-        ax.text(0, y[name] + height - 0.25, f"{name}: {len(members)} modules, {sum(lines[m] for m in members)} lines",
-                ha="center", va="center", fontsize=10, weight="bold")
+        short = [
+            m.split(".", 2)[2]
+            if m.count(".") > 1
+            else "__init__"
+            if found[m].name == "__init__.py"
+            else m.rsplit(".", 1)[1]
+            for m in members
+        ]
+        ax.add_patch(
+            FancyBboxPatch(
+                (-width / 2, y[name]), width, height, boxstyle="round,pad=0.05", fc="#eef3fb", ec="#4c72b0"
+            )
+        )
+        ax.text(
+            0,
+            y[name] + height - 0.25,
+            f"{name}: {len(members)} modules, {sum(lines[m] for m in members)} lines",
+            ha="center",
+            va="center",
+            fontsize=10,
+            weight="bold",
+        )
         wrapped, line = [], ""
         for word in ", ".join(short).split(" "):
             if len(line) + len(word) > 80:
@@ -152,13 +182,23 @@ def draw(out: Path) -> Path:
                 line = ""
             line += word + " "
         wrapped.append(line)
-        ax.text(0, y[name] + (height - 0.45) / 2, "\n".join(wrapped), ha="center", va="center", fontsize=6.5,
-                color="#333333")
+        ax.text(
+            0,
+            y[name] + (height - 0.45) / 2,
+            "\n".join(wrapped),
+            ha="center",
+            va="center",
+            fontsize=6.5,
+            color="#333333",
+        )
     ax.set_xlim(-width / 2 - 0.5, width / 2 + 3.5)
     ax.set_ylim(-0.5, y[LAYERS[-1]] + height + 0.5)
     ax.axis("off")
-    ax.set_title("pdarts_ray: layers and the imports between them (arrows point to what is imported;\n"
-                 "the wider the arrow, the more import statements)", fontsize=10)
+    ax.set_title(
+        "pdarts_ray: layers and the imports between them (arrows point to what is imported;\n"
+        "the wider the arrow, the more import statements)",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)

@@ -7,10 +7,11 @@ The Python API (pdarts_ray/api.py) is available from here: `pdarts_ray.search_co
 `run_search`, `run_evaluation`, `run_sweep`, `reproduce`, `read_trials`, ... Each is loaded
 on first use, so `import pdarts_ray` stays light.
 """
+
 import sys as _sys
 
-from .core.version import VERSION as __version__  # noqa: F401  (the package's version, re-exported)
 from .core import waiting as _waiting
+from .core.version import VERSION as __version__  # noqa: F401  (the package's version, re-exported)
 
 if "torch" not in _sys.modules:  # imported first: torch's threads will wait as the CLI's do
     try:
@@ -18,9 +19,25 @@ if "torch" not in _sys.modules:  # imported first: torch's threads will wait as 
     except Exception:  # a bad PDARTS_WAIT_POLICY: the CLI says so; an import does not fail on it
         pass
 
-_API = ("EvalResult", "ReproduceResult", "SearchResult", "SweepResult", "eval_config", "genotype_of",
-        "open_search", "read_epochs", "read_trials", "reproduce", "resume_evaluation", "resume_search",
-        "resume_sweep", "run_evaluation", "run_search", "run_sweep", "search_config")
+_API = (
+    "EvalResult",
+    "ReproduceResult",
+    "SearchResult",
+    "SweepResult",
+    "eval_config",
+    "genotype_of",
+    "open_search",
+    "read_epochs",
+    "read_trials",
+    "reproduce",
+    "resume_evaluation",
+    "resume_search",
+    "resume_sweep",
+    "run_evaluation",
+    "run_search",
+    "run_sweep",
+    "search_config",
+)
 __all__ = list(_API)
 
 

@@ -14,12 +14,14 @@ loading nothing heavy until one is used.
 
 docs/python.md walks through a search, its retraining, a sweep and a table.
 """
+
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, TextIO
+from typing import Any, TextIO
 
 from .core.config import SEARCH_PRESETS, SearchConfig, apply_overrides, read_config_file
 from .core.errors import UserError, interrupts_name
@@ -28,12 +30,29 @@ from .evaluation.config import EVAL_PRESETS, EvalConfig
 
 MLFLOW_EXPERIMENT = "pdarts-ray"  # the MLflow experiment of searches logged without a name
 
-__all__ = ["EvalResult", "ReproduceResult", "SearchResult", "SweepResult", "eval_config", "genotype_of",
-           "open_search", "read_epochs", "read_trials", "reproduce", "resume_evaluation", "resume_search",
-           "resume_sweep", "run_evaluation", "run_search", "run_sweep", "search_config"]
+__all__ = [
+    "EvalResult",
+    "ReproduceResult",
+    "SearchResult",
+    "SweepResult",
+    "eval_config",
+    "genotype_of",
+    "open_search",
+    "read_epochs",
+    "read_trials",
+    "reproduce",
+    "resume_evaluation",
+    "resume_search",
+    "resume_sweep",
+    "run_evaluation",
+    "run_search",
+    "run_sweep",
+    "search_config",
+]
 
 
 # ---------------------------------------------------------------- configs
+
 
 def search_config(preset: str = "tiny", config_file: str | Path | None = None, **overrides) -> SearchConfig:
     """A validated search config: `preset`, then a YAML/JSON file of keys, then keyword overrides."""
@@ -56,6 +75,7 @@ def _config(cls, presets: Mapping[str, Mapping[str, Any]], preset: str, config_f
 
 
 # ---------------------------------------------------------------- searches
+
 
 @dataclass(frozen=True)
 class SearchResult:
@@ -82,7 +102,9 @@ class SearchResult:
         """The final cells refined to another number M of skip-connects (0..8)."""
         by_m = _genotypes_by_m(self.run_dir)
         if str(skip_connects) not in by_m:
-            raise UserError(f"skip_connects: must be one of {', '.join(sorted(by_m, key=int))}, got {skip_connects}")
+            raise UserError(
+                f"skip_connects: must be one of {', '.join(sorted(by_m, key=int))}, got {skip_connects}"
+            )
         return Genotype.from_dict(by_m[str(skip_connects)])
 
 
@@ -94,10 +116,18 @@ def _genotypes_by_m(run_dir: Path) -> dict:
     return json.loads((run_dir / GENOTYPES_FILE).read_text())["final_by_M"]
 
 
-def run_search(config: SearchConfig | None = None, out: str | Path | None = None, *, workers: int = 1,
-               use_ray: bool = False, sync_bn: bool = True, progress: bool | TextIO = False,
-               mlflow: str | None = None, mlflow_experiment: str = MLFLOW_EXPERIMENT,
-               take_over: bool = False) -> SearchResult:
+def run_search(
+    config: SearchConfig | None = None,
+    out: str | Path | None = None,
+    *,
+    workers: int = 1,
+    use_ray: bool = False,
+    sync_bn: bool = True,
+    progress: bool | TextIO = False,
+    mlflow: str | None = None,
+    mlflow_experiment: str = MLFLOW_EXPERIMENT,
+    take_over: bool = False,
+) -> SearchResult:
     """Run a three-stage search into the new folder `out` (default ./pdarts-runs/search-<time>).
 
     With `workers` > 1 (or `use_ray`) it runs as one Ray Train run of that many data-parallel
@@ -113,7 +143,9 @@ def run_search(config: SearchConfig | None = None, out: str | Path | None = None
     tracking = _tracking(mlflow, mlflow_experiment)
     with interrupts_name(run_dir):
         if workers > 1 or use_ray:
-            _search_with_ray(cfg, run_dir, workers, sync_bn, progress, take_over, resume=False, tracking=tracking)
+            _search_with_ray(
+                cfg, run_dir, workers, sync_bn, progress, take_over, resume=False, tracking=tracking
+            )
         else:
             from .core.search import run_search as search_here
 
@@ -121,9 +153,17 @@ def run_search(config: SearchConfig | None = None, out: str | Path | None = None
         return open_search(run_dir)
 
 
-def resume_search(run_dir: str | Path, *, workers: int | None = None, use_ray: bool = False, sync_bn: bool = True,
-                  progress: bool | TextIO = False, mlflow: str | None = None,
-                  mlflow_experiment: str = MLFLOW_EXPERIMENT, take_over: bool = False) -> SearchResult:
+def resume_search(
+    run_dir: str | Path,
+    *,
+    workers: int | None = None,
+    use_ray: bool = False,
+    sync_bn: bool = True,
+    progress: bool | TextIO = False,
+    mlflow: str | None = None,
+    mlflow_experiment: str = MLFLOW_EXPERIMENT,
+    take_over: bool = False,
+) -> SearchResult:
     """Continue an interrupted search from its last checkpoint, with the config it was saved with.
     A search that ran on N workers continues on N (`workers` defaults to the saved number); one
     logged to MLflow continues its MLflow run."""
@@ -141,10 +181,13 @@ def resume_search(run_dir: str | Path, *, workers: int | None = None, use_ray: b
     tracking = _tracking(mlflow or _saved_tracking_uri(run_dir), mlflow_experiment)
     with interrupts_name(run_dir):
         if workers > 1 or use_ray:
-            _search_with_ray(search.cfg, run_dir, workers, sync_bn, progress, take_over, resume=True,
-                             tracking=tracking)
+            _search_with_ray(
+                search.cfg, run_dir, workers, sync_bn, progress, take_over, resume=True, tracking=tracking
+            )
         else:
-            _here(search.cfg, run_dir, progress, tracking, lambda hooks: resume_here(run_dir, hooks, take_over))
+            _here(
+                search.cfg, run_dir, progress, tracking, lambda hooks: resume_here(run_dir, hooks, take_over)
+            )
         return open_search(run_dir)
 
 
@@ -207,8 +250,16 @@ def _stream(progress):
     return progress if hasattr(progress, "write") else sys.stderr
 
 
-def _search_with_ray(cfg: SearchConfig, run_dir: Path, workers: int, sync_bn: bool, progress,
-                     take_over: bool, resume: bool, tracking: dict | None) -> dict:
+def _search_with_ray(
+    cfg: SearchConfig,
+    run_dir: Path,
+    workers: int,
+    sync_bn: bool,
+    progress,
+    take_over: bool,
+    resume: bool,
+    tracking: dict | None,
+) -> dict:
     from .core.claim import claim_folder
     from .core.runtime import resolve_device
     from .core.search import ProgressiveSearch, check_out_dir, check_same_workers, load_search_data
@@ -227,8 +278,9 @@ def _search_with_ray(cfg: SearchConfig, run_dir: Path, workers: int, sync_bn: bo
     load_search_data(cfg)  # bad data fails here, before the run folder is written
     with claim_folder(run_dir, "pdarts-ray search", take_over):
         search = ProgressiveSearch.create(pinned_threads(cfg, workers), run_dir)
-        return search_with_ray(search.cfg, run_dir, workers, sync_bn, progress=bool(progress),
-                                   tracking=tracking)
+        return search_with_ray(
+            search.cfg, run_dir, workers, sync_bn, progress=bool(progress), tracking=tracking
+        )
 
 
 def open_search(run_dir: str | Path) -> SearchResult:
@@ -259,6 +311,7 @@ def _default_folder(kind: str) -> Path:
 
 # ---------------------------------------------------------------- evaluations
 
+
 @dataclass(frozen=True)
 class EvalResult:
     """A finished retraining: test accuracy, cost, and result.json (`summary`)."""
@@ -287,8 +340,13 @@ def genotype_of(genotype: Genotype | SearchResult | Mapping | str | Path) -> tup
     return load_genotype(str(genotype))
 
 
-def run_evaluation(genotype, config: EvalConfig | None = None, out: str | Path | None = None, *,
-                   progress: bool | TextIO = False) -> EvalResult:
+def run_evaluation(
+    genotype,
+    config: EvalConfig | None = None,
+    out: str | Path | None = None,
+    *,
+    progress: bool | TextIO = False,
+) -> EvalResult:
     """Retrain `genotype` from scratch (see genotype_of for what it may be) into the new folder
     `out` and test it every epoch; with `config.workers` > 1 or `config.ray_train` through Ray Train."""
     from .core.runtime import resolve_device
@@ -328,6 +386,7 @@ def _train(run, data, progress) -> EvalResult:
 
 # ---------------------------------------------------------------- sweeps
 
+
 @dataclass(frozen=True)
 class SweepResult:
     """A finished sweep: its experiment's path in the store and its trial rows."""
@@ -342,8 +401,15 @@ class SweepResult:
         return read_trials(self.path)
 
 
-def run_sweep(definition: Mapping | str | Path, *, storage: str | None = None, name: str | None = None,
-              address: str | None = None, verbose: int = 0, **flags) -> SweepResult:
+def run_sweep(
+    definition: Mapping | str | Path,
+    *,
+    storage: str | None = None,
+    name: str | None = None,
+    address: str | None = None,
+    verbose: int = 0,
+    **flags,
+) -> SweepResult:
     """Run a sweep definition (a mapping, or a YAML/JSON file) on Ray Tune; every trial is one
     search and one row in the store. `flags`: preset, num_samples, concurrent, gpus_per_trial,
     workers_per_trial, mlflow (a tracking URI every trial is logged to), as the CLI's flags of
@@ -354,15 +420,28 @@ def run_sweep(definition: Mapping | str | Path, *, storage: str | None = None, n
     source = "sweep"
     if not isinstance(definition, Mapping):
         source, definition = str(definition), read_config_file(definition)
-    unknown = set(flags) - {"preset", "num_samples", "concurrent", "gpus_per_trial", "workers_per_trial", "mlflow"}
+    unknown = set(flags) - {
+        "preset",
+        "num_samples",
+        "concurrent",
+        "gpus_per_trial",
+        "workers_per_trial",
+        "mlflow",
+    }
     if unknown:
         raise UserError(f"run_sweep: unknown argument '{sorted(unknown)[0]}'")
     sweep = parse_sweep(apply_flags(dict(definition), storage=storage, name=name, **flags), source)
     return _sweep_result(sweep_on_ray(sweep, address, verbose=verbose))
 
 
-def resume_sweep(name_or_path: str, *, storage: str | None = None, address: str | None = None, verbose: int = 0,
-                 take_over: bool = False) -> SweepResult:
+def resume_sweep(
+    name_or_path: str,
+    *,
+    storage: str | None = None,
+    address: str | None = None,
+    verbose: int = 0,
+    take_over: bool = False,
+) -> SweepResult:
     """Continue an interrupted sweep: unfinished trials from their last epoch checkpoints."""
     from .distributed.sweep import resume_sweep as resume_on_ray
 
@@ -392,7 +471,8 @@ class ReproduceResult:
     searches_started: int
     evaluations_started: int
     files: list[str]
-    # the paper's effects as differences per seed: what, paper, mean ± standard error, seeds, per seed, verdict
+    # the paper's effects as differences per seed:
+    # what, paper, mean ± standard error, seeds, per seed, verdict
     effects: list[dict] = field(default_factory=list)
 
     def to_pandas(self):
@@ -401,10 +481,22 @@ class ReproduceResult:
         return pd.DataFrame(self.rows, columns=self.columns)
 
 
-def reproduce(table: str, preset: str = "tiny", *, dataset: str | None = None, runs: int | None = None,
-              repeats: int | None = None, storage: str | None = None, address: str | None = None, out: str | Path | None = None,
-              run: bool = True, take_over: bool = False, verbose: int = 0, progress: bool = False,
-              log: Callable[[str], None] | None = None) -> ReproduceResult:
+def reproduce(
+    table: str,
+    preset: str = "tiny",
+    *,
+    dataset: str | None = None,
+    runs: int | None = None,
+    repeats: int | None = None,
+    storage: str | None = None,
+    address: str | None = None,
+    out: str | Path | None = None,
+    run: bool = True,
+    take_over: bool = False,
+    verbose: int = 0,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> ReproduceResult:
     """Compute one of the paper's tables (table3, depth, approx, dropout, skip, refine, table1),
     starting only the searches and retrainings the store lacks (none with `run=False`), and
     write <table>.md/.csv/.png into `out` when given. `log` receives one line per batch of
@@ -420,27 +512,49 @@ def reproduce(table: str, preset: str = "tiny", *, dataset: str | None = None, r
     setup = resolve_setup(preset, dataset, runs, repeats)
     if out is not None and Path(out).exists() and not Path(out).is_dir():
         raise UserError(f"out: {out} exists and is not a folder")
-    outcome = reproduce_on_ray(table, setup, storage, address, run=run, log=log or (lambda line: None),
-                               verbose=verbose, progress=progress, take_over=take_over)
+    outcome = reproduce_on_ray(
+        table,
+        setup,
+        storage,
+        address,
+        run=run,
+        log=log or (lambda line: None),
+        verbose=verbose,
+        progress=progress,
+        take_over=take_over,
+    )
     r = outcome.rendered
     files = write_outputs(r, Path(out)) if out is not None else []
-    return ReproduceResult(r.name, r.title, list(r.columns), [list(row) for row in r.rows], list(r.notes),
-                           list(r.missing), outcome.experiment, outcome.searches_started, outcome.evaluations_started, files,
-                           [dict(zip(EFFECT_KEYS, e.cells())) for e in r.effects])
+    return ReproduceResult(
+        r.name,
+        r.title,
+        list(r.columns),
+        [list(row) for row in r.rows],
+        list(r.notes),
+        list(r.missing),
+        outcome.experiment,
+        outcome.searches_started,
+        outcome.evaluations_started,
+        files,
+        [dict(zip(EFFECT_KEYS, e.cells())) for e in r.effects],
+    )
 
 
 # ---------------------------------------------------------------- the store
 
+
 def read_trials(experiment: str, storage: str | None = None):
     """An experiment's trial rows (one per search) as a pyarrow Table; `experiment` is a name
     under `storage` (default $PDARTS_STORAGE, else ~/pdarts_results) or a path or URI."""
-    from .results.store import locate, read_trials as read
+    from .results.store import locate
+    from .results.store import read_trials as read
 
     return read(locate(experiment, storage))
 
 
 def read_epochs(experiment: str, storage: str | None = None):
     """An experiment's per-epoch rows as a pyarrow Table, each (trial, stage, epoch) once."""
-    from .results.store import locate, read_epochs as read
+    from .results.store import locate
+    from .results.store import read_epochs as read
 
     return read(locate(experiment, storage))

@@ -5,5 +5,6 @@ experiment's state, and `sweep --resume` (and reproduce, continuing a family swe
 unpickles them from there: experiments started by pdarts-ray 0.1.0 name them here.
 New code imports from `pdarts_ray.distributed`.
 """
+
 from .distributed.storing import StoreResults  # noqa: F401
 from .distributed.sweep import trial_name  # noqa: F401

@@ -33,8 +33,14 @@ def run_cli(*args, cwd=None, env=None, timeout=600):
     import subprocess
 
     full_env = {**os.environ, **(env or {})}
-    proc = subprocess.run([sys.executable, "-m", "pdarts_ray.cli", *map(str, args)], capture_output=True,
-                          text=True, cwd=cwd, env=full_env, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pdarts_ray.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=full_env,
+        timeout=timeout,
+    )
     return proc.returncode, proc.stdout, proc.stderr
 
 
@@ -92,8 +98,11 @@ def exported_until(url: str, prefix: str, done, timeout: float = 60) -> dict:
     while time.time() < deadline:
         with urllib.request.urlopen(url, timeout=10) as response:
             text = response.read().decode()
-        samples = {(name, labels.get("run")): (labels, value) for name, labels, value in prometheus_samples(text)
-                   if name.startswith(prefix)}
+        samples = {
+            (name, labels.get("run")): (labels, value)
+            for name, labels, value in prometheus_samples(text)
+            if name.startswith(prefix)
+        }
         if done(samples):
             break
         time.sleep(1)
@@ -117,9 +126,15 @@ def s3_server(tmp_path_factory):
         port = s.getsockname()[1]
     log = open(tmp_path_factory.mktemp("moto") / "server.log", "w")
     proc = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log)
-    env = {"AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-           "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+    env = {
+        "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}",
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
@@ -156,8 +171,9 @@ def kill_group(proc, stop_local_ray: bool = False) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     if stop_local_ray:
-        subprocess.run([os.path.join(os.path.dirname(sys.executable), "ray"), "stop", "--force"],
-                       capture_output=True)
+        subprocess.run(
+            [os.path.join(os.path.dirname(sys.executable), "ray"), "stop", "--force"], capture_output=True
+        )
 
 
 def free_port() -> int:
@@ -189,8 +205,13 @@ def token_head(command: str, gcs: int, dashboard: int):
     ray_bin = Path(sys.executable).parent
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env.update(HOME=str(home), PATH=f"{ray_bin}:{env['PATH']}")
-    proc = subprocess.Popen(["bash", "-c", command], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        ["bash", "-c", command],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         deadline = time.time() + 90
         while True:
@@ -204,8 +225,13 @@ def token_head(command: str, gcs: int, dashboard: int):
                 time.sleep(0.5)
                 continue
             break
-        yield {"token": token, "gcs": f"127.0.0.1:{gcs}", "dashboard": f"http://127.0.0.1:{dashboard}", "env": env,
-               "home": home}
+        yield {
+            "token": token,
+            "gcs": f"127.0.0.1:{gcs}",
+            "dashboard": f"http://127.0.0.1:{dashboard}",
+            "env": env,
+            "home": home,
+        }
     finally:
         os.killpg(proc.pid, 15)
         try:
@@ -234,8 +260,10 @@ def second_ray():
     join), and none of the CPU wait policy's variables in its processes. Yields token_head's
     dict with `join_env`, what a driver needs in its environment to join it."""
     gcs, dashboard = free_port(), free_port()
-    command = (f"env -u GOMP_SPINCOUNT -u OMP_WAIT_POLICY RAY_AUTH_MODE=token ray start --head --port={gcs} "
-               f"--dashboard-host=127.0.0.1 --dashboard-port={dashboard} --temp-dir={{temp}} --num-cpus=2 --block")
+    command = (
+        f"env -u GOMP_SPINCOUNT -u OMP_WAIT_POLICY RAY_AUTH_MODE=token ray start --head --port={gcs} "
+        f"--dashboard-host=127.0.0.1 --dashboard-port={dashboard} --temp-dir={{temp}} --num-cpus=2 --block"
+    )
     with token_head(command, gcs, dashboard) as head:
         yield {**head, "join_env": {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": head["token"]}}
 
@@ -278,7 +306,7 @@ def ray_process_env(root: int, keys: tuple[str, ...]):
     def poll():
         while not stop.wait(0.2):
             for pid, title in _ray_processes_under(root).items():
-                kind = title[len("ray::"):].split()[0].split(".")[0]
+                kind = title[len("ray::") :].split()[0].split(".")[0]
                 if pid in seen:  # a worker started idle takes its task's or actor's title later
                     seen[pid] = (kind if seen[pid][0] == "IDLE" else seen[pid][0], seen[pid][1])
                     continue

@@ -1,12 +1,13 @@
 """The Python API (pdarts_ray/api.py): typed configs in, result objects out, the same runs
 as the CLI's. The docs' example runs from an installed wheel: tests/test_wheel.py."""
+
 import doctest
 import json
 
 import pytest
+from conftest import run_cli
 
 import pdarts_ray
-from conftest import run_cli
 from pdarts_ray import api
 from pdarts_ray.core.errors import UserError
 from pdarts_ray.core.space import Genotype
@@ -22,7 +23,7 @@ def test_the_package_exposes_the_api_lazily():
     assert set(pdarts_ray.__all__) == set(api.__all__)
     assert all(callable(getattr(pdarts_ray, name)) for name in pdarts_ray.__all__)
     with pytest.raises(AttributeError, match="no attribute 'search_cfg'"):
-        pdarts_ray.search_cfg
+        pdarts_ray.search_cfg  # noqa: B018
 
 
 def test_configs_are_a_preset_then_a_file_then_keywords(tmp_path):
@@ -67,7 +68,9 @@ def test_a_finished_search_is_opened_not_resumed(search):
 
 
 def test_the_cli_is_the_same_search(search, tmp_path):
-    code, out, err = run_cli("search", "--preset", "smoke", "--seed", "3", "--out", tmp_path / "cli", "--json")
+    code, out, err = run_cli(
+        "search", "--preset", "smoke", "--seed", "3", "--out", tmp_path / "cli", "--json"
+    )
     assert code == 0, err
     assert Genotype.from_dict(json.loads(out)["genotype"]) == search.genotype
 

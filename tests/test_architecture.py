@@ -4,12 +4,12 @@ Layers, bottom up: core (plain PyTorch), evaluation, plots, results, distributed
 layer), cli. A module may import its own layer and the layers below it; `ray` is imported
 by the Ray layer only.
 """
+
 import importlib.util
 import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT
 
 spec = importlib.util.spec_from_file_location("package_graph", ROOT / "docs" / "package_graph.py")
@@ -68,24 +68,36 @@ def test_only_the_ray_layer_imports_ray():
 
 
 def test_no_module_is_over_the_line_limit():
-    long = {m: n for m, p in graph_module.modules().items() if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    long = {
+        m: n for m, p in graph_module.modules().items() if (n := len(p.read_text().splitlines())) > MAX_LINES
+    }
     assert long == {}
 
 
-@pytest.mark.parametrize("code", [
-    "import pdarts_ray",
-    "from pdarts_ray.cli.main import build_parser; build_parser().format_help()",
-])
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import pdarts_ray",
+        "from pdarts_ray.cli.main import build_parser; build_parser().format_help()",
+    ],
+)
 def test_the_package_and_the_help_stay_light(code):
-    check = f"{code}\nimport sys\nheavy = [m for m in ('torch', 'ray', 'pyarrow', 'matplotlib') if m in sys.modules]\n" \
-            "assert not heavy, heavy"
+    check = (
+        f"{code}\nimport sys\n"
+        "heavy = [m for m in ('torch', 'ray', 'pyarrow', 'matplotlib') if m in sys.modules]\n"
+        "assert not heavy, heavy"
+    )
     proc = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
 
 
 def test_help_runs_without_heavy_imports():
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "pdarts_ray.cli", "--help"], capture_output=True,
-                          text=True, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "pdarts_ray.cli", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0 and "reproduce" in proc.stdout
     imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
     assert not imported & {"torch", "ray", "pyarrow", "matplotlib"}

@@ -1,13 +1,13 @@
 """benchmarks/gpu_side_by_side.sh --dry-run: every phase of the GPU session on CPU at toy
 sizes, each writing its JSON, so that the one device session finds a script that runs;
 benchmarks/parallel_step.py: what N ranks send per search step."""
+
 import json
 import os
 import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT
 
 pytestmark = pytest.mark.slow
@@ -17,9 +17,14 @@ PHASES = ("steps", "profile", "retrain", "epochs", "concurrent")
 @pytest.fixture(scope="module")
 def dry_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu-dry-run")
-    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_side_by_side.sh"), "none", str(out), "--dry-run"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=1500,
-                          env={**os.environ, "PYTHON": sys.executable})
+    proc = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu_side_by_side.sh"), "none", str(out), "--dry-run"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+        env={**os.environ, "PYTHON": sys.executable},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, proc
 
@@ -55,18 +60,41 @@ def test_the_phases_measure_what_the_issue_asks(dry_run):
 
 
 def test_a_bad_phase_or_checkout_is_one_line():
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_phases.py"), "/tmp/x", "--phases",
-                           "steps,warp"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu_phases.py"), "/tmp/x", "--phases", "steps,warp"],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2 and "unknown phase warp" in proc.stderr
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_phases.py"), "/tmp/x", "--official",
-                           str(ROOT)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu_phases.py"), "/tmp/x", "--official", str(ROOT)],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2 and "not a checkout of the official code" in proc.stderr
 
 
 def _parallel_step(*flags):
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "parallel_step.py"), "--preset", "smoke",
-                           "--stages", "1", "--steps", "1", "--warmup", "0", "--json", *flags],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "parallel_step.py"),
+            "--preset",
+            "smoke",
+            "--stages",
+            "1",
+            "--steps",
+            "1",
+            "--warmup",
+            "0",
+            "--json",
+            *flags,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     (row,) = json.loads(proc.stdout)["rows"]
     return row
@@ -77,5 +105,8 @@ def test_the_parallel_step_counts_what_the_ranks_send():
     # without synchronised BatchNorm a step sends the alphas' and the weights' gradients, once each
     assert plain["allreduce_calls"] == 2 and plain["allreduce_bytes"] == plain["gradient_bytes"] > 0
     synced = _parallel_step()
-    assert synced["ranks"]["allreduce_calls"] > 2 and synced["ranks"]["allreduce_bytes"] > plain["gradient_bytes"]
+    assert (
+        synced["ranks"]["allreduce_calls"] > 2
+        and synced["ranks"]["allreduce_bytes"] > plain["gradient_bytes"]
+    )
     assert {"lean", "reference"} <= set(synced["one_process"]) and synced["ratio_to_one_process"] > 0

@@ -5,12 +5,12 @@ dependencies), of the scripts in ablations/, benchmarks/ and docs/ (runtime depe
 or an extra), and of the tests (runtime dependencies or the `test` extra); each is mapped
 to the distribution that provides it with `importlib.metadata.packages_distributions()`.
 """
+
 import ast
 import importlib.metadata
 import re
 import sys
 import tomllib
-
 
 from conftest import ROOT
 
@@ -84,6 +84,8 @@ def test_matplotlib_is_a_runtime_dependency():
 
 def test_an_undeclared_import_is_found(tmp_path):
     module = tmp_path / "module.py"
-    module.write_text("import os\nimport numpy\nfrom yaml import safe_load\n\ndef f():\n    import matplotlib.pyplot\n")
+    module.write_text(
+        "import os\nimport numpy\nfrom yaml import safe_load\n\ndef f():\n    import matplotlib.pyplot\n"
+    )
     assert sorted(third_party_imports(module)) == ["matplotlib", "numpy", "yaml"]
     assert undeclared([module], {"numpy", "pyyaml"}) == {"matplotlib": "module.py"}

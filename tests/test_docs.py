@@ -1,9 +1,9 @@
 """The README and the manual under docs/: every relative link resolves, every page is
 reachable from the README, and the README stays short."""
+
 import re
 
 import pytest
-
 from conftest import ROOT
 
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

@@ -8,6 +8,7 @@ The tour's `sweep` and `reproduce` lines start Ray and run several searches (min
 2 cores): tests/distributed/test_sweep.py and tests/distributed/test_reproduce.py run
 them at smoke size.
 """
+
 import json
 import os
 import re
@@ -19,7 +20,6 @@ import threading
 import time
 
 import pytest
-
 from conftest import ROOT, kill_group
 
 PICTURES = [f"{cell}.{fmt}" for cell in ("normal", "reduce") for fmt in ("png", "svg")]
@@ -73,9 +73,13 @@ def test_the_tour_without_cifar_cluster_or_gpu(tmp_path, monkeypatch, capsys):
 
     # a second search, killed after its first epoch, while the tour's own one runs
     killed = tmp_path / "pdarts-runs" / "search-killed"
-    proc = subprocess.Popen([sys.executable, "-m", "pdarts_ray.cli", "search", "--preset", "smoke", "--out",
-                             killed, "--quiet"], cwd=tmp_path, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pdarts_ray.cli", "search", "--preset", "smoke", "--out", killed, "--quiet"],
+        cwd=tmp_path,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     watcher = threading.Thread(target=_kill_after_first_epoch, args=(proc, killed))
     watcher.start()
     try:
@@ -87,7 +91,14 @@ def test_the_tour_without_cifar_cluster_or_gpu(tmp_path, monkeypatch, capsys):
     [run] = [p for p in (tmp_path / "pdarts-runs").iterdir() if p != killed]
     assert re.fullmatch(r"search-\d{8}-\d{6}", run.name)
     assert f"run folder: pdarts-runs/{run.name}" in out and "best valid acc" in out
-    for name in ("config.json", "metrics.jsonl", "alphas.json", "genotypes.json", "genotype.json", "result.json"):
+    for name in (
+        "config.json",
+        "metrics.jsonl",
+        "alphas.json",
+        "genotypes.json",
+        "genotype.json",
+        "result.json",
+    ):
         assert (run / name).is_file(), name
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
     assert (killed / "metrics.jsonl").read_text().strip() and not (killed / "genotype.json").exists()
@@ -97,8 +108,10 @@ def test_the_tour_without_cifar_cluster_or_gpu(tmp_path, monkeypatch, capsys):
     assert rc == 2
     assert out.split() == [f"{run.name}-{p}" for p in PICTURES]
     resume = "pdarts-ray search --resume pdarts-runs/search-killed"
-    assert err == f"error: pdarts-runs/search-killed/: no genotype.json yet: the search stopped before it " \
-                  f"finished; resume it with: {resume}\n"
+    assert (
+        err == f"error: pdarts-runs/search-killed/: no genotype.json yet: the search stopped before it "
+        f"finished; resume it with: {resume}\n"
+    )
     rc, _, err = _main(capsys, *shlex.split(resume)[1:])
     assert rc == 0, err
     assert json.loads((killed / "result.json").read_text())["genotype"]
@@ -113,9 +126,16 @@ def test_the_tour_without_cifar_cluster_or_gpu(tmp_path, monkeypatch, capsys):
     store = tmp_path / "store"
     rc, _, err = _main(capsys, "results", "import", run, "--name", "tour", "--storage", store)
     assert rc == 0, err
-    rc, out, err = _main(capsys, "results", "show", "tour", "--by-m", "--storage", store, "--format", "markdown")
+    rc, out, err = _main(
+        capsys, "results", "show", "tour", "--by-m", "--storage", store, "--format", "markdown"
+    )
     assert rc == 0, err
     table = [line for line in out.splitlines() if line.startswith("|")]
-    assert [c.strip() for c in table[0].strip("|").split("|")] == ["trial", "M", "skips", "normal cell",
-                                                                    "reduce cell"]
+    assert [c.strip() for c in table[0].strip("|").split("|")] == [
+        "trial",
+        "M",
+        "skips",
+        "normal cell",
+        "reduce cell",
+    ]
     assert [row.split("|")[2].strip() for row in table[2:]] == [str(m) for m in range(9)]

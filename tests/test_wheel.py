@@ -7,6 +7,7 @@ through a path entry appended to its sys.path, so that installing takes seconds 
 download; the project itself comes from the wheel alone (an editable install's hooks are
 not read from an appended path), which the test checks.
 """
+
 import re
 import shutil
 import subprocess
@@ -18,7 +19,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
 
 pytestmark = pytest.mark.slow
@@ -30,8 +30,12 @@ def built(tmp_path_factory):
     source = tmp_path_factory.mktemp("source") / "pdarts-ray"
     shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*KEEP_OUT, "*.egg-info"))
     out = tmp_path_factory.mktemp("dist")
-    proc = subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(source)],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(source)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     (wheel,) = out.glob("*.whl")
     (sdist,) = out.glob("*.tar.gz")
@@ -71,25 +75,43 @@ def fresh_env(built, tmp_path_factory):
     home = tmp_path_factory.mktemp("venv")
     venv.create(home / "env", with_pip=True)
     python = home / "env" / "bin" / "python"
-    site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    site = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     # a plain path entry: this environment's distributions, but not its editable install;
     # the new environment's own (older) setuptools would hide this one's, which torch needs
     Path(site, "borrowed.pth").write_text(sysconfig.get_path("purelib") + "\n")
     subprocess.run([python, "-m", "pip", "uninstall", "--yes", "--quiet", "setuptools"], capture_output=True)
-    proc = subprocess.run([python, "-m", "pip", "install", "--no-index", "--quiet", str(wheel)],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [python, "-m", "pip", "install", "--no-index", "--quiet", str(wheel)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return python
 
 
 def test_the_installed_wheel_runs_a_search(fresh_env, tmp_path):
-    where = subprocess.run([fresh_env, "-c", "import pdarts_ray; print(pdarts_ray.__file__)"], cwd=tmp_path,
-                           capture_output=True, text=True, check=True).stdout.strip()
+    where = subprocess.run(
+        [fresh_env, "-c", "import pdarts_ray; print(pdarts_ray.__file__)"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert str(Path(fresh_env).parent.parent) in where  # the wheel's copy, not the source tree
     command = Path(fresh_env).parent / "pdarts-ray"
-    proc = subprocess.run([command, "search", "--preset", "smoke", "--out", "run", "--json"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [command, "search", "--preset", "smoke", "--out", "run", "--json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "run" / "genotype.json").is_file()
 

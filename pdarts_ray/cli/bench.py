@@ -1,5 +1,6 @@
 """`pdarts-ray bench`: the time and memory of one search step, and the memory model's
 predictions."""
+
 from __future__ import annotations
 
 import argparse
@@ -12,10 +13,28 @@ from .search import DEFAULT_PRESET, resolve_search_config
 
 def _bench_flags(args) -> list[str]:
     """The `bench step` flags given, to pass on to one process per stage."""
-    flags = ["--batch", str(args.batch), "--device", args.device, "--threads", str(args.threads),
-             "--image-size", str(args.image_size), "--kernels", args.kernels, "--dtype", args.dtype,
-             "--masks", args.masks, "--steps", str(args.steps), "--warmup", str(args.warmup),
-             "--weight-steps", str(args.weight_steps)]
+    flags = [
+        "--batch",
+        str(args.batch),
+        "--device",
+        args.device,
+        "--threads",
+        str(args.threads),
+        "--image-size",
+        str(args.image_size),
+        "--kernels",
+        args.kernels,
+        "--dtype",
+        args.dtype,
+        "--masks",
+        args.masks,
+        "--steps",
+        str(args.steps),
+        "--warmup",
+        str(args.warmup),
+        "--weight-steps",
+        str(args.weight_steps),
+    ]
     if args.channels_last is not None:
         flags.append("--channels-last" if args.channels_last else "--no-channels-last")
     if args.compile:
@@ -26,14 +45,27 @@ def _bench_flags(args) -> list[str]:
 def _bench_config(args):
     from ..core.bench import bench_config
 
-    for flag, value, low in (("--batch", args.batch, 1), ("--steps", args.steps, 1), ("--warmup", args.warmup, 0),
-                             ("--weight-steps", args.weight_steps, 0),
-                             ("--threads", args.threads, 0), ("--image-size", args.image_size, 8)):
+    for flag, value, low in (
+        ("--batch", args.batch, 1),
+        ("--steps", args.steps, 1),
+        ("--warmup", args.warmup, 0),
+        ("--weight-steps", args.weight_steps, 0),
+        ("--threads", args.threads, 0),
+        ("--image-size", args.image_size, 8),
+    ):
         if value < low:
             raise UserError(f"{flag}: must be at least {low}, got {value}")
     channels_last = "auto" if args.channels_last is None else ("on" if args.channels_last else "off")
-    return bench_config(batch=args.batch, device=args.device, image_size=args.image_size, kernels=args.kernels,
-                        dtype=args.dtype, channels_last=channels_last, compile=args.compile, threads=args.threads)
+    return bench_config(
+        batch=args.batch,
+        device=args.device,
+        image_size=args.image_size,
+        kernels=args.kernels,
+        dtype=args.dtype,
+        channels_last=channels_last,
+        compile=args.compile,
+        threads=args.threads,
+    )
 
 
 def cmd_bench_step(args) -> int:
@@ -42,11 +74,21 @@ def cmd_bench_step(args) -> int:
     cfg = _bench_config(args)
     if args.weight_steps > args.warmup + args.steps:
         raise UserError(f"--weight-steps: at most --warmup + --steps ({args.warmup + args.steps})")
-    result = bench_step(args.stage, cfg, masks=args.masks, warmup=args.warmup, steps=args.steps,
-                        weight_steps=args.weight_steps)
-    emit(args, result, f"stage {result['stage']} batch {result['batch']} on {result['device']}: "
-                       f"{result['median_step_s']:.3f} s/step (median), "
-                       f"peak memory {result['peak_memory_bytes'] / 2**20:.0f} MiB")
+    result = bench_step(
+        args.stage,
+        cfg,
+        masks=args.masks,
+        warmup=args.warmup,
+        steps=args.steps,
+        weight_steps=args.weight_steps,
+    )
+    emit(
+        args,
+        result,
+        f"stage {result['stage']} batch {result['batch']} on {result['device']}: "
+        f"{result['median_step_s']:.3f} s/step (median), "
+        f"peak memory {result['peak_memory_bytes'] / 2**20:.0f} MiB",
+    )
     return 0
 
 
@@ -66,8 +108,13 @@ def cmd_bench_all(args) -> int:
     from ..core.bench import HARNESS_CELLS
 
     for r in results:
-        table.add_row(str(r["stage"]), str(HARNESS_CELLS[r["stage"]]), r["device"], f"{r['median_step_s']:.3f}",
-                      f"{r['peak_memory_bytes'] / 2**20:.0f}")
+        table.add_row(
+            str(r["stage"]),
+            str(HARNESS_CELLS[r["stage"]]),
+            r["device"],
+            f"{r['median_step_s']:.3f}",
+            f"{r['peak_memory_bytes'] / 2**20:.0f}",
+        )
     if not args.quiet:
         print_table(table)
     return 0
@@ -90,8 +137,10 @@ def cmd_bench_ops(args) -> int:
         return 0
     from rich.table import Table
 
-    table = Table(title=f"ATen calls per full search step (arch + weight, optimisers included), batch {COUNT_BATCH}, "
-                        "CPU; views apart")
+    table = Table(
+        title=f"ATen calls per full search step (arch + weight, optimisers included), batch {COUNT_BATCH}, "
+        "CPU; views apart"
+    )
     table.add_column("stage", justify="right")
     table.add_column("cells", justify="right")
     for k in kernels:
@@ -119,9 +168,16 @@ def cmd_bench_contention(args) -> int:
             raise UserError(f"{flag}: must be at least {low}, got {value}")
     policies = tuple(p for p in args.policies.split(",") if p)
     progress = None if args.quiet else sys.stderr
-    rows = bench_contention(_bench_flags(args), stages=tuple(args.stage or (1, 2, 3)), policies=policies,
-                            busy=args.busy, pairs=args.pairs, timeout_s=args.timeout, busy_nice=args.busy_nice,
-                            progress=progress)
+    rows = bench_contention(
+        _bench_flags(args),
+        stages=tuple(args.stage or (1, 2, 3)),
+        policies=policies,
+        busy=args.busy,
+        pairs=args.pairs,
+        timeout_s=args.timeout,
+        busy_nice=args.busy_nice,
+        progress=progress,
+    )
     if args.json:
         emit(args, rows)
         return 0
@@ -129,13 +185,21 @@ def cmd_bench_contention(args) -> int:
 
     fmt = lambda v, spec: "timed out" if v is None else format(v, spec)  # noqa: E731
     beside = f"{args.busy} busy core(s)" + (f" at nice {args.busy_nice}" if args.busy_nice else "")
-    table = Table(title=f"a search step alone and beside {beside}, batch {args.batch}, "
-                        f"threads {args.threads or 'all'}, median of {args.pairs} pair(s)")
+    table = Table(
+        title=f"a search step alone and beside {beside}, batch {args.batch}, "
+        f"threads {args.threads or 'all'}, median of {args.pairs} pair(s)"
+    )
     for col in ("stage", "policy", "alone s", "beside s", "slowdown", f"alone / {policies[0]}"):
         table.add_column(col, justify="right")
     for r in rows:
-        table.add_row(str(r["stage"]), r["policy"], fmt(r["alone_s"], ".3f"), fmt(r["beside_s"], ".3f"),
-                      fmt(r["slowdown"], ".2f") + "x", fmt(r["alone_vs_baseline"], ".3f"))
+        table.add_row(
+            str(r["stage"]),
+            r["policy"],
+            fmt(r["alone_s"], ".3f"),
+            fmt(r["beside_s"], ".3f"),
+            fmt(r["slowdown"], ".2f") + "x",
+            fmt(r["alone_vs_baseline"], ".3f"),
+        )
     if not args.quiet:
         print_table(table)
     return 0
@@ -149,8 +213,12 @@ def cmd_bench_predict(args) -> int:
 
     if args.harness:
         cfg = _bench_config(args)
-        cfg = replace(cfg, cells=[HARNESS_CELLS[s] for s in (1, 2, 3)], ops_kept=[8, 5, 3],
-                      skip_dropout=[HARNESS_DROPOUT[s] for s in (1, 2, 3)])
+        cfg = replace(
+            cfg,
+            cells=[HARNESS_CELLS[s] for s in (1, 2, 3)],
+            ops_kept=[8, 5, 3],
+            skip_dropout=[HARNESS_DROPOUT[s] for s in (1, 2, 3)],
+        )
         switches = [stage_switches(s, args.masks) for s in (1, 2, 3)]
         images = 0
         device = resolve_device(args.device).type
@@ -161,10 +229,14 @@ def cmd_bench_predict(args) -> int:
 
         images = int(len(load_search_data(cfg).train_y))
         device = resolve_device(cfg.device).type
-    rows = [predict_stage(cfg, s + 1, device, switches[s], dataset_images=images)
-            for s in range(cfg.num_stages)]
-    text = "\n".join(f"stage {r['stage']}: {r['bytes'] / 2**20:.0f} MiB predicted peak on {device} "
-                     f"(" + ", ".join(f"{k} {v / 2**20:.0f}" for k, v in r["parts"].items()) + ")" for r in rows)
+    rows = [
+        predict_stage(cfg, s + 1, device, switches[s], dataset_images=images) for s in range(cfg.num_stages)
+    ]
+    text = "\n".join(
+        f"stage {r['stage']}: {r['bytes'] / 2**20:.0f} MiB predicted peak on {device} "
+        f"(" + ", ".join(f"{k} {v / 2**20:.0f}" for k, v in r["parts"].items()) + ")"
+        for r in rows
+    )
     emit(args, rows, text)
     return 0
 
@@ -173,23 +245,41 @@ def cmd_bench_retrain_step(args) -> int:
     from ..evaluation.bench import bench_retrain_step
     from ..evaluation.genotypes import load_genotype
 
-    for flag, value, low in (("--batch", args.batch, 1), ("--steps", args.steps, 1), ("--warmup", args.warmup, 0),
-                             ("--threads", args.threads, 0), ("--channels", args.channels, 2),
-                             ("--layers", args.layers, 3)):
+    for flag, value, low in (
+        ("--batch", args.batch, 1),
+        ("--steps", args.steps, 1),
+        ("--warmup", args.warmup, 0),
+        ("--threads", args.threads, 0),
+        ("--channels", args.channels, 2),
+        ("--layers", args.layers, 3),
+    ):
         if value < low:
             raise UserError(f"{flag}: must be at least {low}, got {value}")
     name, genotype = load_genotype(args.genotype)
     try:
-        result = bench_retrain_step(genotype, args.channels, args.layers, args.batch, args.device, args.threads,
-                                    args.warmup, args.steps, args.channels_last)
+        result = bench_retrain_step(
+            genotype,
+            args.channels,
+            args.layers,
+            args.batch,
+            args.device,
+            args.threads,
+            args.warmup,
+            args.steps,
+            args.channels_last,
+        )
     except ValueError as err:
         raise UserError(f"--{err}") from None
     result = {"genotype": name, **result}
-    emit(args, result, f"{name}, C={args.channels}, {args.layers} cells, batch {args.batch} on {result['device']}: "
-                       f"{result['median_step_s']:.3f} s/step (median), peak memory "
-                       f"{result['peak_memory_bytes'] / 2**20:.0f} MiB, "
-                       f"{result['flops']['train_step'] / 1e9:.1f} GFLOP/step, "
-                       f"{result['achieved_flop_per_s'] / 1e12:.3f} TFLOP/s")
+    emit(
+        args,
+        result,
+        f"{name}, C={args.channels}, {args.layers} cells, batch {args.batch} on {result['device']}: "
+        f"{result['median_step_s']:.3f} s/step (median), peak memory "
+        f"{result['peak_memory_bytes'] / 2**20:.0f} MiB, "
+        f"{result['flops']['train_step'] / 1e9:.1f} GFLOP/step, "
+        f"{result['achieved_flop_per_s'] / 1e12:.3f} TFLOP/s",
+    )
     return 0
 
 
@@ -198,19 +288,31 @@ def _add_bench_flags(p) -> None:
 
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--masks", default="heavy", metavar="heavy|RUN_DIR",
-                   help="the official harness's op masks, or those a finished search used per stage")
+    p.add_argument(
+        "--masks",
+        default="heavy",
+        metavar="heavy|RUN_DIR",
+        help="the official harness's op masks, or those a finished search used per stage",
+    )
     p.add_argument("--kernels", choices=KERNELS, default=KERNELS[0])
     p.add_argument("--dtype", choices=DTYPES, default=DTYPES[0])
-    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                   help="channels-last tensors (default: on CPU only)")
+    p.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="channels-last tensors (default: on CPU only)",
+    )
     p.add_argument("--compile", action="store_true", help="torch.compile the supernet")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: every core)")
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--steps", type=int, default=5, help="timed steps (after the warm-up ones)")
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--weight-steps", type=int, default=0,
-                   help="also time this many weight-only steps (adds weight_only_step_s)")
+    p.add_argument(
+        "--weight-steps",
+        type=int,
+        default=0,
+        help="also time this many weight-only steps (adds weight_only_step_s)",
+    )
 
 
 def register(sub, groups) -> None:
@@ -230,41 +332,79 @@ def register(sub, groups) -> None:
     from ..core.waiting import AUTO, DEFAULT_WAIT_POLICY, POLICY_NAMES, WAIT_POLICIES
 
     p = bsub.add_parser(
-        "contention", help="`bench step` alone and beside busy cores, for each CPU wait policy",
+        "contention",
+        help="`bench step` alone and beside busy cores, for each CPU wait policy",
         description="Time a full search step in a fresh process per wait policy (how idle OpenMP threads "
-                    "wait), alone and beside --busy busy cores this command starts and stops itself, as "
-                    "interleaved pairs. Policies: "
-                    + ", ".join(f"{k} ({_policy_text(v)})" for k, v in WAIT_POLICIES.items())
-                    + f", {AUTO} (spin or passive, as the machine looks when the process starts)"
-                    + f"; the default is {DEFAULT_WAIT_POLICY}.")
-    p.add_argument("--stage", type=int, choices=(1, 2, 3), action="append",
-                   help="a stage to time (repeatable; default 1, 2 and 3)")
-    p.add_argument("--policies", default=",".join(POLICY_NAMES), metavar="P1,P2,...",
-                   help="wait policies, the first being the baseline (default: all)")
+        "wait), alone and beside --busy busy cores this command starts and stops itself, as "
+        "interleaved pairs. Policies: "
+        + ", ".join(f"{k} ({_policy_text(v)})" for k, v in WAIT_POLICIES.items())
+        + f", {AUTO} (spin or passive, as the machine looks when the process starts)"
+        + f"; the default is {DEFAULT_WAIT_POLICY}.",
+    )
+    p.add_argument(
+        "--stage",
+        type=int,
+        choices=(1, 2, 3),
+        action="append",
+        help="a stage to time (repeatable; default 1, 2 and 3)",
+    )
+    p.add_argument(
+        "--policies",
+        default=",".join(POLICY_NAMES),
+        metavar="P1,P2,...",
+        help="wait policies, the first being the baseline (default: all)",
+    )
     p.add_argument("--busy", type=int, default=1, help="busy cores beside the step (default 1)")
-    p.add_argument("--busy-nice", type=int, default=0, choices=range(0, 20), metavar="0-19",
-                   help="niceness of the busy cores (default 0, work of equal priority; 19: background work)")
+    p.add_argument(
+        "--busy-nice",
+        type=int,
+        default=0,
+        choices=range(0, 20),
+        metavar="0-19",
+        help="niceness of the busy cores (default 0, work of equal priority; 19: background work)",
+    )
     p.add_argument("--pairs", type=int, default=1, help="alone/beside pairs per policy (default 1)")
-    p.add_argument("--timeout", type=float, default=900.0, metavar="S",
-                   help="seconds one measurement may take before it is reported as timed out (default 900)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=900.0,
+        metavar="S",
+        help="seconds one measurement may take before it is reported as timed out (default 900)",
+    )
     _add_bench_flags(p)
     add_common_flags(p)
     p.set_defaults(func=cmd_bench_contention)
-    p = bsub.add_parser("ops", help="count the ATen calls (GPU kernel launches) of one full search step",
-                        description="Count the ATen operator calls one full search step (architecture step + "
-                                    "weight step, optimisers and clipping included) dispatches, per stage and "
-                                    "kernel path, on the harness supernets at batch 2 on CPU; views and metadata "
-                                    "calls apart. On a GPU each call is at least one kernel launch.")
-    p.add_argument("--stage", type=int, choices=(1, 2, 3), action="append",
-                   help="a stage to count (repeatable; default 1, 2 and 3)")
-    p.add_argument("--kernels", dest="kernels_list", default="reference,lean,batched", metavar="K1,K2,...",
-                   help="kernel paths to count (default: reference,lean,batched)")
+    p = bsub.add_parser(
+        "ops",
+        help="count the ATen calls (GPU kernel launches) of one full search step",
+        description="Count the ATen operator calls one full search step (architecture step + "
+        "weight step, optimisers and clipping included) dispatches, per stage and "
+        "kernel path, on the harness supernets at batch 2 on CPU; views and metadata "
+        "calls apart. On a GPU each call is at least one kernel launch.",
+    )
+    p.add_argument(
+        "--stage",
+        type=int,
+        choices=(1, 2, 3),
+        action="append",
+        help="a stage to count (repeatable; default 1, 2 and 3)",
+    )
+    p.add_argument(
+        "--kernels",
+        dest="kernels_list",
+        default="reference,lean,batched",
+        metavar="K1,K2,...",
+        help="kernel paths to count (default: reference,lean,batched)",
+    )
     add_common_flags(p)
     p.set_defaults(func=cmd_bench_ops)
-    p = bsub.add_parser("predict", help="predict each stage's peak memory from a config (no training)",
-                        description="Predict each stage's peak memory. With a preset/config: for that search "
-                                    "(unknown later-stage masks are taken at their heaviest). With --harness: "
-                                    "for `bench step` with the same flags.")
+    p = bsub.add_parser(
+        "predict",
+        help="predict each stage's peak memory from a config (no training)",
+        description="Predict each stage's peak memory. With a preset/config: for that search "
+        "(unknown later-stage masks are taken at their heaviest). With --harness: "
+        "for `bench step` with the same flags.",
+    )
     p.add_argument("--preset", help=f"search preset: {names(SEARCH_PRESETS, DEFAULT_PRESET)}")
     p.add_argument("--config", metavar="FILE")
     p.add_argument("--set", action="append", metavar="KEY=VALUE")
@@ -272,15 +412,22 @@ def register(sub, groups) -> None:
     p.add_argument("--data-root", metavar="DIR")
     p.add_argument("--seed", type=int)
     p.add_argument("--download", action="store_true")
-    p.add_argument("--harness", action="store_true", help="predict `bench step` (takes the bench flags below)")
+    p.add_argument(
+        "--harness", action="store_true", help="predict `bench step` (takes the bench flags below)"
+    )
     _add_bench_flags(p)
     add_common_flags(p)
     p.set_defaults(func=cmd_bench_predict)
-    p = bsub.add_parser("retrain-step", help="time one retraining step of a genotype's evaluation network",
-                        description="One training step of the CIFAR evaluation network (SGD, auxiliary head, "
-                                    "clipping) on random batches: seconds, peak memory and model FLOPs. Defaults: "
-                                    "PDARTS, C=36, 20 cells, batch 128, as the official train_cifar.py.")
-    p.add_argument("--genotype", default="PDARTS", help="a published name or a genotype file (default PDARTS)")
+    p = bsub.add_parser(
+        "retrain-step",
+        help="time one retraining step of a genotype's evaluation network",
+        description="One training step of the CIFAR evaluation network (SGD, auxiliary head, "
+        "clipping) on random batches: seconds, peak memory and model FLOPs. Defaults: "
+        "PDARTS, C=36, 20 cells, batch 128, as the official train_cifar.py.",
+    )
+    p.add_argument(
+        "--genotype", default="PDARTS", help="a published name or a genotype file (default PDARTS)"
+    )
     p.add_argument("--channels", type=int, default=36)
     p.add_argument("--layers", type=int, default=20)
     p.add_argument("--batch", type=int, default=128)

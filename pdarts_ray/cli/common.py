@@ -1,5 +1,6 @@
 """What every command shares: a parser whose usage errors are one line, the --json and
 --quiet flags, output, and reading the JSON files commands are given."""
+
 from __future__ import annotations
 
 import argparse
@@ -22,8 +23,11 @@ class Parser(argparse.ArgumentParser):
 
     def _check_value(self, action, value):  # argparse's check, with the closest choice named
         if action.choices is not None and value not in action.choices:
-            raise argparse.ArgumentError(action, f"invalid choice: {value!r}{did_you_mean(value, action.choices)} "
-                                                 f"(choose from {', '.join(map(repr, action.choices))})")
+            raise argparse.ArgumentError(
+                action,
+                f"invalid choice: {value!r}{did_you_mean(value, action.choices)} "
+                f"(choose from {', '.join(map(repr, action.choices))})",
+            )
 
 
 def names(registry, default: str | None = None) -> str:
@@ -57,7 +61,6 @@ def read_json_object(path: str) -> dict:
     return data
 
 
-
 def stdout_console():
     """A rich console on stdout: the terminal's width or $COLUMNS; in a pipe or a file
     without $COLUMNS, wide enough that rows stay whole in logs."""
@@ -77,8 +80,9 @@ def print_table(table, console=None) -> None:
 
     console = console or stdout_console()
     for column in table.columns:
-        column.min_width = max(Measurement.get(console, console.options, cell).minimum
-                               for cell in (column.header, *column.cells))
+        column.min_width = max(
+            Measurement.get(console, console.options, cell).minimum for cell in (column.header, *column.cells)
+        )
     if not _fits(table, console):
         table.box, table.show_edge, table.collapse_padding = box.SIMPLE_HEAD, False, True
     if _fits(table, console):
@@ -103,8 +107,10 @@ def _fits(table, console) -> bool:
 def format_cell(genes) -> str:
     """`n0 = sep_conv_3x3(c_k-2) + skip_connect(c_k-1); n1 = ...`: one node after another."""
     name = lambda j: ("c_k-2", "c_k-1")[j] if j < 2 else f"n{j - 2}"  # noqa: E731
-    return "; ".join(f"n{i // 2} = {genes[i][0]}({name(genes[i][1])}) + {genes[i + 1][0]}({name(genes[i + 1][1])})"
-                     for i in range(0, len(genes), 2))
+    return "; ".join(
+        f"n{i // 2} = {genes[i][0]}({name(genes[i][1])}) + {genes[i + 1][0]}({name(genes[i + 1][1])})"
+        for i in range(0, len(genes), 2)
+    )
 
 
 @contextlib.contextmanager

@@ -3,25 +3,37 @@
 Every command has --help, --json (JSON and nothing else on stdout) and --quiet.
 Bad input is one line on stderr and exit code 2, with nothing written.
 """
+
 from __future__ import annotations
 
 import importlib
 import shlex
 import sys
 
-from ..core.version import VERSION as __version__
 from ..core.errors import SearchDiverged, Stopped, UserError, stop_on_sigterm
+from ..core.version import VERSION as __version__
 from ..core.waiting import apply_wait_policy
 from .common import Parser
 
 # Modules that add commands, in the order --help lists them: each has
 # `register(subparsers, groups)`, where groups maps a command group ("genotype", "bench",
 # ...) to its subparsers, for modules that add a command to another's group.
-COMMAND_MODULES: tuple[str, ...] = ("search", "genotype", "bench", "evaluate", "results", "sweep", "plot", "reproduce")
+COMMAND_MODULES: tuple[str, ...] = (
+    "search",
+    "genotype",
+    "bench",
+    "evaluate",
+    "results",
+    "sweep",
+    "plot",
+    "reproduce",
+)
 
 
 def build_parser() -> Parser:
-    parser = Parser(prog="pdarts-ray", description="P-DARTS architecture search, locally or on a Ray cluster.")
+    parser = Parser(
+        prog="pdarts-ray", description="P-DARTS architecture search, locally or on a Ray cluster."
+    )
     parser.add_argument("--version", action="version", version=f"pdarts-ray {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     groups: dict = {}

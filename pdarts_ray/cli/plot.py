@@ -6,6 +6,7 @@ is then 2. File names derive from each argument (a run folder's name, a file's s
 published name) and take parent folders' names where two arguments' would be equal, so
 that no argument's pictures replace another's.
 """
+
 from __future__ import annotations
 
 import os
@@ -137,30 +138,49 @@ def register(sub, groups) -> None:
     plot.set_defaults(func=lambda args: _usage(plot))
 
     p = psub.add_parser(
-        "genotype", help="draw the normal and reduction cells of genotypes",
-        description="Draw both cells of each GENOTYPE as graphs: inputs c_{k-2} and c_{k-1}, intermediate nodes "
-                    "0..3, output c_{k}; every edge labelled with its op. Writes <stem>-normal and "
-                    "<stem>-reduce, each as .png and .svg; the stem is a run folder's name, a file's stem or a "
-                    "published name, lengthened by parent folders where two GENOTYPEs would share it. A bad "
-                    "GENOTYPE is one error line; the others are still drawn (exit code 2).")
-    p.add_argument("genotype", metavar="GENOTYPE", nargs="+",
-                   help="a published cell by name (pdarts-ray genotype list), a genotype file, or a search run folder")
-    p.add_argument("--out", metavar="DIR", default=".", help="folder for the pictures (default: the current one)")
-    p.add_argument("--stem", help="file-name stem, with one GENOTYPE (default: the run folder's name, the published "
-                                  "name lower-cased, e.g. pdarts, or the file's stem)")
+        "genotype",
+        help="draw the normal and reduction cells of genotypes",
+        description="Draw both cells of each GENOTYPE as graphs: inputs c_{k-2} and c_{k-1}, "
+        "intermediate nodes "
+        "0..3, output c_{k}; every edge labelled with its op. "
+        "Writes <stem>-normal and "
+        "<stem>-reduce, each as .png and .svg; the stem is a run folder's name, a file's stem or a "
+        "published name, lengthened by parent folders where two GENOTYPEs would share it. A bad "
+        "GENOTYPE is one error line; the others are still drawn (exit code 2).",
+    )
+    p.add_argument(
+        "genotype",
+        metavar="GENOTYPE",
+        nargs="+",
+        help="a published cell by name (pdarts-ray genotype list), a genotype file, or a search run folder",
+    )
+    p.add_argument(
+        "--out", metavar="DIR", default=".", help="folder for the pictures (default: the current one)"
+    )
+    p.add_argument(
+        "--stem",
+        help="file-name stem, with one GENOTYPE (default: the run folder's name, the published "
+        "name lower-cased, e.g. pdarts, or the file's stem)",
+    )
     add_common_flags(p)
     p.set_defaults(func=cmd_plot_genotype)
 
     p = psub.add_parser(
-        "run", help="draw search runs: alphas, skip-connects, skip dropout, memory",
+        "run",
+        help="draw search runs: alphas, skip-connects, skip dropout, memory",
         description="Draw search run folders, finished or still running: architecture weights per edge over "
-                    "the epochs of all stages (alphas-normal, alphas-reduce), the derived normal cell's "
-                    "skip-connect count and the skip-dropout rate (skip-connects), and peak memory per stage "
-                    "(memory); each as .png and .svg. A bad RUN_DIR is one error line; the others are still "
-                    "drawn (exit code 2).")
+        "the epochs of all stages (alphas-normal, alphas-reduce), the derived normal cell's "
+        "skip-connect count and the skip-dropout rate (skip-connects), and peak memory per stage "
+        "(memory); each as .png and .svg. A bad RUN_DIR is one error line; the others are still "
+        "drawn (exit code 2).",
+    )
     p.add_argument("run_dir", metavar="RUN_DIR", nargs="+", help="a search run folder")
-    p.add_argument("--out", metavar="DIR", help="one folder for every run's pictures, named "
-                                                "<run-name>-alphas-normal.png, ... (default: each RUN_DIR/plots, "
-                                                "named alphas-normal.png, ...)")
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="one folder for every run's pictures, named "
+        "<run-name>-alphas-normal.png, ... (default: each RUN_DIR/plots, "
+        "named alphas-normal.png, ...)",
+    )
     add_common_flags(p)
     p.set_defaults(func=cmd_plot_run)

@@ -1,4 +1,5 @@
 """The `reproduce` command (registered through cli.COMMAND_MODULES)."""
+
 from __future__ import annotations
 
 import sys
@@ -31,10 +32,21 @@ def cmd_reproduce(args) -> int:
     t0 = time.perf_counter()
     try:
         with stdout_to_stderr():
-            r = api.reproduce(args.table, args.preset, dataset=args.dataset, runs=args.runs, repeats=args.repeats,
-                              storage=args.storage,
-                              address=args.address, out=out, run=not args.no_run, take_over=args.take_over,
-                              verbose=0 if quiet else 1, progress=not args.quiet, log=log)
+            r = api.reproduce(
+                args.table,
+                args.preset,
+                dataset=args.dataset,
+                runs=args.runs,
+                repeats=args.repeats,
+                storage=args.storage,
+                address=args.address,
+                out=out,
+                run=not args.no_run,
+                take_over=args.take_over,
+                verbose=0 if quiet else 1,
+                progress=not args.quiet,
+                log=log,
+            )
     except ReproduceFailed as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -42,12 +54,26 @@ def cmd_reproduce(args) -> int:
     if args.json:
         import json
 
-        print(json.dumps({"table": r.table, "preset": setup.preset, "dataset": setup.dataset,
-                          "experiment": r.experiment, "searches_started": r.searches_started,
-                          "evaluations_started": r.evaluations_started, "columns": r.columns, "rows": r.rows,
-                          "notes": r.notes, "effects": r.effects, "missing": r.missing, "files": r.files,
-                          "seconds": round(seconds, 1)},
-                         indent=1))
+        print(
+            json.dumps(
+                {
+                    "table": r.table,
+                    "preset": setup.preset,
+                    "dataset": setup.dataset,
+                    "experiment": r.experiment,
+                    "searches_started": r.searches_started,
+                    "evaluations_started": r.evaluations_started,
+                    "columns": r.columns,
+                    "rows": r.rows,
+                    "notes": r.notes,
+                    "effects": r.effects,
+                    "missing": r.missing,
+                    "files": r.files,
+                    "seconds": round(seconds, 1),
+                },
+                indent=1,
+            )
+        )
         return 0
     if not args.quiet:
         # piped output keeps whole rows (rich would fold them at 80 columns)
@@ -57,8 +83,12 @@ def cmd_reproduce(args) -> int:
             console.print(rich_effects([list(e.values()) for e in r.effects]))
         if r.missing:
             console.print("missing (not run): " + "; ".join(r.missing), markup=False, highlight=False)
-        console.print(f"started {r.searches_started} searches and {r.evaluations_started} retrainings "
-                      f"in {seconds:.0f} s; written: {', '.join(r.files)}", markup=False, highlight=False)
+        console.print(
+            f"started {r.searches_started} searches and {r.evaluations_started} retrainings "
+            f"in {seconds:.0f} s; written: {', '.join(r.files)}",
+            markup=False,
+            highlight=False,
+        )
     return 0
 
 
@@ -71,29 +101,56 @@ def register(sub, groups) -> None:
 
     tables = "; ".join(f"{name}: {summary(module)}" for name, module in TABLE_MODULES.items())
     default = "tiny"
-    presets = ", ".join("paper (paper-c10 + eval-c10, or paper-c100 + eval-c100 with --dataset cifar100)"
-                        if name == "paper" else f"{name} ({name} + eval-{name}{'; default' if name == default else ''})"
-                        for name in PRESETS)
+    presets = ", ".join(
+        "paper (paper-c10 + eval-c10, or paper-c100 + eval-c100 with --dataset cifar100)"
+        if name == "paper"
+        else f"{name} ({name} + eval-{name}{'; default' if name == default else ''})"
+        for name in PRESETS
+    )
 
     p = sub.add_parser(
-        "reproduce", help="the paper's diagnostic tables from the results store, beside the paper's numbers",
-        description="Compute one of the paper's tables from the results store, starting only the searches and "
-                    "retrainings the store still lacks, and write it as <table>.md, <table>.csv and "
-                    "<table>.png. Tables: " + tables + ".")
+        "reproduce",
+        help="the paper's diagnostic tables from the results store, beside the paper's numbers",
+        description="Compute one of the paper's tables from the results store, "
+        "starting only the searches and "
+        "retrainings the store still lacks, and write it as <table>.md, <table>.csv and "
+        "<table>.png. Tables: " + tables + ".",
+    )
     p.add_argument("table", choices=TABLES, metavar="TABLE", help=names(TABLES))
     p.add_argument("--preset", choices=PRESETS, default=default, help=presets)
     p.add_argument("--dataset", choices=DATASETS, help=f"with --preset paper: {names(DATASETS, DATASETS[0])}")
-    p.add_argument("--runs", type=int, metavar="N", help="independent searches for table3, refine and the random "
-                                                         "op spaces of approx (default 3; seeds differ)")
-    p.add_argument("--repeats", type=int, metavar="N",
-                   help="searches (seeds counting up) per row of depth, skip, dropout, table1 and approx's "
-                        "approximated row (default 1, as the paper ran them; 3 with --preset small)")
-    p.add_argument("--address", metavar="ADDR", help="Ray cluster to join (retrainings then run as Ray tasks)")
-    p.add_argument("--storage", metavar="PATH", help="results root (default $PDARTS_STORAGE, else ~/pdarts_results)")
-    p.add_argument("--out", metavar="DIR", help="output folder (default ./pdarts-reproduce/<table>-<preset>/)")
-    p.add_argument("--no-run", action="store_true",
-                   help="start nothing: render what the store holds, missing cells as -, and list what is missing")
-    p.add_argument("--take-over", action="store_true",
-                   help="claim the table's family even if another reproduce holds it (one that is gone)")
+    p.add_argument(
+        "--runs",
+        type=int,
+        metavar="N",
+        help="independent searches for table3, refine and the random "
+        "op spaces of approx (default 3; seeds differ)",
+    )
+    p.add_argument(
+        "--repeats",
+        type=int,
+        metavar="N",
+        help="searches (seeds counting up) per row of depth, skip, dropout, table1 and approx's "
+        "approximated row (default 1, as the paper ran them; 3 with --preset small)",
+    )
+    p.add_argument(
+        "--address", metavar="ADDR", help="Ray cluster to join (retrainings then run as Ray tasks)"
+    )
+    p.add_argument(
+        "--storage", metavar="PATH", help="results root (default $PDARTS_STORAGE, else ~/pdarts_results)"
+    )
+    p.add_argument(
+        "--out", metavar="DIR", help="output folder (default ./pdarts-reproduce/<table>-<preset>/)"
+    )
+    p.add_argument(
+        "--no-run",
+        action="store_true",
+        help="start nothing: render what the store holds, missing cells as -, and list what is missing",
+    )
+    p.add_argument(
+        "--take-over",
+        action="store_true",
+        help="claim the table's family even if another reproduce holds it (one that is gone)",
+    )
     add_common_flags(p)
     p.set_defaults(func=cmd_reproduce)

@@ -1,4 +1,5 @@
 """The `results` commands: import a search run folder, list experiments, show one."""
+
 from __future__ import annotations
 
 import csv
@@ -9,11 +10,19 @@ import sys
 from .common import Parser, add_common_flags, emit, print_table
 
 FORMATS = ("table", "csv", "markdown", "json")
-_OP_SHORT = {"skip_connect": "skip", "sep_conv_3x3": "sep3", "sep_conv_5x5": "sep5", "dil_conv_3x3": "dil3",
-             "dil_conv_5x5": "dil5", "max_pool_3x3": "max", "avg_pool_3x3": "avg"}
+_OP_SHORT = {
+    "skip_connect": "skip",
+    "sep_conv_3x3": "sep3",
+    "sep_conv_5x5": "sep5",
+    "dil_conv_3x3": "dil3",
+    "dil_conv_5x5": "dil5",
+    "max_pool_3x3": "max",
+    "avg_pool_3x3": "avg",
+}
 
 
 # ---------------------------------------------------------------- formatting
+
 
 def _plain(value):
     """A JSON-able value: timestamps as ISO 8601."""
@@ -95,12 +104,17 @@ def _raw(rows: list[dict], fmt: str) -> None:
 
 # ---------------------------------------------------------------- commands
 
+
 def cmd_results_import(args) -> int:
     from ..results import import_run, storage_root
 
     out = import_run(args.run_dir, storage_root(args.storage), args.name)
-    emit(args, out, f"{'stored' if out['stored'] else 'already stored'}: {args.run_dir} as trial "
-                    f"{out['trial_id']} of {out['path']} ({out['epochs']} epochs)")
+    emit(
+        args,
+        out,
+        f"{'stored' if out['stored'] else 'already stored'}: {args.run_dir} as trial "
+        f"{out['trial_id']} of {out['path']} ({out['epochs']} epochs)",
+    )
     return 0
 
 
@@ -115,9 +129,15 @@ def cmd_results_list(args) -> int:
     if not experiments:
         print(f"no experiments in {root}")
         return 0
-    _render(f"experiments in {root}", ["name", "trials", "finished", "failed", "last change (UTC)"],
-            [[e["name"], str(e["trials"]), str(e["finished"]), str(e["failed"]), e["last_change"] or "-"]
-             for e in experiments], "table")
+    _render(
+        f"experiments in {root}",
+        ["name", "trials", "finished", "failed", "last change (UTC)"],
+        [
+            [e["name"], str(e["trials"]), str(e["finished"]), str(e["failed"]), e["last_change"] or "-"]
+            for e in experiments
+        ],
+        "table",
+    )
     return 0
 
 
@@ -132,13 +152,35 @@ def cmd_results_show(args) -> int:
         if fmt in ("csv", "json"):
             _raw(rows, fmt)
             return 0
-        columns = ["trial", "stage", "epoch", "train loss", "train acc", "valid acc", "skip dropout", "lr",
-                   "skips now", "seconds", "peak MiB"]
-        table = [[r["trial_id"], str(r["stage"]), str(r["epoch"]), _fmt(r["train_loss"], ".4f"),
-                  _fmt(r["train_acc"], ".3f"), _fmt(r["valid_acc"], ".3f"), _fmt(r["skip_dropout"], ".3f"),
-                  _fmt(r["lr"], ".4g"), _fmt(r["skip_connects_now"]), _fmt(r["epoch_seconds"], ".1f"),
-                  _fmt(None if r["peak_memory_bytes"] is None else r["peak_memory_bytes"] / 2**20, ".0f")]
-                 for r in rows]
+        columns = [
+            "trial",
+            "stage",
+            "epoch",
+            "train loss",
+            "train acc",
+            "valid acc",
+            "skip dropout",
+            "lr",
+            "skips now",
+            "seconds",
+            "peak MiB",
+        ]
+        table = [
+            [
+                r["trial_id"],
+                str(r["stage"]),
+                str(r["epoch"]),
+                _fmt(r["train_loss"], ".4f"),
+                _fmt(r["train_acc"], ".3f"),
+                _fmt(r["valid_acc"], ".3f"),
+                _fmt(r["skip_dropout"], ".3f"),
+                _fmt(r["lr"], ".4g"),
+                _fmt(r["skip_connects_now"]),
+                _fmt(r["epoch_seconds"], ".1f"),
+                _fmt(None if r["peak_memory_bytes"] is None else r["peak_memory_bytes"] / 2**20, ".0f"),
+            ]
+            for r in rows
+        ]
         _render(f"{name}: epochs", columns, table, fmt)
         return 0
     trials = read_trials(folder, skip_unreadable=True).to_pylist()
@@ -149,9 +191,17 @@ def cmd_results_show(args) -> int:
             return 0
         knobs = _differing(rows, skip=("skip_connects",))
         columns = ["trial", *(k[4:] for k in knobs), "M", "skips", "normal cell", "reduce cell"]
-        table = [[r["trial_id"], *(_cell(r[k]) for k in knobs), str(r["M"]),
-                  _fmt(r["skip_connects_after_refinement"]), cell_summary(r["genotype"]),
-                  cell_summary(r["genotype"], "reduce")] for r in rows]
+        table = [
+            [
+                r["trial_id"],
+                *(_cell(r[k]) for k in knobs),
+                str(r["M"]),
+                _fmt(r["skip_connects_after_refinement"]),
+                cell_summary(r["genotype"]),
+                cell_summary(r["genotype"], "reduce"),
+            ]
+            for r in rows
+        ]
         _render(f"{name}: final genotype per M", columns, table, fmt)
         return 0
     if fmt in ("csv", "json"):
@@ -159,27 +209,50 @@ def cmd_results_show(args) -> int:
         return 0
     knobs = _differing(trials)
     failures = any(r["failure"] for r in trials)
-    columns = ["trial", "status", *(k[4:] for k in knobs), "best acc", "final acc", "skips before/after",
-               "peak MiB per stage", "s per stage", "normal cell", "reduce cell"]
+    columns = [
+        "trial",
+        "status",
+        *(k[4:] for k in knobs),
+        "best acc",
+        "final acc",
+        "skips before/after",
+        "peak MiB per stage",
+        "s per stage",
+        "normal cell",
+        "reduce cell",
+    ]
     columns += ["failure"] if failures else []
     table = []
     for r in trials:
-        table.append([r["trial_id"], r["status"], *(_cell(r[k]) for k in knobs),
-                      _fmt(r["best_valid_acc"], ".3f"), _fmt(r["final_valid_acc"], ".3f"),
-                      f"{_fmt(r['skip_connects_before_refinement'])}/{_fmt(r['skip_connects_after_refinement'])}",
-                      _per_stage(r["stage_peak_memory_bytes"], 2**20), _per_stage(r["stage_seconds"], 1, ".1f"),
-                      cell_summary(r["genotype"]), cell_summary(r["genotype"], "reduce")]
-                     + ([r["failure"] or ""] if failures else []))
+        table.append(
+            [
+                r["trial_id"],
+                r["status"],
+                *(_cell(r[k]) for k in knobs),
+                _fmt(r["best_valid_acc"], ".3f"),
+                _fmt(r["final_valid_acc"], ".3f"),
+                f"{_fmt(r['skip_connects_before_refinement'])}/{_fmt(r['skip_connects_after_refinement'])}",
+                _per_stage(r["stage_peak_memory_bytes"], 2**20),
+                _per_stage(r["stage_seconds"], 1, ".1f"),
+                cell_summary(r["genotype"]),
+                cell_summary(r["genotype"], "reduce"),
+            ]
+            + ([r["failure"] or ""] if failures else [])
+        )
     _render(f"{name}: {len(trials)} trial{'' if len(trials) == 1 else 's'}", columns, table, fmt)
     return 0
 
 
 # ---------------------------------------------------------------- registration
 
+
 def register(sub, groups) -> None:
-    g = sub.add_parser("results", help="the Parquet results store: import, list, show",
-                       description="Experiments in the results store (--storage, else $PDARTS_STORAGE, "
-                                   "else ~/pdarts_results).")
+    g = sub.add_parser(
+        "results",
+        help="the Parquet results store: import, list, show",
+        description="Experiments in the results store (--storage, else $PDARTS_STORAGE, "
+        "else ~/pdarts_results).",
+    )
     rsub = g.add_subparsers(dest="results_command", metavar="COMMAND", parser_class=Parser)
     g.set_defaults(func=lambda args: (g.print_help(), 2)[1])
     groups["results"] = rsub
@@ -197,14 +270,20 @@ def register(sub, groups) -> None:
     add_common_flags(p)
     p.set_defaults(func=cmd_results_list)
 
-    p = rsub.add_parser("show", help="one experiment's trials (or epochs, or genotypes per M)",
-                        description="Show an experiment. table and markdown show a summary; csv and json "
-                                    "every column.")
-    p.add_argument("experiment", metavar="NAME_OR_PATH", help="an experiment name, or its folder (path or URI)")
+    p = rsub.add_parser(
+        "show",
+        help="one experiment's trials (or epochs, or genotypes per M)",
+        description="Show an experiment. table and markdown show a summary; csv and json every column.",
+    )
+    p.add_argument(
+        "experiment", metavar="NAME_OR_PATH", help="an experiment name, or its folder (path or URI)"
+    )
     p.add_argument("--storage", help=storage_help)
     p.add_argument("--format", choices=FORMATS, default="table")
     p.add_argument("--json", action="store_true", help="same as --format json")
     view = p.add_mutually_exclusive_group()
     view.add_argument("--epochs", action="store_true", help="the per-epoch metrics")
-    view.add_argument("--by-m", action="store_true", help="one row per (trial, M): the final genotype for every M")
+    view.add_argument(
+        "--by-m", action="store_true", help="one row per (trial, M): the final genotype for every M"
+    )
     p.set_defaults(func=cmd_results_show)

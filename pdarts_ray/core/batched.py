@@ -28,6 +28,7 @@ network's forward pass and written back to each module after it, so the modules,
 `state_dict` and the optimisers see the same tensors as on every other path. The plan
 (waves, kinds, edges, the order of the statistics) is built once per network in waves.py.
 """
+
 from __future__ import annotations
 
 import torch
@@ -51,6 +52,7 @@ def skip_masks(like: torch.Tensor, keep: float) -> torch.Tensor:
 
 # ---------------------------------------------------------------- pieces
 
+
 def _bn(x, stats: RunningStats, s: slice, bn: nn.BatchNorm2d):
     """Training-mode affine-free BatchNorm updating its slice of the network's running statistics."""
     return torch.native_batch_norm(x, None, None, stats.mean[s], stats.var[s], True, bn.momentum, bn.eps)
@@ -59,8 +61,19 @@ def _bn(x, stats: RunningStats, s: slice, bn: nn.BatchNorm2d):
 def _conv_backward(g, x, weight, stride, padding, dilation, groups, need_input, need_weight):
     if not (need_input or need_weight):
         return None, None
-    gi, gw, _ = aten.convolution_backward(g, x, weight, None, [stride] * 2, [padding] * 2, [dilation] * 2,
-                                          False, [0, 0], groups, [need_input, need_weight, False])
+    gi, gw, _ = aten.convolution_backward(
+        g,
+        x,
+        weight,
+        None,
+        [stride] * 2,
+        [padding] * 2,
+        [dilation] * 2,
+        False,
+        [0, 0],
+        groups,
+        [need_input, need_weight, False],
+    )
     return gi, gw
 
 
@@ -68,7 +81,7 @@ def _repeat(r, sources, c):
     """The ReLU of the wave's sources once per position: N x (positions * C) x H x W."""
     if r.shape[1] == c and len(sources) == 1:
         return r
-    return torch.cat([r[:, s * c: (s + 1) * c] for s in sources], dim=1)
+    return torch.cat([r[:, s * c : (s + 1) * c] for s in sources], dim=1)
 
 
 def _shifted(h):
@@ -87,9 +100,12 @@ def _pool(name, x, stride):
 
 # ---------------------------------------------------------------- the cell
 
+
 def batched_cell(cell, waves, s0, s1, weights, stats: RunningStats, train_weights: bool):
     """A SearchCell's output from its two preprocessed inputs, computed by waves."""
-    if not any(wave.groups for wave in waves):  # only `none` anywhere: zeros, outside the graph as on the module path
+    if not any(
+        wave.groups for wave in waves
+    ):  # only `none` anywhere: zeros, outside the graph as on the module path
         stride = waves[0].stride
         return s0.new_zeros(s0.shape[0], STEPS * s0.shape[1], s0.shape[2] // stride, s0.shape[3] // stride)
     attach_partial_index(waves, cell.batched_partial_index)
@@ -139,7 +155,7 @@ class _Run:
 
     def kept_at(self, key):
         i, n = self.slots[key]
-        return self.kept[i: i + n]
+        return self.kept[i : i + n]
 
     def empty(self, *shape, like):
         return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=self.fmt)
@@ -149,8 +165,11 @@ class _Run:
     def forward(self, s0, s1, stats):
         n, c, h, w = s0.shape
         self.c = c
-        self.fmt = torch.channels_last if (s0.is_contiguous(memory_format=torch.channels_last)
-                                           and not s0.is_contiguous()) else torch.contiguous_format
+        self.fmt = (
+            torch.channels_last
+            if (s0.is_contiguous(memory_format=torch.channels_last) and not s0.is_contiguous())
+            else torch.contiguous_format
+        )
         flat = torch.cat([p.reshape(-1) for p in self.params]) if self.params else None
         self.views = weight_views(self.waves, self.params, flat)
         self.mix = self.weights.reshape(-1).index_select(0, self.weight_index)
@@ -163,8 +182,8 @@ class _Run:
                 self.keep("x0", x)
                 terms = self.empty(n, len(wave.edges) * c, *hw, like=s0).zero_()
             else:
-                x = out[:, (i - 1) * c: i * c]
-                terms = out[:, i * c:]
+                x = out[:, (i - 1) * c : i * c]
+                terms = out[:, i * c :]
             self.forward_wave(i, wave, x, terms, stats)
             if i == 0:  # node j = its term from s0 + its term from s1
                 t = terms.view(n, STEPS, 2, c, *hw)
@@ -248,14 +267,20 @@ class _Run:
         p = g.skip_rate
         xs = self.source_terms(x, wave, g)
         if p > 0:
-            mask = skip_masks(self.empty(x.shape[0], len(g.positions) * self.c, *x.shape[2:], like=x), 1.0 - p)
+            mask = skip_masks(
+                self.empty(x.shape[0], len(g.positions) * self.c, *x.shape[2:], like=x), 1.0 - p
+            )
             self.keep(key, mask)
             xs = xs * self.positions_view(mask, wave, g)
             w = w / (1.0 - p)
         if g.full:
-            self.positions_view(terms, wave, g).addcmul_(xs, w.view(1, len(wave.nodes), len(wave.sources), 1, 1, 1))
+            self.positions_view(terms, wave, g).addcmul_(
+                xs, w.view(1, len(wave.nodes), len(wave.sources), 1, 1, 1)
+            )
         else:
-            terms.view(xs.shape[0], -1, self.c, *xs.shape[-2:]).index_add_(1, g.index, xs * w.view(1, -1, 1, 1, 1))
+            terms.view(xs.shape[0], -1, self.c, *xs.shape[-2:]).index_add_(
+                1, g.index, xs * w.view(1, -1, 1, 1, 1)
+            )
 
     def conv_forward(self, key, g, h, stats):
         kept, P = [], len(g.positions)
@@ -295,16 +320,23 @@ class _Run:
             if i == 0:
                 x, g_terms = self.kept_at("x0")[0], grads.view(n, STEPS, 1, c, *hw)
             else:
-                x, g_terms = out[:, (i - 1) * c: i * c], grads[:, i * c:].view(n, len(wave.nodes), 1, c, *hw)
+                x, g_terms = (
+                    out[:, (i - 1) * c : i * c],
+                    grads[:, i * c :].view(n, len(wave.nodes), 1, c, *hw),
+                )
             g_x, gmix[i] = self.backward_wave(i, wave, x, g_terms, gparams, need_x or i > 0)
             if i == 0:
                 g_x0 = g_x
             elif g_x is not None:
-                grads[:, (i - 1) * c: i * c].add_(g_x)
+                grads[:, (i - 1) * c : i * c].add_(g_x)
         gw = None
         if need_w:
             flat = torch.cat([t for t in gmix if t is not None])
-            gw = flat.new_zeros(self.weights.numel()).index_copy_(0, self.weight_index, flat).view(self.weights.shape)
+            gw = (
+                flat.new_zeros(self.weights.numel())
+                .index_copy_(0, self.weight_index, flat)
+                .view(self.weights.shape)
+            )
         if g_x0 is None:
             return None, None, gw, gparams
         return g_x0[:, :c], g_x0[:, c:], gw, gparams
@@ -351,7 +383,7 @@ class _Run:
                     else:
                         g_rep[sources] = (gh, g)
             gmix.append(gm)
-        for sources, (gh, g) in g_rep.items():
+        for gh, g in g_rep.values():
             add_x(aten.threshold_backward(self.to_sources(gh, wave, g), x, 0))
         return g_x, (torch.cat(gmix) if self.need_w and gmix else None)
 
@@ -422,7 +454,7 @@ class _Run:
         n, c, P = x.shape[0], self.c, len(g.positions)
         per_block = 4 if self.train_weights else 3
         kept = self.kept_at(key)
-        blocks = [kept[b * per_block: (b + 1) * per_block] for b in range(len(g.blocks))]
+        blocks = [kept[b * per_block : (b + 1) * per_block] for b in range(len(g.blocks))]
         gm = None
         if self.need_w:
             z = _bn_again(blocks[-1][0], g.blocks[-1][2].eps)
@@ -439,18 +471,29 @@ class _Run:
             del gp, d
             if b > 0:
                 z_prev = _bn_again(blocks[b - 1][0], g.blocks[b - 1][2].eps)
-                h_in = torch.relu(z_prev) if self.need_params else z_prev  # the input grad reads only its shape
+                h_in = (
+                    torch.relu(z_prev) if self.need_params else z_prev
+                )  # the input grad reads only its shape
                 need_in = True
             else:
                 h_in = h_rep if h_rep is not None else self.empty(n, P * c, *x.shape[-2:], like=x)
                 need_in = need_gx
-            gh, gwd = _conv_backward(gd, h_in, wd, dw.stride[0] if b == 0 else 1, dw.padding[0],
-                                     dw.dilation[0], wd.shape[0], need_in, self.need_params)
+            gh, gwd = _conv_backward(
+                gd,
+                h_in,
+                wd,
+                dw.stride[0] if b == 0 else 1,
+                dw.padding[0],
+                dw.dilation[0],
+                wd.shape[0],
+                need_in,
+                self.need_params,
+            )
             del gd, h_in
             if self.need_params:
                 at = g.params.start + 2 * P * b
-                gparams[at: at + P] = gwd.split(c)
-                gparams[at + P: at + 2 * P] = gwp.split(c)
+                gparams[at : at + P] = gwd.split(c)
+                gparams[at + P : at + 2 * P] = gwp.split(c)
             if b > 0:
                 gz = aten.threshold_backward(gh, z_prev, 0)
         return gh, gm
@@ -466,20 +509,26 @@ class _Run:
                 z = z.unflatten(1, (len(wave.nodes), len(wave.sources)))
             gm = self.mix_grad(g_pos, z, wave, g)
         gz = torch.empty_like(q)
-        torch.mul(g_pos.unflatten(-3, (2, c // 2)), wv.unsqueeze(-1),
-                  out=gz.view(n, 2, *g_pos.shape[1:-3], c // 2, *q.shape[-2:]).movedim(1, -4))
+        torch.mul(
+            g_pos.unflatten(-3, (2, c // 2)),
+            wv.unsqueeze(-1),
+            out=gz.view(n, 2, *g_pos.shape[1:-3], c // 2, *q.shape[-2:]).movedim(1, -4),
+        )
         gq = _bn_backward(gz, q, mean, invstd, eps)
         w1, w2 = self.views[key][0]
         h = h_rep if h_rep is not None else self.empty(n, P * c, *x.shape[-2:], like=x)
         half = P * c // 2
-        gh, gw1 = _conv_backward(gq[:, :half], h, w1, 2, 0, 1, P, need_gx or self.need_params, self.need_params)
-        gs, gw2 = _conv_backward(gq[:, half:], _shifted(h), w2, 2, 0, 1, P, need_gx or self.need_params,
-                                 self.need_params)
+        gh, gw1 = _conv_backward(
+            gq[:, :half], h, w1, 2, 0, 1, P, need_gx or self.need_params, self.need_params
+        )
+        gs, gw2 = _conv_backward(
+            gq[:, half:], _shifted(h), w2, 2, 0, 1, P, need_gx or self.need_params, self.need_params
+        )
         gh[:, :, 1:, 1:] += gs[:, :, : gh.shape[2] - 1, : gh.shape[3] - 1]
         if self.need_params:
             at = g.params.start
-            gparams[at: at + P] = gw1.split(c // 2)
-            gparams[at + P: at + 2 * P] = gw2.split(c // 2)
+            gparams[at : at + P] = gw1.split(c // 2)
+            gparams[at + P : at + 2 * P] = gw2.split(c // 2)
         return gh, gm
 
 

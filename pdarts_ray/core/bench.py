@@ -9,6 +9,7 @@ sep 5x5, dil 3x3, dil 5x5}, stage 3 {skip, sep 3x3, sep 5x5} on every edge; skip
 a finished search used in each stage. Run one stage per process: the peak memory is the
 process's (peak resident set on CPU, CUDA max allocated on GPU).
 """
+
 from __future__ import annotations
 
 import json
@@ -52,34 +53,69 @@ def stage_switches(stage: int, masks: str = "heavy") -> dict:
         alphas = json.loads(path.read_text())
         return {cell: alphas[f"stage{stage}"][cell]["switches"] for cell in ("normal", "reduce")}
     except (OSError, json.JSONDecodeError, KeyError, TypeError):
-        raise UserError(f"--masks {masks}: no stage-{stage} switches in {path} (a finished search run folder?)") \
-            from None
+        raise UserError(
+            f"--masks {masks}: no stage-{stage} switches in {path} (a finished search run folder?)"
+        ) from None
 
 
-def bench_config(batch: int = 32, device: str = "auto", image_size: int = 32, kernels: str = "lean",
-                 dtype: str = "float32", channels_last: str = "auto", compile: bool = False,
-                 threads: int = 0, seed: int = 0) -> SearchConfig:
-    return SearchConfig(channels=16, batch_size=batch, image_size=image_size, seed=seed, device=device,
-                        kernels=kernels, dtype=dtype, channels_last=channels_last, compile=compile,
-                        threads=threads).validate()
+def bench_config(
+    batch: int = 32,
+    device: str = "auto",
+    image_size: int = 32,
+    kernels: str = "lean",
+    dtype: str = "float32",
+    channels_last: str = "auto",
+    compile: bool = False,
+    threads: int = 0,
+    seed: int = 0,
+) -> SearchConfig:
+    return SearchConfig(
+        channels=16,
+        batch_size=batch,
+        image_size=image_size,
+        seed=seed,
+        device=device,
+        kernels=kernels,
+        dtype=dtype,
+        channels_last=channels_last,
+        compile=compile,
+        threads=threads,
+    ).validate()
 
 
-def harness_stage(stage: int, cfg: SearchConfig, device: torch.device, masks: str = "heavy",
-                  cells: int | None = None, rate: float | None = None, ranks=None) -> Stage:
+def harness_stage(
+    stage: int,
+    cfg: SearchConfig,
+    device: torch.device,
+    masks: str = "heavy",
+    cells: int | None = None,
+    rate: float | None = None,
+    ranks=None,
+) -> Stage:
     """A stage's supernet as the benchmarks time it: the harness's (or a run's) op masks, the
     harness's cells and skip-dropout rate unless given, in training mode."""
     switches = stage_switches(stage, masks)
-    plan = StagePlan(index=stage - 1, cells=HARNESS_CELLS[stage] if cells is None else cells,
-                     ops=sum(switches["normal"][0]), rate=HARNESS_DROPOUT[stage] if rate is None else rate,
-                     last=stage == 3)
+    plan = StagePlan(
+        index=stage - 1,
+        cells=HARNESS_CELLS[stage] if cells is None else cells,
+        ops=sum(switches["normal"][0]),
+        rate=HARNESS_DROPOUT[stage] if rate is None else rate,
+        last=stage == 3,
+    )
     net = Stage(cfg, plan, switches, num_classes=10, device=device, ranks=ranks)
     net.model.set_skip_dropout(plan.rate)  # the rate at the first searching epoch
     net.model.train()
     return net
 
 
-def bench_step(stage: int, cfg: SearchConfig, masks: str = "heavy", warmup: int = 2, steps: int = 5,
-               weight_steps: int = 0) -> dict:
+def bench_step(
+    stage: int,
+    cfg: SearchConfig,
+    masks: str = "heavy",
+    warmup: int = 2,
+    steps: int = 5,
+    weight_steps: int = 0,
+) -> dict:
     """Median seconds of a full step, and the peak memory; with `weight_steps`, also the
     median of a weight-only step (the warm-up epochs' step), timed after the full steps."""
     dev = resolve_device(cfg.device)
@@ -92,7 +128,9 @@ def bench_step(stage: int, cfg: SearchConfig, masks: str = "heavy", warmup: int 
 
     def batch_pair():
         x = torch.randn(cfg.batch_size, 3, cfg.image_size, cfg.image_size, generator=g)
-        return x.to(dev).contiguous(memory_format=fmt), torch.randint(0, 10, (cfg.batch_size,), generator=g).to(dev)
+        return x.to(dev).contiguous(memory_format=fmt), torch.randint(
+            0, 10, (cfg.batch_size,), generator=g
+        ).to(dev)
 
     data = [(batch_pair(), batch_pair()) for _ in range(warmup + steps)]
     if dev.type == "cuda":
@@ -108,9 +146,16 @@ def bench_step(stage: int, cfg: SearchConfig, masks: str = "heavy", warmup: int 
     peak = torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else process_peak_rss_bytes()
     median = statistics.median(times[warmup:])
     flops = step_flops(stage, cfg, masks)
-    result = {"stage": stage, "batch": cfg.batch_size, "device": str(dev), "median_step_s": median,
-              "openmp_env": {k: os.environ.get(k) for k in OPENMP_KEYS},
-              "peak_memory_bytes": int(peak), "flops": flops, "achieved_flop_per_s": flops["full_step"] / median}
+    result = {
+        "stage": stage,
+        "batch": cfg.batch_size,
+        "device": str(dev),
+        "median_step_s": median,
+        "openmp_env": {k: os.environ.get(k) for k in OPENMP_KEYS},
+        "peak_memory_bytes": int(peak),
+        "flops": flops,
+        "achieved_flop_per_s": flops["full_step"] / median,
+    }
     if weight_steps:
         weight_times = []
         for _, (x, y) in data[:weight_steps]:
@@ -143,27 +188,50 @@ def step_flops(stage: int, cfg: SearchConfig, masks: str = "heavy") -> dict:
 
     from .config import replace
 
-    small = replace(cfg, batch_size=FLOP_COUNT_BATCH, device="cpu", kernels="reference", dtype="float32",
-                    compile=False, channels_last="off")
+    small = replace(
+        cfg,
+        batch_size=FLOP_COUNT_BATCH,
+        device="cpu",
+        kernels="reference",
+        dtype="float32",
+        compile=False,
+        channels_last="off",
+    )
     net = harness_stage(stage, small, torch.device("cpu"), masks)
-    x = torch.randn(FLOP_COUNT_BATCH, 3, cfg.image_size, cfg.image_size, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(
+        FLOP_COUNT_BATCH, 3, cfg.image_size, cfg.image_size, generator=torch.Generator().manual_seed(0)
+    )
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         net.forward(x, arch_grad=False, weight_grad=False)
     forward = int(round(counter.get_total_flops() * cfg.batch_size / FLOP_COUNT_BATCH))
-    return {"forward": forward, "arch_step": 2 * forward, "weight_step": 3 * forward, "full_step": 5 * forward,
-            "batch": cfg.batch_size}
+    return {
+        "forward": forward,
+        "arch_step": 2 * forward,
+        "weight_step": 3 * forward,
+        "full_step": 5 * forward,
+        "batch": cfg.batch_size,
+    }
 
 
-def projected_search_hours(full_step_s: list[float], weight_step_s: list[float], train_images: int = 25_000,
-                           batch: int = 96, epochs: int = 25, warmup: int = 10) -> float:
+def projected_search_hours(
+    full_step_s: list[float],
+    weight_step_s: list[float],
+    train_images: int = 25_000,
+    batch: int = 96,
+    epochs: int = 25,
+    warmup: int = 10,
+) -> float:
     """Hours of a whole search from per-stage step times: warm-up epochs run weight steps
     only, the others full steps (validation passes not counted)."""
     steps = -(-train_images // batch)
-    return sum(steps * (warmup * w + (epochs - warmup) * f) for f, w in zip(full_step_s, weight_step_s)) / 3600
+    return (
+        sum(steps * (warmup * w + (epochs - warmup) * f) for f, w in zip(full_step_s, weight_step_s)) / 3600
+    )
 
 
-def bench_step_process(stage: int, argv: list[str], env: dict | None = None, timeout_s: float | None = None,
-                       label: str = "") -> dict:
+def bench_step_process(
+    stage: int, argv: list[str], env: dict | None = None, timeout_s: float | None = None, label: str = ""
+) -> dict:
     """`bench step --stage S --json ARGV` in a fresh process; its failure is one line
     (subprocess.TimeoutExpired past `timeout_s`)."""
     cmd = [sys.executable, "-m", "pdarts_ray.cli", "bench", "step", "--stage", str(stage), "--json", *argv]

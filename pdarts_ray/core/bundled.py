@@ -12,6 +12,7 @@ folder). A file that differs (tampered with, half-written, or written by another
 version) is rewritten with a one-line warning. torchvision then reads a private copy of
 the verified bytes, so a file swapped after the check is never unpickled.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -39,21 +40,33 @@ def cache_dir() -> Path:
 
 # ---------------------------------------------------------------- CIFAR-format files
 
-def cifar10_files(train_x: np.ndarray, train_y, test_x: np.ndarray, test_y, label_names: list[str]) -> dict[str, bytes]:
+
+def cifar10_files(
+    train_x: np.ndarray, train_y, test_x: np.ndarray, test_y, label_names: list[str]
+) -> dict[str, bytes]:
     """The CIFAR-10 batch files of images N, 32, 32, 3 (uint8), as bytes: deterministic."""
     chunks = np.array_split(np.arange(len(train_x)), 5)
 
     def batch(name, images, labels, batch_label) -> bytes:
         flat = np.ascontiguousarray(images.transpose(0, 3, 1, 2)).reshape(len(images), -1)
-        entry = {"batch_label": batch_label, "labels": [int(v) for v in labels], "data": flat,
-                 "filenames": [f"{name}_{i:05d}.png" for i in range(len(images))]}
+        entry = {
+            "batch_label": batch_label,
+            "labels": [int(v) for v in labels],
+            "data": flat,
+            "filenames": [f"{name}_{i:05d}.png" for i in range(len(images))],
+        }
         return pickle.dumps(entry, protocol=2)
 
-    files = {f"data_batch_{i}": batch(f"data_batch_{i}", train_x[idx], np.asarray(train_y)[idx],
-                                      f"training batch {i} of 5") for i, idx in enumerate(chunks, start=1)}
+    files = {
+        f"data_batch_{i}": batch(
+            f"data_batch_{i}", train_x[idx], np.asarray(train_y)[idx], f"training batch {i} of 5"
+        )
+        for i, idx in enumerate(chunks, start=1)
+    }
     files["test_batch"] = batch("test_batch", test_x, test_y, "testing batch 1 of 1")
-    files["batches.meta"] = pickle.dumps({"label_names": label_names, "num_cases_per_batch": int(len(chunks[0])),
-                                          "num_vis": 3072}, protocol=2)
+    files["batches.meta"] = pickle.dumps(
+        {"label_names": label_names, "num_cases_per_batch": int(len(chunks[0])), "num_vis": 3072}, protocol=2
+    )
     return files
 
 
@@ -76,8 +89,11 @@ def sync_cache(root: Path, files: dict[str, bytes], what: str) -> Path:
         if on_disk == data:
             continue
         if on_disk is not None:
-            print(f"warning: {path} is not the {what} data this version builds (modified, half-written or from "
-                  f"another numpy); rewritten", file=sys.stderr)
+            print(
+                f"warning: {path} is not the {what} data this version builds (modified, half-written or from "
+                f"another numpy); rewritten",
+                file=sys.stderr,
+            )
         try:
             write_bytes_atomic(path, data)
         except OSError as err:
@@ -101,9 +117,14 @@ def read_verified(root: Path, files: dict[str, bytes], what: str):
 
     class VerifiedCIFAR10(CIFAR10):
         """torchvision's reader with the checksums of the verified files."""
+
         train_list = [[n, hashlib.md5(files[n]).hexdigest()] for n in CIFAR10_FILES[:5]]
         test_list = [["test_batch", hashlib.md5(files["test_batch"]).hexdigest()]]
-        meta = {"filename": "batches.meta", "key": "label_names", "md5": hashlib.md5(files["batches.meta"]).hexdigest()}
+        meta = {
+            "filename": "batches.meta",
+            "key": "label_names",
+            "md5": hashlib.md5(files["batches.meta"]).hexdigest(),
+        }
 
     with tempfile.TemporaryDirectory(prefix="pdarts-verified-") as private:
         os.chmod(private, 0o700)
@@ -119,6 +140,7 @@ def read_verified(root: Path, files: dict[str, bytes], what: str):
 
 # ---------------------------------------------------------------- the bundled digits
 
+
 def digits_files() -> dict[str, bytes]:
     """The 1,797 handwritten digits shipped inside scikit-learn, as CIFAR-10 files.
 
@@ -133,12 +155,13 @@ def digits_files() -> dict[str, bytes]:
     images = big.round().clamp(0, 255).to(torch.uint8).repeat(1, 3, 1, 1).permute(0, 2, 3, 1).numpy()
     labels = bunch.target.astype(np.int64)
     test = np.arange(len(images)) % 6 == 5
-    return cifar10_files(images[~test], labels[~test], images[test], labels[test], [str(d) for d in range(10)])
-
-
+    return cifar10_files(
+        images[~test], labels[~test], images[test], labels[test], [str(d) for d in range(10)]
+    )
 
 
 # ---------------------------------------------------------------- synthetic data
+
 
 def make_synthetic(size: int, classes: int, seed: int = SYNTHETIC_SEED) -> tuple[np.ndarray, np.ndarray]:
     """Images with class structure a small network can learn.
@@ -147,8 +170,9 @@ def make_synthetic(size: int, classes: int, seed: int = SYNTHETIC_SEED) -> tuple
     is its class template, randomly shifted, with a random contrast and pixel noise.
     """
     g = torch.Generator().manual_seed(seed)
-    templates = F.interpolate(torch.rand(classes, 3, 4, 4, generator=g), size=(32, 32), mode="bicubic",
-                              align_corners=False)
+    templates = F.interpolate(
+        torch.rand(classes, 3, 4, 4, generator=g), size=(32, 32), mode="bicubic", align_corners=False
+    )
     labels = torch.arange(size) % classes
     labels = labels[torch.randperm(size, generator=g)]
     x = templates[labels]
@@ -164,8 +188,9 @@ def synthetic_files(size: int, classes: int) -> dict[str, bytes]:
     """`size` training images plus size//5 test images, as CIFAR-10 files."""
     test_size = max(classes, size // 5)
     images, labels = make_synthetic(size + test_size, classes)
-    return cifar10_files(images[:size], labels[:size], images[size:], labels[size:],
-                         [f"class_{c}" for c in range(classes)])
+    return cifar10_files(
+        images[:size], labels[:size], images[size:], labels[size:], [f"class_{c}" for c in range(classes)]
+    )
 
 
 def bundled_folder(dataset: str, root: str | Path | None = None, size: int = 2000, classes: int = 10) -> Path:
@@ -180,7 +205,9 @@ def bundled_files(dataset: str, size: int = 2000, classes: int = 10) -> dict[str
 
 def ensure_bundled(dataset: str, root: str | Path | None = None, size: int = 2000, classes: int = 10) -> Path:
     """The cache folder of digits or synthetic data, written or repaired."""
-    return sync_cache(bundled_folder(dataset, root, size, classes), bundled_files(dataset, size, classes), dataset)
+    return sync_cache(
+        bundled_folder(dataset, root, size, classes), bundled_files(dataset, size, classes), dataset
+    )
 
 
 def load_bundled(dataset: str, root: str | Path | None = None, size: int = 2000, classes: int = 10):

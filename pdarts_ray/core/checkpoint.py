@@ -5,6 +5,7 @@ renamed over the target, so a reader sees the old file or the new one, never hal
 of one. Checkpoints are numbered; the newest two are kept, and a newest one that
 cannot be read falls back to the one before it with a warning.
 """
+
 from __future__ import annotations
 
 import io
@@ -13,8 +14,9 @@ import os
 import re
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -124,7 +126,9 @@ class CheckpointDir:
         existing = self._existing()
         return existing[-1][1] if existing else None
 
-    def load(self, warn: Callable[[str], None] | None = None, validate: Callable[[dict], None] | None = None) -> dict:
+    def load(
+        self, warn: Callable[[str], None] | None = None, validate: Callable[[dict], None] | None = None
+    ) -> dict:
         """The newest readable checkpoint; a corrupt newest one (or one `validate` rejects with a
         ValueError) falls back to the previous."""
         existing = self._existing()
@@ -142,7 +146,11 @@ class CheckpointDir:
             except Exception as err:  # any unreadable file: try the one before
                 reason = str(err).splitlines()[0] if str(err) else type(err).__name__
                 if i + 1 < len(existing):
-                    warn(f"warning: {path.name} is unreadable ({reason[:120]}); using the previous checkpoint")
+                    warn(
+                        f"warning: {path.name} is unreadable ({reason[:120]}); using the previous checkpoint"
+                    )
                 else:
-                    raise UserError(f"{path}: unreadable checkpoint ({reason[:120]}) and no earlier one") from None
+                    raise UserError(
+                        f"{path}: unreadable checkpoint ({reason[:120]}) and no earlier one"
+                    ) from None
         raise AssertionError("unreachable")

@@ -15,6 +15,7 @@ adds object stores. Locally, creating is `open(O_CREAT | O_EXCL)`, taking over r
 stale claim away first (one taker wins the rename), and renewing replaces the file after
 checking it is still this driver's.
 """
+
 from __future__ import annotations
 
 import json
@@ -121,14 +122,22 @@ def _alive_here(pid: int) -> bool:
 
 def describe(holder: dict) -> str:
     started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("started", 0)))
-    return f"{holder.get('command', '?')} (pid {holder.get('pid', '?')} on {holder.get('host', '?')}, since {started})"
+    where = f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}"
+    return f"{holder.get('command', '?')} ({where}, since {started})"
 
 
 class Claim:
     """`with Claim(files, "pdarts-ray sweep"):` holds the target for the block's duration."""
 
-    def __init__(self, files: ClaimFiles, command: str, take_over: bool = False, lease_s: float = LEASE_S,
-                 renew_s: float = RENEW_S, warn=None):
+    def __init__(
+        self,
+        files: ClaimFiles,
+        command: str,
+        take_over: bool = False,
+        lease_s: float = LEASE_S,
+        renew_s: float = RENEW_S,
+        warn=None,
+    ):
         self.files, self.command, self.take_over = files, command, take_over
         self.lease_s, self.renew_s = lease_s, renew_s
         self.warn = warn or (lambda line: print(line, file=sys.stderr, flush=True))
@@ -140,20 +149,32 @@ class Claim:
 
     def _content(self, started: float) -> bytes:
         now = time.time()
-        return json.dumps({"command": self.command, "host": socket.gethostname(), "pid": os.getpid(),
-                           "started": started, "renewed": now, "lease_s": self.lease_s, "token": self.token},
-                          indent=1).encode()
+        return json.dumps(
+            {
+                "command": self.command,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "started": started,
+                "renewed": now,
+                "lease_s": self.lease_s,
+                "token": self.token,
+            },
+            indent=1,
+        ).encode()
 
     def stale_reason(self, holder: dict) -> str | None:
         """Why an existing claim may be taken over, or None while it holds."""
         if time.time() > float(holder.get("renewed", 0)) + float(holder.get("lease_s", self.lease_s)):
             return "its lease expired"
-        if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int) \
-                and not _alive_here(holder["pid"]):
+        if (
+            holder.get("host") == socket.gethostname()
+            and isinstance(holder.get("pid"), int)
+            and not _alive_here(holder["pid"])
+        ):
             return "its process is gone"
         return None
 
-    def acquire(self) -> "Claim":
+    def acquire(self) -> Claim:
         started = time.time()
         for _ in range(5):
             self.version = self.files.create(self._content(started))
@@ -172,8 +193,10 @@ class Claim:
             else:
                 reason = "forced (--take-over)" if self.take_over else self.stale_reason(holder)
             if reason is None:
-                raise UserError(f"{self.files.where}: held by {describe(holder)}; wait for it to end, or pass "
-                                f"--take-over if it is gone")
+                raise UserError(
+                    f"{self.files.where}: held by {describe(holder)}; wait for it to end, or pass "
+                    f"--take-over if it is gone"
+                )
             self.version = self.files.replace(version, self._content(started))
             if self.version is not None:
                 self.warn(f"warning: took over {self.files.where} from {describe(holder)}: {reason}")
@@ -201,7 +224,7 @@ class Claim:
         if not self.lost and self.version is not None:
             self.files.remove(self.version)
 
-    def __enter__(self) -> "Claim":
+    def __enter__(self) -> Claim:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:

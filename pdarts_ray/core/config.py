@@ -5,22 +5,28 @@ overrides (values parsed as YAML), then explicit flags. Every layer goes through
 the same validation: unknown keys, wrong types and out-of-range values are
 rejected with one line naming the key, before anything is written.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import difflib
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
 from .errors import UserError
 
 DATASETS = ("digits", "synthetic", "cifar10", "cifar100", "imagefolder")
-KERNELS = ("lean", "reference", "batched")  # the supernet step: memory-lean fused kernels, plain modules, or per source state and op kind
+KERNELS = (
+    "lean",
+    "reference",
+    "batched",
+)  # the supernet step: memory-lean fused kernels, plain modules, or per source state and op kind
 DTYPES = ("float32", "bfloat16")
 
 
@@ -89,7 +95,7 @@ class SearchConfig:
     def num_stages(self) -> int:
         return len(self.cells)
 
-    def validate(self) -> "SearchConfig":
+    def validate(self) -> SearchConfig:
         check_types(self)
         _choice(self, "dataset", DATASETS)
         _at_least(self, "image_size", 8)
@@ -100,11 +106,15 @@ class SearchConfig:
             raise UserError("config: cells: needs at least one stage")
         for key in ("ops_kept", "skip_dropout"):
             if len(getattr(self, key)) != n:
-                raise UserError(f"config: {key}: has {len(getattr(self, key))} entries but cells has {n} (one per stage)")
+                raise UserError(
+                    f"config: {key}: has {len(getattr(self, key))} entries but cells has {n} (one per stage)"
+                )
         for i, c in enumerate(self.cells):
             if c < 3:
-                raise UserError(f"config: cells: stage {i + 1} needs at least 3 cells "
-                                f"(two reduction cells and a normal one), got {c}")
+                raise UserError(
+                    f"config: cells: stage {i + 1} needs at least 3 cells "
+                    f"(two reduction cells and a normal one), got {c}"
+                )
         for i, k in enumerate(self.ops_kept):
             if not 2 <= k <= 8:
                 raise UserError(f"config: ops_kept: stage {i + 1} must keep 2..8 ops, got {k}")
@@ -118,11 +128,15 @@ class SearchConfig:
         _at_least(self, "epochs", 1)
         _at_least(self, "warmup_epochs", 0)
         if self.warmup_epochs >= self.epochs:
-            raise UserError(f"config: warmup_epochs: must be less than epochs ({self.epochs}), got {self.warmup_epochs}")
+            raise UserError(
+                f"config: warmup_epochs: must be less than epochs ({self.epochs}), got {self.warmup_epochs}"
+            )
         _at_least(self, "batch_size", 1)
         _at_least(self, "channels", 1)
         if self.channels % 2:
-            raise UserError(f"config: channels: must be even (reduction edges halve it twice), got {self.channels}")
+            raise UserError(
+                f"config: channels: must be even (reduction edges halve it twice), got {self.channels}"
+            )
         _at_least(self, "seed", 0)
         if self.space_seed is not None and self.space_seed < 0:
             raise UserError(f"config: space_seed: must be at least 0, got {self.space_seed}")
@@ -153,41 +167,102 @@ SEARCH_PRESETS: dict[str, dict[str, Any]] = {
     # The paper's CIFAR-10 search (section 4.2.1): 5/11/17 cells, 8/5/3 ops,
     # skip dropout 0.0/0.4/0.7, at most 2 skip-connects, batch 96, 25 epochs (10 warm-up);
     # validated in each stage's last 4 epochs, as the official code does.
-    "paper-c10": dict(dataset="cifar10", cells=[5, 11, 17], ops_kept=[8, 5, 3],
-                      skip_dropout=[0.0, 0.4, 0.7], skip_connects=2, epochs=25, warmup_epochs=10,
-                      batch_size=96, channels=16, valid_last_epochs=4),
+    "paper-c10": dict(
+        dataset="cifar10",
+        cells=[5, 11, 17],
+        ops_kept=[8, 5, 3],
+        skip_dropout=[0.0, 0.4, 0.7],
+        skip_connects=2,
+        epochs=25,
+        warmup_epochs=10,
+        batch_size=96,
+        channels=16,
+        valid_last_epochs=4,
+    ),
     # The paper's CIFAR-100 search: the same except skip dropout 0.1/0.2/0.3.
-    "paper-c100": dict(dataset="cifar100", cells=[5, 11, 17], ops_kept=[8, 5, 3],
-                       skip_dropout=[0.1, 0.2, 0.3], skip_connects=2, epochs=25, warmup_epochs=10,
-                       batch_size=96, channels=16, valid_last_epochs=4),
+    "paper-c100": dict(
+        dataset="cifar100",
+        cells=[5, 11, 17],
+        ops_kept=[8, 5, 3],
+        skip_dropout=[0.1, 0.2, 0.3],
+        skip_connects=2,
+        epochs=25,
+        warmup_epochs=10,
+        batch_size=96,
+        channels=16,
+        valid_last_epochs=4,
+    ),
     # The embedded default: real handwritten digits, the three-stage structure shrunk to a
     # few minutes on 2 CPU cores while still learning. Chosen with sweeps/tiny-choose.yaml:
     # a third warm-up epoch and half-size batches give the weights 3x the steps before the
     # alphas move (with fewer, the under-trained supernet favoured pooling), and a 5x faster
     # alpha optimiser moves the alphas past the noise; docs/search.md has the figures.
-    "tiny": dict(dataset="digits", image_size=16, cells=[3, 4, 5], ops_kept=[8, 5, 3],
-                 skip_dropout=[0.0, 0.4, 0.7], skip_connects=2, epochs=6, warmup_epochs=3,
-                 batch_size=48, channels=8, lr=0.08, arch_lr=3e-3),
+    "tiny": dict(
+        dataset="digits",
+        image_size=16,
+        cells=[3, 4, 5],
+        ops_kept=[8, 5, 3],
+        skip_dropout=[0.0, 0.4, 0.7],
+        skip_connects=2,
+        epochs=6,
+        warmup_epochs=3,
+        batch_size=48,
+        channels=8,
+        lr=0.08,
+        arch_lr=3e-3,
+    ),
     # The diagnostic tables on a CPU: two searches side by side in about 22 minutes on 2 cores.
     # Chosen with sweeps/small-choose*.yaml: of arch_lr 0.003, 0.01 and 0.03, only 0.01 let
     # skip-connects accumulate stage by stage without skip dropout (by more than two standard
     # errors over three seeds); docs/reproduce.md has the figures.
-    "small": dict(dataset="digits", image_size=16, cells=[3, 5, 7], ops_kept=[8, 5, 3],
-                  skip_dropout=[0.0, 0.4, 0.7], skip_connects=2, epochs=12, warmup_epochs=4,
-                  batch_size=48, channels=8, lr=0.05, arch_lr=0.01),
+    "small": dict(
+        dataset="digits",
+        image_size=16,
+        cells=[3, 5, 7],
+        ops_kept=[8, 5, 3],
+        skip_dropout=[0.0, 0.4, 0.7],
+        skip_connects=2,
+        epochs=12,
+        warmup_epochs=4,
+        batch_size=48,
+        channels=8,
+        lr=0.05,
+        arch_lr=0.01,
+    ),
     # For tests: seconds.
-    "smoke": dict(dataset="synthetic", synthetic_size=128, synthetic_classes=4, image_size=8,
-                  cells=[3, 4, 5], ops_kept=[8, 5, 3], skip_dropout=[0.0, 0.4, 0.7],
-                  skip_connects=2, epochs=3, warmup_epochs=1, batch_size=32, channels=4,
-                  threads=1),
+    "smoke": dict(
+        dataset="synthetic",
+        synthetic_size=128,
+        synthetic_classes=4,
+        image_size=8,
+        cells=[3, 4, 5],
+        ops_kept=[8, 5, 3],
+        skip_dropout=[0.0, 0.4, 0.7],
+        skip_connects=2,
+        epochs=3,
+        warmup_epochs=1,
+        batch_size=32,
+        channels=4,
+        threads=1,
+    ),
 }
 
 # Earlier values of presets that have changed, newest first: an experiment started with one
 # of them keeps it (its saved base config is checked against every version).
 # 0.1.0: its supernets were under-trained when the alphas began to move (pooling cells)
-_TINY_0_1_0 = dict(dataset="digits", image_size=16, cells=[3, 4, 5], ops_kept=[8, 5, 3],
-                   skip_dropout=[0.0, 0.4, 0.7], skip_connects=2, epochs=6, warmup_epochs=2,
-                   batch_size=96, channels=8, lr=0.08)
+_TINY_0_1_0 = dict(
+    dataset="digits",
+    image_size=16,
+    cells=[3, 4, 5],
+    ops_kept=[8, 5, 3],
+    skip_dropout=[0.0, 0.4, 0.7],
+    skip_connects=2,
+    epochs=6,
+    warmup_epochs=2,
+    batch_size=96,
+    channels=8,
+    lr=0.08,
+)
 
 FORMER_PRESETS: dict[str, list[dict[str, Any]]] = {
     # a third warm-up epoch at batch 96: the default while a timing taken on shared cores put
@@ -209,12 +284,13 @@ PRESET_NOTES = {
     "paper-c100": "the paper's CIFAR-100 search (GPU; needs CIFAR-100 under data_root)",
     "tiny": "the embedded default: bundled digits, three short stages, CPU in minutes",
     "small": "bundled digits, deeper and longer stages for the diagnostic tables; two searches in about "
-             "22 minutes on 2 CPU cores",
+    "22 minutes on 2 CPU cores",
     "smoke": "synthetic data, seconds; for tests",
 }
 
 
 # ---------------------------------------------------------------- generic machinery
+
 
 def check_types(cfg) -> None:
     """Check each field's value against its annotation (int, float, str, bool, lists of them)."""
@@ -240,8 +316,12 @@ def _type_error(annotation: str, value) -> str | None:
             if _type_error(inner, v):
                 return f"must be a list of {inner}"
         return None
-    checks = {"int": _is_int, "float": lambda v: _is_number(v) and math.isfinite(v), "bool": lambda v: isinstance(v, bool),
-              "str": lambda v: isinstance(v, str)}
+    checks = {
+        "int": _is_int,
+        "float": lambda v: _is_number(v) and math.isfinite(v),
+        "bool": lambda v: isinstance(v, bool),
+        "str": lambda v: isinstance(v, str),
+    }
     names = {"int": "an integer", "float": "a finite number", "bool": "true or false", "str": "a string"}
     if ann in checks:
         return None if checks[ann](value) else f"must be {names[ann]}"
@@ -257,8 +337,10 @@ def did_you_mean(word: str, choices) -> str:
 def _choice(cfg, key, choices):
     value = getattr(cfg, key)
     if value not in choices:
-        raise UserError(f"config: {key}: must be one of {', '.join(map(str, choices))}, got {value!r}"
-                        f"{did_you_mean(value, choices)}")
+        raise UserError(
+            f"config: {key}: must be one of {', '.join(map(str, choices))}, got {value!r}"
+            f"{did_you_mean(value, choices)}"
+        )
 
 
 def _at_least(cfg, key, low):
@@ -323,7 +405,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as err:
-        raise UserError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'} ({str(err).splitlines()[0]})") from None
+        raise UserError(
+            f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'} ({str(err).splitlines()[0]})"
+        ) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -331,12 +415,19 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def resolve(cls, presets: Mapping[str, Mapping[str, Any]], preset: str, config_file: str | None = None,
-            sets: list[str] | None = None, flags: Mapping[str, Any] | None = None):
+def resolve(
+    cls,
+    presets: Mapping[str, Mapping[str, Any]],
+    preset: str,
+    config_file: str | None = None,
+    sets: list[str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+):
     """Preset -> file -> --set -> explicit flags, validated at every layer's end."""
     if preset not in presets:
-        raise UserError(f"unknown preset '{preset}'{did_you_mean(preset, presets)} "
-                        f"(choose from {', '.join(presets)})")
+        raise UserError(
+            f"unknown preset '{preset}'{did_you_mean(preset, presets)} (choose from {', '.join(presets)})"
+        )
     values = apply_overrides(cls, {}, presets[preset], f"preset {preset}")
     if config_file:
         values = apply_overrides(cls, values, read_config_file(config_file), str(config_file))
@@ -366,8 +457,11 @@ REPORTING_KEYS = ("valid_last_epochs",)
 
 def identity(config: Mapping[str, Any]) -> dict[str, Any]:
     """The keys that say what a search computes, as stored searches are compared."""
-    return {k: v for k, v in config.items() if k not in REPORTING_KEYS
-            and not (k in IDENTITY_NEUTRAL and (v is None or v == IDENTITY_NEUTRAL[k]))}
+    return {
+        k: v
+        for k, v in config.items()
+        if k not in REPORTING_KEYS and not (k in IDENTITY_NEUTRAL and (v is None or v == IDENTITY_NEUTRAL[k]))
+    }
 
 
 def to_dict(cfg) -> dict[str, Any]:

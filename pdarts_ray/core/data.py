@@ -6,6 +6,7 @@ Whole datasets are held as uint8 tensors (N, 3, H, W) on the training device; a 
 is an index gather, a random crop with zero padding and a horizontal flip, then
 normalisation, all on that device. No DataLoader worker processes are involved.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ class ImageData:
 
 # ---------------------------------------------------------------- loading
 
+
 def _to_tensors(data: np.ndarray, targets) -> tuple[torch.Tensor, torch.Tensor]:
     x = torch.from_numpy(np.ascontiguousarray(data)).permute(0, 3, 1, 2).contiguous()
     return x, torch.as_tensor(np.asarray(targets), dtype=torch.long)
@@ -68,14 +70,19 @@ def _missing(folder: Path, names: list[str]) -> list[str]:
 def _load_cifar(kind: str, root: str, download: bool):
     from torchvision import datasets
 
-    folder_name, files, cls = ((CIFAR10_FOLDER, CIFAR10_FILES, datasets.CIFAR10) if kind == "cifar10"
-                               else (CIFAR100_FOLDER, CIFAR100_FILES, datasets.CIFAR100))
+    folder_name, files, cls = (
+        (CIFAR10_FOLDER, CIFAR10_FILES, datasets.CIFAR10)
+        if kind == "cifar10"
+        else (CIFAR100_FOLDER, CIFAR100_FILES, datasets.CIFAR100)
+    )
     folder = Path(root).expanduser() / folder_name
     if not download:
         missing = _missing(folder, files)
         if missing:
-            raise UserError(f"{kind}: missing {', '.join(str(folder / m) for m in missing)} "
-                            f"(put the dataset there, or pass --download)")
+            raise UserError(
+                f"{kind}: missing {', '.join(str(folder / m) for m in missing)} "
+                f"(put the dataset there, or pass --download)"
+            )
     try:
         train = cls(str(Path(root).expanduser()), train=True, download=download)
         test = cls(str(Path(root).expanduser()), train=False, download=download)
@@ -120,8 +127,14 @@ def _load_imagefolder(root: str, size: int):
     return train_x, train_y, test_x, test_y, len(classes)
 
 
-def load_dataset(dataset: str, data_root: str | None = None, image_size: int = 32, download: bool = False,
-                 synthetic_size: int = 2000, synthetic_classes: int = 10) -> ImageData:
+def load_dataset(
+    dataset: str,
+    data_root: str | None = None,
+    image_size: int = 32,
+    download: bool = False,
+    synthetic_size: int = 2000,
+    synthetic_classes: int = 10,
+) -> ImageData:
     if dataset in ("cifar10", "cifar100", "imagefolder") and not data_root:
         raise UserError(f"{dataset}: no data_root given (pass --data-root DIR, the folder that holds it)")
     if dataset in ("cifar10", "cifar100"):
@@ -130,7 +143,9 @@ def load_dataset(dataset: str, data_root: str | None = None, image_size: int = 3
         test_x, test_y = _to_tensors(test_d, test_t)
         mean, std = (CIFAR10_MEAN, CIFAR10_STD) if dataset == "cifar10" else (CIFAR100_MEAN, CIFAR100_STD)
     elif dataset in ("digits", "synthetic"):
-        train_d, train_t, test_d, test_t, names = load_bundled(dataset, data_root, synthetic_size, synthetic_classes)
+        train_d, train_t, test_d, test_t, names = load_bundled(
+            dataset, data_root, synthetic_size, synthetic_classes
+        )
         train_x, train_y = _to_tensors(train_d, train_t)
         test_x, test_y = _to_tensors(test_d, test_t)
         classes = len(names)
@@ -140,17 +155,33 @@ def load_dataset(dataset: str, data_root: str | None = None, image_size: int = 3
         mean, std = _channel_stats(train_x)
     else:
         raise UserError(f"unknown dataset '{dataset}'")
-    return ImageData(dataset, _resize(train_x, image_size), train_y, _resize(test_x, image_size), test_y,
-                     classes, tuple(mean), tuple(std))
+    return ImageData(
+        dataset,
+        _resize(train_x, image_size),
+        train_y,
+        _resize(test_x, image_size),
+        test_y,
+        classes,
+        tuple(mean),
+        tuple(std),
+    )
 
 
 # ---------------------------------------------------------------- device-resident batches
 
+
 class DeviceImages:
     """A set of images living on the training device, served as normalised batches."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean, std, device,
-                 memory_format: torch.memory_format = torch.contiguous_format):
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        mean,
+        std,
+        device,
+        memory_format: torch.memory_format = torch.contiguous_format,
+    ):
         self.device = torch.device(device)
         self.memory_format = memory_format
         self.x = images.to(self.device)
@@ -185,7 +216,9 @@ def draw_crop_flip(n: int, pad: int, g: torch.Generator, device) -> tuple[torch.
     return oy, ox, flip
 
 
-def crop_flip(x: torch.Tensor, pad: int, oy: torch.Tensor, ox: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+def crop_flip(
+    x: torch.Tensor, pad: int, oy: torch.Tensor, ox: torch.Tensor, flip: torch.Tensor
+) -> torch.Tensor:
     """Zero-pad by `pad`, crop back at the given offsets, flip where asked."""
     n, c, h, w = x.shape
     dev = x.device
@@ -193,8 +226,9 @@ def crop_flip(x: torch.Tensor, pad: int, oy: torch.Tensor, ox: torch.Tensor, fli
     rows = (oy[:, None] + torch.arange(h, device=dev)).view(n, 1, h, 1)
     cols = ox[:, None] + torch.arange(w, device=dev)
     cols = torch.where(flip[:, None], cols.flip(1), cols).view(n, 1, 1, w)
-    return padded[torch.arange(n, device=dev).view(n, 1, 1, 1), torch.arange(c, device=dev).view(1, c, 1, 1),
-                  rows, cols]
+    return padded[
+        torch.arange(n, device=dev).view(n, 1, 1, 1), torch.arange(c, device=dev).view(1, c, 1, 1), rows, cols
+    ]
 
 
 def random_crop_flip(x: torch.Tensor, pad: int, g: torch.Generator) -> torch.Tensor:

@@ -1,5 +1,6 @@
 """Errors a user can fix: reported as one line, exit code 2, no traceback; and how a
 stopped run tells where it was."""
+
 import contextlib
 
 

@@ -1,5 +1,6 @@
 """The search loop's hooks: what the Ray layer (and the terminal's progress view) see of a
 running search."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -27,6 +27,7 @@ input gradients of depthwise convolutions as forward convolutions with flipped k
 The modules (parameters, buffers, initialisation, state_dict) are those of ops.py;
 these functions read their tensors.
 """
+
 from __future__ import annotations
 
 import functools
@@ -43,10 +44,12 @@ aten = torch.ops.aten
 
 # ---------------------------------------------------------------- BatchNorm pieces
 
+
 def _bn(x, bn: nn.BatchNorm2d):
     """Training-mode affine-free BatchNorm updating the running statistics, as the module does."""
-    y, mean, invstd = torch.native_batch_norm(x, None, None, bn.running_mean, bn.running_var, True,
-                                              bn.momentum, bn.eps)
+    y, mean, invstd = torch.native_batch_norm(
+        x, None, None, bn.running_mean, bn.running_var, True, bn.momentum, bn.eps
+    )
     bn.num_batches_tracked.add_(1)
     return y, mean, invstd
 
@@ -57,8 +60,9 @@ def _bn_again(x, eps):
 
 
 def _bn_backward(g, x, mean, invstd, eps):
-    return aten.native_batch_norm_backward(g, x, None, None, None, mean, invstd, True, eps,
-                                           [True, False, False])[0]
+    return aten.native_batch_norm_backward(
+        g, x, None, None, None, mean, invstd, True, eps, [True, False, False]
+    )[0]
 
 
 def _scaled_backward(g, scale, need_scale, output):
@@ -70,14 +74,25 @@ def _scaled_backward(g, scale, need_scale, output):
 
 # ---------------------------------------------------------------- convolution pieces
 
+
 def _conv_backward(g, x, weight, conv: nn.Conv2d, need_input: bool, need_weight: bool):
     """(input grad, weight grad) of a bias-free convolution, as autograd computes them.
     The input gradient reads only x's shape and layout, not its values."""
     if not (need_input or need_weight):
         return None, None
-    gi, gw, _ = aten.convolution_backward(g, x, weight, None, list(conv.stride), list(conv.padding),
-                                          list(conv.dilation), False, [0, 0], conv.groups,
-                                          [need_input, need_weight, False])
+    gi, gw, _ = aten.convolution_backward(
+        g,
+        x,
+        weight,
+        None,
+        list(conv.stride),
+        list(conv.padding),
+        list(conv.dilation),
+        False,
+        [0, 0],
+        conv.groups,
+        [need_input, need_weight, False],
+    )
     return gi, gw
 
 
@@ -95,7 +110,7 @@ class _ConvChain(Function):
         train_weights = any(ctx.needs_input_grad[3:])
         h = x
         kept, stats = [], []
-        for b, (dw, pw, bn) in enumerate(blocks):
+        for b, (dw, _pw, bn) in enumerate(blocks):
             d = F.conv2d(torch.relu(h), weights[2 * b], None, dw.stride, dw.padding, dw.dilation, dw.groups)
             p = F.conv2d(d, weights[2 * b + 1])
             h, mean, invstd = _bn(p, bn)
@@ -109,7 +124,7 @@ class _ConvChain(Function):
     def backward(ctx, g):
         blocks, n = ctx.blocks, len(ctx.blocks)
         x, scale, *rest = ctx.saved_tensors
-        weights, kept, stats = rest[: 2 * n], rest[2 * n: 4 * n], rest[4 * n:]
+        weights, kept, stats = rest[: 2 * n], rest[2 * n : 4 * n], rest[4 * n :]
         need_x, need_scale = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
 
         g, g_scale = _scaled_backward(g, scale, need_scale, lambda: _bn_again(kept[-2], blocks[-1][2].eps))
@@ -133,13 +148,14 @@ class _ConvChain(Function):
 
 def conv_chain(op: nn.Module, x, scale, train_weights: bool):
     mods, weights = [], []
-    for _, dw, pw, bn in (list(op) if isinstance(op, SepConv) else [op]):
+    for _, dw, pw, bn in list(op) if isinstance(op, SepConv) else [op]:
         mods.append((dw, pw, bn))
         weights += [dw.weight, pw.weight] if train_weights else [dw.weight.detach(), pw.weight.detach()]
     return _ConvChain.apply(x, scale, tuple(mods), *weights)
 
 
 # ---------------------------------------------------------------- pooling -> BN
+
 
 class _PoolBN(Function):
     """`scale * BN(pool(x))`; keeps only BN's statistics, recomputes the pooled tensor."""
@@ -176,7 +192,8 @@ def _pool(pool, x):
 
 # ---------------------------------------------------------------- skip-connects
 
-@functools.lru_cache(maxsize=None)
+
+@functools.cache
 def _uniform_draws_are_bernoulli(device_type: str) -> bool:
     """Whether `uniform_() < keep` in float64 draws exactly what `bernoulli_(keep)` draws.
 
@@ -223,6 +240,7 @@ class _ScaledDropout(Function):
 
 
 # ---------------------------------------------------------------- dispatch
+
 
 def op_kind(op: nn.Module) -> str:
     if isinstance(op, (SepConv, DilConv)):

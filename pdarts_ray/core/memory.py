@@ -5,6 +5,7 @@ On CPU: the process's peak resident set size since the phase began. Linux lets a
 process reset its high-water mark (/proc/self/clear_refs, value 5); where that is
 not possible, a background thread samples the resident set every 20 ms.
 """
+
 from __future__ import annotations
 
 import resource

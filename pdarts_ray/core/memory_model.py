@@ -22,6 +22,7 @@ Where a stage's op masks are not known yet (they come out of the previous stage)
 heaviest possible ones are assumed: the ops that keep the most for backward survive,
 so the prediction is an upper bound for packing trials onto a GPU.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -36,8 +37,16 @@ from .supernet import SearchNetwork
 # Ops by what they keep for backward (lean kernels), heaviest first: a sep conv keeps two
 # BatchNorm inputs, a dil conv one, a skip with dropout a boolean mask, pools and `none`
 # nothing beyond the shared input.
-HEAVIEST_FIRST = ["sep_conv_5x5", "sep_conv_3x3", "dil_conv_5x5", "dil_conv_3x3", "skip_connect",
-                  "avg_pool_3x3", "max_pool_3x3", "none"]
+HEAVIEST_FIRST = [
+    "sep_conv_5x5",
+    "sep_conv_3x3",
+    "dil_conv_5x5",
+    "dil_conv_3x3",
+    "skip_connect",
+    "avg_pool_3x3",
+    "max_pool_3x3",
+    "none",
+]
 
 
 @dataclass(frozen=True)
@@ -62,11 +71,19 @@ def heaviest_switches(ops: int) -> list[list[bool]]:
     return [[p in keep for p in PRIMITIVES] for _ in range(NUM_EDGES)]
 
 
-def kept_bytes(cfg: SearchConfig, cells: int, switches: dict, rate: float, batch: int, image_size: int,
-               num_classes: int = 10) -> int:
+def kept_bytes(
+    cfg: SearchConfig,
+    cells: int,
+    switches: dict,
+    rate: float,
+    batch: int,
+    image_size: int,
+    num_classes: int = 10,
+) -> int:
     """Bytes autograd keeps for backward in the heavier step, for `batch` images."""
-    net = SearchNetwork(cfg.channels, num_classes, cells, switches["normal"], switches["reduce"], rate,
-                        kernels=cfg.kernels).train()
+    net = SearchNetwork(
+        cfg.channels, num_classes, cells, switches["normal"], switches["reduce"], rate, kernels=cfg.kernels
+    ).train()
     net.set_skip_dropout(rate)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.dtype == "bfloat16")
 
@@ -97,20 +114,34 @@ def parameter_bytes(cfg: SearchConfig, cells: int, switches: dict, num_classes: 
     return sum(p.numel() * p.element_size() for p in net.parameters())
 
 
-def predict_stage(cfg: SearchConfig, stage: int, device_kind: str, switches: dict | None = None,
-                  dataset_images: int = 0, num_classes: int = 10, batch: int | None = None) -> dict:
+def predict_stage(
+    cfg: SearchConfig,
+    stage: int,
+    device_kind: str,
+    switches: dict | None = None,
+    dataset_images: int = 0,
+    num_classes: int = 10,
+    batch: int | None = None,
+) -> dict:
     """Predicted peak bytes of stage `stage` (1-based), with its parts."""
     i = stage - 1
     cells, rate = cfg.cells[i], cfg.skip_dropout[i]
-    switches = switches or {"normal": heaviest_switches(cfg.ops_kept[i]),
-                            "reduce": heaviest_switches(cfg.ops_kept[i])}
+    switches = switches or {
+        "normal": heaviest_switches(cfg.ops_kept[i]),
+        "reduce": heaviest_switches(cfg.ops_kept[i]),
+    }
     batch = batch or cfg.batch_size
     cal = CALIBRATION["cuda" if device_kind == "cuda" else "cpu"]
     kept = kept_bytes(cfg, cells, switches, rate, batch, cfg.image_size, num_classes)
     params = parameter_bytes(cfg, cells, switches, num_classes)
     element = 2 if cfg.dtype == "bfloat16" else 4
-    first_cell_input = batch * 3 * cfg.channels * cfg.image_size ** 2 * element
-    data = dataset_images * 3 * cfg.image_size ** 2
-    parts = {"fixed": cal.fixed_bytes, "state": 4 * params, "dataset": data, "kept": kept,
-             "working": int(cal.working_multiple * first_cell_input)}
+    first_cell_input = batch * 3 * cfg.channels * cfg.image_size**2 * element
+    data = dataset_images * 3 * cfg.image_size**2
+    parts = {
+        "fixed": cal.fixed_bytes,
+        "state": 4 * params,
+        "dataset": data,
+        "kept": kept,
+        "working": int(cal.working_multiple * first_cell_input),
+    }
     return {"stage": stage, "device": device_kind, "bytes": int(sum(parts.values())), "parts": parts}

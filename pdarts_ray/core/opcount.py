@@ -8,6 +8,7 @@ one warm-up step (so that optimiser states exist). Views and metadata calls laun
 and are counted apart. The definition is the one the official-code comparison uses, so the
 figures stand beside the official supernet's.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -16,13 +17,47 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 # calls that only make views or read metadata: no kernel runs
-VIEW_OPS = frozenset({
-    "view", "_unsafe_view", "as_strided", "t", "expand", "slice", "select", "unsqueeze", "squeeze", "permute",
-    "transpose", "alias", "detach", "reshape", "_reshape_alias", "split", "unbind", "split_with_sizes", "chunk",
-    "narrow", "flatten", "lift_fresh", "empty_like", "empty", "zeros_like", "new_empty", "new_empty_strided",
-    "empty_strided", "is_same_size", "_to_copy_noop", "sym_size", "sym_stride", "sym_numel",
-    "sym_storage_offset", "clone_noop", "diagonal", "contiguous_noop",
-})
+VIEW_OPS = frozenset(
+    {
+        "view",
+        "_unsafe_view",
+        "as_strided",
+        "t",
+        "expand",
+        "slice",
+        "select",
+        "unsqueeze",
+        "squeeze",
+        "permute",
+        "transpose",
+        "alias",
+        "detach",
+        "reshape",
+        "_reshape_alias",
+        "split",
+        "unbind",
+        "split_with_sizes",
+        "chunk",
+        "narrow",
+        "flatten",
+        "lift_fresh",
+        "empty_like",
+        "empty",
+        "zeros_like",
+        "new_empty",
+        "new_empty_strided",
+        "empty_strided",
+        "is_same_size",
+        "_to_copy_noop",
+        "sym_size",
+        "sym_stride",
+        "sym_numel",
+        "sym_storage_offset",
+        "clone_noop",
+        "diagonal",
+        "contiguous_noop",
+    }
+)
 COUNT_BATCH = 2
 
 
@@ -72,6 +107,12 @@ def count_step_ops(stage: int, kernels: str, cells: int | None = None, seed: int
     counter = OpCounter()
     with counter:
         step()
-    return {"stage": stage, "kernels": kernels, "cells": len(net.model.cells), "calls": counter.calls,
-            "convolutions": counter.convolutions, "views": counter.views,
-            "top": counter.kernels.most_common(8)}
+    return {
+        "stage": stage,
+        "kernels": kernels,
+        "cells": len(net.model.cells),
+        "calls": counter.calls,
+        "convolutions": counter.convolutions,
+        "views": counter.views,
+        "top": counter.kernels.most_common(8),
+    }

@@ -6,9 +6,10 @@ The 8 search primitives are registered first; ops that only appear in published
 genotypes of other methods (NASNet, AmoebaNet) are registered too, so such
 genotypes can be built, but they never enter the search space.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
@@ -67,8 +68,16 @@ class DilConv(nn.Sequential):
     def __init__(self, c_in, c_out, kernel_size, stride, padding, dilation, affine=True):
         super().__init__(
             nn.ReLU(inplace=False),
-            nn.Conv2d(c_in, c_in, kernel_size, stride=stride, padding=padding,
-                      dilation=dilation, groups=c_in, bias=False),
+            nn.Conv2d(
+                c_in,
+                c_in,
+                kernel_size,
+                stride=stride,
+                padding=padding,
+                dilation=dilation,
+                groups=c_in,
+                bias=False,
+            ),
             nn.Conv2d(c_in, c_out, 1, bias=False),
             nn.BatchNorm2d(c_out, affine=affine),
         )

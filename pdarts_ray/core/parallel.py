@@ -15,6 +15,7 @@ What N ranks share of one search step:
   rounding; without it, each rank normalises with its slice's statistics;
 - skip-connect dropout masks come from a stream of each rank's own.
 """
+
 from __future__ import annotations
 
 import pickle
@@ -57,7 +58,7 @@ class Ranks:
         flat = work.to(flat.device)
         offset = 0
         for t in tensors:
-            t.copy_(flat[offset:offset + t.numel()].view_as(t))
+            t.copy_(flat[offset : offset + t.numel()].view_as(t))
             offset += t.numel()
 
     def sum_grads(self, params: list[torch.Tensor]) -> None:
@@ -92,6 +93,7 @@ class Ranks:
 
 # ---------------------------------------------------------------- BatchNorm over the global batch
 
+
 class _GlobalBatchNorm(Function):
     """Training-mode BatchNorm with the statistics of the whole global batch (all ranks)."""
 
@@ -103,8 +105,8 @@ class _GlobalBatchNorm(Function):
         sums = torch.cat([count, x64.sum((0, 2, 3)), (x64 * x64).sum((0, 2, 3))])
         ranks.sum_([sums])
         n = sums[0]
-        mean64 = sums[1:1 + c] / n
-        var64 = (sums[1 + c:] / n - mean64 * mean64).clamp_min(0)
+        mean64 = sums[1 : 1 + c] / n
+        var64 = (sums[1 + c :] / n - mean64 * mean64).clamp_min(0)
         mean, invstd = mean64.to(x.dtype), torch.rsqrt(var64 + eps).to(x.dtype)
         xhat = (x - mean.view(1, c, 1, 1)) * invstd.view(1, c, 1, 1)
         if running_mean is not None:
@@ -143,8 +145,16 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
         if not (self.training and self.ranks is not None and self.ranks.active):
             return super().forward(x)
         self.num_batches_tracked.add_(1)
-        return _GlobalBatchNorm.apply(x, self.weight, self.bias, self.running_mean, self.running_var,
-                                      self.momentum, self.eps, self.ranks)
+        return _GlobalBatchNorm.apply(
+            x,
+            self.weight,
+            self.bias,
+            self.running_mean,
+            self.running_var,
+            self.momentum,
+            self.eps,
+            self.ranks,
+        )
 
 
 def synchronise_batch_norm(model: nn.Module, ranks: Ranks) -> None:

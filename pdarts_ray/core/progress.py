@@ -1,4 +1,5 @@
 """Showing a search as it runs: a rich live view on a terminal, plain lines otherwise."""
+
 from __future__ import annotations
 
 import sys
@@ -25,8 +26,15 @@ class SearchProgress(SearchHooks):
     and, after warm-up, by the extra architecture step, calibrated on the epochs done.
     """
 
-    def __init__(self, cells: list[int], ops: list[int], epochs: int, warmup: int, stream=None,
-                 live: bool | None = None):
+    def __init__(
+        self,
+        cells: list[int],
+        ops: list[int],
+        epochs: int,
+        warmup: int,
+        stream=None,
+        live: bool | None = None,
+    ):
         self.stream = stream or sys.stdout
         self.live = self.stream.isatty() if live is None else live
         self.cells, self.ops, self.epochs, self.warmup = cells, ops, epochs, warmup
@@ -66,10 +74,15 @@ class SearchProgress(SearchHooks):
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
             if self._progress is None:
-                self._progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                                          MofNCompleteColumn(), TimeElapsedColumn(),
-                                          TextColumn("{task.fields[info]}"),
-                                          console=Console(file=self.stream), transient=False)
+                self._progress = Progress(
+                    TextColumn("[bold]{task.description}"),
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TimeElapsedColumn(),
+                    TextColumn("{task.fields[info]}"),
+                    console=Console(file=self.stream),
+                    transient=False,
+                )
                 self._progress.start()
             self._progress.console.print(header)
             self._task = self._progress.add_task(f"stage {stage} epoch 0", total=None, info="")
@@ -78,21 +91,27 @@ class SearchProgress(SearchHooks):
 
     def on_batch(self, stage, epoch, step, steps):
         if self._progress is not None:
-            self._progress.update(self._task, description=f"stage {stage} epoch {epoch}", completed=step,
-                                  total=steps)
+            self._progress.update(
+                self._task, description=f"stage {stage} epoch {epoch}", completed=step, total=steps
+            )
 
     def on_epoch_end(self, metrics, checkpoint):
         stage, epoch = metrics["stage"], metrics["epoch"]
         self.done_units += self._units(stage, epoch)
         self.done_seconds += metrics["epoch_seconds"]
         eta = self.eta(stage, epoch)
-        line = (f"stage {stage} epoch {epoch + 1}/{self.epochs}  loss {_fmt(metrics['train_loss'])}  "
-                f"train {_fmt(metrics['train_acc'])}  valid {_fmt(metrics['valid_acc'])}  "
-                f"skip-dropout {_fmt(metrics['skip_dropout'])}  lr {metrics['lr']:.5f}  "
-                f"{metrics['epoch_seconds']:.1f}s  ETA {_fmt_duration(eta) if eta is not None else '-'}")
+        line = (
+            f"stage {stage} epoch {epoch + 1}/{self.epochs}  loss {_fmt(metrics['train_loss'])}  "
+            f"train {_fmt(metrics['train_acc'])}  valid {_fmt(metrics['valid_acc'])}  "
+            f"skip-dropout {_fmt(metrics['skip_dropout'])}  lr {metrics['lr']:.5f}  "
+            f"{metrics['epoch_seconds']:.1f}s  ETA {_fmt_duration(eta) if eta is not None else '-'}"
+        )
         if self._progress is not None:
-            self._progress.update(self._task, info=f"valid {_fmt(metrics['valid_acc'])}  ETA "
-                                  f"{_fmt_duration(eta) if eta is not None else '-'}")
+            self._progress.update(
+                self._task,
+                info=f"valid {_fmt(metrics['valid_acc'])}  ETA "
+                f"{_fmt_duration(eta) if eta is not None else '-'}",
+            )
             self._progress.console.print(line)
         else:
             print(line, file=self.stream, flush=True)

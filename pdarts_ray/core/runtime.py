@@ -1,5 +1,6 @@
 """Where and how a run executes: device, CPU threads, seeds, random-number states, and the
 environment of processes that start Ray Train runs."""
+
 from __future__ import annotations
 
 import os
@@ -55,8 +56,13 @@ def pin_threads(requested: int, device: torch.device, flag: str, what: str) -> i
 
 def derived_seed(seed: int, *path: int) -> int:
     """An independent 63-bit seed for one part of a run (a stage, a worker)."""
-    return int(np.random.SeedSequence([seed, *path]).generate_state(2, dtype=np.uint32).astype(np.uint64)
-               .dot(np.array([1 << 31, 1], dtype=np.uint64)) & ((1 << 63) - 1))
+    return int(
+        np.random.SeedSequence([seed, *path])
+        .generate_state(2, dtype=np.uint32)
+        .astype(np.uint64)
+        .dot(np.array([1 << 31, 1], dtype=np.uint64))
+        & ((1 << 63) - 1)
+    )
 
 
 def capture_rng(device: torch.device, *generators: torch.Generator) -> dict:
@@ -73,4 +79,3 @@ def restore_rng(state: dict, device: torch.device, *generators: torch.Generator)
         g.set_state(s)
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)
-

@@ -11,6 +11,7 @@ Each finished epoch appends a metrics line, then writes a checkpoint holding all
 state needed to continue bit for bit (weights, alphas, optimiser states, masks,
 random states, the finished stages' results).
 """
+
 from __future__ import annotations
 
 import json
@@ -21,7 +22,6 @@ from pathlib import Path
 
 import torch
 
-from .version import VERSION as __version__
 from .checkpoint import CheckpointDir, append_jsonl, read_jsonl, rewrite_jsonl, write_json_atomic
 from .claim import CLAIM_FILE, claim_folder
 from .config import SearchConfig, from_dict, to_dict
@@ -31,9 +31,19 @@ from .hooks import SearchHooks
 from .memory import PeakMemory
 from .parallel import Ranks
 from .runtime import cpu_threads, derived_seed, memory_format, pin_threads, resolve_device
-from .space import (NUM_EDGES, NUM_OPS, PRIMITIVES, CellState, check_switches, derive, derive_all_m, full_switches,
-                    prune_switches)
+from .space import (
+    NUM_EDGES,
+    NUM_OPS,
+    PRIMITIVES,
+    CellState,
+    check_switches,
+    derive,
+    derive_all_m,
+    full_switches,
+    prune_switches,
+)
 from .stage import Stage, StagePlan
+from .version import VERSION as __version__
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -45,11 +55,8 @@ RESULT_FILE = "result.json"
 CHECKPOINT_DIR = "checkpoints"
 
 
-
-
-
-
 # ---------------------------------------------------------------- the search
+
 
 def validates(cfg: SearchConfig, epoch: int) -> bool:
     """Whether a stage's `epoch` ends with validation: always its last; then either its last
@@ -64,9 +71,15 @@ def validates(cfg: SearchConfig, epoch: int) -> bool:
 def step_path(cfg: SearchConfig, device: torch.device, ranks: Ranks) -> dict:
     """Which implementation of the supernet step ran: what a timing or a memory figure of the
     run belongs to."""
-    kernels = "reference" if ranks.sync_bn else cfg.kernels  # as Stage: global BatchNorm needs the reference ops
-    return {"kernels": kernels, "dtype": cfg.dtype, "compiled": cfg.compile,
-            "channels_last": memory_format(cfg.channels_last, device, cfg.image_size) == torch.channels_last}
+    kernels = (
+        "reference" if ranks.sync_bn else cfg.kernels
+    )  # as Stage: global BatchNorm needs the reference ops
+    return {
+        "kernels": kernels,
+        "dtype": cfg.dtype,
+        "compiled": cfg.compile,
+        "channels_last": memory_format(cfg.channels_last, device, cfg.image_size) == torch.channels_last,
+    }
 
 
 def plan_stages(cfg: SearchConfig) -> list[StagePlan]:
@@ -94,8 +107,9 @@ def initial_switches(cfg: SearchConfig) -> dict:
 class ProgressiveSearch:
     """A P-DARTS search writing its run folder; `run()` starts or continues it."""
 
-    def __init__(self, cfg: SearchConfig, run_dir: Path, hooks: SearchHooks | None = None,
-                 ranks: Ranks | None = None):
+    def __init__(
+        self, cfg: SearchConfig, run_dir: Path, hooks: SearchHooks | None = None, ranks: Ranks | None = None
+    ):
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.hooks = hooks or SearchHooks()
@@ -105,7 +119,7 @@ class ProgressiveSearch:
 
     # -- folder handling
     @classmethod
-    def create(cls, cfg: SearchConfig, run_dir: Path, hooks: SearchHooks | None = None) -> "ProgressiveSearch":
+    def create(cls, cfg: SearchConfig, run_dir: Path, hooks: SearchHooks | None = None) -> ProgressiveSearch:
         run_dir = Path(run_dir)
         check_out_dir(run_dir)
         resolved = to_dict(cfg)
@@ -115,7 +129,7 @@ class ProgressiveSearch:
         return cls(from_dict(SearchConfig, resolved, str(run_dir / CONFIG_FILE)), run_dir, hooks)
 
     @classmethod
-    def open(cls, run_dir: Path, hooks: SearchHooks | None = None) -> "ProgressiveSearch":
+    def open(cls, run_dir: Path, hooks: SearchHooks | None = None) -> ProgressiveSearch:
         run_dir = Path(run_dir)
         path = run_dir / CONFIG_FILE
         if not path.is_file():
@@ -129,8 +143,13 @@ class ProgressiveSearch:
         return cls(from_dict(SearchConfig, data, str(path)), run_dir, hooks)
 
     # -- the loop
-    def run(self, resume: bool = False, data: ImageData | None = None, checkpoint: dict | None = None,
-            device: torch.device | None = None) -> dict:
+    def run(
+        self,
+        resume: bool = False,
+        data: ImageData | None = None,
+        checkpoint: dict | None = None,
+        device: torch.device | None = None,
+    ) -> dict:
         """Start, or with `resume` continue from the run folder's newest checkpoint, or from
         `checkpoint` (a loaded checkpoint from elsewhere, e.g. one Ray Train restored). `device`
         overrides the config's (a Ray Train worker's own GPU)."""
@@ -138,8 +157,16 @@ class ProgressiveSearch:
         device = device or resolve_device(cfg.device)
         pin_threads(cfg.threads, device, "--set threads=1", "this search")
         plans = plan_stages(cfg)
-        start = {"stage": 0, "epoch": 0, "stages": [], "switches": initial_switches(cfg), "stage_state": None,
-                 "elapsed": 0.0, "peak": 0, "peak_reserved": 0}
+        start = {
+            "stage": 0,
+            "epoch": 0,
+            "stages": [],
+            "switches": initial_switches(cfg),
+            "stage_state": None,
+            "elapsed": 0.0,
+            "peak": 0,
+            "peak_reserved": 0,
+        }
         if checkpoint is None and resume:
             if self.checkpoints.latest_path() is None:  # stopped before its first checkpoint: start over
                 self._forget_unsaved_epochs()
@@ -150,8 +177,14 @@ class ProgressiveSearch:
             start = self._resume_point(checkpoint, plans)
             self.hooks.on_resume(checkpoint["stage"] + 1, checkpoint["epoch"] + 1)
         data = data or load_search_data(cfg)
-        images = DeviceImages(data.train_x, data.train_y, data.mean, data.std, device,
-                              memory_format(cfg.channels_last, device, cfg.image_size))
+        images = DeviceImages(
+            data.train_x,
+            data.train_y,
+            data.mean,
+            data.std,
+            device,
+            memory_format(cfg.channels_last, device, cfg.image_size),
+        )
         split = int(math.floor(cfg.train_portion * len(images)))
         if split < 1 or split >= len(images):
             raise UserError(f"{cfg.dataset}: {len(images)} training images are too few to split for search")
@@ -159,19 +192,40 @@ class ProgressiveSearch:
         valid_idx = torch.arange(split, len(images), device=device)
         stages = list(start["stages"])
         switches = start["switches"]
-        for plan in plans[start["stage"]:]:
+        for plan in plans[start["stage"] :]:
             resuming = plan.index == start["stage"] and start["stage_state"] is not None
             summary, switches = self._run_stage(
-                plan, switches, data.num_classes, device, images, train_idx, valid_idx, stages,
+                plan,
+                switches,
+                data.num_classes,
+                device,
+                images,
+                train_idx,
+                valid_idx,
+                stages,
                 first_epoch=start["epoch"] if resuming else 0,
                 stage_state=start["stage_state"] if resuming else None,
                 elapsed=start["elapsed"] if resuming else 0.0,
-                peaks=(start["peak"], start["peak_reserved"]) if resuming else (0, 0))
+                peaks=(start["peak"], start["peak_reserved"]) if resuming else (0, 0),
+            )
             stages.append(summary)
         return self._finish(stages, device)
 
-    def _run_stage(self, plan: StagePlan, switches, num_classes, device, images, train_idx, valid_idx,
-                   stages: list, first_epoch: int, stage_state, elapsed: float, peaks):
+    def _run_stage(
+        self,
+        plan: StagePlan,
+        switches,
+        num_classes,
+        device,
+        images,
+        train_idx,
+        valid_idx,
+        stages: list,
+        first_epoch: int,
+        stage_state,
+        elapsed: float,
+        peaks,
+    ):
         cfg = self.cfg
         stage = Stage(cfg, plan, switches, num_classes, device, self.ranks)
         if stage_state is not None:
@@ -187,9 +241,15 @@ class ProgressiveSearch:
             if validates(cfg, epoch):
                 valid_acc, valid_loss = stage.validate(images, valid_idx)
             cells = stage.cell_states()
-            row = {"stage": plan.index + 1, "epoch": epoch, "global_epoch": plan.index * cfg.epochs + epoch,
-                   **metrics, "valid_acc": valid_acc, "valid_loss": valid_loss,
-                   "skip_connects_now": derive(cells["normal"], cells["reduce"]).skip_count()}
+            row = {
+                "stage": plan.index + 1,
+                "epoch": epoch,
+                "global_epoch": plan.index * cfg.epochs + epoch,
+                **metrics,
+                "valid_acc": valid_acc,
+                "valid_loss": valid_loss,
+                "skip_connects_now": derive(cells["normal"], cells["reduce"]).skip_count(),
+            }
             peak = max(peak, int(self.ranks.max_value(memory.peak())))
             peak_reserved = max(peak_reserved, int(self.ranks.max_value(memory.peak_reserved() or 0)))
             epoch_seconds = time.perf_counter() - t0
@@ -199,22 +259,38 @@ class ProgressiveSearch:
             summary, next_switches = None, None
             if last_epoch:
                 summary, next_switches = self._end_of_stage(plan, cells, peak, peak_reserved, elapsed)
-            position = {"stage": plan.index, "epoch": epoch, "stage_done": last_epoch,
-                        "stages": stages + ([summary] if summary else [])}
+            position = {
+                "stage": plan.index,
+                "epoch": epoch,
+                "stage_done": last_epoch,
+                "stages": stages + ([summary] if summary else []),
+            }
             if last_epoch:
                 state = {**position, "switches": next_switches}
             else:
-                state = {**position, "switches": switches, "stage_state": stage.state_dict(),
-                         "elapsed": elapsed, "peak": peak, "peak_reserved": peak_reserved}
+                state = {
+                    **position,
+                    "switches": switches,
+                    "stage_state": stage.state_dict(),
+                    "elapsed": elapsed,
+                    "peak": peak,
+                    "peak_reserved": peak_reserved,
+                }
             if self.ranks.active:  # every rank's random streams, so that each continues its own
                 state["rng_ranks"] = self.ranks.gather(None if last_epoch else stage.rng_state())
                 state["workers"], state["sync_bn"] = self.ranks.world, self.ranks.sync_bn
             checkpoint = None
             if self.ranks.leader:
                 append_jsonl(self.run_dir / METRICS_FILE, row)
-                append_jsonl(self.run_dir / TRAJECTORY_FILE, {
-                    "stage": plan.index + 1, "epoch": epoch,
-                    "normal": cells["normal"].alphas, "reduce": cells["reduce"].alphas})
+                append_jsonl(
+                    self.run_dir / TRAJECTORY_FILE,
+                    {
+                        "stage": plan.index + 1,
+                        "epoch": epoch,
+                        "normal": cells["normal"].alphas,
+                        "reduce": cells["reduce"].alphas,
+                    },
+                )
                 checkpoint = self.checkpoints.save(state)
             self.hooks.on_epoch_end(row, checkpoint)
         memory.stop()
@@ -227,25 +303,38 @@ class ProgressiveSearch:
         cfg = self.cfg
         unrefined = derive(cells["normal"], cells["reduce"])
         summary = {
-            "stage": plan.index + 1, "cells": plan.cells, "ops_kept": plan.ops, "skip_dropout": plan.rate,
-            "normal": cells["normal"].to_dict(), "reduce": cells["reduce"].to_dict(),
+            "stage": plan.index + 1,
+            "cells": plan.cells,
+            "ops_kept": plan.ops,
+            "skip_dropout": plan.rate,
+            "normal": cells["normal"].to_dict(),
+            "reduce": cells["reduce"].to_dict(),
             "genotype": derive(cells["normal"], cells["reduce"], cfg.skip_connects).to_dict(),
             "skip_connects_before_refinement": unrefined.skip_count(),
-            "peak_memory_bytes": int(peak), "peak_memory_reserved_bytes": int(peak_reserved) or None,
+            "peak_memory_bytes": int(peak),
+            "peak_memory_reserved_bytes": int(peak_reserved) or None,
             "seconds": elapsed,
         }
         if plan.last:
             return summary, None
         drop = plan.ops - cfg.ops_kept[plan.index + 1]
-        next_switches = {name: prune_switches(cells[name].switches, cells[name].alphas, drop, last_stage=False)
-                         for name in ("normal", "reduce")}
+        next_switches = {
+            name: prune_switches(cells[name].switches, cells[name].alphas, drop, last_stage=False)
+            for name in ("normal", "reduce")
+        }
         return summary, next_switches
 
     def _write_stage_files(self, stages: list[dict]) -> None:
-        write_json_atomic(self.run_dir / ALPHAS_FILE, {
-            "primitives": list(PRIMITIVES),
-            **{f"stage{s['stage']}": {"normal": s["normal"], "reduce": s["reduce"]} for s in stages}})
-        write_json_atomic(self.run_dir / GENOTYPES_FILE, {f"stage{s['stage']}": s["genotype"] for s in stages})
+        write_json_atomic(
+            self.run_dir / ALPHAS_FILE,
+            {
+                "primitives": list(PRIMITIVES),
+                **{f"stage{s['stage']}": {"normal": s["normal"], "reduce": s["reduce"]} for s in stages},
+            },
+        )
+        write_json_atomic(
+            self.run_dir / GENOTYPES_FILE, {f"stage{s['stage']}": s["genotype"] for s in stages}
+        )
 
     def _finish(self, stages: list[dict], device: torch.device) -> dict:
         cfg = self.cfg
@@ -280,8 +369,11 @@ class ProgressiveSearch:
             "workers": self.ranks.world,
             "sync_bn": self.ranks.sync_bn,
             "step_path": step_path(cfg, device, self.ranks),
-            "versions": {"pdarts_ray": __version__, "torch": torch.__version__,
-                         "python": platform.python_version()},
+            "versions": {
+                "pdarts_ray": __version__,
+                "torch": torch.__version__,
+                "python": platform.python_version(),
+            },
         }
         write_json_atomic(self.run_dir / RESULT_FILE, result)
         self.hooks.on_search_end(result)
@@ -301,14 +393,29 @@ class ProgressiveSearch:
             for name in (METRICS_FILE, TRAJECTORY_FILE):
                 rewrite_jsonl(self.run_dir / name, [r for r in read_jsonl(self.run_dir / name) if keep(r)])
         if done:
-            return {"stage": stage + 1, "epoch": 0, "stages": stages, "switches": switches, "stage_state": None,
-                    "elapsed": 0.0, "peak": 0, "peak_reserved": 0}
+            return {
+                "stage": stage + 1,
+                "epoch": 0,
+                "stages": stages,
+                "switches": switches,
+                "stage_state": None,
+                "elapsed": 0.0,
+                "peak": 0,
+                "peak_reserved": 0,
+            }
         stage_state = ckpt["stage_state"]
         if self.ranks.active:  # this rank's own random streams
             stage_state = {**stage_state, "rng": ckpt["rng_ranks"][self.ranks.rank]}
-        return {"stage": stage, "epoch": epoch + 1, "stages": stages, "switches": switches,
-                "stage_state": stage_state, "elapsed": float(ckpt["elapsed"]),
-                "peak": int(ckpt["peak"]), "peak_reserved": int(ckpt["peak_reserved"])}
+        return {
+            "stage": stage,
+            "epoch": epoch + 1,
+            "stages": stages,
+            "switches": switches,
+            "stage_state": stage_state,
+            "elapsed": float(ckpt["elapsed"]),
+            "peak": int(ckpt["peak"]),
+            "peak_reserved": int(ckpt["peak_reserved"]),
+        }
 
     def _forget_unsaved_epochs(self) -> None:
         if self.ranks.leader:
@@ -318,7 +425,9 @@ class ProgressiveSearch:
     def _load_checkpoint(self, plans: list[StagePlan]) -> dict:
         """The newest checkpoint that is a whole search checkpoint of this run; one that is
         not (unreadable, or with parts missing or wrong) falls back to the one before."""
-        return self.checkpoints.load(validate=lambda c: check_search_checkpoint(c, len(plans), self.cfg.epochs))
+        return self.checkpoints.load(
+            validate=lambda c: check_search_checkpoint(c, len(plans), self.cfg.epochs)
+        )
 
 
 def check_same_workers(ckpt: dict, workers: int, sync_bn: bool, where) -> None:
@@ -326,9 +435,11 @@ def check_same_workers(ckpt: dict, workers: int, sync_bn: bool, where) -> None:
     ran = int(ckpt.get("workers", 1)), bool(ckpt.get("sync_bn", False))
     if ran != (workers, sync_bn and workers > 1):
         how = lambda n, s: f"{n} worker{'s' if n > 1 else ''}{' with sync_bn' if s else ''}"  # noqa: E731
-        raise UserError(f"{where}: the search ran with {how(*ran)}; resume it with the same "
-                        f"(--workers {ran[0]}{'' if ran[1] or ran[0] == 1 else ' --no-sync-bn'}), not "
-                        f"{how(workers, sync_bn and workers > 1)}")
+        raise UserError(
+            f"{where}: the search ran with {how(*ran)}; resume it with the same "
+            f"(--workers {ran[0]}{'' if ran[1] or ran[0] == 1 else ' --no-sync-bn'}), not "
+            f"{how(workers, sync_bn and workers > 1)}"
+        )
 
 
 def _is_int(v) -> bool:
@@ -339,13 +450,19 @@ def check_search_checkpoint(ckpt, num_stages: int, epochs: int) -> None:
     """Raise ValueError unless `ckpt` holds everything a resume reads, of the right kinds."""
     if not isinstance(ckpt, dict):
         raise ValueError("checkpoint is not a search checkpoint")
-    for key, kind in (("stage", _is_int), ("epoch", _is_int), ("stage_done", lambda v: isinstance(v, bool)),
-                      ("stages", lambda v: isinstance(v, list) and all(isinstance(s, dict) for s in v)),
-                      ("switches", lambda v: isinstance(v, dict))):
+    for key, kind in (
+        ("stage", _is_int),
+        ("epoch", _is_int),
+        ("stage_done", lambda v: isinstance(v, bool)),
+        ("stages", lambda v: isinstance(v, list) and all(isinstance(s, dict) for s in v)),
+        ("switches", lambda v: isinstance(v, dict)),
+    ):
         if key not in ckpt or not kind(ckpt[key]):
             raise ValueError(f"checkpoint is not a search checkpoint ({key} missing or wrong)")
     if not 0 <= ckpt["stage"] < num_stages or not 0 <= ckpt["epoch"] < epochs:
-        raise ValueError(f"checkpoint does not match {CONFIG_FILE} (stage {ckpt['stage']}, epoch {ckpt['epoch']})")
+        raise ValueError(
+            f"checkpoint does not match {CONFIG_FILE} (stage {ckpt['stage']}, epoch {ckpt['epoch']})"
+        )
     if len(ckpt["stages"]) != ckpt["stage"] + (1 if ckpt["stage_done"] else 0):
         raise ValueError("checkpoint is not a search checkpoint (stages do not match its position)")
     last_stage_done = ckpt["stage_done"] and ckpt["stage"] == num_stages - 1
@@ -355,16 +472,19 @@ def check_search_checkpoint(ckpt, num_stages: int, epochs: int) -> None:
     if ckpt["stage_done"]:
         return
     state = ckpt.get("stage_state")
-    if not isinstance(state, dict) or any(not isinstance(state.get(k), dict) for k in ("model", "opt_w", "opt_a",
-                                                                                        "rng")):
+    if not isinstance(state, dict) or any(
+        not isinstance(state.get(k), dict) for k in ("model", "opt_w", "opt_a", "rng")
+    ):
         raise ValueError("checkpoint is not a search checkpoint (stage_state missing or wrong)")
     for key in ("elapsed", "peak", "peak_reserved"):
         if isinstance(ckpt.get(key), bool) or not isinstance(ckpt.get(key), (int, float)):
             raise ValueError(f"checkpoint is not a search checkpoint ({key} missing or wrong)")
 
+
 def load_search_data(cfg: SearchConfig) -> ImageData:
-    return load_dataset(cfg.dataset, cfg.data_root, cfg.image_size, cfg.download,
-                        cfg.synthetic_size, cfg.synthetic_classes)
+    return load_dataset(
+        cfg.dataset, cfg.data_root, cfg.image_size, cfg.download, cfg.synthetic_size, cfg.synthetic_classes
+    )
 
 
 def check_out_dir(run_dir: Path) -> None:
@@ -374,7 +494,9 @@ def check_out_dir(run_dir: Path) -> None:
         raise UserError(f"{run_dir}: output folder exists and is not empty (choose another --out)")
 
 
-def run_search(cfg: SearchConfig, run_dir: Path, hooks: SearchHooks | None = None, take_over: bool = False) -> dict:
+def run_search(
+    cfg: SearchConfig, run_dir: Path, hooks: SearchHooks | None = None, take_over: bool = False
+) -> dict:
     """A new search in `run_dir`, which it claims for its duration (one driver per run folder).
     Bad input (folder, device, data) fails before anything is written."""
     check_out_dir(run_dir)

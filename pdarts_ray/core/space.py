@@ -11,12 +11,13 @@ pruning drops the lower primitive index first, op choice keeps the higher primit
 index, edge choice keeps the higher edge index, and skip refinement deletes the
 lowest-index skip first. Probabilities are float32 softmaxes, as in the reference.
 """
+
 from __future__ import annotations
 
 import ast
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 import torch
 
@@ -61,6 +62,7 @@ def node_edges(node: int) -> range:
 
 # ---------------------------------------------------------------- switch masks
 
+
 def full_switches() -> Switches:
     return [[True] * NUM_OPS for _ in range(NUM_EDGES)]
 
@@ -75,8 +77,10 @@ def check_switches(switches, what: str = "switches") -> Switches:
         raise ValueError(f"{what}: expected {NUM_EDGES} rows")
     rows = []
     for e, row in enumerate(switches):
-        if not isinstance(row, (list, tuple)) or len(row) != NUM_OPS or not all(
-            isinstance(v, bool) for v in row
+        if (
+            not isinstance(row, (list, tuple))
+            or len(row) != NUM_OPS
+            or not all(isinstance(v, bool) for v in row)
         ):
             raise ValueError(f"{what}: row {e} must be {NUM_OPS} booleans")
         rows.append(list(row))
@@ -115,6 +119,7 @@ def probabilities(switches: Switches, alphas: Sequence[Sequence[float]]) -> Prob
 
 # ---------------------------------------------------------------- op pruning
 
+
 def prune_row(row: Sequence[bool], probs: Sequence[float], drop: int, last_stage: bool) -> list[bool]:
     """Switch off `drop` ops of one edge, lowest probability first (ties: lower index).
 
@@ -140,6 +145,7 @@ def prune_switches(switches: Switches, alphas, drop: int, last_stage: bool) -> S
 
 
 # ---------------------------------------------------------------- derivation
+
 
 def _without_none(switches: Switches, probs: Probs) -> Probs:
     """P with `none` zeroed where it is on: it still took softmax mass (no renormalising)."""
@@ -201,7 +207,7 @@ class CellState:
     alphas: list[list[float]]
 
     @classmethod
-    def from_dict(cls, data, what: str) -> "CellState":
+    def from_dict(cls, data, what: str) -> CellState:
         if not isinstance(data, dict):
             raise ValueError(f"{what}: expected an object with 'switches' and 'alphas'")
         for key in ("switches", "alphas"):
@@ -223,7 +229,7 @@ def derive_cell(state: CellState, max_skips: int | None = None) -> list[tuple[st
     return _genes(ops, kept)
 
 
-def derive(normal: CellState, reduce: CellState, skip_connects: int | None = None) -> "Genotype":
+def derive(normal: CellState, reduce: CellState, skip_connects: int | None = None) -> Genotype:
     """The genotype of a stage; with `skip_connects`, the normal cell is refined to at most M skips."""
     return Genotype(
         normal=tuple(derive_cell(normal, skip_connects)),
@@ -231,7 +237,7 @@ def derive(normal: CellState, reduce: CellState, skip_connects: int | None = Non
     )
 
 
-def derive_all_m(normal: CellState, reduce: CellState) -> dict[str, "Genotype"]:
+def derive_all_m(normal: CellState, reduce: CellState) -> dict[str, Genotype]:
     """One genotype per M = 0..8: M is a post-processing choice, one search serves all."""
     reduce_genes = tuple(derive_cell(reduce))
     return {
@@ -241,6 +247,7 @@ def derive_all_m(normal: CellState, reduce: CellState) -> dict[str, "Genotype"]:
 
 
 # ---------------------------------------------------------------- genotype
+
 
 @dataclass(frozen=True)
 class Genotype:
@@ -271,7 +278,9 @@ class Genotype:
                 if op not in OPS or op == "none":
                     raise ValueError(f"genotype {name}: unknown op '{op}'")
                 if not 0 <= j < 2 + g // 2:
-                    raise ValueError(f"genotype {name}: gene {g} ({op}) has input {j}, node {g // 2} takes 0..{g // 2 + 1}")
+                    raise ValueError(
+                        f"genotype {name}: gene {g} ({op}) has input {j}, node {g // 2} takes 0..{g // 2 + 1}"
+                    )
             concat = getattr(self, f"{name}_concat")
             if not concat or any(not 0 <= i < 2 + steps for i in concat):
                 raise ValueError(f"genotype {name}_concat: indices must lie in 0..{steps + 1}")
@@ -292,7 +301,7 @@ class Genotype:
         }
 
     @classmethod
-    def from_dict(cls, data) -> "Genotype":
+    def from_dict(cls, data) -> Genotype:
         if not isinstance(data, dict) or "normal" not in data or "reduce" not in data:
             raise ValueError("genotype: expected an object with 'normal' and 'reduce'")
 
@@ -301,8 +310,11 @@ class Genotype:
             if isinstance(value, (list, tuple)) and len(value) > 2 * MAX_GENOTYPE_STEPS:
                 raise ValueError(f"genotype {name}: {len(value)} genes; at most {2 * MAX_GENOTYPE_STEPS}")
             if not isinstance(value, (list, tuple)) or not all(
-                isinstance(g, (list, tuple)) and len(g) == 2 and isinstance(g[0], str)
-                and isinstance(g[1], int) and not isinstance(g[1], bool)
+                isinstance(g, (list, tuple))
+                and len(g) == 2
+                and isinstance(g[0], str)
+                and isinstance(g[1], int)
+                and not isinstance(g[1], bool)
                 for g in value
             ):
                 raise ValueError(f"genotype {name}: expected a list of [op, input] pairs")
@@ -321,7 +333,7 @@ class Genotype:
         return cls(genes("normal"), genes("reduce"), concat("normal_concat"), concat("reduce_concat"))
 
     @classmethod
-    def parse(cls, text: str) -> "Genotype":
+    def parse(cls, text: str) -> Genotype:
         """A genotype from JSON or from the reference's `Genotype(normal=[...], ...)` text.
 
         The reference text is parsed as a Python expression tree and only literals
@@ -343,8 +355,11 @@ def _parse_reference_text(text: str) -> dict:
         tree = ast.parse(text)
     except SyntaxError:
         raise ValueError("genotype: neither JSON nor a Genotype(...) expression") from None
-    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)
-             and isinstance(n.func, ast.Name) and n.func.id == "Genotype"]
+    calls = [
+        n
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "Genotype"
+    ]
     if len(calls) != 1:
         raise ValueError("genotype: expected exactly one Genotype(...) expression")
     call = calls[0]
@@ -358,11 +373,18 @@ def _parse_reference_text(text: str) -> dict:
         values[kw.arg] = kw.value
     out = {}
     for name, node in values.items():
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "range"
-                and not node.keywords and 1 <= len(node.args) <= 3):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "range"
+            and not node.keywords
+            and 1 <= len(node.args) <= 3
+        ):
             args = [_literal(a, name) for a in node.args]
-            if not all(isinstance(a, int) and not isinstance(a, bool) and abs(a) <= 2 * MAX_GENOTYPE_STEPS
-                       for a in args):
+            if not all(
+                isinstance(a, int) and not isinstance(a, bool) and abs(a) <= 2 * MAX_GENOTYPE_STEPS
+                for a in args
+            ):
                 raise ValueError(f"genotype: field '{name}': range arguments must be small integers")
             out[name] = list(range(*args))
         else:

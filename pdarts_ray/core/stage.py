@@ -8,6 +8,7 @@ architecture step on the next valid batch (first order), both in train mode with
 dropout on. The learning rate follows a cosine schedule stepped at the start of each
 epoch; skip dropout decays linearly during warm-up, then exponentially.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,6 +28,7 @@ from .supernet import SearchNetwork
 
 # ---------------------------------------------------------------- schedules
 
+
 def lr_at(cfg: SearchConfig, epoch: int) -> float:
     """Cosine schedule stepped at the start of each epoch: epoch e uses step e + lr_step_offset."""
     step = epoch + cfg.lr_step_offset
@@ -40,12 +42,12 @@ def skip_dropout_at(rate: float, epoch: int, epochs: int, warmup: int) -> float:
     return rate * math.exp(-0.2 * (epoch - warmup))
 
 
-
 def count_correct(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (logits.argmax(dim=1) == y).sum()
 
 
 # ---------------------------------------------------------------- one stage
+
 
 @dataclass
 class StagePlan:
@@ -59,8 +61,15 @@ class StagePlan:
 class Stage:
     """One stage's supernet with its optimisers and random streams."""
 
-    def __init__(self, cfg: SearchConfig, plan: StagePlan, switches: dict, num_classes: int,
-                 device: torch.device, ranks: Ranks | None = None):
+    def __init__(
+        self,
+        cfg: SearchConfig,
+        plan: StagePlan,
+        switches: dict,
+        num_classes: int,
+        device: torch.device,
+        ranks: Ranks | None = None,
+    ):
         self.cfg, self.plan, self.device = cfg, plan, device
         self.ranks = ranks or Ranks()
         self.switches = switches
@@ -69,9 +78,16 @@ class Stage:
         alpha_gen = torch.Generator().manual_seed(derived_seed(seed, 1))
         # the memory-lean kernels normalise with their own batch: global statistics take the module path
         kernels = "reference" if self.ranks.sync_bn else cfg.kernels
-        self.model = SearchNetwork(cfg.channels, num_classes, plan.cells, switches["normal"],
-                                   switches["reduce"], plan.rate, alpha_generator=alpha_gen,
-                                   kernels=kernels)
+        self.model = SearchNetwork(
+            cfg.channels,
+            num_classes,
+            plan.cells,
+            switches["normal"],
+            switches["reduce"],
+            plan.rate,
+            alpha_generator=alpha_gen,
+            kernels=kernels,
+        )
         if self.ranks.sync_bn:
             synchronise_batch_norm(self.model, self.ranks)
         if self.ranks.rank > 0:  # the same weights everywhere, then skip-dropout masks of each rank's own
@@ -85,17 +101,27 @@ class Stage:
         self.alphas = self.model.arch_parameters()
         # foreach: a few calls for all tensors instead of a few per tensor (the same bits on CPU,
         # tests/core/test_optimisers.py; CUDA picks it anyway)
-        self.opt_w = torch.optim.SGD(self.weights, lr=cfg.lr, momentum=cfg.momentum,
-                                     weight_decay=cfg.weight_decay, foreach=True)
-        self.opt_a = torch.optim.Adam(self.alphas, lr=cfg.arch_lr, betas=(cfg.arch_beta1, cfg.arch_beta2),
-                                      weight_decay=cfg.arch_weight_decay, foreach=True)
+        self.opt_w = torch.optim.SGD(
+            self.weights, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, foreach=True
+        )
+        self.opt_a = torch.optim.Adam(
+            self.alphas,
+            lr=cfg.arch_lr,
+            betas=(cfg.arch_beta1, cfg.arch_beta2),
+            weight_decay=cfg.arch_weight_decay,
+            foreach=True,
+        )
 
     def rng_state(self) -> dict:
         return capture_rng(self.device, self.data_gen)
 
     def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "opt_w": self.opt_w.state_dict(),
-                "opt_a": self.opt_a.state_dict(), "rng": self.rng_state()}
+        return {
+            "model": self.model.state_dict(),
+            "opt_w": self.opt_w.state_dict(),
+            "opt_a": self.opt_a.state_dict(),
+            "rng": self.rng_state(),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         try:
@@ -107,11 +133,15 @@ class Stage:
             restore_rng(state["rng"], self.device, self.data_gen)
         except (KeyError, TypeError, ValueError, RuntimeError) as err:
             reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
-            raise UserError(f"checkpoint does not fit stage {self.plan.index + 1}'s supernet ({reason})") from None
+            raise UserError(
+                f"checkpoint does not fit stage {self.plan.index + 1}'s supernet ({reason})"
+            ) from None
 
     def cell_states(self) -> dict[str, CellState]:
-        return {name: CellState(self.switches[name], alpha.detach().cpu().tolist())
-                for name, alpha in zip(("normal", "reduce"), self.alphas)}
+        return {
+            name: CellState(self.switches[name], alpha.detach().cpu().tolist())
+            for name, alpha in zip(("normal", "reduce"), self.alphas)
+        }
 
     def _loss(self, logits, y, batch: int):
         """The mean cross-entropy of the global batch: on several ranks, each rank's summed part
@@ -177,8 +207,12 @@ class Stage:
         train_loss = loss_sum.item() / seen
         if not math.isfinite(train_loss) or not all(torch.isfinite(a).all() for a in self.alphas):
             raise SearchDiverged(f"non-finite training loss in stage {self.plan.index + 1}, epoch {epoch}")
-        return {"train_loss": train_loss, "train_acc": correct.item() / seen, "skip_dropout": rate,
-                "lr": lr_at(cfg, epoch)}
+        return {
+            "train_loss": train_loss,
+            "train_acc": correct.item() / seen,
+            "skip_dropout": rate,
+            "lr": lr_at(cfg, epoch),
+        }
 
     @torch.no_grad()
     def validate(self, data: DeviceImages, valid_idx) -> tuple[float, float]:

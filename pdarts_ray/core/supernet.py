@@ -2,6 +2,7 @@
 
 Shapes below are for a batch of N images of C channels at H x W.
 """
+
 from __future__ import annotations
 
 import torch
@@ -95,16 +96,27 @@ class SearchCell(nn.Module):
     def __init__(self, C_pp, C_p, C, reduction, reduction_prev, switches: Switches, skip_dropout):
         super().__init__()
         self.reduction = reduction
-        self.preprocess0 = (FactorizedReduce(C_pp, C, affine=False) if reduction_prev
-                            else ReLUConvBN(C_pp, C, 1, 1, 0, affine=False))
+        self.preprocess0 = (
+            FactorizedReduce(C_pp, C, affine=False)
+            if reduction_prev
+            else ReLUConvBN(C_pp, C, 1, 1, 0, affine=False)
+        )
         self.preprocess1 = ReLUConvBN(C_p, C, 1, 1, 0, affine=False)
         self.edges = nn.ModuleList(
             MixedOp(C, 2 if reduction and edge_input(e) < 2 else 1, switches[e], skip_dropout)
             for e in range(NUM_EDGES)
         )
 
-    def forward(self, s0, s1, weights, kernels: str = "reference", train_weights: bool = True,
-                waves=None, stats: RunningStats | None = None):
+    def forward(
+        self,
+        s0,
+        s1,
+        weights,
+        kernels: str = "reference",
+        train_weights: bool = True,
+        waves=None,
+        stats: RunningStats | None = None,
+    ):
         # s0, s1: the two previous cells' outputs; weights: 14 x n_on softmax rows
         states = [self.preprocess0(s0), self.preprocess1(s1)]  # each N,C,H,W
         if kernels == "batched":
@@ -126,15 +138,25 @@ class SearchNetwork(nn.Module):
     Alphas are shared by all cells of a type and drawn as 1e-3 * N(0, 1).
     """
 
-    def __init__(self, C: int, num_classes: int, layers: int, switches_normal: Switches,
-                 switches_reduce: Switches, skip_dropout: float = 0.0, in_channels: int = 3,
-                 alpha_generator: torch.Generator | None = None, kernels: str = "lean"):
+    def __init__(
+        self,
+        C: int,
+        num_classes: int,
+        layers: int,
+        switches_normal: Switches,
+        switches_reduce: Switches,
+        skip_dropout: float = 0.0,
+        in_channels: int = 3,
+        alpha_generator: torch.Generator | None = None,
+        kernels: str = "lean",
+    ):
         super().__init__()
         self.kernels = kernels
         self.skip_dropout = skip_dropout
         stem_c = 3 * C
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, stem_c, 3, padding=1, bias=False),
-                                  nn.BatchNorm2d(stem_c))
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, stem_c, 3, padding=1, bias=False), nn.BatchNorm2d(stem_c)
+        )
         C_pp, C_p, C_cur = stem_c, stem_c, C
         reduction_prev = False
         self.cells = nn.ModuleList()
@@ -157,10 +179,12 @@ class SearchNetwork(nn.Module):
         # the batched path's waves; index tensors as buffers so that they follow the device
         self.batched_plan = BatchedNetworkPlan(self.cells)
         for cell, (_, weight_index, partial) in zip(self.cells, self.batched_plan.cells):
-            cell.register_buffer("batched_weight_index", torch.tensor(weight_index, dtype=torch.long),
-                                 persistent=False)
-            cell.register_buffer("batched_partial_index", torch.tensor(partial, dtype=torch.long),
-                                 persistent=False)
+            cell.register_buffer(
+                "batched_weight_index", torch.tensor(weight_index, dtype=torch.long), persistent=False
+            )
+            cell.register_buffer(
+                "batched_partial_index", torch.tensor(partial, dtype=torch.long), persistent=False
+            )
 
     def arch_parameters(self) -> list[nn.Parameter]:
         return [self.alphas_normal, self.alphas_reduce]
@@ -182,13 +206,19 @@ class SearchNetwork(nn.Module):
             w_normal, w_reduce = w_normal.detach(), w_reduce.detach()
         # The lean kernels are float32 autograd Functions that torch.compile and autocast
         # do not see into: those run the module path. In eval nothing is kept anyway.
-        lean = (self.training and not torch.is_autocast_enabled(x.device.type)
-                and not torch.compiler.is_compiling())
+        lean = (
+            self.training
+            and not torch.is_autocast_enabled(x.device.type)
+            and not torch.compiler.is_compiling()
+        )
         kernels = self.kernels if lean else "reference"
         stats = RunningStats(self.batched_plan) if kernels == "batched" else None
         s0 = s1 = self.stem(x)
         for cell, (waves, _, _) in zip(self.cells, self.batched_plan.cells):
-            s0, s1 = s1, cell(s0, s1, w_reduce if cell.reduction else w_normal, kernels, weight_grad, waves, stats)
+            s0, s1 = (
+                s1,
+                cell(s0, s1, w_reduce if cell.reduction else w_normal, kernels, weight_grad, waves, stats),
+            )
         if stats is not None:
             stats.write_back()
         return self.classifier(F.adaptive_avg_pool2d(s1, 1).flatten(1))

@@ -1,2 +1,3 @@
 """The package's version, which every stored row and result file records."""
+
 VERSION = "0.1.0"

@@ -14,6 +14,7 @@ runtime environment, and a script that imports torch itself sets them first
 (`pdarts_ray.core.waiting.apply_wait_policy()` before `import torch`). This module
 imports nothing heavy for that reason.
 """
+
 from __future__ import annotations
 
 import os
@@ -72,8 +73,11 @@ def apply_wait_policy(name: str | None = None, warn: bool = True) -> dict[str, s
     unless `warn` is off (the CLI's `main()` called again from a Python process)."""
     env = wait_policy_env(name)
     if warn and "torch" in sys.modules and any(os.environ.get(k) != v for k, v in env.items()):
-        print("warning: torch was imported before the wait policy was set; OpenMP keeps its defaults "
-              "(set it before `import torch`, see docs/python.md)", file=sys.stderr)
+        print(
+            "warning: torch was imported before the wait policy was set; OpenMP keeps its defaults "
+            "(set it before `import torch`, see docs/python.md)",
+            file=sys.stderr,
+        )
     os.environ.update(env)
     return env
 
@@ -130,7 +134,9 @@ def warn_if_busy(threads: int, flag: str, what: str = "this run") -> str | None:
     free = cores - busy
     if free >= threads - 0.5:
         return None
-    line = (f"warning: other work keeps about {busy:.1f} of {cores} cores busy, fewer free than the {threads} "
-            f"threads of {what}; it may run several times slower (try {flag}, which changes the rounding)")
+    line = (
+        f"warning: other work keeps about {busy:.1f} of {cores} cores busy, fewer free than the {threads} "
+        f"threads of {what}; it may run several times slower (try {flag}, which changes the rounding)"
+    )
     print(line, file=sys.stderr, flush=True)
     return line

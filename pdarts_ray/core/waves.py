@@ -4,6 +4,7 @@ order of the running statistics those kinds update.
 
 Positions in a wave are node-major: the term of (node j, source s) sits at j * S + s.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ KIND_ORDER = (*POOLS, "skip_connect", *CONVS)
 @dataclass(eq=False)
 class KindGroup:
     """One op kind in one wave: the edges that carry it, in the wave's position order."""
+
     name: str
     positions: list[int]
     sources: list[int]  # the wave source each position reads
@@ -74,8 +76,16 @@ def plan_cell(cell) -> list[Wave]:
             ops = [cell.edges[edges[p]].op(name) for p in positions]
             if name == "skip_connect" and stride == 2:
                 name = "reduce"
-            groups.append(KindGroup(name, positions, [p % len(sources) for p in positions], ops,
-                                    slice(w_offset, w_offset + len(positions)), positions == list(range(len(edges)))))
+            groups.append(
+                KindGroup(
+                    name,
+                    positions,
+                    [p % len(sources) for p in positions],
+                    ops,
+                    slice(w_offset, w_offset + len(positions)),
+                    positions == list(range(len(edges))),
+                )
+            )
             w_offset += len(positions)
         waves.append(Wave(sources, nodes, edges, stride, groups))
     return waves
@@ -84,8 +94,13 @@ def plan_cell(cell) -> list[Wave]:
 def weight_index(cell, waves: list[Wave]) -> list[int]:
     """Flat indices into the cell's (14 x n_on) softmax rows, in the order the groups read them."""
     n_on = cell.edges[0].n_on
-    return [wave.edges[p] * n_on + cell.edges[wave.edges[p]].column(g.name if g.name != "reduce" else "skip_connect")
-            for wave in waves for g in wave.groups for p in g.positions]
+    return [
+        wave.edges[p] * n_on
+        + cell.edges[wave.edges[p]].column(g.name if g.name != "reduce" else "skip_connect")
+        for wave in waves
+        for g in wave.groups
+        for p in g.positions
+    ]
 
 
 def group_params(g: KindGroup) -> list[nn.Parameter]:
@@ -147,11 +162,15 @@ class BatchedNetworkPlan:
         module's buffers were replaced (`.to()`, a load with assign)."""
         key = tuple(id(bn.running_mean) for bn in self.modules)
         if key != self._cached_key:
+
             def part(t, s):
                 return t if s is None else t[s]
-            self._lists = ([part(bn.running_mean, s) for bn, s in self.norms],
-                           [part(bn.running_var, s) for bn, s in self.norms],
-                           [bn.num_batches_tracked for bn in self.modules])
+
+            self._lists = (
+                [part(bn.running_mean, s) for bn, s in self.norms],
+                [part(bn.running_var, s) for bn, s in self.norms],
+                [bn.num_batches_tracked for bn in self.modules],
+            )
             self._cached_key = key
         return self._lists
 
@@ -180,7 +199,7 @@ def attach_partial_index(waves, flat: torch.Tensor):
     at = 0
     for g in partial:
         n = len(g.positions)
-        g.index, g.source_index = flat[at: at + n], flat[at + n: at + 2 * n]
+        g.index, g.source_index = flat[at : at + n], flat[at + n : at + 2 * n]
         at += 2 * n
 
 
@@ -219,7 +238,11 @@ def weight_views(waves, params, flat):
                 for k in range(2):
                     first = g.params.start + 2 * P * b + k * P
                     shape = params[first].shape
-                    pair.append(flat[offsets[first]: offsets[first] + P * shape.numel()].view(P * shape[0], *shape[1:]))
+                    pair.append(
+                        flat[offsets[first] : offsets[first] + P * shape.numel()].view(
+                            P * shape[0], *shape[1:]
+                        )
+                    )
                 pairs.append(tuple(pair))
             views[(i, gi)] = pairs
     return views

@@ -5,6 +5,7 @@ sweep definition; `main(DEFINITION, __doc__)` does the rest. Ray is joined as `r
 finds it: under `ray submit` the running cluster, elsewhere a new local Ray (`--address`
 names another).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,20 +14,38 @@ import sys
 
 from ..core.errors import UserError, stop_on_sigterm
 
-SHOWN_KEYS = ("cells", "ops_kept", "skip_dropout", "seed", "space_seed", "lr", "batch_size", "channels", "epochs")
+SHOWN_KEYS = (
+    "cells",
+    "ops_kept",
+    "skip_dropout",
+    "seed",
+    "space_seed",
+    "lr",
+    "batch_size",
+    "channels",
+    "epochs",
+)
 
 
 def parser(doc: str | None) -> argparse.ArgumentParser:
     first = (doc or "").strip().splitlines()[0] if doc else None
     p = argparse.ArgumentParser(description=first, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", help="base preset (default: the script's)")
-    p.add_argument("--storage", metavar="PATH", help="results root (default $PDARTS_STORAGE, else ~/pdarts_results)")
+    p.add_argument(
+        "--storage", metavar="PATH", help="results root (default $PDARTS_STORAGE, else ~/pdarts_results)"
+    )
     p.add_argument("--name", help="experiment name (default: the script's name and the time)")
     p.add_argument("--num-samples", type=int, metavar="N", help="repeats of the grid")
     p.add_argument("--concurrent", type=int, metavar="K", help="trials running at once")
-    p.add_argument("--gpus-per-trial", metavar="F|auto", help="GPU share per worker of a trial, or auto (default)")
-    p.add_argument("--workers-per-trial", type=int, metavar="N",
-                   help="data-parallel workers of each trial's search (default 1)")
+    p.add_argument(
+        "--gpus-per-trial", metavar="F|auto", help="GPU share per worker of a trial, or auto (default)"
+    )
+    p.add_argument(
+        "--workers-per-trial",
+        type=int,
+        metavar="N",
+        help="data-parallel workers of each trial's search (default 1)",
+    )
     p.add_argument("--address", metavar="ADDR", help="Ray cluster to join")
     p.add_argument("--mlflow", metavar="URI", help="log every trial to this MLflow tracking URI")
     return p
@@ -54,17 +73,36 @@ def trials_table(out: dict, title: str | None = None):
     rows = []
     for trial in trials:
         expanded = expand_m([trial], ms) if ms and trial["status"] == "finished" else []
-        rows.extend(expanded or [{**trial, "M": trial.get("cfg_skip_connects") if trial["status"] == "finished"
-                                  else None}])
+        rows.extend(
+            expanded
+            or [{**trial, "M": trial.get("cfg_skip_connects") if trial["status"] == "finished" else None}]
+        )
     table = Table(title=title or f"{out['name']}: {len(trials)} trials")
-    for col in ("trial", "status", *varying, "M", "skip-connects", "best valid", "final valid", "seconds",
-                "failure"):
+    for col in (
+        "trial",
+        "status",
+        *varying,
+        "M",
+        "skip-connects",
+        "best valid",
+        "final valid",
+        "seconds",
+        "failure",
+    ):
         table.add_column(col, overflow="fold")
     for r in rows:
         seconds = sum(r["stage_seconds"]) if r.get("stage_seconds") else None
-        table.add_row(r["trial_id"], r["status"], *[_fmt(r.get(f"cfg_{k}")) for k in varying], _fmt(r.get("M")),
-                      _fmt(r.get("skip_connects_after_refinement")), _fmt(r.get("best_valid_acc")),
-                      _fmt(r.get("final_valid_acc")), _fmt(seconds), r.get("failure") or "")
+        table.add_row(
+            r["trial_id"],
+            r["status"],
+            *[_fmt(r.get(f"cfg_{k}")) for k in varying],
+            _fmt(r.get("M")),
+            _fmt(r.get("skip_connects_after_refinement")),
+            _fmt(r.get("best_valid_acc")),
+            _fmt(r.get("final_valid_acc")),
+            _fmt(seconds),
+            r.get("failure") or "",
+        )
     return table
 
 
@@ -83,13 +121,24 @@ def run(definitions: dict[str, dict], doc: str | None, argv: list[str] | None = 
     stop_on_sigterm()
     console = Console(width=None if sys.stdout.isatty() else 240)  # whole rows in logs and pipes
     try:
-        prefix = args.name or f"{next(iter(definitions.values())).get('name', 'ablation')}-{time.strftime('%Y%m%d-%H%M%S')}"
+        prefix = (
+            args.name
+            or f"{next(iter(definitions.values())).get('name', 'ablation')}-{time.strftime('%Y%m%d-%H%M%S')}"
+        )
         sweeps = []
         for suffix, definition in definitions.items():
             name = prefix if len(definitions) == 1 else f"{prefix}-{suffix}"
-            definition = apply_flags({k: v for k, v in definition.items() if k != "name"}, args.preset,
-                                     args.num_samples, args.concurrent, args.gpus_per_trial, args.storage, name,
-                                     args.workers_per_trial, args.mlflow)
+            definition = apply_flags(
+                {k: v for k, v in definition.items() if k != "name"},
+                args.preset,
+                args.num_samples,
+                args.concurrent,
+                args.gpus_per_trial,
+                args.storage,
+                name,
+                args.workers_per_trial,
+                args.mlflow,
+            )
             sweeps.append(parse_sweep(definition, suffix))  # every sweep is checked before any starts
         started = connect_ray(args.address, sweeps[0])
         try:

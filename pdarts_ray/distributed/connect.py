@@ -7,6 +7,7 @@ placement-group cleaner asks that API about its controller without an address, s
 would otherwise pick among the Ray instances on the host, and with several it fails (a
 traceback every Train run) or asks the wrong one.
 """
+
 from __future__ import annotations
 
 import math
@@ -51,8 +52,12 @@ def _start_local(num_cpus: int) -> None:
     try:
         # the dashboard stays on: Train V2 leaks finished trials' placement groups without it;
         # loopback only, as its Jobs API runs any code it is sent
-        ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
-                 runtime_env=job_runtime_env({"RAY_ADDRESS": f"127.0.0.1:{port}"}))
+        ray.init(
+            num_cpus=num_cpus,
+            include_dashboard=True,
+            dashboard_host="127.0.0.1",
+            runtime_env=job_runtime_env({"RAY_ADDRESS": f"127.0.0.1:{port}"}),
+        )
     finally:
         if chosen:
             os.environ.pop(GCS_PORT_ENVIRONMENT_VARIABLE, None)

@@ -6,6 +6,7 @@ starts, with one-line errors naming the key. M (`skip_connects`) is read off eve
 search for every M, so a space over it is taken out of Tune's space: it names the M values
 the sweep's tables show. Imports no Ray: the CLI checks a definition before Ray starts.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -17,20 +18,48 @@ from pathlib import Path
 from ..core.config import SEARCH_PRESETS, SearchConfig, apply_overrides, from_dict, read_config_file, to_dict
 from ..core.errors import UserError
 
-
 SPACE_KINDS = ("choice", "grid", "uniform", "loguniform", "randint")
 SEARCHERS = ("optuna", "grid")
 
 
-EPOCH_METRICS = ("stage", "epoch", "global_epoch", "train_loss", "train_acc", "valid_acc", "valid_loss",
-                 "skip_dropout", "lr", "epoch_seconds", "skip_connects_now", "peak_memory_bytes")
+EPOCH_METRICS = (
+    "stage",
+    "epoch",
+    "global_epoch",
+    "train_loss",
+    "train_acc",
+    "valid_acc",
+    "valid_loss",
+    "skip_dropout",
+    "lr",
+    "epoch_seconds",
+    "skip_connects_now",
+    "peak_memory_bytes",
+)
 FINAL_METRICS = ("best_valid_acc", "final_valid_acc", "skip_connects_before_refinement", "search_seconds")
-DEF_KEYS = ("name", "base", "space", "objective", "searcher", "seed", "scheduler", "num_samples",
-            "max_concurrent_trials", "gpus_per_trial", "cpus_per_trial", "workers_per_trial", "sync_bn",
-            "max_failures", "trial_retries", "storage", "mlflow")
+DEF_KEYS = (
+    "name",
+    "base",
+    "space",
+    "objective",
+    "searcher",
+    "seed",
+    "scheduler",
+    "num_samples",
+    "max_concurrent_trials",
+    "gpus_per_trial",
+    "cpus_per_trial",
+    "workers_per_trial",
+    "sync_bn",
+    "max_failures",
+    "trial_retries",
+    "storage",
+    "mlflow",
+)
 
 
 # ---------------------------------------------------------------- the definition
+
 
 @dataclass
 class Sweep:
@@ -48,7 +77,9 @@ class Sweep:
     max_concurrent_trials: int = 2
     gpus_per_trial: float | str = "auto"  # per worker
     cpus_per_trial: int = 1  # per worker
-    workers_per_trial: int = 1  # data-parallel workers of each trial's search (a run option: not in its config)
+    workers_per_trial: int = (
+        1  # data-parallel workers of each trial's search (a run option: not in its config)
+    )
     sync_bn: bool = True  # with several workers: BatchNorm over the global batch
     max_failures: int = 2  # Ray Train: worker failures per trial, each resumed from the last epoch
     trial_retries: int = 1  # Ray Tune: restarts of a trial whose driver died
@@ -61,8 +92,12 @@ class Sweep:
         preset's earlier versions)."""
         preset = self.base["preset"]
         if preset not in SEARCH_PRESETS:
-            raise UserError(f"sweep: base.preset: unknown preset '{preset}' (choose from {', '.join(SEARCH_PRESETS)})")
-        values = apply_overrides(SearchConfig, {}, preset_values or SEARCH_PRESETS[preset], f"preset {preset}")
+            raise UserError(
+                f"sweep: base.preset: unknown preset '{preset}' (choose from {', '.join(SEARCH_PRESETS)})"
+            )
+        values = apply_overrides(
+            SearchConfig, {}, preset_values or SEARCH_PRESETS[preset], f"preset {preset}"
+        )
         values = apply_overrides(SearchConfig, values, self.base.get("config") or {}, "sweep: base.config")
         return SearchConfig(**values).validate()
 
@@ -161,8 +196,13 @@ def _check_combinations(base: dict, space: dict) -> None:
     options = []
     for key in keys:
         kind, values = next(iter(space[key].items()))
-        options.append(values if kind in ("choice", "grid") else
-                       [values[0], values[1] - 1] if kind == "randint" else values)
+        options.append(
+            values
+            if kind in ("choice", "grid")
+            else [values[0], values[1] - 1]
+            if kind == "randint"
+            else values
+        )
     if len(keys) < 2 or math.prod(len(o) for o in options) > 4096:
         return
     for combo in itertools.product(*options):
@@ -200,14 +240,18 @@ def parse_sweep(data: dict, source: str = "sweep") -> Sweep:
         raise UserError("sweep: objective: must be {metric: NAME, mode: max|min}")
     sweep.metric = objective.get("metric", "valid_acc")
     if sweep.metric not in EPOCH_METRICS + FINAL_METRICS:
-        raise UserError(f"sweep: objective: metric: unknown metric {sweep.metric!r} "
-                        f"(reported: {', '.join(EPOCH_METRICS + FINAL_METRICS)})")
+        raise UserError(
+            f"sweep: objective: metric: unknown metric {sweep.metric!r} "
+            f"(reported: {', '.join(EPOCH_METRICS + FINAL_METRICS)})"
+        )
     sweep.mode = objective.get("mode", "max")
     if sweep.mode not in ("max", "min"):
         raise UserError(f"sweep: objective: mode: must be max or min, got {sweep.mode!r}")
     sweep.seed = _int(data.get("seed", 0), "sweep: seed", 0)
     sweep.num_samples = _int(data.get("num_samples", 1), "sweep: num_samples", 1)
-    sweep.max_concurrent_trials = _int(data.get("max_concurrent_trials", 2), "sweep: max_concurrent_trials", 1)
+    sweep.max_concurrent_trials = _int(
+        data.get("max_concurrent_trials", 2), "sweep: max_concurrent_trials", 1
+    )
     sweep.cpus_per_trial = _int(data.get("cpus_per_trial", 1), "sweep: cpus_per_trial", 1)
     sweep.workers_per_trial = _int(data.get("workers_per_trial", 1), "sweep: workers_per_trial", 1)
     sweep.sync_bn = data.get("sync_bn", True)
@@ -239,7 +283,9 @@ def _check_batches(base: dict, space: dict, workers: int) -> None:
     """Every trial's global batch must divide among its workers."""
     if workers == 1:
         return
-    kind, values = next(iter(space["batch_size"].items())) if "batch_size" in space else ("grid", [base["batch_size"]])
+    kind, values = (
+        next(iter(space["batch_size"].items())) if "batch_size" in space else ("grid", [base["batch_size"]])
+    )
     values = list(range(values[0], values[1])) if kind == "randint" else values
     bad = [b for b in values if b % workers]
     if bad:
@@ -258,11 +304,27 @@ def parse_saved_sweep(saved, source: str) -> Sweep:
     missing = {"base"} - set(saved)
     if missing:
         raise UserError(f"{source}: sweep: missing field 'base'")
-    definition = {k: saved[k] for k in ("name", "base", "searcher", "seed", "scheduler", "num_samples",
-                                        "max_concurrent_trials", "gpus_per_trial", "cpus_per_trial",
-                                        "workers_per_trial", "sync_bn", "max_failures", "trial_retries", "storage",
-                                        "mlflow")
-                  if saved.get(k) is not None}
+    definition = {
+        k: saved[k]
+        for k in (
+            "name",
+            "base",
+            "searcher",
+            "seed",
+            "scheduler",
+            "num_samples",
+            "max_concurrent_trials",
+            "gpus_per_trial",
+            "cpus_per_trial",
+            "workers_per_trial",
+            "sync_bn",
+            "max_failures",
+            "trial_retries",
+            "storage",
+            "mlflow",
+        )
+        if saved.get(k) is not None
+    }
     space = saved.get("space") or {}
     if not isinstance(space, dict):
         raise UserError(f"{source}: sweep: space: must be a mapping")
@@ -283,8 +345,11 @@ def _parse_scheduler(value, sweep: Sweep, base: dict) -> dict | None:
         return None
     if value == "asha":
         value = {"type": "asha"}
-    if not isinstance(value, dict) or value.get("type") != "asha" or set(value) - {"type", "grace_period",
-                                                                                     "reduction_factor"}:
+    if (
+        not isinstance(value, dict)
+        or value.get("type") != "asha"
+        or set(value) - {"type", "grace_period", "reduction_factor"}
+    ):
         raise UserError("sweep: scheduler: must be {type: asha, grace_period: N, reduction_factor: R}")
     epochs = base["epochs"]
     if "epochs" in sweep.space:
@@ -296,8 +361,10 @@ def _parse_scheduler(value, sweep: Sweep, base: dict) -> dict | None:
     if factor <= 1:
         raise UserError(f"sweep: scheduler: reduction_factor: must exceed 1, got {factor}")
     if sweep.metric not in EPOCH_METRICS:
-        raise UserError(f"sweep: scheduler: ASHA compares trials epoch by epoch; the objective "
-                        f"{sweep.metric!r} is only reported at the end")
+        raise UserError(
+            f"sweep: scheduler: ASHA compares trials epoch by epoch; the objective "
+            f"{sweep.metric!r} is only reported at the end"
+        )
     return {"type": "asha", "grace_period": grace, "reduction_factor": factor}
 
 
@@ -312,13 +379,14 @@ def parse_gpus(value, what: str = "--gpus-per-trial") -> float | str:
             raise UserError(f"{what}: must be a number or auto, got {value!r}") from None
     value = _number(value, what)
     if not 0 <= value <= 1:
-        raise UserError(f"{what}: a search uses one GPU: give a share in 0..1 (0.25: four trials per GPU), got {value}")
+        raise UserError(
+            f"{what}: a search uses one GPU: give a share in 0..1 (0.25: four trials per GPU), got {value}"
+        )
     return float(value)
 
 
 def load_sweep(path: str | Path) -> Sweep:
     return parse_sweep(read_config_file(path), str(path))
-
 
 
 def trial_config(base: dict, sampled: dict, cpus_per_trial: int) -> dict:
@@ -334,16 +402,31 @@ def trial_config(base: dict, sampled: dict, cpus_per_trial: int) -> dict:
     return to_dict(from_dict(SearchConfig, values, "trial config"))
 
 
-def apply_flags(definition: dict, preset=None, num_samples=None, concurrent=None, gpus_per_trial=None,
-                storage=None, name=None, workers_per_trial=None, mlflow=None) -> dict:
+def apply_flags(
+    definition: dict,
+    preset=None,
+    num_samples=None,
+    concurrent=None,
+    gpus_per_trial=None,
+    storage=None,
+    name=None,
+    workers_per_trial=None,
+    mlflow=None,
+) -> dict:
     """Command-line flags over a sweep definition's mapping (shared with the ablation scripts)."""
     out = dict(definition)
     if preset:
         base = out.get("base", {})
         out["base"] = {**({"preset": base} if isinstance(base, str) else base), "preset": preset}
-    for key, value in (("num_samples", num_samples), ("max_concurrent_trials", concurrent),
-                       ("gpus_per_trial", gpus_per_trial), ("storage", storage), ("name", name),
-                       ("workers_per_trial", workers_per_trial), ("mlflow", mlflow)):
+    for key, value in (
+        ("num_samples", num_samples),
+        ("max_concurrent_trials", concurrent),
+        ("gpus_per_trial", gpus_per_trial),
+        ("storage", storage),
+        ("name", name),
+        ("workers_per_trial", workers_per_trial),
+        ("mlflow", mlflow),
+    ):
         if value is not None:
             out[key] = value
     return out

@@ -1,5 +1,6 @@
 """An experiment's folder (a local path or a URI): the saved sweep setup (`sweep.json`)
 beside Ray Tune's own state, which is what `--resume` needs."""
+
 from __future__ import annotations
 
 import json
@@ -37,9 +38,19 @@ def save_setup(path: str, setup: dict) -> None:
 
 # what run_sweep saves, with the types each value may have (None: the key may be null)
 SETUP_KEYS: dict[str, tuple] = {
-    "name": (str,), "storage": (str,), "experiment_path": (str,), "sweep": (dict,), "base_config": (dict,),
-    "gpus_per_trial": (int, float), "cpus_per_trial": (int,), "max_failures": (int,), "worker_env": (dict,),
-    "local_runs": (str, type(None)), "verbose": (int,), "workers_per_trial": (int,), "sync_bn": (bool,),
+    "name": (str,),
+    "storage": (str,),
+    "experiment_path": (str,),
+    "sweep": (dict,),
+    "base_config": (dict,),
+    "gpus_per_trial": (int, float),
+    "cpus_per_trial": (int,),
+    "max_failures": (int,),
+    "worker_env": (dict,),
+    "local_runs": (str, type(None)),
+    "verbose": (int,),
+    "workers_per_trial": (int,),
+    "sync_bn": (bool,),
 }
 OPTIONAL_SETUP_KEYS = ("verbose", "workers_per_trial", "sync_bn")  # absent from experiments saved by 0.1.0
 
@@ -117,6 +128,7 @@ def tune_state_missing(path: str) -> bool:
 
 
 # ---------------------------------------------------------------- one driver per experiment
+
 
 class ObjectClaimFiles:
     """The claim file of an experiment on S3: conditional writes make creating, taking over
@@ -214,7 +226,9 @@ CLAIMS_FOLDER = ".claims"
 def claim_path(path: str) -> str:
     """Where an experiment's claim lives: `<storage>/.claims/<experiment>.json`, beside the
     experiment folder rather than in it (Ray Tune syncs that folder, and would write over it)."""
-    parent, name = path.rstrip("/").rsplit("/", 1) if "://" in path else (str(Path(path).parent), Path(path).name)
+    parent, name = (
+        path.rstrip("/").rsplit("/", 1) if "://" in path else (str(Path(path).parent), Path(path).name)
+    )
     return f"{parent}/{CLAIMS_FOLDER}/{name}.json"
 
 

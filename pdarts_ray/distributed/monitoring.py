@@ -6,6 +6,7 @@ A search trial's gauges carry the tags `experiment`, `trial_id` and `trial_name`
 query follows one trial across its stages, or compares the trials of a sweep; a
 retraining's (`pdarts_eval_*`) carry `experiment`, `run` and `genotype`.
 """
+
 from __future__ import annotations
 
 import math
@@ -17,7 +18,10 @@ GAUGES = {
     "pdarts_global_epoch": ("global_epoch", "Epoch counted across the stages (from 0)"),
     "pdarts_valid_acc": ("valid_acc", "Validation accuracy of the supernet at the last validated epoch"),
     "pdarts_train_loss": ("train_loss", "Training loss of the last epoch"),
-    "pdarts_skip_connects": ("skip_connects_now", "Skip-connections in the normal cell the alphas would derive now"),
+    "pdarts_skip_connects": (
+        "skip_connects_now",
+        "Skip-connections in the normal cell the alphas would derive now",
+    ),
     "pdarts_peak_memory_bytes": ("peak_memory_bytes", "Peak allocator memory of the last epoch, bytes"),
 }
 

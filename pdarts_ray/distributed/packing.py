@@ -1,13 +1,12 @@
 """Resources of a sweep's trials: `gpus_per_trial: auto` packs as many trials onto one GPU as
 the memory model's predicted peak of the sweep's heaviest config allows.
 """
-from __future__ import annotations
 
+from __future__ import annotations
 
 from ..core.config import SearchConfig
 from ..core.errors import UserError
 from .definition import Sweep
-
 
 MEMORY_KEYS = ("cells", "ops_kept", "skip_dropout", "batch_size", "channels", "image_size", "synthetic_size")
 TRAINING_IMAGES = {"cifar10": 50000, "cifar100": 50000}
@@ -17,6 +16,7 @@ MAX_TRIALS_PER_GPU = 16
 
 
 # ---------------------------------------------------------------- resources
+
 
 def worst_case_config(base: dict, space: dict) -> SearchConfig:
     """The base with the largest listed value of every key that drives memory (lists
@@ -46,12 +46,21 @@ def predicted_peak_bytes(cfg: SearchConfig, workers: int = 1) -> int:
 
     images = TRAINING_IMAGES.get(cfg.dataset, cfg.synthetic_size if cfg.dataset == "synthetic" else 0)
     batch = -(-cfg.batch_size // workers)
-    return max(predict_stage(cfg, s + 1, "cuda", dataset_images=int(images * cfg.train_portion + images),
-                             batch=batch)["bytes"] for s in range(cfg.num_stages))
+    return max(
+        predict_stage(
+            cfg, s + 1, "cuda", dataset_images=int(images * cfg.train_portion + images), batch=batch
+        )["bytes"]
+        for s in range(cfg.num_stages)
+    )
 
 
-def resolve_gpus_per_trial(value: float | str, device: str, cluster_gpus: float, predicted_bytes: int | None = None,
-                           gpu_memory_bytes: int | None = None) -> float:
+def resolve_gpus_per_trial(
+    value: float | str,
+    device: str,
+    cluster_gpus: float,
+    predicted_bytes: int | None = None,
+    gpu_memory_bytes: int | None = None,
+) -> float:
     """A number is kept. `auto`: 0 without GPUs (or with `device: cpu`); with GPUs, the share
     of one GPU that the memory model's predicted peak (plus a CUDA context) fits in, as 1/k;
     1 when the GPU's memory is unknown."""
@@ -94,6 +103,10 @@ def gpus_for(sweep: Sweep, base: dict) -> float:
     cluster_gpus = ray.cluster_resources().get("GPU", 0)
     if sweep.gpus_per_trial != "auto" or base["device"] == "cpu" or cluster_gpus <= 0:
         return resolve_gpus_per_trial(sweep.gpus_per_trial, base["device"], cluster_gpus)
-    return resolve_gpus_per_trial("auto", base["device"], cluster_gpus,
-                                  predicted_peak_bytes(worst_case_config(base, sweep.space), sweep.workers_per_trial),
-                                  _cluster_gpu_memory())
+    return resolve_gpus_per_trial(
+        "auto",
+        base["device"],
+        cluster_gpus,
+        predicted_peak_bytes(worst_case_config(base, sweep.space), sweep.workers_per_trial),
+        _cluster_gpu_memory(),
+    )

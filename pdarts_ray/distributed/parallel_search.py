@@ -10,6 +10,7 @@ newer of Ray Train's latest checkpoint and the run folder's. Ray Train's own fil
 Until the first checkpoint records the workers, `<run>/ray/workers.json` does, so a driver
 killed before then leaves a folder that `search --resume` starts again on the same workers.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,11 +34,20 @@ def check_workers(cfg: SearchConfig, workers: int) -> None:
     if workers < 1:
         raise UserError(f"--workers: must be at least 1, got {workers}")
     if cfg.batch_size % workers:
-        raise UserError(f"config: batch_size: must be divisible by the workers ({workers}), got {cfg.batch_size}")
+        raise UserError(
+            f"config: batch_size: must be divisible by the workers ({workers}), got {cfg.batch_size}"
+        )
 
 
-def search_with_ray(cfg: SearchConfig, run_dir: Path, workers: int, sync_bn: bool = True,
-                    max_failures: int = 2, progress: bool = True, tracking: dict | None = None) -> dict:
+def search_with_ray(
+    cfg: SearchConfig,
+    run_dir: Path,
+    workers: int,
+    sync_bn: bool = True,
+    max_failures: int = 2,
+    progress: bool = True,
+    tracking: dict | None = None,
+) -> dict:
     """Run (or continue) the search in `run_dir` (made by ProgressiveSearch.create) as N Ray
     Train workers; result.json's content. `tracking`: {uri, experiment} of an MLflow run that
     rank 0 logs the search to."""
@@ -54,25 +64,37 @@ def search_with_ray(cfg: SearchConfig, run_dir: Path, workers: int, sync_bn: boo
         use_gpu = use_gpus(cfg.device, workers)
         trainer = TorchTrainer(
             worker_loop,
-            train_loop_config={"search_config": to_dict(cfg), "run_dir": str(Path(run_dir).resolve()),
-                               "own_folder": True, "sync_bn": sync_bn, "use_gpu": use_gpu, "progress": progress,
-                               "mlflow": tracking},
+            train_loop_config={
+                "search_config": to_dict(cfg),
+                "run_dir": str(Path(run_dir).resolve()),
+                "own_folder": True,
+                "sync_bn": sync_bn,
+                "use_gpu": use_gpu,
+                "progress": progress,
+                "mlflow": tracking,
+            },
             torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-            scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
-                                         resources_per_worker={"CPU": 1, **({"GPU": 1} if use_gpu else {}),
-                                                               **worker_resources()}),
-            run_config=RunConfig(name=RAY_RUN_NAME, storage_path=str((Path(run_dir) / RAY_FOLDER).resolve()),
-                                 failure_config=FailureConfig(max_failures=max_failures),
-                                 checkpoint_config=CheckpointConfig(num_to_keep=2),
-                                 logging_config=LoggingConfig(log_level="WARNING"),
-                                 worker_runtime_env=worker_runtime_env(worker_env())),
+            scaling_config=ScalingConfig(
+                num_workers=workers,
+                use_gpu=use_gpu,
+                resources_per_worker={"CPU": 1, **({"GPU": 1} if use_gpu else {}), **worker_resources()},
+            ),
+            run_config=RunConfig(
+                name=RAY_RUN_NAME,
+                storage_path=str((Path(run_dir) / RAY_FOLDER).resolve()),
+                failure_config=FailureConfig(max_failures=max_failures),
+                checkpoint_config=CheckpointConfig(num_to_keep=2),
+                logging_config=LoggingConfig(log_level="WARNING"),
+                worker_runtime_env=worker_runtime_env(worker_env()),
+            ),
         )
         try:
             outcome = trainer.fit()
         except ray.train.TrainingFailedError as err:
             reason = str(err).strip().splitlines()
-            raise UserError(f"the search's Ray Train run failed: {reason[0] if reason else type(err).__name__}") \
-                from None
+            raise UserError(
+                f"the search's Ray Train run failed: {reason[0] if reason else type(err).__name__}"
+            ) from None
     finally:
         if started:
             import ray
@@ -93,7 +115,9 @@ def _note_start(run_dir: Path, workers: int, sync_bn: bool) -> None:
     for name in (METRICS_FILE, TRAJECTORY_FILE):
         (run_dir / name).unlink(missing_ok=True)
     (run_dir / RAY_FOLDER).mkdir(exist_ok=True)
-    write_json_atomic(run_dir / RAY_FOLDER / WORKERS_FILE, {"workers": workers, "sync_bn": sync_bn and workers > 1})
+    write_json_atomic(
+        run_dir / RAY_FOLDER / WORKERS_FILE, {"workers": workers, "sync_bn": sync_bn and workers > 1}
+    )
 
 
 def started_workers(run_dir: Path) -> dict | None:
@@ -106,8 +130,12 @@ def started_workers(run_dir: Path) -> dict | None:
         started = json.loads(path.read_text())
     except (OSError, ValueError):
         started = None
-    if not (isinstance(started, dict) and isinstance(started.get("workers"), int) and started["workers"] >= 1
-            and isinstance(started.get("sync_bn"), bool)):
+    if not (
+        isinstance(started, dict)
+        and isinstance(started.get("workers"), int)
+        and started["workers"] >= 1
+        and isinstance(started.get("sync_bn"), bool)
+    ):
         raise UserError(f'{path}: expected {{"workers": N, "sync_bn": true or false}}')
     return started
 

@@ -8,6 +8,7 @@ again. Missing retrainings run in this process one after another, or as Ray task
 cluster (`address`); their rows go to the family's `evaluations/` table and their run
 folders to its `eval-runs/` (a temporary folder for a URI storage).
 """
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,18 @@ from pathlib import Path
 
 from ..results import experiment_path
 from ..results.tables import table_spec
-from ..results.tables.common import (EvalNeed, Rendered, SearchNeed, Setup, StoreView, canonical_genotype, digest,
-                                     eval_key, family_experiments, search_key)
+from ..results.tables.common import (
+    EvalNeed,
+    Rendered,
+    SearchNeed,
+    Setup,
+    StoreView,
+    canonical_genotype,
+    digest,
+    eval_key,
+    family_experiments,
+    search_key,
+)
 from .experiment import SWEEP_FILE, claim_experiment, exists, load_setup, tune_state_missing
 from .runtime import worker_runtime_env
 
@@ -30,6 +41,7 @@ class ReproduceFailed(Exception):
 
 # ---------------------------------------------------------------- starting what is missing
 
+
 def sweep_search_keys(sweep: dict) -> set[str]:
     """The search keys a sweep of this family runs: its base config under each seed of its grid."""
     base = sweep["base_config"]
@@ -37,7 +49,9 @@ def sweep_search_keys(sweep: dict) -> set[str]:
     return {search_key({**base, "seed": seed}) for seed in seeds}
 
 
-def interrupted_sweeps(root: str, experiment: str, needs: list[SearchNeed]) -> dict[str, tuple[dict, list[SearchNeed]]]:
+def interrupted_sweeps(
+    root: str, experiment: str, needs: list[SearchNeed]
+) -> dict[str, tuple[dict, list[SearchNeed]]]:
     """Family sweeps that stopped before every trial had a row but after Ray Tune saved its
     state, by name: each one's saved setup and the missing searches it would finish if resumed."""
     from ..results import experiment_path, read_trials
@@ -74,9 +88,15 @@ def search_sweeps(needs: list[SearchNeed], setup: Setup, root: str, local: bool)
             name = f"{stem}-{attempt}"
         # a local machine runs two searches side by side (each on one thread); a cluster all of them
         concurrent = min(len(seeds), max(1, min(2, os.cpu_count() or 1))) if local else len(seeds)
-        definition = {"name": name, "storage": root, "base": {"preset": setup.search_preset, "config": rest},
-                      "searcher": "grid", "max_concurrent_trials": concurrent, "gpus_per_trial": "auto",
-                      "cpus_per_trial": 1}
+        definition = {
+            "name": name,
+            "storage": root,
+            "base": {"preset": setup.search_preset, "config": rest},
+            "searcher": "grid",
+            "max_concurrent_trials": concurrent,
+            "gpus_per_trial": "auto",
+            "cpus_per_trial": 1,
+        }
         if len(seeds) == 1:
             definition["base"]["config"] = {**rest, "seed": seeds[0]}
         else:
@@ -91,18 +111,24 @@ def _eval_runs_dir(root: str, experiment: str) -> Path:
     return Path(root) / experiment / "eval-runs"
 
 
-def evaluate_genotype(eval_config: dict, genotype: dict, run_dir: str, name: str, progress: bool = False,
-                      experiment: str | None = None) -> dict:
+def evaluate_genotype(
+    eval_config: dict,
+    genotype: dict,
+    run_dir: str,
+    name: str,
+    progress: bool = False,
+    experiment: str | None = None,
+) -> dict:
     """Retrain one genotype in this process, continuing an earlier attempt's run folder if there is one.
     With `experiment` (as a Ray task) it also sets the retraining's Ray gauges every epoch."""
     import sys
 
     from ..core.config import from_dict
+    from ..core.runtime import resolve_device
+    from ..core.space import Genotype
     from ..evaluation.config import EvalConfig
     from ..evaluation.data import check_data
     from ..evaluation.retrain import RESULT_FILE, AllHooks, EpochLines, EvalRun
-    from ..core.runtime import resolve_device
-    from ..core.space import Genotype
 
     run_dir = Path(run_dir)
     gauges = None
@@ -132,12 +158,18 @@ def _store_evaluation(root: str, setup: Setup, need: EvalNeed, result: dict) -> 
 
     genotype = canonical_genotype(need.genotype)
     key = eval_key(genotype, setup.eval_config)
-    write_evaluation(root, setup.experiment, evaluation_row(setup.experiment, key, genotype, setup.eval_preset,
-                                                            setup.eval_config, result, need.name))
+    write_evaluation(
+        root,
+        setup.experiment,
+        evaluation_row(
+            setup.experiment, key, genotype, setup.eval_preset, setup.eval_config, result, need.name
+        ),
+    )
 
 
-def run_evaluations(needs: list[EvalNeed], setup: Setup, root: str, use_ray: bool, log,
-                    progress: bool = False) -> list[str]:
+def run_evaluations(
+    needs: list[EvalNeed], setup: Setup, root: str, use_ray: bool, log, progress: bool = False
+) -> list[str]:
     """Retrain every missing genotype and store its row; the failures' descriptions."""
     runs_dir = _eval_runs_dir(root, setup.experiment)
     failures = []
@@ -146,8 +178,9 @@ def run_evaluations(needs: list[EvalNeed], setup: Setup, root: str, use_ray: boo
             key = eval_key(need.genotype, setup.eval_config)
             log(f"retraining {i + 1}/{len(needs)}: {need.name} ({setup.eval_preset}, {key})")
             try:
-                result = evaluate_genotype(setup.eval_config, need.genotype, str(runs_dir / key), need.name,
-                                           progress)
+                result = evaluate_genotype(
+                    setup.eval_config, need.genotype, str(runs_dir / key), need.name, progress
+                )
             except Exception as err:  # one failed retraining leaves the others to run
                 failures.append(f"retraining {need.name}: {type(err).__name__}: {err}")
                 continue
@@ -162,13 +195,15 @@ def run_evaluations(needs: list[EvalNeed], setup: Setup, root: str, use_ray: boo
     # others each on all cores
     config = {**setup.eval_config, "threads": cpus}
     # the wait policy given to each task too: Ray may run in a job this package did not start
-    task = ray.remote(evaluate_genotype).options(num_cpus=cpus, num_gpus=1 if gpu else 0, max_retries=1,
-                                                 runtime_env=worker_runtime_env({}))
+    task = ray.remote(evaluate_genotype).options(
+        num_cpus=cpus, num_gpus=1 if gpu else 0, max_retries=1, runtime_env=worker_runtime_env({})
+    )
     pending = {}
     for need in needs:
         key = eval_key(need.genotype, setup.eval_config)
-        pending[task.remote(config, need.genotype, str(runs_dir / key), need.name,
-                            experiment=setup.experiment)] = need
+        pending[
+            task.remote(config, need.genotype, str(runs_dir / key), need.name, experiment=setup.experiment)
+        ] = need
     log(f"retraining {len(needs)} cells as Ray tasks ({setup.eval_preset})")
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1)
@@ -192,8 +227,17 @@ class Outcome:
     files: list[str] = field(default_factory=list)
 
 
-def reproduce(table: str, setup: Setup, storage: str | None = None, address: str | None = None, run: bool = True,
-              log=lambda line: None, verbose: int = 0, progress: bool = False, take_over: bool = False) -> Outcome:
+def reproduce(
+    table: str,
+    setup: Setup,
+    storage: str | None = None,
+    address: str | None = None,
+    run: bool = True,
+    log=lambda line: None,
+    verbose: int = 0,
+    progress: bool = False,
+    take_over: bool = False,
+) -> Outcome:
     """Start what the table lacks in the store (unless `run` is False), then compute it. A run
     that may start work claims the table's family first (one reproduce per family at a time)."""
     from ..results import storage_root
@@ -202,12 +246,15 @@ def reproduce(table: str, setup: Setup, storage: str | None = None, address: str
     spec = table_spec(table, setup)
     if not run:
         return _reproduce(spec, setup, root, address, False, log, verbose, progress)
-    with claim_experiment(experiment_path(root, setup.experiment), f"pdarts-ray reproduce {table}", take_over):
+    with claim_experiment(
+        experiment_path(root, setup.experiment), f"pdarts-ray reproduce {table}", take_over
+    ):
         return _reproduce(spec, setup, root, address, True, log, verbose, progress)
 
 
-def _reproduce(spec, setup: Setup, root: str, address: str | None, run: bool, log, verbose: int,
-               progress: bool) -> Outcome:
+def _reproduce(
+    spec, setup: Setup, root: str, address: str | None, run: bool, log, verbose: int, progress: bool
+) -> Outcome:
     from .connect import connect_ray, join_ray
     from .definition import Sweep, parse_sweep
     from .sweep import resume_sweep, run_sweep
@@ -222,15 +269,18 @@ def _reproduce(spec, setup: Setup, root: str, address: str | None, run: bool, lo
             resumable = interrupted_sweeps(root, setup.experiment, unique)
             resumed = {n.key for _, covered in resumable.values() for n in covered}
             fresh = [n for n in unique if n.key not in resumed]
-            sweeps = [parse_sweep(d, "reproduce") for d in search_sweeps(fresh, setup, root, local=address is None)]
-            started_ray = connect_ray(address, sweeps[0] if sweeps else
-                                      Sweep(**next(iter(resumable.values()))[0]["sweep"]))
+            sweeps = [
+                parse_sweep(d, "reproduce") for d in search_sweeps(fresh, setup, root, local=address is None)
+            ]
+            started_ray = connect_ray(
+                address, sweeps[0] if sweeps else Sweep(**next(iter(resumable.values()))[0]["sweep"])
+            )
             for name, (_, covered) in resumable.items():
                 log(f"continuing: {name} ({len(covered)} search{'es' if len(covered) > 1 else ''})")
                 resume_sweep(name, root, verbose=verbose)
             for sweep in sweeps:
-                log(f"searching: {sweep.name} ({sweep.num_samples * max(1, len(sweep.space.get('seed', {}).get('grid', [0])))}"
-                    f" search{'es' if sweep.space else ''})")
+                count = sweep.num_samples * max(1, len(sweep.space.get("seed", {}).get("grid", [0])))
+                log(f"searching: {sweep.name} ({count} search{'es' if sweep.space else ''})")
                 run_sweep(sweep, verbose=verbose)
             searches = len(unique)
             if started_ray and address is None:  # the retrainings run in this process: free the cores
@@ -241,9 +291,14 @@ def _reproduce(spec, setup: Setup, root: str, address: str | None, run: bool, lo
             store.refresh()
             failed = [n for n in unique if store.search(n) is None]
             if failed:
-                raise ReproduceFailed("; ".join(f"{n.describe()} failed: {store.failures.get(n.key, 'no row stored')}"
-                                                for n in failed))
-        wanted = [e for e in spec.evaluations(store) if store.evaluation(e.genotype, setup.eval_config) is None]
+                raise ReproduceFailed(
+                    "; ".join(
+                        f"{n.describe()} failed: {store.failures.get(n.key, 'no row stored')}" for n in failed
+                    )
+                )
+        wanted = [
+            e for e in spec.evaluations(store) if store.evaluation(e.genotype, setup.eval_config) is None
+        ]
         wanted = list({eval_key(e.genotype, setup.eval_config): e for e in wanted}.values())
         if run and wanted:
             use_ray = address is not None

@@ -10,6 +10,7 @@ Ray Train's latest checkpoint and the run folder's; `--resume` goes the same way
 Ray Train's own files (its checkpoints and run state) live in `<run>/ray/`; for a
 multi-node cluster the run folder must be on storage every node can reach.
 """
+
 from __future__ import annotations
 
 import logging
@@ -26,10 +27,18 @@ from ray.train import Checkpoint, CheckpointConfig, FailureConfig, LoggingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from ..core.checkpoint import CheckpointDir
+from ..evaluation.retrain import (
+    RESULT_FILE,
+    AllHooks,
+    EpochLines,
+    EvalHooks,
+    EvalRun,
+    EvaluationFailed,
+    read_json,
+)
 from .connect import start_ray, use_gpus
-from .runtime import worker_runtime_env
-from ..evaluation.retrain import RESULT_FILE, AllHooks, EpochLines, EvalHooks, EvalRun, EvaluationFailed, read_json
 from .monitoring import EvalMetrics
+from .runtime import worker_runtime_env
 
 RAY_FOLDER = "ray"
 RAY_RUN_NAME = "train"
@@ -85,19 +94,27 @@ def fit_with_ray(run: EvalRun, progress: bool = True) -> ray.train.Result:
         _worker_loop,
         train_loop_config={"run_dir": str(run.run_dir.resolve()), "use_gpu": use_gpu, "progress": progress},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=use_gpu,
-                                     resources_per_worker={"CPU": 1, **({"GPU": 1} if use_gpu else {})}),
-        run_config=RunConfig(name=RAY_RUN_NAME, storage_path=str((run.run_dir / RAY_FOLDER).resolve()),
-                             failure_config=FailureConfig(max_failures=cfg.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2),
-                             logging_config=LoggingConfig(log_level="WARNING"),  # epochs are printed once, by us
-                             worker_runtime_env=worker_runtime_env(env)),
+        scaling_config=ScalingConfig(
+            num_workers=cfg.workers,
+            use_gpu=use_gpu,
+            resources_per_worker={"CPU": 1, **({"GPU": 1} if use_gpu else {})},
+        ),
+        run_config=RunConfig(
+            name=RAY_RUN_NAME,
+            storage_path=str((run.run_dir / RAY_FOLDER).resolve()),
+            failure_config=FailureConfig(max_failures=cfg.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            logging_config=LoggingConfig(log_level="WARNING"),  # epochs are printed once, by us
+            worker_runtime_env=worker_runtime_env(env),
+        ),
     )
     try:
         return trainer.fit()
     except ray.train.TrainingFailedError as err:
         reason = str(err).strip().splitlines()
-        raise EvaluationFailed(f"Ray Train run failed: {reason[0] if reason else type(err).__name__}") from None
+        raise EvaluationFailed(
+            f"Ray Train run failed: {reason[0] if reason else type(err).__name__}"
+        ) from None
 
 
 def train_with_ray(run: EvalRun, progress: bool = True) -> dict:

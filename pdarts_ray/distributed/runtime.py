@@ -3,6 +3,7 @@
 the process starts. A job gets it through its runtime environment (`ray.init`), and every
 Ray Train run through its own `worker_runtime_env` as well, not left to Ray's inheritance.
 """
+
 from __future__ import annotations
 
 import json

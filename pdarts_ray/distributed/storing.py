@@ -5,6 +5,7 @@ bad moment: a Tune callback (`StoreResults`) writes epoch rows as results arrive
 trial row when a trial ends, and after every fit (and every resume) a reconciliation pass
 writes whatever rows are still missing from the experiment's state.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,8 @@ from ..results.files import filesystem
 from .definition import trial_config
 from .experiment import load_setup
 
-
 # ---------------------------------------------------------------- results
+
 
 def _trial_outcome(last: dict, errored: bool, error_text: str | None) -> tuple[str, str | None]:
     if errored:
@@ -26,12 +27,23 @@ def _trial_outcome(last: dict, errored: bool, error_text: str | None) -> tuple[s
         return "failed", str(last["failure"])
     if last.get("search_done"):
         return "finished", None
-    return "failed", (f"stopped early by the scheduler (ASHA) after global epoch {last['global_epoch']}"
-                      if "global_epoch" in last else "ended without a result")
+    return "failed", (
+        f"stopped early by the scheduler (ASHA) after global epoch {last['global_epoch']}"
+        if "global_epoch" in last
+        else "ended without a result"
+    )
 
 
-def store_trial(storage: str, name: str, setup: dict, trial_id: str, sampled: dict, last: dict,
-                errored: bool, error_text: str | None = None) -> bool:
+def store_trial(
+    storage: str,
+    name: str,
+    setup: dict,
+    trial_id: str,
+    sampled: dict,
+    last: dict,
+    errored: bool,
+    error_text: str | None = None,
+) -> bool:
     """Write a trial's row (once): finished with its result and genotypes, or failed with a reason."""
     from ..results import has_trial, trial_row, write_trial
 
@@ -43,8 +55,18 @@ def store_trial(storage: str, name: str, setup: dict, trial_id: str, sampled: di
     genotypes = json.loads(last["genotypes_json"]) if status == "finished" else None
     finished = last.get("timestamp") if last else None
     started = finished - last["time_total_s"] if finished and "time_total_s" in last else None
-    row = trial_row(name, trial_id, status, config, result, genotypes, failure=failure, started=started,
-                    finished=finished or time.time(), workers=setup.get("workers_per_trial", 1))
+    row = trial_row(
+        name,
+        trial_id,
+        status,
+        config,
+        result,
+        genotypes,
+        failure=failure,
+        started=started,
+        finished=finished or time.time(),
+        workers=setup.get("workers_per_trial", 1),
+    )
     return write_trial(storage, name, row)
 
 
@@ -63,7 +85,9 @@ class StoreResults(_TuneCallback):
 
     def __init__(self, setup: dict):
         self.storage, self.name = setup["storage"], setup["name"]
-        self.trial_setup = {k: setup[k] for k in ("base_config", "cpus_per_trial", "workers_per_trial") if k in setup}
+        self.trial_setup = {
+            k: setup[k] for k in ("base_config", "cpus_per_trial", "workers_per_trial") if k in setup
+        }
         self.space = setup["sweep"]["space"]
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -73,12 +97,27 @@ class StoreResults(_TuneCallback):
             write_epochs(self.storage, self.name, trial.trial_id, [result])
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        store_trial(self.storage, self.name, self.trial_setup, trial.trial_id, _sampled(trial.config, self.space),
-                    trial.last_result, errored=False)
+        store_trial(
+            self.storage,
+            self.name,
+            self.trial_setup,
+            trial.trial_id,
+            _sampled(trial.config, self.space),
+            trial.last_result,
+            errored=False,
+        )
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        store_trial(self.storage, self.name, self.trial_setup, trial.trial_id, _sampled(trial.config, self.space),
-                    trial.last_result, errored=True, error_text=_error_text(trial))
+        store_trial(
+            self.storage,
+            self.name,
+            self.trial_setup,
+            trial.trial_id,
+            _sampled(trial.config, self.space),
+            trial.last_result,
+            errored=True,
+            error_text=_error_text(trial),
+        )
 
 
 def _error_text(trial) -> str | None:
@@ -116,21 +155,39 @@ def reconcile(storage: str, name: str, path: str, setup: dict) -> dict:
     from ..results import read_epochs, write_epochs
 
     analysis = ExperimentAnalysis(path)
-    stored = {(r["trial_id"], r["stage"], r["epoch"]) for r in
-              read_epochs(path).select(["trial_id", "stage", "epoch"]).to_pylist()} if _has_epochs(path) else set()
+    stored = (
+        {
+            (r["trial_id"], r["stage"], r["epoch"])
+            for r in read_epochs(path).select(["trial_id", "stage", "epoch"]).to_pylist()
+        }
+        if _has_epochs(path)
+        else set()
+    )
     space = setup["sweep"]["space"]
     counts = {"trials": 0, "epochs": 0}
     for trial in analysis.trials:
         if trial.status not in ("TERMINATED", "ERROR"):
             continue
         last = trial.last_result or {}
-        missing = [r for r in _checkpoint_metrics(last, storage) if (trial.trial_id, r["stage"], r["epoch"]) not in stored]
+        missing = [
+            r
+            for r in _checkpoint_metrics(last, storage)
+            if (trial.trial_id, r["stage"], r["epoch"]) not in stored
+        ]
         if missing:
             write_epochs(storage, name, trial.trial_id, missing)
             counts["epochs"] += len(missing)
         errored = trial.status == "ERROR"
-        if store_trial(storage, name, setup, trial.trial_id, _sampled(trial.config, space), last, errored,
-                       _error_text(trial) if errored else None):
+        if store_trial(
+            storage,
+            name,
+            setup,
+            trial.trial_id,
+            _sampled(trial.config, space),
+            last,
+            errored,
+            _error_text(trial) if errored else None,
+        ):
             counts["trials"] += 1
     return counts
 

@@ -5,6 +5,7 @@
 each). `resume_sweep` continues an interrupted sweep from that folder alone
 (`Tuner.restore`). Trials are named after their sampled values, then their id.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,14 +19,21 @@ from ..core.errors import UserError
 from ..core.waiting import wait_policy_env
 from .connect import announce_dashboard, connect_ray
 from .definition import Sweep
-from .experiment import (SWEEP_FILE, claim_experiment, exists, load_setup, locate_experiment, save_setup,
-                         tune_state_missing)
+from .experiment import (
+    SWEEP_FILE,
+    claim_experiment,
+    exists,
+    load_setup,
+    locate_experiment,
+    save_setup,
+    tune_state_missing,
+)
 from .packing import gpus_for
 from .storing import StoreResults, reconcile, summary
 from .testing import trial_resources, worker_env
 
-
 # ---------------------------------------------------------------- Tune's view of the space
+
 
 def _encode(value):
     """Optuna's categories are scalars: a per-stage list travels as its JSON text."""
@@ -91,8 +99,10 @@ def _trainable(setup: dict):
 
     # the wait policy as this driver sees it: the trials' processes may not (a cluster joined
     # without it), and it is not part of the saved setup
-    return tune.with_resources(tune.with_parameters(search_trial, setup=setup, policy=wait_policy_env()),
-                               {"CPU": TRIAL_DRIVER_CPU, **trial_resources()})
+    return tune.with_resources(
+        tune.with_parameters(search_trial, setup=setup, policy=wait_policy_env()),
+        {"CPU": TRIAL_DRIVER_CPU, **trial_resources()},
+    )
 
 
 def _tracking(setup: dict) -> list:
@@ -124,17 +134,31 @@ def build_tuner(sweep: Sweep, setup: dict):
     base = SearchConfig(**setup["base_config"])
     scheduler = None
     if sweep.scheduler:
-        scheduler = ASHAScheduler(time_attr="global_epoch", max_t=base.num_stages * base.epochs, grace_period=sweep.scheduler["grace_period"],
-                                  reduction_factor=sweep.scheduler["reduction_factor"])
+        scheduler = ASHAScheduler(
+            time_attr="global_epoch",
+            max_t=base.num_stages * base.epochs,
+            grace_period=sweep.scheduler["grace_period"],
+            reduction_factor=sweep.scheduler["reduction_factor"],
+        )
     return tune.Tuner(
         _trainable(setup),
         param_space=param_space(sweep),
-        tune_config=tune.TuneConfig(metric=sweep.metric, mode=sweep.mode, search_alg=search_algorithm(sweep),
-                                    scheduler=scheduler, num_samples=sweep.num_samples,
-                                    trial_name_creator=trial_name, trial_dirname_creator=trial_name),
-        run_config=tune.RunConfig(name=setup["name"], storage_path=setup["storage"],
-                                  failure_config=tune.FailureConfig(max_failures=sweep.trial_retries),
-                                  callbacks=[StoreResults(setup), *_tracking(setup)], verbose=setup.get("verbose", 1)),
+        tune_config=tune.TuneConfig(
+            metric=sweep.metric,
+            mode=sweep.mode,
+            search_alg=search_algorithm(sweep),
+            scheduler=scheduler,
+            num_samples=sweep.num_samples,
+            trial_name_creator=trial_name,
+            trial_dirname_creator=trial_name,
+        ),
+        run_config=tune.RunConfig(
+            name=setup["name"],
+            storage_path=setup["storage"],
+            failure_config=tune.FailureConfig(max_failures=sweep.trial_retries),
+            callbacks=[StoreResults(setup), *_tracking(setup)],
+            verbose=setup.get("verbose", 1),
+        ),
     )
 
 
@@ -144,8 +168,9 @@ def restore_tuner(path: str, setup: dict):
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    tuner = tune.Tuner.restore(path, trainable=_trainable(setup), resume_unfinished=True, resume_errored=False,
-                               restart_errored=False)
+    tuner = tune.Tuner.restore(
+        path, trainable=_trainable(setup), resume_unfinished=True, resume_errored=False, restart_errored=False
+    )
     config = getattr(getattr(tuner, "_local_tuner", None), "_tune_config", None)  # None under Ray Client
     if config is not None and isinstance(config.search_alg, BasicVariantGenerator):
         config.max_concurrent_trials = None
@@ -169,21 +194,35 @@ def run_sweep(sweep: Sweep, address: str | None = None, verbose: int = 1) -> dic
     sweep.name = name
     path = experiment_path(storage, name)
     if exists(path):
-        raise UserError(f"{path}: experiment exists (continue it with --resume {name}, or choose another --name)")
+        raise UserError(
+            f"{path}: experiment exists (continue it with --resume {name}, or choose another --name)"
+        )
     base = sweep.base_config()
     with claim_experiment(path, "pdarts-ray sweep"):
         if exists(f"{path}/{SWEEP_FILE}"):  # a driver with the same name got here first and has ended
-            raise UserError(f"{path}: experiment exists (continue it with --resume {name}, or choose another --name)")
+            raise UserError(
+                f"{path}: experiment exists (continue it with --resume {name}, or choose another --name)"
+            )
         return _run(sweep, setup_of(sweep, name, storage, path, base, verbose), address, verbose)
 
 
 def setup_of(sweep: Sweep, name: str, storage: str, path: str, base, verbose: int) -> dict:
     """What `sweep.json` holds, all a resume needs (the GPU share is filled in once Ray runs)."""
-    return {"name": name, "storage": storage, "experiment_path": path, "sweep": sweep.to_dict(),
-            "base_config": to_dict(base), "gpus_per_trial": 0.0, "cpus_per_trial": sweep.cpus_per_trial,
-            "workers_per_trial": sweep.workers_per_trial, "sync_bn": sweep.sync_bn,
-            "max_failures": sweep.max_failures, "worker_env": worker_env(), "local_runs": _local_runs(storage, name),
-            "verbose": verbose}
+    return {
+        "name": name,
+        "storage": storage,
+        "experiment_path": path,
+        "sweep": sweep.to_dict(),
+        "base_config": to_dict(base),
+        "gpus_per_trial": 0.0,
+        "cpus_per_trial": sweep.cpus_per_trial,
+        "workers_per_trial": sweep.workers_per_trial,
+        "sync_bn": sweep.sync_bn,
+        "max_failures": sweep.max_failures,
+        "worker_env": worker_env(),
+        "local_runs": _local_runs(storage, name),
+        "verbose": verbose,
+    }
 
 
 def _run(sweep: Sweep, setup: dict, address: str | None, verbose: int) -> dict:
@@ -213,8 +252,13 @@ def _local_runs(storage: str, name: str) -> str | None:
     return str(Path(tempfile.gettempdir()) / "pdarts-ray-runs" / name)
 
 
-def resume_sweep(name_or_path: str, storage: str | None = None, address: str | None = None,
-                 verbose: int = 1, take_over: bool = False) -> dict:
+def resume_sweep(
+    name_or_path: str,
+    storage: str | None = None,
+    address: str | None = None,
+    verbose: int = 1,
+    take_over: bool = False,
+) -> dict:
     """Continue an interrupted sweep: finished trials stay as they are, unfinished ones
     continue from their last epoch checkpoints, missing rows are written. The experiment is
     claimed first: a resume while another driver runs it stops with one line."""
@@ -223,7 +267,9 @@ def resume_sweep(name_or_path: str, storage: str | None = None, address: str | N
     setup["verbose"] = verbose
     sweep = Sweep(**setup["sweep"])  # validated by load_setup
     if tune_state_missing(path):
-        raise UserError(f"{path}: the sweep stopped before Ray Tune saved its state; start it again under a new name")
+        raise UserError(
+            f"{path}: the sweep stopped before Ray Tune saved its state; start it again under a new name"
+        )
     with claim_experiment(path, "pdarts-ray sweep --resume", take_over):
         return _resume(sweep, setup, path, address, verbose)
 
@@ -242,5 +288,3 @@ def _resume(sweep: Sweep, setup: dict, path: str, address: str | None, verbose: 
 
             ray.shutdown()
     return summary(setup["storage"], setup["name"])
-
-

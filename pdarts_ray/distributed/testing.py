@@ -13,6 +13,7 @@ worker-side ones travel to Ray Train workers through the runtime environment
   read from the cluster's environment) and of each Tune trial (`PDARTS_TEST_TRIAL_RESOURCES`,
   read from the driver's): a test cluster keeps them on separate nodes.
 """
+
 from __future__ import annotations
 
 import json

@@ -9,6 +9,7 @@ read like a single search's (results/tracking.py):
 - the final cells as `genotype.json` and every M's as `genotypes_by_M.json` (artifacts);
 - a resumed sweep finds each trial's run by its trial id and continues it.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,7 +30,9 @@ NOT_METRICS = ("genotype", "result_json", "genotypes_json", "stage_genotype", "f
 class SweepToMlflow(MLflowLoggerCallback):
     def __init__(self, setup: dict):
         uri = check_tracking_uri(setup["sweep"]["mlflow"], "sweep: mlflow")
-        super().__init__(tracking_uri=uri, experiment_name=setup["name"], tags={"pdarts_ray.experiment": setup["name"]})
+        super().__init__(
+            tracking_uri=uri, experiment_name=setup["name"], tags={"pdarts_ray.experiment": setup["name"]}
+        )
         self.setup_of_sweep = setup
         self._client = None
 
@@ -50,7 +53,9 @@ class SweepToMlflow(MLflowLoggerCallback):
         if trial not in self._trial_runs:
             self._trial_runs[trial] = self._run_of(trial)
         run_id = self._trial_runs[trial]
-        config = trial_config(self.setup_of_sweep["base_config"], trial.config, self.setup_of_sweep["cpus_per_trial"])
+        config = trial_config(
+            self.setup_of_sweep["base_config"], trial.config, self.setup_of_sweep["cpus_per_trial"]
+        )
         logged = self.client.get_run(run_id).data.params
         params = [Param(k, v) for k, v in search_params(config).items() if k not in logged]  # written once
         if params:
@@ -62,16 +67,24 @@ class SweepToMlflow(MLflowLoggerCallback):
         if found:
             self.client.update_run(found[0].info.run_id, status="RUNNING")
             return found[0].info.run_id
-        run = self.client.create_run(experiment, run_name=str(trial),
-                                     tags={**self.tags, "trial_name": str(trial), TRIAL_TAG: trial.trial_id})
+        run = self.client.create_run(
+            experiment,
+            run_name=str(trial),
+            tags={**self.tags, "trial_name": str(trial), TRIAL_TAG: trial.trial_id},
+        )
         return run.info.run_id
 
     def log_trial_result(self, iteration: int, trial, result: dict) -> None:
         step = int(result.get("global_epoch", iteration))
         now = int(time.time() * 1000)
-        metrics = [Metric(k, float(v), now, step) for k, v in result.items()
-                   if k not in NOT_METRICS and isinstance(v, (int, float)) and not isinstance(v, bool)
-                   and math.isfinite(v)]
+        metrics = [
+            Metric(k, float(v), now, step)
+            for k, v in result.items()
+            if k not in NOT_METRICS
+            and isinstance(v, (int, float))
+            and not isinstance(v, bool)
+            and math.isfinite(v)
+        ]
         self.client.log_batch(self._trial_runs[trial], metrics=metrics)
 
     def log_trial_end(self, trial, failed: bool = False) -> None:
@@ -79,7 +92,11 @@ class SweepToMlflow(MLflowLoggerCallback):
         run_id = self._trial_runs[trial]
         if last.get("genotype"):
             self.client.log_dict(run_id, json.loads(last["genotype"]), "genotype.json")
-            by_m = {k.removeprefix("genotype_m"): json.loads(v) for k, v in last.items() if k.startswith("genotype_m")}
+            by_m = {
+                k.removeprefix("genotype_m"): json.loads(v)
+                for k, v in last.items()
+                if k.startswith("genotype_m")
+            }
             self.client.log_dict(run_id, by_m, "genotypes_by_M.json")
         if last.get("failure"):
             self.client.set_tag(run_id, "pdarts_ray.failure", str(last["failure"])[:5000])

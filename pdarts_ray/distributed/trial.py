@@ -26,6 +26,7 @@ from the checkpoint of the last reported epoch (`ray.train.get_checkpoint()`),
 which also carries the run's metric and alpha-trajectory lines, so it can continue
 on another node with no access to the first worker's files.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -40,13 +41,22 @@ from ..core.checkpoint import CheckpointDir, read_jsonl
 from ..core.config import SearchConfig, from_dict
 from ..core.errors import SearchDiverged
 from ..core.hooks import AllHooks
-from ..core.progress import SearchProgress
 from ..core.parallel import Ranks
-from .runtime import worker_runtime_env
+from ..core.progress import SearchProgress
+from ..core.search import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    GENOTYPES_FILE,
+    METRICS_FILE,
+    RESULT_FILE,
+    TRAJECTORY_FILE,
+    ProgressiveSearch,
+    SearchHooks,
+    check_out_dir,
+)
 from .monitoring import trial_metrics
+from .runtime import worker_runtime_env
 from .testing import maybe_exit_after, worker_resources
-from ..core.search import (CHECKPOINT_DIR, CONFIG_FILE, GENOTYPES_FILE, METRICS_FILE, RESULT_FILE, TRAJECTORY_FILE,
-                     ProgressiveSearch, SearchHooks, check_out_dir)
 
 # The Tune trial only waits on its Train run: a small share of a CPU, so that on two
 # cores two trials (each with a 1-CPU Train worker) fit side by side.
@@ -67,10 +77,14 @@ def _clean(metrics: dict) -> dict:
 
 def final_fields(result: dict, genotypes: dict) -> dict:
     """What the last report adds: the result and the genotypes as JSON text, a few scalars."""
-    out = {"search_done": 1, "genotype": json.dumps(result["genotype"]),
-           "result_json": json.dumps(result), "genotypes_json": json.dumps(genotypes),
-           "skip_connects_before_refinement": result["skip_connects_before_refinement"],
-           "search_seconds": float(sum(result["stage_seconds"]))}
+    out = {
+        "search_done": 1,
+        "genotype": json.dumps(result["genotype"]),
+        "result_json": json.dumps(result),
+        "genotypes_json": json.dumps(genotypes),
+        "skip_connects_before_refinement": result["skip_connects_before_refinement"],
+        "search_seconds": float(sum(result["stage_seconds"])),
+    }
     for key in ("best_valid_acc", "final_valid_acc"):
         if result.get(key) is not None:
             out[key] = result[key]
@@ -135,8 +149,11 @@ class TrialReport(SearchHooks):
             self.pending = _clean(rows[-1]) if rows else {}
             self.pending_checkpoint = CheckpointDir(self.run_dir / CHECKPOINT_DIR).latest_path()
         genotypes = json.loads((self.run_dir / GENOTYPES_FILE).read_text())
-        self._report({**self.pending, **final_fields(result, genotypes)}, self.pending_checkpoint,
-                     with_final_files=True)
+        self._report(
+            {**self.pending, **final_fields(result, genotypes)},
+            self.pending_checkpoint,
+            with_final_files=True,
+        )
         self.pending = None
 
     def report_failure(self, reason: str) -> None:
@@ -173,7 +190,9 @@ def _restore_run_folder(cfg: SearchConfig, run_dir: Path) -> tuple[ProgressiveSe
                 state = CheckpointDir(folder).load()
                 if (run_dir / CONFIG_FILE).is_file():
                     saved = json.loads((run_dir / CONFIG_FILE).read_text())
-                    search = ProgressiveSearch(from_dict(SearchConfig, saved, str(run_dir / CONFIG_FILE)), run_dir)
+                    search = ProgressiveSearch(
+                        from_dict(SearchConfig, saved, str(run_dir / CONFIG_FILE)), run_dir
+                    )
                 else:  # continuing on a node that never held this run
                     if run_dir.exists():
                         shutil.rmtree(run_dir)
@@ -215,8 +234,11 @@ def worker_loop(config: dict) -> None:
     search.ranks = ranks
     monitor = trial_metrics(config.get("monitor")) if ranks.leader else None
     hooks = TrialReport(search.cfg, run_dir, monitor, leader=ranks.leader)
-    progress = (SearchProgress(cfg.cells, cfg.ops_kept, cfg.epochs, cfg.warmup_epochs, sys.stdout, live=False)
-                if config.get("progress") and ranks.leader else None)
+    progress = (
+        SearchProgress(cfg.cells, cfg.ops_kept, cfg.epochs, cfg.warmup_epochs, sys.stdout, live=False)
+        if config.get("progress") and ranks.leader
+        else None
+    )
     tracker = None
     if config.get("mlflow") and ranks.leader:
         from ..results.tracking import MlflowSearch
@@ -254,22 +276,36 @@ def search_trial(config: dict, *, setup: dict, policy: dict | None = None) -> No
     run_dir = run_folder(setup["experiment_path"], trial_id, setup["local_runs"])
     trainer = TorchTrainer(
         worker_loop,
-        train_loop_config={"search_config": cfg, "run_dir": run_dir, "sync_bn": setup.get("sync_bn", True),
-                           "use_gpu": gpus > 0 and workers > 1,
-                           "monitor": {"experiment": setup["name"], "trial_id": trial_id,
-                                       "trial_name": context.get_trial_name()}},
+        train_loop_config={
+            "search_config": cfg,
+            "run_dir": run_dir,
+            "sync_bn": setup.get("sync_bn", True),
+            "use_gpu": gpus > 0 and workers > 1,
+            "monitor": {
+                "experiment": setup["name"],
+                "trial_id": trial_id,
+                "trial_name": context.get_trial_name(),
+            },
+        },
         torch_config=TorchConfig(backend="nccl" if gpus else "gloo"),
-        scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpus > 0,
-                                     resources_per_worker={"CPU": setup["cpus_per_trial"],  # per worker
-                                                           **({"GPU": gpus} if gpus else {}),
-                                                           **worker_resources()}),
-        run_config=RunConfig(name=train_run_name(trial_id),
-                             storage_path=f"{setup['experiment_path']}/{TRAIN_FOLDER}",
-                             failure_config=FailureConfig(max_failures=setup["max_failures"]),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2),
-                             callbacks=[TuneReportCallback()],
-                             logging_config=LoggingConfig(log_level="WARNING"),  # not a line per checkpoint
-                             worker_runtime_env=worker_runtime_env(setup["worker_env"], policy)),
+        scaling_config=ScalingConfig(
+            num_workers=workers,
+            use_gpu=gpus > 0,
+            resources_per_worker={
+                "CPU": setup["cpus_per_trial"],  # per worker
+                **({"GPU": gpus} if gpus else {}),
+                **worker_resources(),
+            },
+        ),
+        run_config=RunConfig(
+            name=train_run_name(trial_id),
+            storage_path=f"{setup['experiment_path']}/{TRAIN_FOLDER}",
+            failure_config=FailureConfig(max_failures=setup["max_failures"]),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            callbacks=[TuneReportCallback()],
+            logging_config=LoggingConfig(log_level="WARNING"),  # not a line per checkpoint
+            worker_runtime_env=worker_runtime_env(setup["worker_env"], policy),
+        ),
     )
     trainer.fit()
 

@@ -3,6 +3,7 @@ of a genotype's evaluation network, as the retraining runs it (SGD with momentum
 auxiliary head, gradient clipping), on random CIFAR-shaped batches. The defaults are the
 paper's CIFAR-10 network and the official `train_cifar.py` step: C=36, 20 cells, batch 128.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -20,8 +21,15 @@ from .network import build_network
 FLOP_COUNT_BATCH = 2
 
 
-def retrain_step_flops(genotype: Genotype, channels: int = 36, layers: int = 20, batch: int = 128,
-                       image_size: int = 32, num_classes: int = 10, auxiliary: bool = True) -> dict:
+def retrain_step_flops(
+    genotype: Genotype,
+    channels: int = 36,
+    layers: int = 20,
+    batch: int = 128,
+    image_size: int = 32,
+    num_classes: int = 10,
+    auxiliary: bool = True,
+) -> dict:
     """Model FLOPs of one training step: the forward pass F (auxiliary head included, as in
     training; counted by FlopCounterMode at batch FLOP_COUNT_BATCH and scaled, every counted
     operation being linear in the batch) and the step as F + 2F (the gradients of the inputs
@@ -37,9 +45,17 @@ def retrain_step_flops(genotype: Genotype, channels: int = 36, layers: int = 20,
     return {"forward": forward, "train_step": 3 * forward, "batch": batch}
 
 
-def bench_retrain_step(genotype: Genotype, channels: int = 36, layers: int = 20, batch: int = 128,
-                       device: str = "auto", threads: int = 0, warmup: int = 2, steps: int = 5,
-                       channels_last: bool = False) -> dict:
+def bench_retrain_step(
+    genotype: Genotype,
+    channels: int = 36,
+    layers: int = 20,
+    batch: int = 128,
+    device: str = "auto",
+    threads: int = 0,
+    warmup: int = 2,
+    steps: int = 5,
+    channels_last: bool = False,
+) -> dict:
     """Median seconds of a training step and the peak memory (CUDA max allocated, else the
     process's peak resident set)."""
     dev = resolve_device(device)
@@ -53,8 +69,13 @@ def bench_retrain_step(genotype: Genotype, channels: int = 36, layers: int = 20,
     model.train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.025, momentum=0.9, weight_decay=3e-4)
     g = torch.Generator().manual_seed(0)
-    data = [(torch.randn(batch, 3, 32, 32, generator=g).to(dev).contiguous(memory_format=fmt),
-             torch.randint(0, 10, (batch,), generator=g).to(dev)) for _ in range(warmup + steps)]
+    data = [
+        (
+            torch.randn(batch, 3, 32, 32, generator=g).to(dev).contiguous(memory_format=fmt),
+            torch.randint(0, 10, (batch,), generator=g).to(dev),
+        )
+        for _ in range(warmup + steps)
+    ]
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     times = []
@@ -72,5 +93,13 @@ def bench_retrain_step(genotype: Genotype, channels: int = 36, layers: int = 20,
     peak = torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else process_peak_rss_bytes()
     median = statistics.median(times[warmup:])
     flops = retrain_step_flops(genotype, channels, layers, batch)
-    return {"channels": channels, "layers": layers, "batch": batch, "device": str(dev), "median_step_s": median,
-            "peak_memory_bytes": int(peak), "flops": flops, "achieved_flop_per_s": flops["train_step"] / median}
+    return {
+        "channels": channels,
+        "layers": layers,
+        "batch": batch,
+        "device": str(dev),
+        "median_step_s": median,
+        "peak_memory_bytes": int(peak),
+        "flops": flops,
+        "achieved_flop_per_s": flops["train_step"] / median,
+    }

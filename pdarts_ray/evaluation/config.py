@@ -3,6 +3,7 @@
 Same conventions as the search config (config.py): resolved from a preset, a file,
 `--set key=value` and flags, every key validated with a one-line error naming it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -18,7 +19,9 @@ EVAL_DATASETS = DATASETS + ("imagenet",)  # imagenet: train/ and val/ image fold
 class EvalConfig:
     """Everything one retraining run depends on (the genotype comes separately)."""
 
-    dataset: str = "digits"  # digits, synthetic, cifar10, cifar100, imagefolder (in memory); imagenet (streamed)
+    dataset: str = (
+        "digits"  # digits, synthetic, cifar10, cifar100, imagefolder (in memory); imagenet (streamed)
+    )
     data_root: str | None = None
     download: bool = False
     image_size: int = 32
@@ -50,7 +53,7 @@ class EvalConfig:
     ray_train: bool = False  # run one worker through Ray Train too (more than one always runs there)
     max_failures: int = 2  # Ray Train restarts from the last checkpoint after a worker failure
 
-    def validate(self) -> "EvalConfig":
+    def validate(self) -> EvalConfig:
         # imported here: the presets below are read by --help, which must not load torch
         from .network import NETWORKS, auxiliary_input_size, auxiliary_min_input, check_network_args
 
@@ -68,20 +71,26 @@ class EvalConfig:
             raise UserError(f"config: auxiliary_weight: must not be negative, got {self.auxiliary_weight}")
         aux_size = auxiliary_input_size(self.network, self.image_size)
         if self.auxiliary_weight > 0 and aux_size < auxiliary_min_input(self.network):
-            raise UserError(f"config: auxiliary_weight: the auxiliary head needs at least "
-                            f"{auxiliary_min_input(self.network)}x{auxiliary_min_input(self.network)} features "
-                            f"after the second reduction, image_size {self.image_size} leaves {aux_size}x{aux_size} "
-                            f"(set auxiliary_weight=0 or a larger image_size)")
+            raise UserError(
+                f"config: auxiliary_weight: the auxiliary head needs at least "
+                f"{auxiliary_min_input(self.network)}x{auxiliary_min_input(self.network)} features "
+                f"after the second reduction, image_size {self.image_size} leaves {aux_size}x{aux_size} "
+                f"(set auxiliary_weight=0 or a larger image_size)"
+            )
         if not 0.0 <= self.drop_path < 1.0:
             raise UserError(f"config: drop_path: must be in [0, 1), got {self.drop_path}")
         _at_least(self, "epochs", 1)
         _at_least(self, "warmup_epochs", 0)
         if self.warmup_epochs > self.epochs:
-            raise UserError(f"config: warmup_epochs: must not exceed epochs ({self.epochs}), got {self.warmup_epochs}")
+            raise UserError(
+                f"config: warmup_epochs: must not exceed epochs ({self.epochs}), got {self.warmup_epochs}"
+            )
         _at_least(self, "workers", 1)
         _at_least(self, "batch_size", 2 * self.workers)  # BatchNorm needs 2 samples per worker
         if self.batch_size % self.workers:
-            raise UserError(f"config: batch_size: must be divisible by workers ({self.workers}), got {self.batch_size}")
+            raise UserError(
+                f"config: batch_size: must be divisible by workers ({self.workers}), got {self.batch_size}"
+            )
         for key in ("lr", "lr_min", "weight_decay", "grad_clip"):
             if getattr(self, key) < 0:
                 raise UserError(f"config: {key}: must not be negative, got {getattr(self, key)}")
@@ -108,12 +117,42 @@ class EvalConfig:
         return self.workers > 1 or self.ray_train
 
 
-_CIFAR_RECIPE = dict(network="cifar", image_size=32, channels=36, layers=20, auxiliary_weight=0.4, drop_path=0.3,
-                     epochs=600, batch_size=128, lr=0.025, lr_schedule="cosine", warmup_epochs=0, momentum=0.9,
-                     label_smoothing=0.0, grad_clip=5.0, cutout=16, seed=0)
-_IMAGENET_RECIPE = dict(dataset="imagenet", network="imagenet", image_size=224, channels=48, layers=14,
-                        auxiliary_weight=0.4, drop_path=0.0, epochs=250, lr_schedule="linear", momentum=0.9,
-                        weight_decay=3e-5, label_smoothing=0.1, grad_clip=5.0, cutout=0, seed=0, loader_workers=8)
+_CIFAR_RECIPE = dict(
+    network="cifar",
+    image_size=32,
+    channels=36,
+    layers=20,
+    auxiliary_weight=0.4,
+    drop_path=0.3,
+    epochs=600,
+    batch_size=128,
+    lr=0.025,
+    lr_schedule="cosine",
+    warmup_epochs=0,
+    momentum=0.9,
+    label_smoothing=0.0,
+    grad_clip=5.0,
+    cutout=16,
+    seed=0,
+)
+_IMAGENET_RECIPE = dict(
+    dataset="imagenet",
+    network="imagenet",
+    image_size=224,
+    channels=48,
+    layers=14,
+    auxiliary_weight=0.4,
+    drop_path=0.0,
+    epochs=250,
+    lr_schedule="linear",
+    momentum=0.9,
+    weight_decay=3e-5,
+    label_smoothing=0.1,
+    grad_clip=5.0,
+    cutout=0,
+    seed=0,
+    loader_workers=8,
+)
 
 EVAL_PRESETS: dict[str, dict[str, Any]] = {
     # The paper's CIFAR recipe (section 4.3.1): 600 epochs, batch 128, SGD 0.025 with cosine
@@ -126,15 +165,55 @@ EVAL_PRESETS: dict[str, dict[str, Any]] = {
     # The reference code's defaults: batch 256, lr 0.1 (its warm-up only runs above batch 256).
     "eval-imagenet-256": dict(batch_size=256, lr=0.1, warmup_epochs=0, **_IMAGENET_RECIPE),
     # CPU in minutes on the bundled digits: a narrow, shallow CIFAR network, the full recipe.
-    "eval-tiny": dict(dataset="digits", network="cifar", image_size=32, channels=8, layers=5,
-                      auxiliary_weight=0.4, drop_path=0.1, epochs=12, batch_size=64, lr=0.05,
-                      lr_schedule="cosine", weight_decay=3e-4, cutout=8, seed=0),
+    "eval-tiny": dict(
+        dataset="digits",
+        network="cifar",
+        image_size=32,
+        channels=8,
+        layers=5,
+        auxiliary_weight=0.4,
+        drop_path=0.1,
+        epochs=12,
+        batch_size=64,
+        lr=0.05,
+        lr_schedule="cosine",
+        weight_decay=3e-4,
+        cutout=8,
+        seed=0,
+    ),
     # The `small` tables' retraining: eval-tiny with 8 cells and 20 epochs.
-    "eval-small": dict(dataset="digits", network="cifar", image_size=32, channels=8, layers=8,
-                       auxiliary_weight=0.4, drop_path=0.1, epochs=20, batch_size=64, lr=0.05,
-                       lr_schedule="cosine", weight_decay=3e-4, cutout=8, seed=0),
+    "eval-small": dict(
+        dataset="digits",
+        network="cifar",
+        image_size=32,
+        channels=8,
+        layers=8,
+        auxiliary_weight=0.4,
+        drop_path=0.1,
+        epochs=20,
+        batch_size=64,
+        lr=0.05,
+        lr_schedule="cosine",
+        weight_decay=3e-4,
+        cutout=8,
+        seed=0,
+    ),
     # For tests: seconds.
-    "eval-smoke": dict(dataset="synthetic", synthetic_size=128, synthetic_classes=4, network="cifar",
-                       image_size=32, channels=4, layers=3, auxiliary_weight=0.4, drop_path=0.2, epochs=3,
-                       batch_size=32, lr=0.1, cutout=8, threads=1, seed=0),
+    "eval-smoke": dict(
+        dataset="synthetic",
+        synthetic_size=128,
+        synthetic_classes=4,
+        network="cifar",
+        image_size=32,
+        channels=4,
+        layers=3,
+        auxiliary_weight=0.4,
+        drop_path=0.2,
+        epochs=3,
+        batch_size=32,
+        lr=0.1,
+        cutout=8,
+        threads=1,
+        seed=0,
+    ),
 }

@@ -12,21 +12,28 @@ Counting rules (those of the paper's tables and the reference code):
 The network is built on PyTorch's meta device: shapes only, no memory, no arithmetic,
 so counting the largest settings takes well under a second.
 """
+
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 
-from .network import EvalNetwork, build_network
 from ..core.space import Genotype
+from .network import EvalNetwork, build_network
 
 # dataset -> (network, classes, image size) for `genotype params`
-COUNT_SETTINGS = {"cifar10": ("cifar", 10, 32), "cifar100": ("cifar", 100, 32), "imagenet": ("imagenet", 1000, 224)}
+COUNT_SETTINGS = {
+    "cifar10": ("cifar", 10, 32),
+    "cifar100": ("cifar", 100, 32),
+    "imagenet": ("imagenet", 1000, 224),
+}
 DEFAULT_SIZE = {"cifar": (36, 20), "imagenet": (48, 14)}  # (channels, layers) of the paper's networks
 
 
 def count_parameters(model: nn.Module, include_auxiliary: bool = False) -> int:
-    return sum(p.numel() for name, p in model.named_parameters() if include_auxiliary or "auxiliary" not in name)
+    return sum(
+        p.numel() for name, p in model.named_parameters() if include_auxiliary or "auxiliary" not in name
+    )
 
 
 def count_macs(model: EvalNetwork, image_size: int) -> int:
@@ -61,19 +68,30 @@ def count_macs(model: EvalNetwork, image_size: int) -> int:
     return total
 
 
-def network_cost(genotype: Genotype, network: str, channels: int, layers: int, num_classes: int,
-                 image_size: int) -> dict[str, int]:
+def network_cost(
+    genotype: Genotype, network: str, channels: int, layers: int, num_classes: int, image_size: int
+) -> dict[str, int]:
     """{"params", "params_with_aux", "macs"} of the network built from `genotype`."""
     with torch.device("meta"):
         model = build_network(genotype, network, channels, num_classes, layers, auxiliary=True)
-    return {"params": count_parameters(model), "params_with_aux": count_parameters(model, include_auxiliary=True),
-            "macs": count_macs(model, image_size)}
+    return {
+        "params": count_parameters(model),
+        "params_with_aux": count_parameters(model, include_auxiliary=True),
+        "macs": count_macs(model, image_size),
+    }
 
 
-def genotype_cost(genotype: Genotype, dataset: str = "cifar10", channels: int | None = None,
-                  layers: int | None = None) -> dict[str, int]:
+def genotype_cost(
+    genotype: Genotype, dataset: str = "cifar10", channels: int | None = None, layers: int | None = None
+) -> dict[str, int]:
     """The counts of the paper's setting for `dataset` (defaults: C=36, 20 cells / C=48, 14 cells)."""
     network, classes, size = COUNT_SETTINGS[dataset]
     default_c, default_l = DEFAULT_SIZE[network]
-    return network_cost(genotype, network, default_c if channels is None else channels,
-                        default_l if layers is None else layers, classes, size)
+    return network_cost(
+        genotype,
+        network,
+        default_c if channels is None else channels,
+        default_l if layers is None else layers,
+        classes,
+        size,
+    )

@@ -5,24 +5,25 @@ Every rank draws the same epoch permutation from (seed, epoch) and takes items r
 ... of each global batch; its augmentation streams come from (seed, epoch, rank), so a
 checkpoint needs no random state.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import torch
 
 from ..core.data import DeviceImages, ImageData, cutout, load_dataset
 from ..core.errors import UserError
-from .config import EvalConfig
 from ..core.runtime import derived_seed, memory_format
-
+from .config import EvalConfig
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 # ---------------------------------------------------------------- data
+
 
 def eval_memory_format(cfg: EvalConfig, device: torch.device) -> torch.memory_format:
     """`auto`: channels-last on CPU for the CIFAR network on images up to 32 pixels only
@@ -32,7 +33,9 @@ def eval_memory_format(cfg: EvalConfig, device: torch.device) -> torch.memory_fo
     return memory_format(cfg.channels_last, device, cfg.image_size)
 
 
-def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, rank: int, world: int) -> list[torch.Tensor]:
+def epoch_batches(
+    n: int, batch_size: int, seed: int, epoch: int, rank: int, world: int
+) -> list[torch.Tensor]:
     """This rank's share of every global batch of one epoch (CPU index tensors).
 
     Every rank draws the same permutation; rank r takes items r, r + W, ... of each global
@@ -45,8 +48,15 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, rank: int, wor
 class MemoryData:
     """A dataset held on the device (CIFAR, digits, synthetic, small image folders)."""
 
-    def __init__(self, data: ImageData, cfg: EvalConfig, device: torch.device, fmt: torch.memory_format,
-                 rank: int = 0, world: int = 1):
+    def __init__(
+        self,
+        data: ImageData,
+        cfg: EvalConfig,
+        device: torch.device,
+        fmt: torch.memory_format,
+        rank: int = 0,
+        world: int = 1,
+    ):
         if data.test_x is None:
             raise UserError(f"{cfg.dataset}: no test images (an image folder needs a test/ or val/ folder)")
         self.cfg, self.device, self.rank, self.world = cfg, device, rank, world
@@ -77,32 +87,55 @@ class FolderData:
     Resize to size * 256/224 and CenterCrop (the reference's transforms).
     """
 
-    def __init__(self, cfg: EvalConfig, device: torch.device, fmt: torch.memory_format, rank: int = 0,
-                 world: int = 1):
+    def __init__(
+        self, cfg: EvalConfig, device: torch.device, fmt: torch.memory_format, rank: int = 0, world: int = 1
+    ):
         from torchvision import transforms
 
         self.cfg, self.device, self.fmt, self.rank, self.world = cfg, device, fmt, rank, world
         train_dir, test_dir = imagenet_folders(cfg)
         size = cfg.image_size
         normalize = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
-        self.train_set = _image_folder(train_dir, transforms.Compose([
-            transforms.RandomResizedCrop(size), transforms.RandomHorizontalFlip(),
-            transforms.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.2),
-            transforms.ToTensor(), normalize]))
-        self.test_set = _image_folder(test_dir, transforms.Compose([
-            transforms.Resize(round(size * 256 / 224)), transforms.CenterCrop(size), transforms.ToTensor(),
-            normalize]))
+        self.train_set = _image_folder(
+            train_dir,
+            transforms.Compose(
+                [
+                    transforms.RandomResizedCrop(size),
+                    transforms.RandomHorizontalFlip(),
+                    transforms.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.2),
+                    transforms.ToTensor(),
+                    normalize,
+                ]
+            ),
+        )
+        self.test_set = _image_folder(
+            test_dir,
+            transforms.Compose(
+                [
+                    transforms.Resize(round(size * 256 / 224)),
+                    transforms.CenterCrop(size),
+                    transforms.ToTensor(),
+                    normalize,
+                ]
+            ),
+        )
         if self.test_set.classes != self.train_set.classes:
             raise UserError(f"imagenet: {test_dir}: classes differ from {train_dir}")
         self.num_classes = len(self.train_set.classes)
 
     def _load(self, dataset, batches, seed: int):
         loader = torch.utils.data.DataLoader(
-            dataset, batch_sampler=[b.tolist() for b in batches], num_workers=self.cfg.loader_workers,
-            pin_memory=self.device.type == "cuda", generator=torch.Generator().manual_seed(seed))
+            dataset,
+            batch_sampler=[b.tolist() for b in batches],
+            num_workers=self.cfg.loader_workers,
+            pin_memory=self.device.type == "cuda",
+            generator=torch.Generator().manual_seed(seed),
+        )
         for x, y in loader:
-            yield (x.to(self.device, non_blocking=True).contiguous(memory_format=self.fmt),
-                   y.to(self.device, non_blocking=True))
+            yield (
+                x.to(self.device, non_blocking=True).contiguous(memory_format=self.fmt),
+                y.to(self.device, non_blocking=True),
+            )
 
     def train_batches(self, epoch: int):
         cfg = self.cfg
@@ -116,7 +149,9 @@ class FolderData:
 
 def imagenet_folders(cfg: EvalConfig) -> tuple[Path, Path]:
     if not cfg.data_root:
-        raise UserError("imagenet: no data_root given (pass --data-root DIR, the folder holding train/ and val/)")
+        raise UserError(
+            "imagenet: no data_root given (pass --data-root DIR, the folder holding train/ and val/)"
+        )
     root = Path(cfg.data_root).expanduser()
     train_dir = root / "train"
     test_dir = next((root / n for n in ("val", "test") if (root / n).is_dir()), None)
@@ -135,8 +170,9 @@ def _image_folder(folder: Path, transform):
 
 
 def load_memory_data(cfg: EvalConfig) -> ImageData:
-    return load_dataset(cfg.dataset, cfg.data_root, cfg.image_size, cfg.download, cfg.synthetic_size,
-                        cfg.synthetic_classes)
+    return load_dataset(
+        cfg.dataset, cfg.data_root, cfg.image_size, cfg.download, cfg.synthetic_size, cfg.synthetic_classes
+    )
 
 
 def check_data(cfg: EvalConfig) -> ImageData | None:

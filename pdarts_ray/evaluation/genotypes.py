@@ -5,6 +5,7 @@ says what a run folder without a genotype is doing).
 PDARTS is the cell the paper searched on CIFAR-10 (Figure 3, Tables 1 and 2); DARTS_V2
 is DARTS' second-order cell, kept as a calibration point.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,17 +37,23 @@ def load_genotype(name_or_path: str) -> tuple[str, Genotype]:
         path = path / "genotype.json"
         if not path.is_file():
             state = unfinished_search(Path(key).expanduser())
-            raise UserError(f"{name_or_path}: " + (f"no genotype.json yet: {state}" if state
-                                                   else "a folder without genotype.json"))
+            raise UserError(
+                f"{name_or_path}: "
+                + (f"no genotype.json yet: {state}" if state else "a folder without genotype.json")
+            )
     elif not path.exists():
-        raise UserError(f"unknown genotype '{name_or_path}' (a published name: {', '.join(PUBLISHED)}; "
-                        f"or a genotype file)")
+        raise UserError(
+            f"unknown genotype '{name_or_path}' (a published name: {', '.join(PUBLISHED)}; "
+            f"or a genotype file)"
+        )
     try:
         with open(path, "rb") as f:
             raw = f.read(MAX_GENOTYPE_TEXT + 1)
         text = raw.decode()
     except (OSError, UnicodeDecodeError) as err:
-        raise UserError(f"{path}: cannot read genotype file ({getattr(err, 'strerror', None) or err})") from None
+        raise UserError(
+            f"{path}: cannot read genotype file ({getattr(err, 'strerror', None) or err})"
+        ) from None
     if len(raw) > MAX_GENOTYPE_TEXT:
         raise UserError(f"{path}: more than {MAX_GENOTYPE_TEXT} bytes; not a genotype file")
     try:

@@ -9,6 +9,7 @@ the second reduction cell; it only runs in training mode.
 
 Shapes below are for a batch of N images; C is the cell width of the first stage.
 """
+
 from __future__ import annotations
 
 import math
@@ -43,7 +44,9 @@ class EvalCell(nn.Module):
         self.preprocess0 = FactorizedReduce(C_pp, C) if reduction_prev else ReLUConvBN(C_pp, C, 1, 1, 0)
         self.preprocess1 = ReLUConvBN(C_p, C, 1, 1, 0)
         # only edges leaving the cell inputs stride in a reduction cell
-        self.ops = nn.ModuleList(build_op(op, C, 2 if reduction and j < 2 else 1, affine=True) for op, j in genes)
+        self.ops = nn.ModuleList(
+            build_op(op, C, 2 if reduction and j < 2 else 1, affine=True) for op, j in genes
+        )
         self.inputs = [j for _, j in genes]
         self.droppable = [not isinstance(op, Identity) for op in self.ops]
         self.concat = list(concat)
@@ -99,8 +102,16 @@ class EvalNetwork(nn.Module):
 
     kind = ""
 
-    def __init__(self, genotype: Genotype, C: int, num_classes: int, layers: int, auxiliary: bool,
-                 C_stem: int, first_reduction_prev: bool):
+    def __init__(
+        self,
+        genotype: Genotype,
+        C: int,
+        num_classes: int,
+        layers: int,
+        auxiliary: bool,
+        C_stem: int,
+        first_reduction_prev: bool,
+    ):
         super().__init__()
         self.genotype = genotype
         self.layers = layers
@@ -114,8 +125,11 @@ class EvalNetwork(nn.Module):
             reduction = i in (layers // 3, 2 * layers // 3)
             if reduction:
                 C_cur *= 2
-            genes, concat = ((genotype.reduce, genotype.reduce_concat) if reduction
-                             else (genotype.normal, genotype.normal_concat))
+            genes, concat = (
+                (genotype.reduce, genotype.reduce_concat)
+                if reduction
+                else (genotype.normal, genotype.normal_concat)
+            )
             cell = EvalCell(genes, concat, C_pp, C_p, C_cur, reduction, reduction_prev)
             self.cells.append(cell)
             reduction_prev = reduction
@@ -123,7 +137,9 @@ class EvalNetwork(nn.Module):
             if i == self.aux_index:
                 C_aux = C_p
         # named "auxiliary_head": parameter counts exclude names containing "auxiliary"
-        self.auxiliary_head = AuxiliaryHead(C_aux, num_classes, AUX_POOL_STRIDE[self.kind]) if auxiliary else None
+        self.auxiliary_head = (
+            AuxiliaryHead(C_aux, num_classes, AUX_POOL_STRIDE[self.kind]) if auxiliary else None
+        )
         self.classifier = nn.Linear(C_p, num_classes)
 
     def stem_states(self, x):
@@ -150,7 +166,9 @@ class NetworkCIFAR(EvalNetwork):
     kind = "cifar"
 
     def __init__(self, genotype: Genotype, C: int, num_classes: int, layers: int, auxiliary: bool):
-        super().__init__(genotype, C, num_classes, layers, auxiliary, C_stem=3 * C, first_reduction_prev=False)
+        super().__init__(
+            genotype, C, num_classes, layers, auxiliary, C_stem=3 * C, first_reduction_prev=False
+        )
         self.stem = nn.Sequential(nn.Conv2d(3, 3 * C, 3, padding=1, bias=False), nn.BatchNorm2d(3 * C))
 
     def stem_states(self, x):  # x: N,3,H,W
@@ -188,8 +206,9 @@ class NetworkImageNet(EvalNetwork):
         return s0, self.stem1(s0)  # N,C,H/8,W/8
 
 
-def build_network(genotype: Genotype, network: str, channels: int, num_classes: int, layers: int,
-                  auxiliary: bool) -> EvalNetwork:
+def build_network(
+    genotype: Genotype, network: str, channels: int, num_classes: int, layers: int, auxiliary: bool
+) -> EvalNetwork:
     if network not in NETWORKS:
         raise ValueError(f"unknown network '{network}' (choose from {', '.join(NETWORKS)})")
     check_network_args(network, channels, layers)

@@ -15,6 +15,7 @@ and a resumed run (any number of ranks) continues exactly as an uninterrupted on
 Rank 0 writes the run folder: config, genotype, one metrics line and one checkpoint
 per epoch, then the final weights and result.json.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,19 +29,25 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..core.version import VERSION as __version__
-from ..core.checkpoint import CheckpointDir, append_jsonl, read_jsonl, rewrite_jsonl, write_bytes_atomic, write_json_atomic
+from ..core.checkpoint import (
+    CheckpointDir,
+    append_jsonl,
+    read_jsonl,
+    rewrite_jsonl,
+    write_bytes_atomic,
+    write_json_atomic,
+)
 from ..core.config import from_dict, to_dict
-from .counting import network_cost
 from ..core.data import ImageData
 from ..core.errors import UserError
-from ..core.search import check_out_dir
-from .data import check_data, eval_memory_format, open_data
-from .config import EvalConfig
-from .network import EvalNetwork, build_network
 from ..core.runtime import cpu_threads, derived_seed, pin_threads, resolve_device
+from ..core.search import check_out_dir
 from ..core.space import Genotype
-
+from ..core.version import VERSION as __version__
+from .config import EvalConfig
+from .counting import network_cost
+from .data import check_data, eval_memory_format, open_data
+from .network import EvalNetwork, build_network
 
 CONFIG_FILE = "config.json"
 GENOTYPE_FILE = "genotype.json"
@@ -49,9 +56,6 @@ RESULT_FILE = "result.json"
 WEIGHTS_FILE = "weights.pt"
 CHECKPOINT_DIR = "checkpoints"
 LINEAR_TAIL_EPOCHS = 5  # the reference's linear decay takes a smaller slope over the last 5 epochs
-
-
-
 
 
 class EvaluationFailed(RuntimeError):
@@ -63,6 +67,7 @@ class EvaluationDiverged(EvaluationFailed):
 
 
 # ---------------------------------------------------------------- schedules
+
 
 def lr_at(cfg: EvalConfig, epoch: int) -> float:
     """The learning rate of 0-based `epoch`.
@@ -90,9 +95,8 @@ def drop_path_at(cfg: EvalConfig, epoch: int) -> float:
     return cfg.drop_path * epoch / cfg.epochs
 
 
-
-
 # ---------------------------------------------------------------- training and testing
+
 
 class Ranks:
     """Rank and world size, and a sum over ranks (nothing to sum in one process)."""
@@ -137,19 +141,24 @@ class EpochLines(EvalHooks):
     def on_epoch_end(self, m: dict, checkpoint) -> None:
         test = "-" if m["test_acc"] is None else f"{m['test_acc']:.4f}"
         # a plain write: inside a Ray Train worker `print` is patched to log (and echo) every line
-        self.stream.write(f"epoch {m['epoch'] + 1}/{self.epochs}  loss {m['train_loss']:.4f}  "
-                          f"train acc {m['train_acc']:.4f}  test acc {test}  lr {m['lr']:.3g}  "
-                          f"drop path {m['drop_path']:.3f}  {m['epoch_seconds']:.1f} s\n")
+        self.stream.write(
+            f"epoch {m['epoch'] + 1}/{self.epochs}  loss {m['train_loss']:.4f}  "
+            f"train acc {m['train_acc']:.4f}  test acc {test}  lr {m['lr']:.3g}  "
+            f"drop path {m['drop_path']:.3f}  {m['epoch_seconds']:.1f} s\n"
+        )
         self.stream.flush()
 
 
 def build_model(cfg: EvalConfig, genotype: Genotype, num_classes: int) -> EvalNetwork:
     torch.manual_seed(derived_seed(cfg.seed, 0))  # the same initial weights on every rank
-    return build_network(genotype, cfg.network, cfg.channels, num_classes, cfg.layers, cfg.auxiliary_weight > 0)
+    return build_network(
+        genotype, cfg.network, cfg.channels, num_classes, cfg.layers, cfg.auxiliary_weight > 0
+    )
 
 
-def train_epoch(cfg: EvalConfig, net: nn.Module, model: EvalNetwork, optimizer, data, epoch: int,
-                ranks: Ranks) -> dict:
+def train_epoch(
+    cfg: EvalConfig, net: nn.Module, model: EvalNetwork, optimizer, data, epoch: int, ranks: Ranks
+) -> dict:
     """One epoch; `net` is `model` or its DistributedDataParallel wrapper."""
     lr = lr_at(cfg, epoch)
     for group in optimizer.param_groups:
@@ -166,7 +175,9 @@ def train_epoch(cfg: EvalConfig, net: nn.Module, model: EvalNetwork, optimizer, 
         logits, logits_aux = net(x)
         loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
         if logits_aux is not None:
-            loss = loss + cfg.auxiliary_weight * F.cross_entropy(logits_aux, y, label_smoothing=cfg.label_smoothing)
+            loss = loss + cfg.auxiliary_weight * F.cross_entropy(
+                logits_aux, y, label_smoothing=cfg.label_smoothing
+            )
         loss.backward()
         if cfg.grad_clip > 0:
             nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -178,7 +189,12 @@ def train_epoch(cfg: EvalConfig, net: nn.Module, model: EvalNetwork, optimizer, 
     train_loss = loss_sum / seen
     if not math.isfinite(train_loss):
         raise EvaluationDiverged(f"non-finite training loss in epoch {epoch}")
-    return {"train_loss": train_loss, "train_acc": correct / seen, "lr": lr, "drop_path": model.drop_path_prob}
+    return {
+        "train_loss": train_loss,
+        "train_acc": correct / seen,
+        "lr": lr,
+        "drop_path": model.drop_path_prob,
+    }
 
 
 @torch.no_grad()
@@ -205,7 +221,6 @@ def score_test_set(model: EvalNetwork, data, ranks: Ranks) -> dict:
 # ---------------------------------------------------------------- the run folder
 
 
-
 class EvalRun:
     """An evaluation run folder; `train()` starts or continues the training in it."""
 
@@ -215,7 +230,7 @@ class EvalRun:
         self.checkpoints = CheckpointDir(self.run_dir / CHECKPOINT_DIR)
 
     @classmethod
-    def create(cls, cfg: EvalConfig, genotype: Genotype, run_dir: Path, name: str = "") -> "EvalRun":
+    def create(cls, cfg: EvalConfig, genotype: Genotype, run_dir: Path, name: str = "") -> EvalRun:
         run_dir = Path(run_dir)
         check_out_dir(run_dir)
         resolved = to_dict(cfg)
@@ -227,7 +242,7 @@ class EvalRun:
         return cls(from_dict(EvalConfig, resolved, str(run_dir / CONFIG_FILE)), genotype, run_dir, name)
 
     @classmethod
-    def open(cls, run_dir: Path) -> "EvalRun":
+    def open(cls, run_dir: Path) -> EvalRun:
         run_dir = Path(run_dir)
         path = run_dir / CONFIG_FILE
         if not path.is_file() or not (run_dir / GENOTYPE_FILE).is_file():
@@ -246,8 +261,13 @@ class EvalRun:
         """The newest readable checkpoint, or None before the first epoch finished."""
         return self.checkpoints.load() if self.checkpoints.latest_path() is not None else None
 
-    def train(self, state: dict | None = None, hooks: EvalHooks | None = None, device: torch.device | None = None,
-              data: ImageData | None = None) -> dict:
+    def train(
+        self,
+        state: dict | None = None,
+        hooks: EvalHooks | None = None,
+        device: torch.device | None = None,
+        data: ImageData | None = None,
+    ) -> dict:
         """Train from `state` (a checkpoint) or from scratch; every rank calls this."""
         cfg, hooks = self.cfg, hooks or EvalHooks()
         ranks = Ranks()
@@ -256,17 +276,24 @@ class EvalRun:
         fmt = eval_memory_format(cfg, device)
         data_source = open_data(cfg, device, fmt, ranks.rank, ranks.world, data)
         model = build_model(cfg, self.genotype, data_source.num_classes).to(device=device, memory_format=fmt)
-        optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                    weight_decay=cfg.weight_decay)
+        optimizer = torch.optim.SGD(
+            model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
         first_epoch, elapsed, last_row = 0, 0.0, None
         if state is not None:
             try:
                 model.load_state_dict(state["model"])
                 optimizer.load_state_dict(state["optimizer"])
-                first_epoch, elapsed, last_row = int(state["epoch"]) + 1, float(state["elapsed"]), state["row"]
+                first_epoch, elapsed, last_row = (
+                    int(state["epoch"]) + 1,
+                    float(state["elapsed"]),
+                    state["row"],
+                )
             except (KeyError, TypeError, ValueError, RuntimeError):
-                raise UserError(f"{self.checkpoints.folder}: checkpoint does not fit this run's "
-                                f"{CONFIG_FILE} and {GENOTYPE_FILE}") from None
+                raise UserError(
+                    f"{self.checkpoints.folder}: checkpoint does not fit this run's "
+                    f"{CONFIG_FILE} and {GENOTYPE_FILE}"
+                ) from None
         if ranks.rank == 0 and (self.run_dir / METRICS_FILE).exists():  # each epoch appears once
             rows = read_jsonl(self.run_dir / METRICS_FILE)
             rewrite_jsonl(self.run_dir / METRICS_FILE, [r for r in rows if r.get("epoch", 0) < first_epoch])
@@ -278,33 +305,57 @@ class EvalRun:
             t0 = time.perf_counter()
             row = {"epoch": epoch, **train_epoch(cfg, net, model, optimizer, data_source, epoch, ranks)}
             tested = epoch == cfg.epochs - 1 or (epoch + 1) % cfg.test_every == 0
-            row.update(score_test_set(model, data_source, ranks) if tested
-                       else {"test_acc": None, "test_top5": None, "test_loss": None})
+            row.update(
+                score_test_set(model, data_source, ranks)
+                if tested
+                else {"test_acc": None, "test_top5": None, "test_loss": None}
+            )
             row["epoch_seconds"] = time.perf_counter() - t0
             elapsed += row["epoch_seconds"]
             last_row = row
             checkpoint = None
             if ranks.rank == 0:
                 append_jsonl(self.run_dir / METRICS_FILE, row)
-                checkpoint = self.checkpoints.save({"epoch": epoch, "elapsed": elapsed, "row": row,
-                                                    "model": model.state_dict(),
-                                                    "optimizer": optimizer.state_dict()})
+                checkpoint = self.checkpoints.save(
+                    {
+                        "epoch": epoch,
+                        "elapsed": elapsed,
+                        "row": row,
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                    }
+                )
             hooks.on_epoch_end(row, checkpoint)
         if ranks.rank == 0:
             return self._finish(model, last_row, elapsed, data_source.num_classes, device, ranks.world)
         return {}
 
-    def _finish(self, model: EvalNetwork, last: dict, elapsed: float, num_classes: int, device, world: int) -> dict:
+    def _finish(
+        self, model: EvalNetwork, last: dict, elapsed: float, num_classes: int, device, world: int
+    ) -> dict:
         cfg = self.cfg
         buffer = _state_bytes(model.state_dict())
         write_bytes_atomic(self.run_dir / WEIGHTS_FILE, buffer)
         cost = network_cost(self.genotype, cfg.network, cfg.channels, cfg.layers, num_classes, cfg.image_size)
         result = {
-            "top1": last["test_acc"], "top5": last["test_top5"], "error_pct": 100.0 * (1.0 - last["test_acc"]),
-            "test_loss": last["test_loss"], **cost, "image_size": cfg.image_size, "seconds": elapsed,
-            "epochs": cfg.epochs, "workers": world, "genotype_name": self.name, "genotype": self.genotype.to_dict(),
-            "device": str(device), "threads": torch.get_num_threads(),
-            "versions": {"pdarts_ray": __version__, "torch": torch.__version__, "python": platform.python_version()},
+            "top1": last["test_acc"],
+            "top5": last["test_top5"],
+            "error_pct": 100.0 * (1.0 - last["test_acc"]),
+            "test_loss": last["test_loss"],
+            **cost,
+            "image_size": cfg.image_size,
+            "seconds": elapsed,
+            "epochs": cfg.epochs,
+            "workers": world,
+            "genotype_name": self.name,
+            "genotype": self.genotype.to_dict(),
+            "device": str(device),
+            "threads": torch.get_num_threads(),
+            "versions": {
+                "pdarts_ray": __version__,
+                "torch": torch.__version__,
+                "python": platform.python_version(),
+            },
         }
         write_json_atomic(self.run_dir / RESULT_FILE, result)
         return result
@@ -330,8 +381,10 @@ def read_json(path: Path) -> dict:
 
 # ---------------------------------------------------------------- entry points
 
-def run_evaluation(cfg: EvalConfig, genotype: Genotype, run_dir: Path, hooks: EvalHooks | None = None,
-                   name: str = "") -> dict:
+
+def run_evaluation(
+    cfg: EvalConfig, genotype: Genotype, run_dir: Path, hooks: EvalHooks | None = None, name: str = ""
+) -> dict:
     """A new evaluation in this process. Bad input fails before anything is written."""
     check_out_dir(run_dir)
     resolve_device(cfg.device)
@@ -365,10 +418,17 @@ def score_weights(cfg: EvalConfig, genotype: Genotype, weights: Path) -> dict:
         model.load_state_dict(state)
     except RuntimeError as err:
         first = [line.strip() for line in str(err).splitlines() if line.strip()][1:2] or ["mismatch"]
-        raise UserError(f"{weights}: weights do not fit the {cfg.network} network with channels={cfg.channels}, "
-                        f"layers={cfg.layers} and this genotype ({first[0][:160]})") from None
+        raise UserError(
+            f"{weights}: weights do not fit the {cfg.network} network with channels={cfg.channels}, "
+            f"layers={cfg.layers} and this genotype ({first[0][:160]})"
+        ) from None
     model.to(device=device, memory_format=fmt)
     result = score_test_set(model, data, Ranks())
     cost = network_cost(genotype, cfg.network, cfg.channels, cfg.layers, data.num_classes, cfg.image_size)
-    return {"top1": result["test_acc"], "top5": result["test_top5"],
-            "error_pct": 100.0 * (1.0 - result["test_acc"]), "test_loss": result["test_loss"], **cost}
+    return {
+        "top1": result["test_acc"],
+        "top5": result["test_top5"],
+        "error_pct": 100.0 * (1.0 - result["test_acc"]),
+        "test_loss": result["test_loss"],
+        **cost,
+    }

@@ -4,6 +4,7 @@ skip-connects and memory, and the grouped bars of the paper's tables.
 `plot_genotype`, `plot_run`, `plot_bars` and `RUN_FIGURES` are importable from here
 (matplotlib is loaded on first use).
 """
+
 import importlib
 
 _WHERE = {"plot_bars": "bars", "plot_genotype": "cells", "plot_run": "runs", "RUN_FIGURES": "runs"}

@@ -1,5 +1,5 @@
-"""Grouped bar charts of the paper's tables: the paper's series in greys, ours in colours.
-"""
+"""Grouped bar charts of the paper's tables: the paper's series in greys, ours in colours."""
+
 from __future__ import annotations
 
 import math
@@ -23,8 +23,14 @@ def series_colours(names: list[str]) -> list[str]:
     return [colour[n] for n in names]
 
 
-def plot_bars(title: str, groups: list[str], series: dict[str, list[float | None]], ylabel: str,
-              out_stem: Path, note: str | None = None) -> list[Path]:
+def plot_bars(
+    title: str,
+    groups: list[str],
+    series: dict[str, list[float | None]],
+    ylabel: str,
+    out_stem: Path,
+    note: str | None = None,
+) -> list[Path]:
     """Grouped bars, one group per entry of `groups` and one bar per series (e.g. "paper"
     and "ours"); a None value leaves its bar out. Writes `<out_stem>.png` and `.svg`."""
     out_stem = Path(out_stem)
@@ -32,8 +38,9 @@ def plot_bars(title: str, groups: list[str], series: dict[str, list[float | None
     return write_pictures(bar_pictures(title, groups, series, ylabel, note), out_stem)
 
 
-def bar_pictures(title: str, groups: list[str], series: dict[str, list[float | None]], ylabel: str,
-                 note: str | None = None) -> dict[str, bytes]:
+def bar_pictures(
+    title: str, groups: list[str], series: dict[str, list[float | None]], ylabel: str, note: str | None = None
+) -> dict[str, bytes]:
     """`plot_bars`' figure, rendered (format -> bytes) but not written."""
     if not groups or not series:
         raise ValueError("plot_bars: need at least one group and one series")

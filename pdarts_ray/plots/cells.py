@@ -1,6 +1,7 @@
 """A genotype's cells as graphs: inputs c_{k-2} and c_{k-1} on the left, the intermediate
 nodes, the output c_{k}; every edge labelled and coloured by its op.
 """
+
 from __future__ import annotations
 
 import math
@@ -11,10 +12,21 @@ from matplotlib.patches import Circle, FancyArrowPatch
 from matplotlib.transforms import Bbox
 
 from ..core.space import Genotype
-from .style import (INPUT_LABELS, OUTPUT_LABEL, check_targets, op_colour, plt, prepare_dir, save_figure, state_label,
-                    targets, tex)
+from .style import (
+    INPUT_LABELS,
+    OUTPUT_LABEL,
+    check_targets,
+    op_colour,
+    plt,
+    prepare_dir,
+    save_figure,
+    state_label,
+    targets,
+    tex,
+)
 
 # ---------------------------------------------------------------- genotype
+
 
 class Edge(NamedTuple):
     """A drawn edge of a cell: labels of both ends and the op (None for a concat edge)."""
@@ -84,8 +96,16 @@ def _draw_cell(genotype: Genotype, cell: str, title: str):
 
     styles = {INPUT_LABELS[0]: "#cfe3f7", INPUT_LABELS[1]: "#cfe3f7", OUTPUT_LABEL: "#fde2b8"}
     for label, (x, y) in pos.items():
-        ax.add_patch(Circle((x, y), radius, facecolor=styles.get(label, "#eeeeee"), edgecolor="#444444",
-                            linewidth=1.2, zorder=3))
+        ax.add_patch(
+            Circle(
+                (x, y),
+                radius,
+                facecolor=styles.get(label, "#eeeeee"),
+                edgecolor="#444444",
+                linewidth=1.2,
+                zorder=3,
+            )
+        )
         ax.text(x, y, tex(label), ha="center", va="center", fontsize=12, zorder=4)
 
     fig.tight_layout()
@@ -93,27 +113,47 @@ def _draw_cell(genotype: Genotype, cell: str, title: str):
     renderer = fig.canvas.get_renderer()
     # arrows stop at the circles: their radius in points, valid as the aspect is equal
     radius_pt = (ax.transData.transform((radius, 0))[0] - ax.transData.transform((0, 0))[0]) * 72 / fig.dpi
-    placed = [ax.transData.transform_bbox(
-        Bbox.from_extents(x - radius, y - radius, x + radius, y + radius))
-        for x, y in pos.values()]
+    placed = [
+        ax.transData.transform_bbox(Bbox.from_extents(x - radius, y - radius, x + radius, y + radius))
+        for x, y in pos.values()
+    ]
     labelled = []
     for edge in edges:
         src, dst = pos[edge.src], pos[edge.dst]
         rad = _curvature(src, dst, pos, radius)
         concat = edge.op is None
         colour = "#b0b0b0" if concat else op_colour(edge.op)
-        ax.add_patch(FancyArrowPatch(
-            src, dst, connectionstyle=f"arc3,rad={rad}", arrowstyle="-|>", mutation_scale=14,
-            shrinkA=radius_pt, shrinkB=radius_pt + 1,
-            color=colour, linewidth=1.1 if concat else 1.8, linestyle="--" if concat else "-", zorder=2))
+        ax.add_patch(
+            FancyArrowPatch(
+                src,
+                dst,
+                connectionstyle=f"arc3,rad={rad}",
+                arrowstyle="-|>",
+                mutation_scale=14,
+                shrinkA=radius_pt,
+                shrinkB=radius_pt + 1,
+                color=colour,
+                linewidth=1.1 if concat else 1.8,
+                linestyle="--" if concat else "-",
+                zorder=2,
+            )
+        )
         if not concat:
             labelled.append((edge, src, dst, rad, colour))
     # Labels go where they collide with nothing drawn so far, trying the middle of the
     # edge first; the nodes' circles count as drawn.
     for edge, src, dst, rad, colour in labelled:
-        text = ax.text(0, 0, edge.op, ha="center", va="center", fontsize=10, color=colour, zorder=5,
-                       bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "edgecolor": colour,
-                             "linewidth": 0.6})
+        text = ax.text(
+            0,
+            0,
+            edge.op,
+            ha="center",
+            va="center",
+            fontsize=10,
+            color=colour,
+            zorder=5,
+            bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "edgecolor": colour, "linewidth": 0.6},
+        )
         best = None
         for t in (0.5, 0.4, 0.6, 0.3, 0.7, 0.45, 0.55, 0.35, 0.65, 0.25, 0.75, 0.2, 0.8):
             text.set_position(_bezier(src, dst, rad, t))
@@ -128,7 +168,9 @@ def _draw_cell(genotype: Genotype, cell: str, title: str):
     return fig
 
 
-def plot_genotype(genotype: Genotype, out_dir: Path, stem: str = "genotype", name: str | None = None) -> list[Path]:
+def plot_genotype(
+    genotype: Genotype, out_dir: Path, stem: str = "genotype", name: str | None = None
+) -> list[Path]:
     """Draw the normal and the reduction cell as DAGs: `<stem>-normal` and `<stem>-reduce`,
     each as PNG and SVG. Returns the written paths."""
     out_dir = prepare_dir(out_dir)

@@ -2,19 +2,21 @@
 the epochs of all stages, the derived normal cell's skip-connect count with the skip-dropout
 rate, and peak memory per stage.
 """
+
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from ..core.errors import UserError
 from ..core.space import NUM_EDGES, NUM_OPS, PRIMITIVES, STEPS, edge_input, node_edges
 from .style import check_targets, op_colour, plt, prepare_dir, save_figure, state_label, targets
 
 # ---------------------------------------------------------------- run
+
 
 @dataclass
 class RunData:
@@ -61,8 +63,11 @@ def load_run(run_dir: Path) -> RunData:
     if not run_dir.is_dir():
         raise UserError(f"{run_dir}: not a folder")
     config_path = run_dir / "config.json"
-    if not config_path.is_file() or not (run_dir / "alpha_trajectory.jsonl").is_file() and not (
-            run_dir / "metrics.jsonl").is_file():
+    if (
+        not config_path.is_file()
+        or not (run_dir / "alpha_trajectory.jsonl").is_file()
+        and not (run_dir / "metrics.jsonl").is_file()
+    ):
         raise UserError(f"{run_dir}: not a search run folder (no config.json and metrics.jsonl)")
     data = _read_json(config_path, "config")
     try:
@@ -73,7 +78,9 @@ def load_run(run_dir: Path) -> RunData:
     trajectory = read_jsonl(run_dir / "alpha_trajectory.jsonl")
     if not metrics and not trajectory:
         state = unfinished_search(run_dir)
-        raise UserError(f"{run_dir}: nothing to plot yet (no epoch has finished)" + (f"; {state}" if state else ""))
+        raise UserError(
+            f"{run_dir}: nothing to plot yet (no epoch has finished)" + (f"; {state}" if state else "")
+        )
     alphas = _read_json(run_dir / "alphas.json", "alphas") if (run_dir / "alphas.json").is_file() else {}
     primitives = tuple(alphas.get("primitives", PRIMITIVES))
     result_path = run_dir / "result.json"
@@ -118,10 +125,15 @@ def _check_trajectory(run: RunData) -> None:
         for cell in ("normal", "reduce"):
             mask = run.switches[int(row["stage"])][cell]
             values = row.get(cell)
-            if (not isinstance(values, list) or len(values) != NUM_EDGES
-                    or any(len(v) != sum(sw) for v, sw in zip(values, mask))):
-                raise UserError(f"{run.run_dir / 'alpha_trajectory.jsonl'}: stage {row['stage']} epoch "
-                                f"{row['epoch']} {cell} alphas do not match the stage's ops")
+            if (
+                not isinstance(values, list)
+                or len(values) != NUM_EDGES
+                or any(len(v) != sum(sw) for v, sw in zip(values, mask))
+            ):
+                raise UserError(
+                    f"{run.run_dir / 'alpha_trajectory.jsonl'}: stage {row['stage']} epoch "
+                    f"{row['epoch']} {cell} alphas do not match the stage's ops"
+                )
 
 
 def _softmax(row: Sequence[float]) -> list[float]:
@@ -190,8 +202,14 @@ def _plot_alphas(run: RunData, cell: str):
                     used_ops.append(op)
                 for segment in _split_by_gaps(points, boundaries):
                     xs, ys = zip(*segment)
-                    ax.plot(xs, ys, color=op_colour(op), linewidth=1.4, marker="." if len(xs) < 12 else None,
-                            markersize=4)
+                    ax.plot(
+                        xs,
+                        ys,
+                        color=op_colour(op),
+                        linewidth=1.4,
+                        marker="." if len(xs) < 12 else None,
+                        markersize=4,
+                    )
             _stage_decor(ax, run)
             ax.set_title(f"edge {edge}: ${state_label(edge_input(edge))}$ → {node}", fontsize=9)
             ax.grid(True, alpha=0.3)
@@ -201,16 +219,21 @@ def _plot_alphas(run: RunData, cell: str):
             if node == STEPS - 1 or col >= node + 1:
                 ax.xaxis.set_tick_params(labelbottom=True)
                 ax.set_xlabel("epoch (all stages)", fontsize=8)
-    handles = [plt.Line2D([], [], color=op_colour(op), linewidth=2, label=op)
-               for op in run.primitives if op in used_ops]
+    handles = [
+        plt.Line2D([], [], color=op_colour(op), linewidth=2, label=op)
+        for op in run.primitives
+        if op in used_ops
+    ]
     # the legend fills the empty corner above the triangle of edge panels
     corner = axes[0][STEPS]
     corner.set_visible(True)
     corner.axis("off")
     corner.legend(handles=handles, loc="center", ncol=2, fontsize=10, frameon=False, title="op")
     kind = "normal cell" if cell == "normal" else "reduction cell"
-    fig.suptitle(f"{_run_name(run)}: {kind} architecture weights per edge "
-                 f"(dotted: stage boundary, shaded: warm-up)", fontsize=12)
+    fig.suptitle(
+        f"{_run_name(run)}: {kind} architecture weights per edge (dotted: stage boundary, shaded: warm-up)",
+        fontsize=12,
+    )
     fig.tight_layout(rect=(0, 0, 1, 0.96))
     return fig
 
@@ -231,7 +254,9 @@ def _plot_skips(run: RunData):
         top.plot(*zip(*segment), color=op_colour("skip_connect"), marker="o", markersize=4, linewidth=1.5)
     limit = run.config.get("skip_connects")
     if limit is not None:
-        top.axhline(limit, color="#555555", linestyle="--", linewidth=1, label=f"M = {limit} (after refinement)")
+        top.axhline(
+            limit, color="#555555", linestyle="--", linewidth=1, label=f"M = {limit} (after refinement)"
+        )
         top.legend(loc="upper left", fontsize=9, frameon=False)
     top.set_ylabel("skip-connects in the\nderived normal cell")
     top.set_ylim(-0.3, 8.3)
@@ -292,8 +317,11 @@ def _plot_memory(run: RunData):
     cells = run.config.get("cells", [])
     ops = run.config.get("ops_kept", [])
     detail = ", ".join(f"{c} cells/{o} ops" for c, o in zip(cells, ops))
-    ax.set_title(f"{_run_name(run)}: peak memory per stage\n{_MEMORY_KINDS.get(kind, kind)}"
-                 + (f"  ({detail})" if detail else ""), fontsize=10)
+    ax.set_title(
+        f"{_run_name(run)}: peak memory per stage\n{_MEMORY_KINDS.get(kind, kind)}"
+        + (f"  ({detail})" if detail else ""),
+        fontsize=10,
+    )
     ax.grid(True, axis="y", alpha=0.3)
     fig.tight_layout()
     return fig

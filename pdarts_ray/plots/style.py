@@ -3,11 +3,12 @@ is imported), the colour of each op, the labels of a cell's states, and writing 
 as PNG and SVG. Files are only ever written over files that are themselves pictures: a
 target that exists and is not a PNG or SVG is refused.
 """
+
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 
@@ -51,8 +52,8 @@ def tex(label: str) -> str:
     return f"${label}$" if label.startswith("c_") else label
 
 
-
 # ---------------------------------------------------------------- files
+
 
 def targets(stem: Path) -> list[Path]:
     return [stem.parent / f"{stem.name}.{fmt}" for fmt in FORMATS]

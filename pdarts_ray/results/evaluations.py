@@ -4,6 +4,7 @@ retraining is stored once however many tables ask for it.
 
     <storage>/<experiment>/evaluations/<eval_key>.parquet
 """
+
 from __future__ import annotations
 
 import platform
@@ -12,37 +13,92 @@ import time
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from ..core.version import VERSION as __version__
 from ..core.errors import UserError
-from .files import (TIMESTAMP, check_name, experiment_folder, experiment_path, filesystem, put_file, read_all,
-                    rows_to_table, to_json, to_parquet_bytes, utc_time)
+from ..core.version import VERSION as __version__
+from .files import (
+    TIMESTAMP,
+    check_name,
+    experiment_folder,
+    experiment_path,
+    filesystem,
+    put_file,
+    read_all,
+    rows_to_table,
+    to_json,
+    to_parquet_bytes,
+    utc_time,
+)
 
 EVALUATIONS_DIR = "evaluations"
-EVAL_SCHEMA = pa.schema([
-    ("experiment", pa.string()), ("eval_key", pa.string()),
-    ("genotype", pa.string()), ("genotype_name", pa.string()),
-    ("eval_preset", pa.string()), ("eval_config", pa.string()), ("seed", pa.int64()),
-    ("top1", pa.float64()), ("top5", pa.float64()), ("error_pct", pa.float64()), ("test_loss", pa.float64()),
-    ("params", pa.int64()), ("params_with_aux", pa.int64()), ("macs", pa.int64()),
-    ("seconds", pa.float64()), ("epochs", pa.int64()), ("workers", pa.int64()),
-    ("device", pa.string()), ("threads", pa.int64()),
-    ("version_pdarts_ray", pa.string()), ("version_torch", pa.string()), ("version_python", pa.string()),
-    ("version_pyarrow", pa.string()),
-    ("finished", TIMESTAMP),
-])
+EVAL_SCHEMA = pa.schema(
+    [
+        ("experiment", pa.string()),
+        ("eval_key", pa.string()),
+        ("genotype", pa.string()),
+        ("genotype_name", pa.string()),
+        ("eval_preset", pa.string()),
+        ("eval_config", pa.string()),
+        ("seed", pa.int64()),
+        ("top1", pa.float64()),
+        ("top5", pa.float64()),
+        ("error_pct", pa.float64()),
+        ("test_loss", pa.float64()),
+        ("params", pa.int64()),
+        ("params_with_aux", pa.int64()),
+        ("macs", pa.int64()),
+        ("seconds", pa.float64()),
+        ("epochs", pa.int64()),
+        ("workers", pa.int64()),
+        ("device", pa.string()),
+        ("threads", pa.int64()),
+        ("version_pdarts_ray", pa.string()),
+        ("version_torch", pa.string()),
+        ("version_python", pa.string()),
+        ("version_pyarrow", pa.string()),
+        ("finished", TIMESTAMP),
+    ]
+)
 
 
-def evaluation_row(experiment: str, eval_key: str, genotype: dict, eval_preset: str, eval_config: dict,
-                   result: dict, genotype_name: str = "", finished: float | None = None) -> dict:
+def evaluation_row(
+    experiment: str,
+    eval_key: str,
+    genotype: dict,
+    eval_preset: str,
+    eval_config: dict,
+    result: dict,
+    genotype_name: str = "",
+    finished: float | None = None,
+) -> dict:
     """One finished retraining as a flat row of EVAL_SCHEMA; `result` is the run's result.json."""
     check_name(experiment, "experiment name")
     check_name(eval_key, "evaluation key")
     versions = result.get("versions") or {}
     return {
-        "experiment": experiment, "eval_key": eval_key, "genotype": to_json(genotype), "genotype_name": genotype_name,
-        "eval_preset": eval_preset, "eval_config": to_json(eval_config), "seed": eval_config.get("seed"),
-        **{k: result.get(k) for k in ("top1", "top5", "error_pct", "test_loss", "params", "params_with_aux", "macs",
-                                      "seconds", "epochs", "workers", "device", "threads")},
+        "experiment": experiment,
+        "eval_key": eval_key,
+        "genotype": to_json(genotype),
+        "genotype_name": genotype_name,
+        "eval_preset": eval_preset,
+        "eval_config": to_json(eval_config),
+        "seed": eval_config.get("seed"),
+        **{
+            k: result.get(k)
+            for k in (
+                "top1",
+                "top5",
+                "error_pct",
+                "test_loss",
+                "params",
+                "params_with_aux",
+                "macs",
+                "seconds",
+                "epochs",
+                "workers",
+                "device",
+                "threads",
+            )
+        },
         "version_pdarts_ray": versions.get("pdarts_ray", __version__),
         "version_torch": versions.get("torch"),
         "version_python": versions.get("python", platform.python_version()),

@@ -6,6 +6,7 @@ reader sees whole files or nothing; readers skip hidden names and take the union
 file carries its table's kind and the format version in its schema metadata, and is
 conformed to the current schema when read (columns added later read as nulls).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -21,7 +22,6 @@ import pyarrow.parquet as pq
 
 from ..core.errors import UserError
 
-
 DEFAULT_STORAGE = "~/pdarts_results"
 STORAGE_ENV = "PDARTS_STORAGE"
 FORMAT_VERSION = "1"
@@ -33,6 +33,7 @@ SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]{0,199}$")
 
 # ---------------------------------------------------------------- storage
 
+
 def storage_root(storage: str | None = None) -> str:
     """The storage root: `storage`, else $PDARTS_STORAGE, else ~/pdarts_results."""
     source = "storage"
@@ -42,8 +43,10 @@ def storage_root(storage: str | None = None) -> str:
         return storage
     path = os.path.expanduser(storage)
     if not os.path.isabs(path):
-        raise UserError(f"{source}: {storage!r} is a relative path; give an absolute path or a URI "
-                        "(every worker of a sweep must find the same folder)")
+        raise UserError(
+            f"{source}: {storage!r} is a relative path; give an absolute path or a URI "
+            "(every worker of a sweep must find the same folder)"
+        )
     return os.path.normpath(path)
 
 
@@ -55,8 +58,10 @@ def experiment_path(storage: str, experiment: str) -> str:
 
 def check_name(name: str, what: str) -> None:
     if not isinstance(name, str) or not SAFE_NAME.match(name):
-        raise UserError(f"{what} {name!r}: use letters, digits and _ . = + - (not starting with . or -), "
-                        "at most 200 characters")
+        raise UserError(
+            f"{what} {name!r}: use letters, digits and _ . = + - (not starting with . or -), "
+            "at most 200 characters"
+        )
 
 
 def filesystem(path: str) -> tuple[pafs.FileSystem, str]:
@@ -71,8 +76,10 @@ def filesystem(path: str) -> tuple[pafs.FileSystem, str]:
 def listing(fs: pafs.FileSystem, folder: str) -> list[pafs.FileInfo]:
     """Plain files of a folder, hidden (temporary) names excluded; none if it is missing."""
     infos = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
-    return sorted((i for i in infos if i.type == pafs.FileType.File and not i.base_name.startswith(".")),
-                  key=lambda i: i.base_name)
+    return sorted(
+        (i for i in infos if i.type == pafs.FileType.File and not i.base_name.startswith(".")),
+        key=lambda i: i.base_name,
+    )
 
 
 def to_parquet_bytes(table: pa.Table, kind: str) -> bytes:
@@ -100,7 +107,9 @@ def s3_put(bucket: str, key: str, data: bytes, exclusive: bool) -> bool:
     from botocore.exceptions import ClientError
 
     try:
-        s3_client().put_object(Bucket=bucket, Key=key, Body=data, **({"IfNoneMatch": "*"} if exclusive else {}))
+        s3_client().put_object(
+            Bucket=bucket, Key=key, Body=data, **({"IfNoneMatch": "*"} if exclusive else {})
+        )
     except ClientError as err:
         if exclusive and precondition_failed(err):
             return False
@@ -153,14 +162,17 @@ def read_file(fs: pafs.FileSystem, path: str, kind: str, schema: pa.Schema) -> p
         with fs.open_input_file(path) as f:
             table = pq.read_table(f)
     except (pa.ArrowException, OSError) as err:
-        raise UserError(f"{path}: not a readable Parquet file, possibly half-written "
-                        f"({str(err).splitlines()[0][:120]})") from None
+        raise UserError(
+            f"{path}: not a readable Parquet file, possibly half-written ({str(err).splitlines()[0][:120]})"
+        ) from None
     meta = table.schema.metadata or {}
     if meta.get(_TABLE_KEY) != kind.encode():
         raise UserError(f"{path}: not a pdarts-ray {kind} file (foreign Parquet file in the results store)")
     if meta.get(_FORMAT_KEY) != FORMAT_VERSION.encode():
-        raise UserError(f"{path}: results format {meta.get(_FORMAT_KEY, b'?').decode()}, "
-                        f"this version reads format {FORMAT_VERSION}")
+        raise UserError(
+            f"{path}: results format {meta.get(_FORMAT_KEY, b'?').decode()}, "
+            f"this version reads format {FORMAT_VERSION}"
+        )
     columns = []
     for field in schema:
         if field.name not in table.column_names:
@@ -173,7 +185,9 @@ def read_file(fs: pafs.FileSystem, path: str, kind: str, schema: pa.Schema) -> p
         columns.append(column)
     unknown = set(table.column_names) - set(schema.names)
     if unknown:
-        raise UserError(f"{path}: unknown columns {', '.join(sorted(unknown))} (written by a newer pdarts-ray?)")
+        raise UserError(
+            f"{path}: unknown columns {', '.join(sorted(unknown))} (written by a newer pdarts-ray?)"
+        )
     return pa.Table.from_arrays(columns, schema=schema)
 
 
@@ -185,15 +199,20 @@ def experiment_folder(source: str, experiment: str | None) -> str:
     return os.path.abspath(os.path.expanduser(source))
 
 
-def read_all(source: str, experiment: str | None, sub: str, kind: str, schema: pa.Schema,
-             skip_unreadable: bool = False):
+def read_all(
+    source: str, experiment: str | None, sub: str, kind: str, schema: pa.Schema, skip_unreadable: bool = False
+):
     folder = experiment_folder(source, experiment)
     fs, base = filesystem(folder)
     if fs.get_file_info(base).type != pafs.FileType.Directory:
         raise UserError(f"{folder}: no such experiment")
     infos = listing(fs, f"{base}/{sub}")
-    tables = [t for i in infos if i.base_name.endswith(".parquet")
-              if (t := read_or_skip(fs, i.path, kind, schema, skip_unreadable)) is not None]
+    tables = [
+        t
+        for i in infos
+        if i.base_name.endswith(".parquet")
+        if (t := read_or_skip(fs, i.path, kind, schema, skip_unreadable)) is not None
+    ]
     return infos, (pa.concat_tables(tables) if tables else schema.empty_table())
 
 
@@ -209,13 +228,12 @@ def read_or_skip(fs: pafs.FileSystem, path: str, kind: str, schema: pa.Schema, s
         return None
 
 
-
 def to_json(obj) -> str | None:
     return None if obj is None else json.dumps(obj, separators=(",", ":"))
 
 
 def utc_time(t: float | None):
-    return None if t is None else dt.datetime.fromtimestamp(t, tz=dt.timezone.utc)
+    return None if t is None else dt.datetime.fromtimestamp(t, tz=dt.UTC)
 
 
 def rows_to_table(rows: list[dict], schema: pa.Schema, what: str) -> pa.Table:

@@ -1,19 +1,18 @@
-"""Importing a finished `pdarts-ray search` run folder into the store as one trial.
-"""
+"""Importing a finished `pdarts-ray search` run folder into the store as one trial."""
+
 from __future__ import annotations
 
 import json
 import os
 import re
 
-
 from ..core.checkpoint import read_jsonl
 from ..core.errors import UserError
 from .files import experiment_path, storage_root
 from .store import has_trial, trial_row, write_epochs, write_trial
 
-
 # ---------------------------------------------------------------- importing a run folder
+
 
 def _read_json(path: str) -> dict:
     try:
@@ -52,13 +51,25 @@ def import_run(run_dir: str, storage: str, name: str) -> dict:
     stem = re.sub(r"[^A-Za-z0-9_.=+-]", "_", os.path.basename(run_dir.rstrip(os.sep))).lstrip("._-=+")[:80]
     trial_id = f"{stem or 'run'}-{digest.hexdigest()[:12]}"
     root = storage_root(storage)
-    out = {"experiment": name, "trial_id": trial_id, "path": experiment_path(root, name), "stored": False,
-           "epochs": len(metrics)}
+    out = {
+        "experiment": name,
+        "trial_id": trial_id,
+        "path": experiment_path(root, name),
+        "stored": False,
+        "epochs": len(metrics),
+    }
     if has_trial(root, name, trial_id):
         return out
-    row = trial_row(name, trial_id, "finished", config, result, genotypes,
-                    started=os.path.getmtime(os.path.join(run_dir, "config.json")),
-                    finished=os.path.getmtime(os.path.join(run_dir, "result.json")))
+    row = trial_row(
+        name,
+        trial_id,
+        "finished",
+        config,
+        result,
+        genotypes,
+        started=os.path.getmtime(os.path.join(run_dir, "config.json")),
+        finished=os.path.getmtime(os.path.join(run_dir, "result.json")),
+    )
     # epochs first: the trial row marks the import complete, and an interrupted import redone
     # only adds epoch parts that the reader deduplicates
     write_epochs(root, name, trial_id, metrics)

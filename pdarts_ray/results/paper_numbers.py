@@ -5,6 +5,7 @@ Gap between Search and Evaluation", ICCV 2019. Test errors are percentages on CI
 unless a key says otherwise; parameters are millions; memory is GB as the paper prints it.
 The diagnostic experiments (section 4.4) were all run on CIFAR-10.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -37,7 +38,10 @@ TABLE3_MEMORY_LIMIT_GB = _p(16.0, "Table 3 caption (the memory limit is 16GB)", 
 _F3 = "Figure 3 / section 4.4.1"
 # Figure 3: the normal cells found after each stage, retrained, and DARTS V2 retrained the same way.
 DEPTH_ERROR_PCT: dict[str, Published] = {
-    "stage 1": _p(2.90, _F3), "stage 2": _p(2.82, _F3), "stage 3": _p(2.58, _F3), "DARTS_V2": _p(2.83, _F3),
+    "stage 1": _p(2.90, _F3),
+    "stage 2": _p(2.82, _F3),
+    "stage 3": _p(2.58, _F3),
+    "DARTS_V2": _p(2.83, _F3),
 }
 
 _S442 = "section 4.4.2"
@@ -54,10 +58,20 @@ DROPOUT_ERROR_PCT: dict[str, dict[int, Published]] = {
 # skip-connects in the normal cell before refinement
 DROPOUT_SKIPS_BEFORE: dict[str, Published] = {"0.0/0.0/0.0": _p(8, _S443, 0), "0.0/0.3/0.6": _p(4, _S443, 0)}
 
-SKIP_ERROR_PCT: dict[int, Published] = {0: _p(2.78, _S443), 1: _p(2.68, _S443), 2: _p(2.69, _S443),
-                                        3: _p(2.84, _S443), 4: _p(2.97, _S443)}
-SKIP_PARAMS_M: dict[int, Published] = {0: _p(4.1, _S443, 1), 1: _p(3.7, _S443, 1), 2: _p(3.3, _S443, 1),
-                                       3: _p(3.0, _S443, 1), 4: _p(2.7, _S443, 1)}
+SKIP_ERROR_PCT: dict[int, Published] = {
+    0: _p(2.78, _S443),
+    1: _p(2.68, _S443),
+    2: _p(2.69, _S443),
+    3: _p(2.84, _S443),
+    4: _p(2.97, _S443),
+}
+SKIP_PARAMS_M: dict[int, Published] = {
+    0: _p(4.1, _S443, 1),
+    1: _p(3.7, _S443, 1),
+    2: _p(3.3, _S443, 1),
+    3: _p(3.0, _S443, 1),
+    4: _p(2.7, _S443, 1),
+}
 
 REFINE_ERROR_PCT: dict[str, tuple[Published, Published]] = {  # (mean, standard deviation) of 3 searches
     "before": (_p(2.79, _S443), _p(0.16, _S443)),
@@ -71,10 +85,14 @@ REFINE_SKIPS: dict[str, list[Published]] = {
 _T1 = "Table 1"
 # Table 1, the P-DARTS rows: the cell searched on each dataset, retrained on it (C = 36, 20 cells).
 TABLE1: dict[str, dict[str, Published]] = {
-    "cifar10": {"error_pct": _p(2.50, _T1 + " (P-DARTS CIFAR10 + cutout, C10 column)"),
-                "params_m": _p(3.4, _T1 + " (P-DARTS CIFAR10 + cutout)", 1),
-                "search_gpu_days": _p(0.3, _T1 + " (P-DARTS CIFAR10 + cutout)", 1)},
-    "cifar100": {"error_pct": _p(15.92, _T1 + " (P-DARTS CIFAR100 + cutout, C100 column)"),
-                 "params_m": _p(3.6, _T1 + " (P-DARTS CIFAR100 + cutout)", 1),
-                 "search_gpu_days": _p(0.3, _T1 + " (P-DARTS CIFAR100 + cutout)", 1)},
+    "cifar10": {
+        "error_pct": _p(2.50, _T1 + " (P-DARTS CIFAR10 + cutout, C10 column)"),
+        "params_m": _p(3.4, _T1 + " (P-DARTS CIFAR10 + cutout)", 1),
+        "search_gpu_days": _p(0.3, _T1 + " (P-DARTS CIFAR10 + cutout)", 1),
+    },
+    "cifar100": {
+        "error_pct": _p(15.92, _T1 + " (P-DARTS CIFAR100 + cutout, C100 column)"),
+        "params_m": _p(3.6, _T1 + " (P-DARTS CIFAR100 + cutout)", 1),
+        "search_gpu_days": _p(0.3, _T1 + " (P-DARTS CIFAR100 + cutout)", 1),
+    },
 }

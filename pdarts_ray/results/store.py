@@ -11,6 +11,7 @@ Tune keeps its own files next to `trials/` and `epochs/`; those are never read h
 Both tables have a fixed schema (config columns come from SearchConfig's fields), so
 files of different trials and different writers always concatenate.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,22 +27,34 @@ import uuid
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from ..core.version import VERSION as __version__
 from ..core.config import SearchConfig
 from ..core.errors import UserError
-from .files import (SAFE_NAME, TIMESTAMP, check_name, experiment_folder, experiment_path, filesystem, listing,
-                    put_file, read_all, read_or_skip, rows_to_table, storage_root, to_json, to_parquet_bytes,
-                    utc_time)
-
+from ..core.version import VERSION as __version__
+from .files import (
+    SAFE_NAME,
+    TIMESTAMP,
+    check_name,
+    experiment_folder,
+    experiment_path,
+    filesystem,
+    listing,
+    put_file,
+    read_all,
+    read_or_skip,
+    rows_to_table,
+    storage_root,
+    to_json,
+    to_parquet_bytes,
+    utc_time,
+)
 
 TRIALS_DIR, EPOCHS_DIR = "trials", "epochs"
 STATUSES = ("finished", "failed")
 MAX_M = 8
 
 
-
-
 # ---------------------------------------------------------------- schemas
+
 
 def _arrow_type(annotation: str) -> pa.DataType:
     ann = annotation.replace(" ", "").removesuffix("|None")
@@ -54,41 +67,57 @@ def _arrow_type(annotation: str) -> pa.DataType:
 CONFIG_KEYS = tuple(f.name for f in dataclasses.fields(SearchConfig))
 
 TRIAL_SCHEMA = pa.schema(
-    [("experiment", pa.string()), ("trial_id", pa.string()), ("status", pa.string()), ("failure", pa.string()),
-     ("seed", pa.int64())]
+    [
+        ("experiment", pa.string()),
+        ("trial_id", pa.string()),
+        ("status", pa.string()),
+        ("failure", pa.string()),
+        ("seed", pa.int64()),
+    ]
     + [(f"cfg_{f.name}", _arrow_type(f.type)) for f in dataclasses.fields(SearchConfig)]
-    + [("stage_peak_memory_bytes", pa.list_(pa.int64())),
-       ("stage_peak_memory_reserved_bytes", pa.list_(pa.int64())),
-       ("peak_memory_kind", pa.string()),
-       ("stage_seconds", pa.list_(pa.float64())),
-       ("stage_skip_connects_before_refinement", pa.list_(pa.int64())),
-       ("stage_genotypes", pa.list_(pa.string())),
-       ("genotype", pa.string()),
-       ("genotypes_by_m", pa.string()),
-       ("skip_connects_before_refinement", pa.int64()),
-       ("skip_connects_after_refinement", pa.int64()),
-       ("best_valid_acc", pa.float64()),
-       ("final_valid_acc", pa.float64()),
-       ("device", pa.string()),
-       ("threads", pa.int64()),
-       ("workers", pa.int64()),
-       ("version_pdarts_ray", pa.string()),
-       ("version_torch", pa.string()),
-       ("version_python", pa.string()),
-       ("version_pyarrow", pa.string()),
-       ("started", TIMESTAMP),
-       ("finished", TIMESTAMP)])
+    + [
+        ("stage_peak_memory_bytes", pa.list_(pa.int64())),
+        ("stage_peak_memory_reserved_bytes", pa.list_(pa.int64())),
+        ("peak_memory_kind", pa.string()),
+        ("stage_seconds", pa.list_(pa.float64())),
+        ("stage_skip_connects_before_refinement", pa.list_(pa.int64())),
+        ("stage_genotypes", pa.list_(pa.string())),
+        ("genotype", pa.string()),
+        ("genotypes_by_m", pa.string()),
+        ("skip_connects_before_refinement", pa.int64()),
+        ("skip_connects_after_refinement", pa.int64()),
+        ("best_valid_acc", pa.float64()),
+        ("final_valid_acc", pa.float64()),
+        ("device", pa.string()),
+        ("threads", pa.int64()),
+        ("workers", pa.int64()),
+        ("version_pdarts_ray", pa.string()),
+        ("version_torch", pa.string()),
+        ("version_python", pa.string()),
+        ("version_pyarrow", pa.string()),
+        ("started", TIMESTAMP),
+        ("finished", TIMESTAMP),
+    ]
+)
 
-EPOCH_SCHEMA = pa.schema([
-    ("experiment", pa.string()), ("trial_id", pa.string()),
-    ("stage", pa.int64()), ("epoch", pa.int64()), ("global_epoch", pa.int64()),
-    ("train_loss", pa.float64()), ("train_acc", pa.float64()),
-    ("valid_acc", pa.float64()), ("valid_loss", pa.float64()),
-    ("skip_dropout", pa.float64()), ("lr", pa.float64()), ("skip_connects_now", pa.int64()),
-    ("epoch_seconds", pa.float64()), ("peak_memory_bytes", pa.int64()),
-])
-
-
+EPOCH_SCHEMA = pa.schema(
+    [
+        ("experiment", pa.string()),
+        ("trial_id", pa.string()),
+        ("stage", pa.int64()),
+        ("epoch", pa.int64()),
+        ("global_epoch", pa.int64()),
+        ("train_loss", pa.float64()),
+        ("train_acc", pa.float64()),
+        ("valid_acc", pa.float64()),
+        ("valid_loss", pa.float64()),
+        ("skip_dropout", pa.float64()),
+        ("lr", pa.float64()),
+        ("skip_connects_now", pa.int64()),
+        ("epoch_seconds", pa.float64()),
+        ("peak_memory_bytes", pa.int64()),
+    ]
+)
 
 
 def skip_count(genotype: dict | None) -> int | None:
@@ -98,9 +127,18 @@ def skip_count(genotype: dict | None) -> int | None:
     return sum(gene[0] == "skip_connect" for gene in genotype["normal"])
 
 
-def trial_row(experiment: str, trial_id: str, status: str, config: dict, result: dict | None = None,
-              genotypes: dict | None = None, failure: str | None = None,
-              started: float | None = None, finished: float | None = None, workers: int | None = None) -> dict:
+def trial_row(
+    experiment: str,
+    trial_id: str,
+    status: str,
+    config: dict,
+    result: dict | None = None,
+    genotypes: dict | None = None,
+    failure: str | None = None,
+    started: float | None = None,
+    finished: float | None = None,
+    workers: int | None = None,
+) -> dict:
     """One trial as a flat row of TRIAL_SCHEMA. `config` is a resolved SearchConfig (to_dict),
     `result` the search's result.json, `genotypes` its genotypes.json."""
     check_name(experiment, "experiment name")
@@ -119,7 +157,10 @@ def trial_row(experiment: str, trial_id: str, status: str, config: dict, result:
     versions = result.get("versions") or {}
     torch = sys.modules.get("torch")  # a failed trial has no result.json; name what ran it if known
     row = {
-        "experiment": experiment, "trial_id": trial_id, "status": status, "failure": failure,
+        "experiment": experiment,
+        "trial_id": trial_id,
+        "status": status,
+        "failure": failure,
         "seed": config.get("seed"),
         **{f"cfg_{k}": config.get(k) for k in CONFIG_KEYS},
         "stage_peak_memory_bytes": result.get("peak_memory_bytes"),
@@ -176,6 +217,7 @@ def read_trials(source: str, experiment: str | None = None, skip_unreadable: boo
 
 # ---------------------------------------------------------------- epochs
 
+
 def write_epochs(storage: str, experiment: str, trial_id: str, rows: list[dict]) -> None:
     """Add metrics.jsonl rows of a trial as a new part file. Keys outside EPOCH_SCHEMA (what a
     reporter adds around the metrics) are dropped; later parts win over earlier ones."""
@@ -187,7 +229,9 @@ def write_epochs(storage: str, experiment: str, trial_id: str, rows: list[dict])
     for r in rows:
         if r.get("stage") is None or r.get("epoch") is None:
             raise UserError(f"trial {trial_id}: an epoch row needs stage and epoch")
-        clean.append({**{k: v for k, v in r.items() if k in keep}, "experiment": experiment, "trial_id": trial_id})
+        clean.append(
+            {**{k: v for k, v in r.items() if k in keep}, "experiment": experiment, "trial_id": trial_id}
+        )
     fs, base = filesystem(experiment_path(storage, experiment))
     # time first, so that a name sort is write order; the random tail keeps names unique
     name = f"{trial_id}-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
@@ -211,13 +255,14 @@ def read_epochs(source: str, experiment: str | None = None, skip_unreadable: boo
     latest: dict[tuple, dict] = {}
     for info in infos:
         table = read_or_skip(fs, info.path, "epochs", EPOCH_SCHEMA, skip_unreadable)
-        for row in (table.to_pylist() if table is not None else []):
+        for row in table.to_pylist() if table is not None else []:
             latest[(row["trial_id"], row["stage"], row["epoch"])] = row
     rows = [latest[k] for k in sorted(latest)]
     return pa.Table.from_pylist(rows, schema=EPOCH_SCHEMA)
 
 
 # ---------------------------------------------------------------- experiments
+
 
 def list_experiments(storage: str) -> list[dict]:
     """Experiments under a storage root: name, path, trials, finished, failed, last_change (ISO UTC)."""
@@ -227,8 +272,11 @@ def list_experiments(storage: str) -> list[dict]:
     for info in fs.get_file_info(pafs.FileSelector(base, allow_not_found=True)):
         if info.type != pafs.FileType.Directory or not SAFE_NAME.match(info.base_name):
             continue
-        subs = {i.base_name for i in fs.get_file_info(pafs.FileSelector(info.path))
-                if i.type == pafs.FileType.Directory}
+        subs = {
+            i.base_name
+            for i in fs.get_file_info(pafs.FileSelector(info.path))
+            if i.type == pafs.FileType.Directory
+        }
         if not subs & {TRIALS_DIR, EPOCHS_DIR}:
             continue  # some other folder (Ray Tune's own experiment without our tables, say)
         folder = experiment_path(root, info.base_name)
@@ -236,10 +284,18 @@ def list_experiments(storage: str) -> list[dict]:
         epoch_infos = listing(fs, f"{info.path}/{EPOCHS_DIR}")
         status = trials.column("status").to_pylist()
         mtimes = [i.mtime for i in trial_infos + epoch_infos if i.mtime is not None]
-        out.append({"name": info.base_name, "path": folder, "trials": len(status),
-                    "finished": status.count("finished"), "failed": status.count("failed"),
-                    "last_change": max(mtimes).astimezone(dt.timezone.utc).isoformat(timespec="seconds")
-                    if mtimes else None})
+        out.append(
+            {
+                "name": info.base_name,
+                "path": folder,
+                "trials": len(status),
+                "finished": status.count("finished"),
+                "failed": status.count("failed"),
+                "last_change": max(mtimes).astimezone(dt.UTC).isoformat(timespec="seconds")
+                if mtimes
+                else None,
+            }
+        )
     return sorted(out, key=lambda e: e["name"])
 
 
@@ -250,9 +306,8 @@ def locate(name_or_path: str, storage: str | None = None) -> str:
     return experiment_path(storage_root(storage), name_or_path)
 
 
-
-
 # ---------------------------------------------------------------- M expansion
+
 
 def expand_m(trials: pa.Table | list[dict], ms: list[int] | None = None) -> list[dict]:
     """One row per (trial, M) from each trial's stored genotypes for every M: the trial's
@@ -267,11 +322,17 @@ def expand_m(trials: pa.Table | list[dict], ms: list[int] | None = None) -> list
         if not row.get("genotypes_by_m"):
             continue
         by_m = json.loads(row["genotypes_by_m"])
-        for m in (ms if ms is not None else sorted(int(k) for k in by_m)):
+        for m in ms if ms is not None else sorted(int(k) for k in by_m):
             if str(m) not in by_m:
                 raise UserError(f"trial {row['trial_id']}: no genotype stored for M = {m}")
             genotype = by_m[str(m)]
             base = {k: v for k, v in row.items() if k != "genotypes_by_m"}
-            out.append({**base, "M": m, "genotype": to_json(genotype),
-                        "skip_connects_after_refinement": skip_count(genotype)})
+            out.append(
+                {
+                    **base,
+                    "M": m,
+                    "genotype": to_json(genotype),
+                    "skip_connects_after_refinement": skip_count(genotype),
+                }
+            )
     return out

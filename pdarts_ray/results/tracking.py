@@ -7,6 +7,7 @@ final cells) and `genotypes.json` (every stage's and every M's) as artifacts. Th
 is kept in the run folder, so a resumed search logs into the same MLflow run. MLflow is
 an optional extra (`pip install 'pdarts-ray[mlflow]'`).
 """
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,18 @@ from ..core.errors import UserError
 from ..core.hooks import SearchHooks
 
 TRACKING_FILE = "mlflow.json"
-EPOCH_KEYS = ("train_loss", "train_acc", "valid_acc", "valid_loss", "skip_dropout", "lr", "skip_connects_now",
-              "epoch_seconds", "peak_memory_bytes", "stage")
+EPOCH_KEYS = (
+    "train_loss",
+    "train_acc",
+    "valid_acc",
+    "valid_loss",
+    "skip_dropout",
+    "lr",
+    "skip_connects_now",
+    "epoch_seconds",
+    "peak_memory_bytes",
+    "stage",
+)
 
 
 def mlflow_client(tracking_uri: str):
@@ -38,7 +49,9 @@ def check_tracking_uri(uri, what: str = "--mlflow") -> str:
         raise UserError(f"{what}: must be a tracking URI, got {uri!r}")
     if uri.startswith("sqlite:///"):
         if not uri.startswith("sqlite:////"):
-            raise UserError(f"{what}: an SQLite file must be an absolute path (sqlite:////abs/path.db), got {uri!r}")
+            raise UserError(
+                f"{what}: an SQLite file must be an absolute path (sqlite:////abs/path.db), got {uri!r}"
+            )
     elif "://" not in uri and uri != "databricks" and not Path(uri).is_absolute():
         raise UserError(f"{what}: a folder must be an absolute path, got {uri!r}")
     return uri
@@ -63,8 +76,11 @@ def search_params(config: dict) -> dict[str, str]:
 
 
 def final_metrics(result: dict) -> dict[str, float]:
-    out = {k: float(result[k]) for k in ("best_valid_acc", "final_valid_acc", "skip_connects_before_refinement")
-           if result.get(k) is not None}
+    out = {
+        k: float(result[k])
+        for k in ("best_valid_acc", "final_valid_acc", "skip_connects_before_refinement")
+        if result.get(k) is not None
+    }
     if result.get("stage_seconds"):
         out["search_seconds"] = float(sum(result["stage_seconds"]))
     return out
@@ -94,8 +110,11 @@ class MlflowSearch(SearchHooks):
             self.client.update_run(run_id, status="RUNNING")
             self._log_missed_epochs(run_id)
             return run_id
-        run = self.client.create_run(experiment_id(self.client, self.experiment), run_name=self.run_dir.name,
-                                     tags={"pdarts_ray.run_dir": str(self.run_dir.resolve())})
+        run = self.client.create_run(
+            experiment_id(self.client, self.experiment),
+            run_name=self.run_dir.name,
+            tags={"pdarts_ray.run_dir": str(self.run_dir.resolve())},
+        )
         config = json.loads((self.run_dir / "config.json").read_text())
         _, Param = _entities()
         self.client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in search_params(config).items()])
@@ -115,7 +134,9 @@ class MlflowSearch(SearchHooks):
     def _log_epoch(self, run_id: str, metrics: dict) -> None:
         Metric, _ = _entities()
         step, now = int(metrics["global_epoch"]), int(time.time() * 1000)
-        rows = [Metric(key, float(metrics[key]), now, step) for key in EPOCH_KEYS if metrics.get(key) is not None]
+        rows = [
+            Metric(key, float(metrics[key]), now, step) for key in EPOCH_KEYS if metrics.get(key) is not None
+        ]
         self.client.log_batch(run_id, metrics=rows)
 
     def on_stage_start(self, *args) -> None:
@@ -139,7 +160,7 @@ class MlflowSearch(SearchHooks):
         self.client.set_terminated(self.run_id, "FINISHED")
         self.finished = True
 
-    def __enter__(self) -> "MlflowSearch":
+    def __enter__(self) -> MlflowSearch:
         return self
 
     def __exit__(self, kind, err, tb) -> None:

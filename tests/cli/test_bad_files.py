@@ -4,12 +4,12 @@ sweep.json of an experiment (damaged, or with keys a definition cannot hold), ge
 that describe absurd cells, checkpoints with parts missing, and unreadable Parquet files in
 the results store (skipped with a warning by the views, refused by what computes from it).
 """
+
 import json
 import shutil
 
 import pytest
 import torch
-
 from conftest import FIXTURES, run_cli
 
 
@@ -23,7 +23,9 @@ def experiment(tmp_path):
     store = tmp_path / "store"
     shutil.copytree(FIXTURES / "old-layout-sweep", store / "exp")
     setup = store / "exp" / "sweep.json"
-    setup.write_text(setup.read_text().replace("@STORAGE@", str(store)).replace("@CACHE@", str(tmp_path / "cache")))
+    setup.write_text(
+        setup.read_text().replace("@STORAGE@", str(store)).replace("@CACHE@", str(tmp_path / "cache"))
+    )
     return store
 
 
@@ -36,16 +38,30 @@ def _damage(setup_path, change):
 BAD_SETUPS = {
     "not JSON": (lambda p: p.write_text('{"name": "exp", '), "not valid JSON"),
     "unknown top-level key": (lambda p: _damage(p, lambda d: d.update(surprise=1)), "unknown key 'surprise'"),
-    "unknown sweep field": (lambda p: _damage(p, lambda d: d["sweep"].update(searchr="grid")),
-                            "unknown field 'searchr'"),
-    "unknown base config key": (lambda p: _damage(p, lambda d: d["base_config"].update(cels=[3, 4, 5])),
-                                "unknown key 'cels'"),
-    "bad value in the space": (lambda p: _damage(p, lambda d: d["sweep"]["space"].update(lr={"grid": [-1]})),
-                               "must not be negative"),
-    "base edited by hand": (lambda p: _damage(p, lambda d: d["base_config"].update(epochs=9)),
-                            "does not match the sweep's base"),
-    "missing key": (lambda p: _damage(p, lambda d: d.pop("experiment_path")), "missing key 'experiment_path'"),
-    "wrong type": (lambda p: _damage(p, lambda d: d.update(cpus_per_trial="two")), "cpus_per_trial: wrong type"),
+    "unknown sweep field": (
+        lambda p: _damage(p, lambda d: d["sweep"].update(searchr="grid")),
+        "unknown field 'searchr'",
+    ),
+    "unknown base config key": (
+        lambda p: _damage(p, lambda d: d["base_config"].update(cels=[3, 4, 5])),
+        "unknown key 'cels'",
+    ),
+    "bad value in the space": (
+        lambda p: _damage(p, lambda d: d["sweep"]["space"].update(lr={"grid": [-1]})),
+        "must not be negative",
+    ),
+    "base edited by hand": (
+        lambda p: _damage(p, lambda d: d["base_config"].update(epochs=9)),
+        "does not match the sweep's base",
+    ),
+    "missing key": (
+        lambda p: _damage(p, lambda d: d.pop("experiment_path")),
+        "missing key 'experiment_path'",
+    ),
+    "wrong type": (
+        lambda p: _damage(p, lambda d: d.update(cpus_per_trial="two")),
+        "cpus_per_trial: wrong type",
+    ),
 }
 
 
@@ -62,15 +78,21 @@ def test_sweep_resume_refuses_a_bad_sweep_json(experiment, case):
 
 GENOTYPES = {
     "a range of ten trillion": "Genotype(normal=[('skip_connect', 0), ('skip_connect', 1)], "
-                               "normal_concat=range(10000000000000), reduce=[('skip_connect', 0), "
-                               "('skip_connect', 1)], reduce_concat=range(2, 3))",
+    "normal_concat=range(10000000000000), reduce=[('skip_connect', 0), "
+    "('skip_connect', 1)], reduce_concat=range(2, 3))",
     "a range of a hundred million": "Genotype(normal=[('skip_connect', 0), ('skip_connect', 1)], "
-                                    "normal_concat=range(100000000), reduce=[('skip_connect', 0), "
-                                    "('skip_connect', 1)], reduce_concat=[2])",
-    "ten thousand genes": json.dumps({"normal": [["skip_connect", 0]] * 10000, "reduce": [["skip_connect", 0]] * 2}),
+    "normal_concat=range(100000000), reduce=[('skip_connect', 0), "
+    "('skip_connect', 1)], reduce_concat=[2])",
+    "ten thousand genes": json.dumps(
+        {"normal": [["skip_connect", 0]] * 10000, "reduce": [["skip_connect", 0]] * 2}
+    ),
     "a huge file": "#" * (2 << 20),
-    "a huge input index": json.dumps({"normal": [["skip_connect", 0], ["skip_connect", 10 ** 30]],
-                                      "reduce": [["skip_connect", 0], ["skip_connect", 1]]}),
+    "a huge input index": json.dumps(
+        {
+            "normal": [["skip_connect", 0], ["skip_connect", 10**30]],
+            "reduce": [["skip_connect", 0], ["skip_connect", 1]],
+        }
+    ),
 }
 
 
@@ -175,8 +197,9 @@ def test_what_computes_from_the_store_refuses_an_unreadable_file(tmp_path):
     write_trial(str(store), family, trial_row(family, "a", "failed", {}, failure="x"))
     bad = store / family / "trials" / "b.parquet"
     bad.write_bytes(b"not parquet")
-    code, out, err = run_cli("reproduce", "table3", "--preset", "smoke", "--storage", store, "--out",
-                             tmp_path / "out")
+    code, out, err = run_cli(
+        "reproduce", "table3", "--preset", "smoke", "--storage", store, "--out", tmp_path / "out"
+    )
     assert code == 2 and str(bad) in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "out").exists() and not (store / "reproduce-smoke-synthetic").exists()
 
@@ -192,9 +215,15 @@ def test_an_experiment_keeps_the_preset_values_it_started_with(experiment):
     path = experiment / "exp" / "sweep.json"
 
     def with_base(values):
-        _damage(path, lambda d: (d["sweep"]["base"].update(preset="paper-c10", config={}),
-                                 d.update(base_config=to_dict(SearchConfig(**apply_overrides(SearchConfig, {}, values,
-                                                                                               "test"))))))
+        _damage(
+            path,
+            lambda d: (
+                d["sweep"]["base"].update(preset="paper-c10", config={}),
+                d.update(
+                    base_config=to_dict(SearchConfig(**apply_overrides(SearchConfig, {}, values, "test")))
+                ),
+            ),
+        )
         return load_setup(str(experiment / "exp"))
 
     (former,) = FORMER_PRESETS["paper-c10"]

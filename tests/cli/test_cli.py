@@ -1,18 +1,27 @@
 """The `genotype` and `bench` commands, --json purity, --help and --version; tables at 80
 columns, help texts listing their registries, "did you mean" for mistyped names."""
+
 import json
 
 import pytest
-
 from conftest import FIXTURES, ROOT, run_cli
+
 from pdarts_ray.core.waiting import OPENMP_KEYS, WAIT_POLICIES
 
 
 def _case_file(tmp_path, fixture, index):
     case = json.loads((FIXTURES / fixture).read_text())["cases"][index]
     path = tmp_path / "state.json"
-    path.write_text(json.dumps({"primitives": json.loads((FIXTURES / fixture).read_text())["primitives"],
-                                "normal": case["normal"], "reduce": case["reduce"], "extra": 1}))
+    path.write_text(
+        json.dumps(
+            {
+                "primitives": json.loads((FIXTURES / fixture).read_text())["primitives"],
+                "normal": case["normal"],
+                "reduce": case["reduce"],
+                "extra": 1,
+            }
+        )
+    )
     return case, path
 
 
@@ -33,12 +42,15 @@ def test_genotype_prune_json(tmp_path):
     assert json.loads(stdout) == case["expected"]
 
 
-@pytest.mark.parametrize("content, fragment", [
-    ("{", "not valid JSON"),
-    ('{"normal": {"switches": [], "alphas": []}}', "normal.switches"),
-    ('{"primitives": ["none"], "normal": {}, "reduce": {}}', "primitives differ"),
-    ('[1]', "expected a JSON object"),
-])
+@pytest.mark.parametrize(
+    "content, fragment",
+    [
+        ("{", "not valid JSON"),
+        ('{"normal": {"switches": [], "alphas": []}}', "normal.switches"),
+        ('{"primitives": ["none"], "normal": {}, "reduce": {}}', "primitives differ"),
+        ("[1]", "expected a JSON object"),
+    ],
+)
 def test_genotype_derive_bad_state(tmp_path, content, fragment):
     path = tmp_path / "s.json"
     path.write_text(content)
@@ -53,12 +65,33 @@ def test_genotype_prune_too_many(tmp_path):
 
 
 def test_bench_step_json():
-    code, stdout, stderr = run_cli("bench", "step", "--stage", "3", "--batch", "2", "--device", "cpu",
-                                   "--steps", "1", "--warmup", "0", "--json")
+    code, stdout, stderr = run_cli(
+        "bench",
+        "step",
+        "--stage",
+        "3",
+        "--batch",
+        "2",
+        "--device",
+        "cpu",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--json",
+    )
     assert code == 0, stderr
     result = json.loads(stdout)
-    assert set(result) == {"stage", "batch", "device", "median_step_s", "peak_memory_bytes", "flops",
-                           "achieved_flop_per_s", "openmp_env"}
+    assert set(result) == {
+        "stage",
+        "batch",
+        "device",
+        "median_step_s",
+        "peak_memory_bytes",
+        "flops",
+        "achieved_flop_per_s",
+        "openmp_env",
+    }
     policies = [{k: env.get(k) for k in OPENMP_KEYS} for env in WAIT_POLICIES.values()]
     assert result["openmp_env"] in policies  # the settings its threads waited with
     assert result["stage"] == 3 and result["batch"] == 2 and result["device"] == "cpu"
@@ -90,9 +123,26 @@ def test_sigterm_stops_a_search_that_then_resumes_at_once(tmp_path):
     import time
 
     run = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "pdarts_ray.cli", "search", "--preset", "smoke", "--set",
-                             "epochs=6", "--set", "warmup_epochs=1", "--out", str(run), "--quiet"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pdarts_ray.cli",
+            "search",
+            "--preset",
+            "smoke",
+            "--set",
+            "epochs=6",
+            "--set",
+            "warmup_epochs=1",
+            "--out",
+            str(run),
+            "--quiet",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 120
     while not (run / "checkpoints").is_dir() or not any((run / "checkpoints").iterdir()):
         assert time.time() < deadline
@@ -111,6 +161,7 @@ def test_sigterm_stops_a_search_that_then_resumes_at_once(tmp_path):
 
 # ---------------------------------------------------------------- tables, help texts, mistyped names
 
+
 def test_presets_piped_at_80_columns_show_every_value():
     presets = json.loads(run_cli("presets", "--json")[1])
     code, out, err = run_cli("presets", env={"COLUMNS": "80"})
@@ -119,10 +170,12 @@ def test_presets_piped_at_80_columns_show_every_value():
     lines = {line.split()[0]: line.split() for line in out.splitlines() if line.split()}
     for name, preset in presets.items():
         c = preset["config"]
-        values = ([c["network"], c["channels"], c["layers"], c["epochs"], c["batch_size"], c["lr"]]
-                  if preset["kind"] == "evaluate" else
-                  ["/".join(map(str, c[k])) for k in ("cells", "ops_kept", "skip_dropout")]
-                  + [c["skip_connects"], c["epochs"], f"({c['warmup_epochs']})", c["batch_size"], c["channels"]])
+        values = (
+            [c["network"], c["channels"], c["layers"], c["epochs"], c["batch_size"], c["lr"]]
+            if preset["kind"] == "evaluate"
+            else ["/".join(map(str, c[k])) for k in ("cells", "ops_kept", "skip_dropout")]
+            + [c["skip_connects"], c["epochs"], f"({c['warmup_epochs']})", c["batch_size"], c["channels"]]
+        )
         assert lines[name] == [name, *map(str, values), c["dataset"]]
 
 
@@ -131,25 +184,61 @@ def _store(tmp_path):
     from pdarts_ray.core.config import SEARCH_PRESETS, SearchConfig, resolve, to_dict
 
     config = to_dict(resolve(SearchConfig, SEARCH_PRESETS, "smoke"))
-    cell = lambda op: {"normal": [[op, 0], [op, 1]] * 4, "normal_concat": [2, 3, 4, 5],  # noqa: E731
-                       "reduce": [["max_pool_3x3", 0], ["max_pool_3x3", 1]] * 4, "reduce_concat": [2, 3, 4, 5]}
-    result = {"genotype": cell("sep_conv_3x3"), "skip_connects": 2, "skip_connects_before_refinement": 3,
-              "peak_memory_bytes": [2**20, 2**21, 2**22], "stage_seconds": [1.5, 2.5, 3.5], "best_valid_acc": 0.75,
-              "final_valid_acc": 0.5, "versions": {}}
+
+    def cell(op):
+        return {
+            "normal": [[op, 0], [op, 1]] * 4,
+            "normal_concat": [2, 3, 4, 5],
+            "reduce": [["max_pool_3x3", 0], ["max_pool_3x3", 1]] * 4,
+            "reduce_concat": [2, 3, 4, 5],
+        }
+
+    result = {
+        "genotype": cell("sep_conv_3x3"),
+        "skip_connects": 2,
+        "skip_connects_before_refinement": 3,
+        "peak_memory_bytes": [2**20, 2**21, 2**22],
+        "stage_seconds": [1.5, 2.5, 3.5],
+        "best_valid_acc": 0.75,
+        "final_valid_acc": 0.5,
+        "versions": {},
+    }
     genotypes = {"final_by_M": {str(m): cell("skip_connect" if m else "sep_conv_3x3") for m in range(9)}}
     for trial, lr in (("t1", 0.1), ("t2", 0.2)):
-        R.write_trial(str(tmp_path), "exp", R.trial_row("exp", trial, "finished", {**config, "lr": lr}, result,
-                                                        genotypes, started=1.0, finished=2.0))
+        R.write_trial(
+            str(tmp_path),
+            "exp",
+            R.trial_row(
+                "exp", trial, "finished", {**config, "lr": lr}, result, genotypes, started=1.0, finished=2.0
+            ),
+        )
     R.write_trial(str(tmp_path), "exp", R.trial_row("exp", "t3", "failed", config, failure="out of memory"))
     return str(tmp_path)
 
 
-@pytest.mark.parametrize("view, values", [
-    (["show", "exp"], ("t1", "t2", "0.1", "0.2", "0.750", "3/0", "1/2/4", "1.5/2.5/3.5", "sep3x8", "maxx8",
-                       "out of memory")),
-    (["show", "exp", "--by-m"], ("t1", "t2", "0.1", "0.2", "sep3x8", "skipx8", "maxx8")),
-    (["list"], ("exp", "3", "2", "1")),
-])
+@pytest.mark.parametrize(
+    "view, values",
+    [
+        (
+            ["show", "exp"],
+            (
+                "t1",
+                "t2",
+                "0.1",
+                "0.2",
+                "0.750",
+                "3/0",
+                "1/2/4",
+                "1.5/2.5/3.5",
+                "sep3x8",
+                "maxx8",
+                "out of memory",
+            ),
+        ),
+        (["show", "exp", "--by-m"], ("t1", "t2", "0.1", "0.2", "sep3x8", "skipx8", "maxx8")),
+        (["list"], ("exp", "3", "2", "1")),
+    ],
+)
 def test_results_tables_at_80_columns_show_every_value(tmp_path, capsys, monkeypatch, view, values):
     from pdarts_ray.cli.main import main
 
@@ -206,29 +295,40 @@ def test_help_texts_list_the_registries_they_describe(monkeypatch):
     from pdarts_ray.core.config import DATASETS, DTYPES, KERNELS, SEARCH_PRESETS
     from pdarts_ray.evaluation.config import EVAL_PRESETS
     from pdarts_ray.results.tables import TABLES
-    from pdarts_ray.results.tables.common import DATASETS as PAPER_DATASETS, PRESETS as TABLE_PRESETS
+    from pdarts_ray.results.tables.common import DATASETS as PAPER_DATASETS
+    from pdarts_ray.results.tables.common import PRESETS as TABLE_PRESETS
 
     monkeypatch.setenv("COLUMNS", "1000")  # no name split over two lines
-    for command, registries in ((["search"], (SEARCH_PRESETS, DATASETS)), (["sweep"], (SEARCH_PRESETS,)),
-                                (["evaluate"], (EVAL_PRESETS,)), (["bench", "step"], (KERNELS, DTYPES)),
-                                (["bench", "predict"], (SEARCH_PRESETS, DATASETS, KERNELS)),
-                                (["reproduce"], (TABLES, TABLE_PRESETS, PAPER_DATASETS))):
+    for command, registries in (
+        (["search"], (SEARCH_PRESETS, DATASETS)),
+        (["sweep"], (SEARCH_PRESETS,)),
+        (["evaluate"], (EVAL_PRESETS,)),
+        (["bench", "step"], (KERNELS, DTYPES)),
+        (["bench", "predict"], (SEARCH_PRESETS, DATASETS, KERNELS)),
+        (["reproduce"], (TABLES, TABLE_PRESETS, PAPER_DATASETS)),
+    ):
         text = " ".join(_help(*command).replace(",", " ").replace("{", " ").split())  # choices: {a,b}
         assert [name for registry in registries for name in registry if f" {name}" not in text] == [], command
     assert "tiny (default)" in _help("search") and "eval-tiny (default)" in _help("evaluate")
 
 
-@pytest.mark.parametrize("args, hint", [
-    (["serch"], "did you mean 'search'?"),
-    (["results", "shwo"], "did you mean 'show'?"),
-    (["reproduce", "skp", "--no-run"], "did you mean 'skip'?"),
-    (["bench", "step", "--stage", "1", "--kernels", "leen"], "did you mean 'lean'?"),
-    (["search", "--preset", "tinny", "--dry-run"], "did you mean 'tiny'?"),
-    (["evaluate", "--genotype", "PDARTS", "--preset", "eval-smok", "--dry-run"], "did you mean 'eval-smoke'?"),
-    (["search", "--set", "sed=3", "--dry-run"], "did you mean 'seed'?"),
-    (["search", "--set", "kernels=leen", "--dry-run"], "did you mean 'lean'?"),
-    (["search", "--config", "{file}", "--dry-run"], "did you mean 'epochs'?"),
-])
+@pytest.mark.parametrize(
+    "args, hint",
+    [
+        (["serch"], "did you mean 'search'?"),
+        (["results", "shwo"], "did you mean 'show'?"),
+        (["reproduce", "skp", "--no-run"], "did you mean 'skip'?"),
+        (["bench", "step", "--stage", "1", "--kernels", "leen"], "did you mean 'lean'?"),
+        (["search", "--preset", "tinny", "--dry-run"], "did you mean 'tiny'?"),
+        (
+            ["evaluate", "--genotype", "PDARTS", "--preset", "eval-smok", "--dry-run"],
+            "did you mean 'eval-smoke'?",
+        ),
+        (["search", "--set", "sed=3", "--dry-run"], "did you mean 'seed'?"),
+        (["search", "--set", "kernels=leen", "--dry-run"], "did you mean 'lean'?"),
+        (["search", "--config", "{file}", "--dry-run"], "did you mean 'epochs'?"),
+    ],
+)
 def test_a_mistyped_name_is_one_line_naming_the_closest(tmp_path, capsys, args, hint):
     from pdarts_ray.cli.main import main
 

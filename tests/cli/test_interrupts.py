@@ -1,5 +1,6 @@
 """Ctrl-C and SIGTERM during a search: the line names the exact command that resumes it, a
 resumed search says where it continues, and a search that had finished exits 0."""
+
 import json
 import os
 import signal
@@ -27,7 +28,9 @@ def test_an_interrupted_run_names_its_resume_command(tmp_path, capsys):
     run.mkdir()
     (run / "config.json").write_text("{}")
     assert report_interrupt(_interrupt(run_dir=run)) == 130
-    assert capsys.readouterr().err.strip() == f"interrupted; continue with: pdarts-ray search --resume '{run}'"
+    assert (
+        capsys.readouterr().err.strip() == f"interrupted; continue with: pdarts-ray search --resume '{run}'"
+    )
     assert report_interrupt(_interrupt(Stopped, run)) == 143
     assert "stopped (SIGTERM); continue with: pdarts-ray search --resume" in capsys.readouterr().err
 
@@ -56,7 +59,10 @@ def test_a_search_stopped_after_an_epoch_resumes_and_says_from_where(tmp_path, c
 
     monkeypatch.setattr(SearchProgress, "on_epoch_end", stop_after_second_epoch)
     assert main(["search", "--preset", "smoke", "--out", str(run)]) == 130
-    assert capsys.readouterr().err.splitlines()[-1] == f"interrupted; continue with: pdarts-ray search --resume {run}"
+    assert (
+        capsys.readouterr().err.splitlines()[-1]
+        == f"interrupted; continue with: pdarts-ray search --resume {run}"
+    )
     monkeypatch.setattr(SearchProgress, "on_epoch_end", epoch_end)
     assert main(["search", "--resume", str(run)]) == 0
     out = capsys.readouterr().out
@@ -94,8 +100,13 @@ def test_a_real_sigint_prints_the_resume_command_that_works(tmp_path):
     assert last == f"interrupted; continue with: pdarts-ray search --resume {run}"
     resume = last.split("continue with: ")[1].split()
     assert resume[:3] == ["pdarts-ray", "search", "--resume"]
-    done = subprocess.run([sys.executable, "-m", "pdarts_ray.cli", *resume[1:], "--json"], capture_output=True,
-                          text=True, env={**os.environ}, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "pdarts_ray.cli", *resume[1:], "--json"],
+        capture_output=True,
+        text=True,
+        env={**os.environ},
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert "resumed from stage" in done.stderr
     assert json.loads(done.stdout)["run_dir"] == str(run)

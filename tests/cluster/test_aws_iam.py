@@ -6,9 +6,9 @@ change instances are conditioned on the cluster's tag, the head may pass the wor
 and no other, and workers reach only the results bucket. Then Ray's AWS bootstrap runs
 against moto with these profiles in place and creates no IAM of its own.
 """
+
 import pytest
 import yaml
-
 from conftest import ROOT
 
 TEMPLATE = ROOT / "cluster" / "aws" / "iam.yaml"
@@ -22,10 +22,15 @@ class CfnLoader(yaml.SafeLoader):
 
 
 for _tag in ("Sub", "Ref", "GetAtt", "Join", "Select", "If"):
+
     def _construct(loader, node, tag=_tag):
-        value = (loader.construct_scalar(node) if isinstance(node, yaml.ScalarNode)
-                 else loader.construct_sequence(node) if isinstance(node, yaml.SequenceNode)
-                 else loader.construct_mapping(node))
+        value = (
+            loader.construct_scalar(node)
+            if isinstance(node, yaml.ScalarNode)
+            else loader.construct_sequence(node)
+            if isinstance(node, yaml.SequenceNode)
+            else loader.construct_mapping(node)
+        )
         return {"Ref" if tag == "Ref" else f"Fn::{tag}": value}
 
     CfnLoader.add_constructor(f"!{_tag}", _construct)
@@ -36,7 +41,11 @@ def template():
 
 
 def statements(resources, role):
-    return [s for policy in resources[role]["Properties"]["Policies"] for s in policy["PolicyDocument"]["Statement"]]
+    return [
+        s
+        for policy in resources[role]["Properties"]["Policies"]
+        for s in policy["PolicyDocument"]["Statement"]
+    ]
 
 
 def as_list(value):
@@ -62,7 +71,9 @@ def problems(resources) -> list[str]:
                     found.append(f"{role} {s.get('Sid')}: resource {text} covers a whole service")
             # launching also needs the subnet, security group, image, key and interface, which
             # carry no tag; the instances and volumes themselves must be the cluster's
-            touches_instances = any(k in str(t) for t in targets for k in ("instance/", "volume/")) or "*" in targets
+            touches_instances = (
+                any(k in str(t) for t in targets for k in ("instance/", "volume/")) or "*" in targets
+            )
             if set(actions) & CHANGES_INSTANCES and touches_instances and not s.get("Condition"):
                 found.append(f"{role} {s.get('Sid')}: changes instances with no condition on the cluster")
             if "iam:PassRole" in actions and targets != [{"Fn::GetAtt": "WorkerRole.Arn"}]:
@@ -132,8 +143,13 @@ def test_rays_bootstrap_creates_no_iam_of_its_own_with_these_profiles(monkeypatc
     from ray.autoscaler._private.aws import utils as aws_utils
     from ray.autoscaler._private.util import prepare_config
 
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "t",
-                       "AWS_DEFAULT_REGION": "us-west-2", "HOME": str(tmp_path)}.items():
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "t",
+        "AWS_DEFAULT_REGION": "us-west-2",
+        "HOME": str(tmp_path),
+    }.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setattr(aws_config.time, "sleep", lambda s: None)
     for cached in (aws_utils.resource_cache, aws_utils.client_cache, aws_config._get_subnets_or_die):
@@ -143,22 +159,34 @@ def test_rays_bootstrap_creates_no_iam_of_its_own_with_these_profiles(monkeypatc
     try:
         with moto.mock_aws():
             iam = boto3.client("iam")
-            params = {"AWS::Region": "us-west-2", "AWS::AccountId": "123456789012", "ClusterName": "pdarts",
-                      "ResultsBucket": "results-bucket", "ResultsPrefix": "sweeps",
-                      "WorkerRole.Arn": "arn:aws:iam::123456789012:role/pdarts-ray-worker"}
+            params = {
+                "AWS::Region": "us-west-2",
+                "AWS::AccountId": "123456789012",
+                "ClusterName": "pdarts",
+                "ResultsBucket": "results-bucket",
+                "ResultsPrefix": "sweeps",
+                "WorkerRole.Arn": "arn:aws:iam::123456789012:role/pdarts-ray-worker",
+            }
             for role, profile in (("WorkerRole", "WorkerProfile"), ("HeadRole", "HeadProfile")):
                 props = resources[role]["Properties"]
-                iam.create_role(RoleName=props["RoleName"],
-                                AssumeRolePolicyDocument=json.dumps(props["AssumeRolePolicyDocument"]))
+                iam.create_role(
+                    RoleName=props["RoleName"],
+                    AssumeRolePolicyDocument=json.dumps(props["AssumeRolePolicyDocument"]),
+                )
                 for policy in props["Policies"]:
-                    iam.put_role_policy(RoleName=props["RoleName"], PolicyName=policy["PolicyName"],
-                                        PolicyDocument=json.dumps(_resolve(policy["PolicyDocument"], params)))
+                    iam.put_role_policy(
+                        RoleName=props["RoleName"],
+                        PolicyName=policy["PolicyName"],
+                        PolicyDocument=json.dumps(_resolve(policy["PolicyDocument"], params)),
+                    )
                 name = resources[profile]["Properties"]["InstanceProfileName"]
                 iam.create_instance_profile(InstanceProfileName=name)
                 iam.add_role_to_instance_profile(InstanceProfileName=name, RoleName=props["RoleName"])
             bootstrapped = aws_config.bootstrap_aws(config)
             roles = sorted(r["RoleName"] for r in iam.list_roles()["Roles"])
-            profiles = sorted(p["InstanceProfileName"] for p in iam.list_instance_profiles()["InstanceProfiles"])
+            profiles = sorted(
+                p["InstanceProfileName"] for p in iam.list_instance_profiles()["InstanceProfiles"]
+            )
     finally:
         for cached in (aws_utils.resource_cache, aws_utils.client_cache, aws_config._get_subnets_or_die):
             cached.cache_clear()

@@ -2,15 +2,14 @@
 
 Nothing here calls a cloud: Ray's config preparation and validation run offline.
 """
+
 import re
 import shlex
 
 import pytest
 import yaml
-
-from ray.autoscaler._private.util import prepare_config, validate_config
-
 from conftest import ROOT, pinned_ray
+from ray.autoscaler._private.util import prepare_config, validate_config
 
 CONFIGS = ["cluster/gpu.yaml", "cluster/local.yaml"]
 START_KEYS = ("head_start_ray_commands", "worker_start_ray_commands")
@@ -104,7 +103,8 @@ def test_every_ray_start_binds_the_dashboard_to_loopback(name):
     config = load(name)
     starts = ray_start_commands(config)
     assert any("--head" in c for c in starts) and any(
-        any(a.startswith("--address") for a in c) for c in starts)
+        any(a.startswith("--address") for a in c) for c in starts
+    )
     for argv in starts:
         assert dashboard_hosts(argv) == ["127.0.0.1"], shlex.join(argv)
     # The same after Ray merges its defaults (nothing of the defaults' start commands survives).
@@ -131,9 +131,12 @@ def test_every_node_gets_the_clusters_token_and_every_driver_token_mode(name):
 
 def test_token_check_catches_a_start_without_it():
     config = load("cluster/local.yaml")
-    config["worker_start_ray_commands"] = [c.replace("RAY_AUTH_MODE=token ", "") for c in
-                                           config["worker_start_ray_commands"]]
-    assert [argv for env, argv in ray_start_commands(config, with_env=True) if env.get("RAY_AUTH_MODE") != "token"]
+    config["worker_start_ray_commands"] = [
+        c.replace("RAY_AUTH_MODE=token ", "") for c in config["worker_start_ray_commands"]
+    ]
+    assert [
+        argv for env, argv in ray_start_commands(config, with_env=True) if env.get("RAY_AUTH_MODE") != "token"
+    ]
 
 
 def test_aws_nodes_require_imdsv2_encrypt_their_volumes_and_use_the_projects_profiles():
@@ -150,7 +153,8 @@ def test_dashboard_check_catches_an_exposed_dashboard():
     config = load("cluster/gpu.yaml")
     config["head_start_ray_commands"] = [
         c.replace("--dashboard-host=127.0.0.1", "--dashboard-host=0.0.0.0")
-        for c in config["head_start_ray_commands"]]
+        for c in config["head_start_ray_commands"]
+    ]
     bad = [c for c in ray_start_commands(config) if dashboard_hosts(c) != ["127.0.0.1"]]
     assert len(bad) == 1
 
@@ -180,7 +184,9 @@ def test_rays_security_group_rules_open_no_port_but_ssh_from_outside():
     from ray.autoscaler._private.aws.config import _create_default_inbound_rules
 
     config = prepare_config(load("cluster/gpu.yaml"))
-    rules = _create_default_inbound_rules({"sg-cluster"}, config["provider"]["security_group"]["IpPermissions"])
+    rules = _create_default_inbound_rules(
+        {"sg-cluster"}, config["provider"]["security_group"]["IpPermissions"]
+    )
     for rule in rules:
         from_outside = any(rule.get(k) for k in ("IpRanges", "Ipv6Ranges", "PrefixListIds"))
         if from_outside:
@@ -193,8 +199,9 @@ def test_rays_security_group_rules_open_no_port_but_ssh_from_outside():
 def test_setup_installs_the_project_with_the_pinned_ray(name):
     config = load(name)
     pin = pinned_ray()
-    pip_lines = [c for line in config["setup_commands"] for c in shell_commands(line)
-                 if "pip" in c and "install" in c]
+    pip_lines = [
+        c for line in config["setup_commands"] for c in shell_commands(line) if "pip" in c and "install" in c
+    ]
     ray_specs = [a for c in pip_lines for a in c if re.match(r"ray(\[|=|$)", a)]
     assert ray_specs == [pin]
     assert any("-e" in c and "~/pdarts-ray" in c for c in pip_lines)
@@ -213,8 +220,12 @@ def test_pinned_ray_is_the_installed_client():
 @pytest.mark.parametrize("name", CONFIGS)
 def test_results_storage_is_exported_on_every_node(name):
     config = load(name)
-    exports = [c for line in config["setup_commands"] for c in shell_commands(line)
-               if c[0] == "echo" and any("PDARTS_STORAGE=" in a for a in c)]
+    exports = [
+        c
+        for line in config["setup_commands"]
+        for c in shell_commands(line)
+        if c[0] == "echo" and any("PDARTS_STORAGE=" in a for a in c)
+    ]
     assert len(exports) == 1 and exports[0][-2:] == [">>", "~/.bashrc"]
     (value,) = re.findall(r"PDARTS_STORAGE=(\S+)", " ".join(exports[0]))
     if name == "cluster/gpu.yaml":
@@ -230,9 +241,14 @@ def mocked_aws(monkeypatch, tmp_path):
     """Ray's AWS bootstrap against moto's in-process AWS (no network, no account)."""
     pytest.importorskip("boto3")
     moto = pytest.importorskip("moto")
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-west-2",
-                       "MOTO_IAM_LOAD_MANAGED_POLICIES": "true", "HOME": str(tmp_path)}.items():
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-west-2",
+        "MOTO_IAM_LOAD_MANAGED_POLICIES": "true",
+        "HOME": str(tmp_path),
+    }.items():
         monkeypatch.setenv(key, value)  # HOME: the key pair Ray creates lands in ~/.ssh
     from ray.autoscaler._private.aws import config as aws_config
 
@@ -252,7 +268,9 @@ def mocked_aws(monkeypatch, tmp_path):
 def _ingress(config, bootstrapped):
     import boto3
 
-    (sg_id,) = {g for t in bootstrapped["available_node_types"].values() for g in t["node_config"]["SecurityGroupIds"]}
+    (sg_id,) = {
+        g for t in bootstrapped["available_node_types"].values() for g in t["node_config"]["SecurityGroupIds"]
+    }
     ec2 = boto3.client("ec2", region_name=config["provider"]["region"])
     (group,) = ec2.describe_security_groups(GroupIds=[sg_id])["SecurityGroups"]
     return sg_id, group["IpPermissions"]
@@ -268,7 +286,10 @@ def test_rays_aws_bootstrap_opens_only_ssh_to_the_outside(mocked_aws):
             assert [p["GroupId"] for p in rule["UserIdGroupPairs"]] == [sg_id], rule
     cidrs = {r["CidrIp"] for rule in rules for r in rule.get("IpRanges", [])}
     # Ray's own SSH rule comes along when Ray creates the group (hence the README's recipe).
-    assert cidrs == {"0.0.0.0/0", config["provider"]["security_group"]["IpPermissions"][0]["IpRanges"][0]["CidrIp"]}
+    assert cidrs == {
+        "0.0.0.0/0",
+        config["provider"]["security_group"]["IpPermissions"][0]["IpRanges"][0]["CidrIp"],
+    }
 
 
 def test_a_group_made_beforehand_keeps_ssh_to_one_address(mocked_aws):
@@ -279,12 +300,17 @@ def test_a_group_made_beforehand_keeps_ssh_to_one_address(mocked_aws):
     ec2 = boto3.client("ec2", region_name=config["provider"]["region"])
     name = config["provider"]["security_group"]["GroupName"]
     sg = ec2.create_security_group(GroupName=name, Description="pdarts-ray: SSH only")["GroupId"]
-    ec2.authorize_security_group_ingress(GroupId=sg, IpProtocol="tcp", FromPort=22, ToPort=22,
-                                         CidrIp="198.51.100.7/32")
-    ec2.authorize_security_group_ingress(GroupId=sg, IpPermissions=[
-        {"IpProtocol": "-1", "UserIdGroupPairs": [{"GroupId": sg}]}])
+    ec2.authorize_security_group_ingress(
+        GroupId=sg, IpProtocol="tcp", FromPort=22, ToPort=22, CidrIp="198.51.100.7/32"
+    )
+    ec2.authorize_security_group_ingress(
+        GroupId=sg, IpPermissions=[{"IpProtocol": "-1", "UserIdGroupPairs": [{"GroupId": sg}]}]
+    )
     sg_id, rules = _ingress(config, mocked_aws.bootstrap_aws(config))
     assert sg_id == sg
-    outside = [(r["IpProtocol"], r.get("FromPort"), r.get("ToPort"), [x["CidrIp"] for x in r["IpRanges"]])
-               for r in rules if r.get("IpRanges")]
+    outside = [
+        (r["IpProtocol"], r.get("FromPort"), r.get("ToPort"), [x["CidrIp"] for x in r["IpRanges"]])
+        for r in rules
+        if r.get("IpRanges")
+    ]
     assert outside == [("tcp", 22, 22, ["198.51.100.7/32"])]

@@ -7,17 +7,18 @@ and PDARTS_STORAGE in ~/.bashrc, the pip install of the synced project with the 
 
 Two things are prepared the way an on-prem machine would have them, to keep the test to
 minutes: the user's venv shares this interpreter's installed packages (a .pth file adds the
-site-packages of the environment running the tests) instead of downloading torch and Ray
-again (with the `ray` console scripts pip would have added had it installed Ray there), and
-the cluster's token is a file made here, where a user would make it. RAY_TMPDIR in the user's ~/.bashrc keeps its
-Ray session apart from any other Ray on the machine. A worker node cannot be had on one
-machine: Ray's launcher reaches every node as the same SSH user, and `ray stop` in a worker's
-start commands would stop the head's processes too. So the cluster is the head alone, and the
-sweep's trials run on it. If another Ray on the machine holds the dashboard's default port,
-the head gets another loopback port for it.
+site-packages of the environment running the tests) instead of downloading torch and Ray again
+(with the `ray` console scripts pip would have added had it installed Ray there), and the
+cluster's token is a file made here, where a user would make it. RAY_TMPDIR in the user's
+~/.bashrc keeps its Ray session apart from any other Ray on the machine. A worker node cannot
+be had on one machine: Ray's launcher reaches every node as the same SSH user, and `ray stop`
+in a worker's start commands would stop the head's processes too. So the cluster is the head
+alone, and the sweep's trials run on it. If another Ray on the machine holds the dashboard's
+default port, the head gets another loopback port for it.
 
 Needs root (a user, an SSH server, packages); everything it creates is removed at the end.
 """
+
 import contextlib
 import json
 import os
@@ -36,15 +37,20 @@ from pathlib import Path
 
 import pytest
 import yaml
-from ray import __version__ as ray_version
-
 from conftest import ROOT
+from ray import __version__ as ray_version
 
 pytestmark = pytest.mark.slow
 
 # tool -> Debian package that provides it
-TOOLS = {"sshd": "openssh-server", "ssh": "openssh-client", "ssh-keygen": "openssh-client",
-         "rsync": "rsync", "setfacl": "acl", "getfacl": "acl"}
+TOOLS = {
+    "sshd": "openssh-server",
+    "ssh": "openssh-client",
+    "ssh-keygen": "openssh-client",
+    "rsync": "rsync",
+    "setfacl": "acl",
+    "getfacl": "acl",
+}
 SBIN = "/usr/sbin:/sbin:/usr/bin:/bin"
 
 
@@ -55,8 +61,10 @@ def which(tool):
 def run(cmd, timeout=120, check=True, **kw):
     proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout, **kw)
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(map(str, cmd))} exited {proc.returncode}\n"
-                             f"--- stdout\n{proc.stdout[-6000:]}\n--- stderr\n{proc.stderr[-6000:]}")
+        raise AssertionError(
+            f"{' '.join(map(str, cmd))} exited {proc.returncode}\n"
+            f"--- stdout\n{proc.stdout[-6000:]}\n--- stderr\n{proc.stderr[-6000:]}"
+        )
     return proc
 
 
@@ -138,11 +146,26 @@ def start_sshd(user, workdir, cleanup):
     host_key = workdir / "ssh_host_ed25519_key"
     run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", host_key])
     config = workdir / "sshd_config"
-    config.write_text("\n".join([
-        "Port 22", "ListenAddress 127.0.0.1", f"HostKey {host_key}", f"PidFile {workdir}/sshd.pid",
-        "AuthorizedKeysFile .ssh/authorized_keys", "PubkeyAuthentication yes",
-        "PasswordAuthentication no", "KbdInteractiveAuthentication no", "PermitRootLogin no",
-        f"AllowUsers {user}", "UsePAM no", "MaxSessions 100", "MaxStartups 100", ""]))
+    config.write_text(
+        "\n".join(
+            [
+                "Port 22",
+                "ListenAddress 127.0.0.1",
+                f"HostKey {host_key}",
+                f"PidFile {workdir}/sshd.pid",
+                "AuthorizedKeysFile .ssh/authorized_keys",
+                "PubkeyAuthentication yes",
+                "PasswordAuthentication no",
+                "KbdInteractiveAuthentication no",
+                "PermitRootLogin no",
+                f"AllowUsers {user}",
+                "UsePAM no",
+                "MaxSessions 100",
+                "MaxStartups 100",
+                "",
+            ]
+        )
+    )
     privsep = Path("/run/sshd")
     if not privsep.exists():
         privsep.mkdir(mode=0o755, parents=True)
@@ -189,8 +212,9 @@ def add_console_scripts(user, venv, dist="ray"):
             continue
         module, func = ep.value.split(":")
         script = venv / "bin" / ep.name
-        script.write_text(f"#!{venv}/bin/python\nimport sys\nfrom {module} import {func}\n"
-                          f"sys.exit({func}())\n")
+        script.write_text(
+            f"#!{venv}/bin/python\nimport sys\nfrom {module} import {func}\nsys.exit({func}())\n"
+        )
         script.chmod(0o755)
         run(["chown", f"{user}:{user}", script])
 
@@ -213,10 +237,15 @@ def loopback_config(user, key, storage, cluster_name, token_file):
     config["provider"].update(head_ip="127.0.0.1", worker_ips=[])
     config["min_workers"] = config["max_workers"] = 0
     config["auth"].update(ssh_user=user, ssh_private_key=str(key))
-    config["file_mounts"] = {remote: str((ROOT / local).resolve()) for remote, local in config["file_mounts"].items()
-                             if remote != "~/.ray/auth_token"}
+    config["file_mounts"] = {
+        remote: str((ROOT / local).resolve())
+        for remote, local in config["file_mounts"].items()
+        if remote != "~/.ray/auth_token"
+    }
     config["file_mounts"]["~/.ray/auth_token"] = str(token_file)  # the token a user makes on their machine
-    (old,) = {m for c in config["setup_commands"] for m in re.findall(r"echo 'export PDARTS_STORAGE=([^']+)'", c)}
+    (old,) = {
+        m for c in config["setup_commands"] for m in re.findall(r"echo 'export PDARTS_STORAGE=([^']+)'", c)
+    }
     config["setup_commands"] = [c.replace(old, str(storage)) for c in config["setup_commands"]]
     if port_open("127.0.0.1", 8265):
         # Another Ray on this machine holds the default dashboard port: give ours another one
@@ -226,7 +255,8 @@ def loopback_config(user, key, storage, cluster_name, token_file):
             free = s.getsockname()[1]
         config["head_start_ray_commands"] = [
             c.replace("--dashboard-host=127.0.0.1", f"--dashboard-host=127.0.0.1 --dashboard-port={free}")
-            for c in config["head_start_ray_commands"]]
+            for c in config["head_start_ray_commands"]
+        ]
     return config
 
 
@@ -276,7 +306,9 @@ def listening_addresses(pids):
             if width == 4:
                 host = socket.inet_ntop(socket.AF_INET, raw[::-1])
             else:
-                host = socket.inet_ntop(socket.AF_INET6, b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4)))
+                host = socket.inet_ntop(
+                    socket.AF_INET6, b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
+                )
             found.append((host, int(hexport, 16)))
     return found
 
@@ -300,7 +332,9 @@ def forget_local_cluster_files(config_path):
     digest = hashlib.sha256(json.dumps([prepare_config(config)], sort_keys=True).encode()).hexdigest()
     with contextlib.suppress(FileNotFoundError):
         os.unlink(os.path.join(tempfile.gettempdir(), f"ray-config-{digest}"))
-    user_dir = Path("/tmp") / f"ray_ssh_{hashlib.sha256(getpass.getuser().encode()).hexdigest()[:HASH_MAX_LENGTH]}"
+    user_dir = (
+        Path("/tmp") / f"ray_ssh_{hashlib.sha256(getpass.getuser().encode()).hexdigest()[:HASH_MAX_LENGTH]}"
+    )
     shutil.rmtree(user_dir / hashlib.sha256(name.encode()).hexdigest()[:HASH_MAX_LENGTH], ignore_errors=True)
     with contextlib.suppress(OSError):
         user_dir.rmdir()
@@ -312,8 +346,10 @@ def gcs_client_works(token) -> bool:
     env["HOME"] = tempfile.mkdtemp()  # no token file of its own
     if token:
         env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
-    code = ("import ray; ray.init(address='127.0.0.1:6379', log_to_driver=False); "
-            "print(ray.get(ray.remote(lambda: 42).remote()))")
+    code = (
+        "import ray; ray.init(address='127.0.0.1:6379', log_to_driver=False); "
+        "print(ray.get(ray.remote(lambda: 42).remote()))"
+    )
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     return proc.returncode == 0 and "42" in proc.stdout
 
@@ -350,8 +386,9 @@ def test_ray_up_submit_down_on_one_machine(tmp_path):
 
         cluster_name = f"pdarts-e2e-{user}"
         config_path = tmp_path / "loopback.yaml"
-        config_path.write_text(yaml.safe_dump(loopback_config(user, key, storage, cluster_name,
-                                                              tmp_path / "cluster.token")))
+        config_path.write_text(
+            yaml.safe_dump(loopback_config(user, key, storage, cluster_name, tmp_path / "cluster.token"))
+        )
         ray = ray_cli()
 
         def down():
@@ -380,8 +417,9 @@ def test_ray_up_submit_down_on_one_machine(tmp_path):
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/api/version", timeout=10)
         assert refused.value.code == 401
-        signed = urllib.request.Request(f"http://127.0.0.1:{port}/api/version",
-                                        headers={"Authorization": f"Bearer {token}"})
+        signed = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/version", headers={"Authorization": f"Bearer {token}"}
+        )
         with urllib.request.urlopen(signed, timeout=10) as answer:
             assert json.loads(answer.read())["ray_version"] == ray_version
         assert gcs_client_works(token) and not gcs_client_works(None)
@@ -395,7 +433,8 @@ def test_ray_up_submit_down_on_one_machine(tmp_path):
             "ray.init()\n"
             "task = ray.get(ray.remote(lambda: os.environ.get('PDARTS_STORAGE')).remote())\n"
             "out = {'driver': os.environ.get('PDARTS_STORAGE'), 'task': task}\n"
-            "open(os.path.join(os.environ['PDARTS_STORAGE'], 'probe.json'), 'w').write(json.dumps(out))\n")
+            "open(os.path.join(os.environ['PDARTS_STORAGE'], 'probe.json'), 'w').write(json.dumps(out))\n"
+        )
         run([ray, "submit", "--no-config-cache", config_path, probe], cwd=ROOT, timeout=300)
         probe_out = json.loads((storage / "probe.json").read_text())
         assert probe_out == {"driver": str(storage), "task": str(storage)}
@@ -403,8 +442,22 @@ def test_ray_up_submit_down_on_one_machine(tmp_path):
         # The sweep, with no --storage: its results go where PDARTS_STORAGE says.
         name = "e2e-dropout-grid"
         t = time.time()
-        run([ray, "submit", "--no-config-cache", config_path, ROOT / "ablations" / "dropout_grid.py",
-             "--", "--preset", "smoke", "--name", name], cwd=ROOT, timeout=900)
+        run(
+            [
+                ray,
+                "submit",
+                "--no-config-cache",
+                config_path,
+                ROOT / "ablations" / "dropout_grid.py",
+                "--",
+                "--preset",
+                "smoke",
+                "--name",
+                name,
+            ],
+            cwd=ROOT,
+            timeout=900,
+        )
         timings["ray submit dropout_grid"] = time.time() - t
         check_sweep_rows(storage, name)
         jobs = json.loads(as_user(user, "bash", "-lic", "ray list jobs --format json --limit 100").stdout)

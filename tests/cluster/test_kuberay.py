@@ -7,13 +7,13 @@ them: token authentication from a Secret, nothing exposed beyond the cluster, GP
 workers, an entrypoint that names a script of this repository with flags it accepts, the
 image's Ray equal to the project's pin.
 """
+
 import re
 import shlex
 
 import jsonschema
 import pytest
 import yaml
-
 from conftest import ROOT, pinned_ray
 
 FOLDER = ROOT / "cluster" / "kuberay"
@@ -23,55 +23,137 @@ _STR = {"type": "string"}
 _INT = {"type": "integer"}
 _BOOL = {"type": "boolean"}
 _POD_TEMPLATE = {
-    "type": "object", "required": ["spec"],
-    "properties": {"spec": {"type": "object", "required": ["containers"],
-                            "properties": {"containers": {"type": "array", "minItems": 1,
-                                                          "items": {"type": "object", "required": ["name", "image"]}}}}},
+    "type": "object",
+    "required": ["spec"],
+    "properties": {
+        "spec": {
+            "type": "object",
+            "required": ["containers"],
+            "properties": {
+                "containers": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {"type": "object", "required": ["name", "image"]},
+                }
+            },
+        }
+    },
 }
 _START_PARAMS = {"type": "object", "additionalProperties": _STR}  # map[string]string
 RAY_CLUSTER_SPEC = {
-    "type": "object", "required": ["headGroupSpec"], "additionalProperties": False,
+    "type": "object",
+    "required": ["headGroupSpec"],
+    "additionalProperties": False,
     "properties": {
-        "rayVersion": _STR, "suspend": _BOOL, "managedBy": _STR, "enableInTreeAutoscaling": _BOOL,
-        "headServiceAnnotations": {"type": "object"}, "gcsFaultToleranceOptions": {"type": "object"},
+        "rayVersion": _STR,
+        "suspend": _BOOL,
+        "managedBy": _STR,
+        "enableInTreeAutoscaling": _BOOL,
+        "headServiceAnnotations": {"type": "object"},
+        "gcsFaultToleranceOptions": {"type": "object"},
         "upgradeStrategy": {"type": "object"},
-        "authOptions": {"type": "object", "additionalProperties": False,
-                        "properties": {"mode": {"enum": ["disabled", "token"]}, "secretName": _STR,
-                                       "enableK8sTokenAuth": _BOOL}},
-        "autoscalerOptions": {"type": "object", "additionalProperties": False, "properties": {
-            "upscalingMode": {"enum": ["Default", "Aggressive", "Conservative"]}, "idleTimeoutSeconds": _INT,
-            "resources": {"type": "object"}, "image": _STR, "imagePullPolicy": _STR, "env": {"type": "array"},
-            "envFrom": {"type": "array"}, "volumeMounts": {"type": "array"}, "securityContext": {"type": "object"},
-            "version": {"enum": ["v1", "v2"]}}},
-        "headGroupSpec": {"type": "object", "required": ["template"], "additionalProperties": False, "properties": {
-            "template": _POD_TEMPLATE, "rayStartParams": _START_PARAMS, "headService": {"type": "object"},
-            "enableIngress": _BOOL, "serviceType": {"enum": ["ClusterIP", "NodePort", "LoadBalancer"]}}},
-        "workerGroupSpecs": {"type": "array", "items": {
-            "type": "object", "required": ["groupName", "template"], "additionalProperties": False, "properties": {
-                "groupName": _STR, "replicas": _INT, "minReplicas": _INT, "maxReplicas": _INT,
-                "idleTimeoutSeconds": _INT, "rayStartParams": _START_PARAMS, "template": _POD_TEMPLATE,
-                "scaleStrategy": {"type": "object"}, "numOfHosts": _INT, "suspend": _BOOL}}},
+        "authOptions": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "mode": {"enum": ["disabled", "token"]},
+                "secretName": _STR,
+                "enableK8sTokenAuth": _BOOL,
+            },
+        },
+        "autoscalerOptions": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "upscalingMode": {"enum": ["Default", "Aggressive", "Conservative"]},
+                "idleTimeoutSeconds": _INT,
+                "resources": {"type": "object"},
+                "image": _STR,
+                "imagePullPolicy": _STR,
+                "env": {"type": "array"},
+                "envFrom": {"type": "array"},
+                "volumeMounts": {"type": "array"},
+                "securityContext": {"type": "object"},
+                "version": {"enum": ["v1", "v2"]},
+            },
+        },
+        "headGroupSpec": {
+            "type": "object",
+            "required": ["template"],
+            "additionalProperties": False,
+            "properties": {
+                "template": _POD_TEMPLATE,
+                "rayStartParams": _START_PARAMS,
+                "headService": {"type": "object"},
+                "enableIngress": _BOOL,
+                "serviceType": {"enum": ["ClusterIP", "NodePort", "LoadBalancer"]},
+            },
+        },
+        "workerGroupSpecs": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["groupName", "template"],
+                "additionalProperties": False,
+                "properties": {
+                    "groupName": _STR,
+                    "replicas": _INT,
+                    "minReplicas": _INT,
+                    "maxReplicas": _INT,
+                    "idleTimeoutSeconds": _INT,
+                    "rayStartParams": _START_PARAMS,
+                    "template": _POD_TEMPLATE,
+                    "scaleStrategy": {"type": "object"},
+                    "numOfHosts": _INT,
+                    "suspend": _BOOL,
+                },
+            },
+        },
     },
 }
 RAY_JOB_SPEC = {
-    "type": "object", "additionalProperties": False, "required": ["entrypoint", "rayClusterSpec"],
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["entrypoint", "rayClusterSpec"],
     "properties": {
-        "entrypoint": _STR, "runtimeEnvYAML": _STR, "jobId": _STR,
+        "entrypoint": _STR,
+        "runtimeEnvYAML": _STR,
+        "jobId": _STR,
         "submissionMode": {"enum": ["K8sJobMode", "HTTPMode", "InteractiveMode", "SidecarMode"]},
-        "shutdownAfterJobFinishes": _BOOL, "ttlSecondsAfterFinished": _INT, "activeDeadlineSeconds": _INT,
-        "backoffLimit": _INT, "suspend": _BOOL, "managedBy": _STR, "clusterSelector": {"type": "object"},
-        "submitterPodTemplate": {"type": "object"}, "metadata": {"type": "object"},
-        "submitterConfig": {"type": "object", "additionalProperties": False, "properties": {"backoffLimit": _INT}},
-        "deletionStrategy": {"type": "object"}, "entrypointResources": _STR, "entrypointNumCpus": {"type": "number"},
-        "entrypointNumGpus": {"type": "number"}, "rayClusterSpec": RAY_CLUSTER_SPEC,
+        "shutdownAfterJobFinishes": _BOOL,
+        "ttlSecondsAfterFinished": _INT,
+        "activeDeadlineSeconds": _INT,
+        "backoffLimit": _INT,
+        "suspend": _BOOL,
+        "managedBy": _STR,
+        "clusterSelector": {"type": "object"},
+        "submitterPodTemplate": {"type": "object"},
+        "metadata": {"type": "object"},
+        "submitterConfig": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"backoffLimit": _INT},
+        },
+        "deletionStrategy": {"type": "object"},
+        "entrypointResources": _STR,
+        "entrypointNumCpus": {"type": "number"},
+        "entrypointNumGpus": {"type": "number"},
+        "rayClusterSpec": RAY_CLUSTER_SPEC,
     },
 }
 
 
 def manifest(kind, spec_schema):
-    return {"type": "object", "required": ["apiVersion", "kind", "metadata", "spec"], "properties": {
-        "apiVersion": {"const": "ray.io/v1"}, "kind": {"const": kind},
-        "metadata": {"type": "object", "required": ["name"], "properties": {"name": _STR}}, "spec": spec_schema}}
+    return {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {
+            "apiVersion": {"const": "ray.io/v1"},
+            "kind": {"const": kind},
+            "metadata": {"type": "object", "required": ["name"], "properties": {"name": _STR}},
+            "spec": spec_schema,
+        },
+    }
 
 
 def load(name):
@@ -125,8 +207,9 @@ def test_token_authentication_from_a_secret(cluster, job):
     for spec in cluster_specs(cluster, job):
         assert spec["authOptions"] == {"mode": "token", "secretName": "pdarts-ray-token"}
         for c in containers(spec):
-            assert not [e for e in c.get("env", []) if e["name"].startswith("RAY_AUTH") and "value" in e], \
+            assert not [e for e in c.get("env", []) if e["name"].startswith("RAY_AUTH") and "value" in e], (
                 "a token is never written into a manifest"
+            )
     for name in ("raycluster.yaml", "rayjob.yaml"):
         assert "kubectl create secret generic pdarts-ray-token" in (FOLDER / name).read_text()
 
@@ -135,10 +218,16 @@ def test_nothing_is_exposed_beyond_the_cluster(cluster, job):
     for spec in cluster_specs(cluster, job):
         head = spec["headGroupSpec"]
         assert head["serviceType"] == "ClusterIP" and not head.get("enableIngress", False)
-    kinds = [doc.get("kind") for path in FOLDER.glob("*.yaml") for doc in yaml.safe_load_all(path.read_text())]
+    kinds = [
+        doc.get("kind") for path in FOLDER.glob("*.yaml") for doc in yaml.safe_load_all(path.read_text())
+    ]
     assert "Ingress" not in kinds
-    services = [doc for path in FOLDER.glob("*.yaml") for doc in yaml.safe_load_all(path.read_text())
-                if doc.get("kind") == "Service"]
+    services = [
+        doc
+        for path in FOLDER.glob("*.yaml")
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc.get("kind") == "Service"
+    ]
     assert all(s["spec"].get("type", "ClusterIP") == "ClusterIP" for s in services)
 
 
@@ -161,8 +250,9 @@ def test_every_pod_writes_the_same_object_store(cluster, job):
         stores = {e["value"] for c in containers(spec) for e in c["env"] if e["name"] == "PDARTS_STORAGE"}
         assert len(stores) == 1 and re.match(r"^(s3|gs)://", stores.pop())
         groups = [spec["headGroupSpec"], *spec["workerGroupSpecs"]]
-        assert {g["template"]["spec"]["serviceAccountName"] for g in groups} == {load("serviceaccount.yaml")
-                                                                               ["metadata"]["name"]}
+        assert {g["template"]["spec"]["serviceAccountName"] for g in groups} == {
+            load("serviceaccount.yaml")["metadata"]["name"]
+        }
 
 
 def test_the_job_runs_a_script_of_this_repository_with_flags_it_takes(job):
@@ -173,7 +263,7 @@ def test_the_job_runs_a_script_of_this_repository_with_flags_it_takes(job):
     assert spec["shutdownAfterJobFinishes"] is True
     python, script, *flags = shlex.split(spec["entrypoint"])
     assert python == "python" and script.startswith(IMAGE_ROOT + "/")
-    local = ROOT / script[len(IMAGE_ROOT) + 1:]
+    local = ROOT / script[len(IMAGE_ROOT) + 1 :]
     assert local.is_file()
     args = parser(None).parse_args(flags)  # an unknown flag exits
     assert args.preset in SEARCH_PRESETS and args.name

@@ -2,6 +2,7 @@
 of cluster/local.yaml (on loopback, in a home holding the token where the config mounts it)
 refuses clients without the token, on the dashboard's Jobs API and on the GCS, and accepts
 them with it."""
+
 import subprocess
 import sys
 import urllib.error
@@ -9,7 +10,6 @@ import urllib.request
 
 import pytest
 import yaml
-
 from conftest import ROOT, free_port, token_head
 
 pytestmark = pytest.mark.slow
@@ -25,10 +25,13 @@ def head_command(name: str) -> str:
 @pytest.fixture(scope="module")
 def head():
     gcs, dashboard = free_port(), free_port()
-    command = (head_command("local.yaml").replace("--port=6379", f"--port={gcs}")
-               .replace("--autoscaling-config=~/ray_bootstrap_config.yaml", "")
-               .replace("ulimit -n 65536; ", "")
-               + f" --dashboard-port={dashboard} --temp-dir={{temp}} --num-cpus=1 --block")
+    command = (
+        head_command("local.yaml")
+        .replace("--port=6379", f"--port={gcs}")
+        .replace("--autoscaling-config=~/ray_bootstrap_config.yaml", "")
+        .replace("ulimit -n 65536; ", "")
+        + f" --dashboard-port={dashboard} --temp-dir={{temp}} --num-cpus=1 --block"
+    )
     with token_head(command, gcs, dashboard) as head:
         yield {**head, "command": command}
 
@@ -68,8 +71,13 @@ def test_a_driver_needs_the_token_to_join_the_gcs(head, client, tmp_path):
         env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN="pdarts-test-" + "0" * 32)
     elif client == "the token":
         env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=head["token"])
-    proc = subprocess.run([sys.executable, "-c", CONNECT.format(gcs=head["gcs"])], env=env, capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", CONNECT.format(gcs=head["gcs"])],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if client == "the token":
         assert proc.returncode == 0 and "answer 42" in proc.stdout, proc.stderr[-2000:]
     else:

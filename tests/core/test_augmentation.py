@@ -8,6 +8,7 @@ The crop and flip are checked exactly against an independent per-image implement
 the draws our batch made, and the draws themselves by their distribution over many images:
 a change of padding, a dropped flip or a skipped crop fails one or the other, whatever the
 seed."""
+
 import numpy as np
 import pytest
 import torch
@@ -34,7 +35,7 @@ def expected_image(image: np.ndarray, oy: int, ox: int, flip: bool) -> np.ndarra
     """RandomCrop(32, padding=4) at (oy, ox), then RandomHorizontalFlip, ToTensor, Normalize."""
     size = image.shape[-1]
     padded = np.pad(image.astype(np.float32) / np.float32(255), ((0, 0), (PAD, PAD), (PAD, PAD)))
-    crop = padded[:, oy:oy + size, ox:ox + size]
+    crop = padded[:, oy : oy + size, ox : ox + size]
     if flip:
         crop = crop[:, :, ::-1]
     mean = np.array(MEAN, dtype=np.float32)[:, None, None]
@@ -74,8 +75,9 @@ def test_without_a_generator_a_batch_is_only_normalised():
     data = cifar_like(8)
     x, _ = data.batch(torch.arange(8))
     for i in range(8):
-        np.testing.assert_allclose(x[i].numpy(), expected_image(data.x[i].numpy(), PAD, PAD, False),
-                                   rtol=0, atol=2e-6)
+        np.testing.assert_allclose(
+            x[i].numpy(), expected_image(data.x[i].numpy(), PAD, PAD, False), rtol=0, atol=2e-6
+        )
 
 
 class Recording:
@@ -101,7 +103,9 @@ def one_thread():
 
 def test_the_search_augments_weight_and_architecture_batches_from_its_stream(one_thread):
     cfg = resolve(SearchConfig, SEARCH_PRESETS, "smoke", sets=["batch_size=4", "threads=1"])
-    stage = Stage(cfg, StagePlan(0, cfg.cells[0], 8, 0.0, False), initial_switches(cfg), 4, torch.device("cpu"))
+    stage = Stage(
+        cfg, StagePlan(0, cfg.cells[0], 8, 0.0, False), initial_switches(cfg), 4, torch.device("cpu")
+    )
     images = Recording(cifar_like(16, size=cfg.image_size, seed=1, classes=4))
     train_idx, valid_idx = torch.arange(8), torch.arange(8, 16)
     stage.train_epoch(cfg.warmup_epochs, images, train_idx, valid_idx, SearchHooks())  # a searching epoch

@@ -1,6 +1,7 @@
 """`kernels: batched` computes the module path's function: logits, BatchNorm statistics, weight
 and alpha gradients, over steps with the optimisers, on the stages' masks and on random
 per-edge masks, in both memory formats. Not bit for bit: float64 to 1e-12, float32 to 1e-5."""
+
 import copy
 
 import pytest
@@ -26,16 +27,27 @@ def random_switches(ops: int, seed: int) -> list[list[bool]]:
     return rows
 
 
-MASKS = {"stage1": (harness_switches(1),) * 2, "stage2": (harness_switches(2),) * 2,
-         "stage3": (harness_switches(3),) * 2, "random4": (random_switches(4, 1), random_switches(4, 2)),
-         "random2": (random_switches(2, 3), random_switches(2, 4)),
-         "only-none": ([[k == 0 for k in range(NUM_OPS)]] * NUM_EDGES, random_switches(1, 5))}
+MASKS = {
+    "stage1": (harness_switches(1),) * 2,
+    "stage2": (harness_switches(2),) * 2,
+    "stage3": (harness_switches(3),) * 2,
+    "random4": (random_switches(4, 1), random_switches(4, 2)),
+    "random2": (random_switches(2, 3), random_switches(2, 4)),
+    "only-none": ([[k == 0 for k in range(NUM_OPS)]] * NUM_EDGES, random_switches(1, 5)),
+}
 
 
 def pair(masks, dtype=torch.float64, fmt=CL, rate=0.0, channels=4, layers=5):
     torch.manual_seed(0)
-    ref = SearchNetwork(channels, 10, layers, *masks, skip_dropout=rate,
-                        alpha_generator=torch.Generator().manual_seed(1), kernels="reference")
+    ref = SearchNetwork(
+        channels,
+        10,
+        layers,
+        *masks,
+        skip_dropout=rate,
+        alpha_generator=torch.Generator().manual_seed(1),
+        kernels="reference",
+    )
     with torch.no_grad():  # alphas far from uniform, so that every op's weight matters
         for alpha in ref.arch_parameters():
             alpha.normal_(0, 0.5, generator=torch.Generator().manual_seed(2))
@@ -58,8 +70,9 @@ def one_step(net, x, y, which):
         F.cross_entropy(logits, y).backward()
         return logits.detach(), [p.grad for p in net.weight_parameters()]
     logits = net(x, weight_grad=False)
-    return logits.detach(), list(torch.autograd.grad(F.cross_entropy(logits, y), net.arch_parameters(),
-                                                     allow_unused=True))
+    return logits.detach(), list(
+        torch.autograd.grad(F.cross_entropy(logits, y), net.arch_parameters(), allow_unused=True)
+    )
 
 
 def close(a, b, rtol):
@@ -115,10 +128,16 @@ def test_several_steps_with_the_optimisers(masks):
     nets = pair(MASKS[masks])
     optimisers = []
     for net in nets:
-        optimisers.append((torch.optim.Adam(net.arch_parameters(), lr=6e-4, betas=(0.5, 0.999), weight_decay=1e-3,
-                                            foreach=True),
-                           torch.optim.SGD(net.weight_parameters(), lr=0.025, momentum=0.9, weight_decay=3e-4,
-                                           foreach=True)))
+        optimisers.append(
+            (
+                torch.optim.Adam(
+                    net.arch_parameters(), lr=6e-4, betas=(0.5, 0.999), weight_decay=1e-3, foreach=True
+                ),
+                torch.optim.SGD(
+                    net.weight_parameters(), lr=0.025, momentum=0.9, weight_decay=3e-4, foreach=True
+                ),
+            )
+        )
     for step in range(3):
         (vx, vy), (x, y) = batch(torch.float64, CL, seed=10 + step), batch(torch.float64, CL, seed=20 + step)
         for net, (opt_a, opt_w) in zip(nets, optimisers):
@@ -178,8 +197,12 @@ def test_the_same_skip_dropout_masks_give_the_same_outputs(masks, which, monkeyp
     monkeypatch.setattr(supernet, "dropout_mask", record)
     x, y = batch(torch.float64, CL)
     l1, g1 = one_step(ref, x, y, which)
-    draws = [(c, e) for c, cell in enumerate(ref.cells) for e, edge in enumerate(cell.edges)
-             if "skip_connect" in edge.names and edge.stride == 1]
+    draws = [
+        (c, e)
+        for c, cell in enumerate(ref.cells)
+        for e, edge in enumerate(cell.edges)
+        if "skip_connect" in edge.names and edge.stride == 1
+    ]
     assert len(draws) == len(drawn) > 0
     by_edge = dict(zip(draws, drawn))
     queue = []

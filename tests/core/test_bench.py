@@ -1,42 +1,76 @@
 """`pdarts-ray bench`: step options, all stages, and the memory model's exact part."""
+
 import json
 
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import run_cli
+
 from pdarts_ray.core.bench import bench_config, projected_search_hours, stage_switches, step_flops
 from pdarts_ray.core.config import SEARCH_PRESETS, SearchConfig, resolve
 from pdarts_ray.core.errors import UserError
 from pdarts_ray.core.memory_model import heaviest_switches, kept_bytes, predict_stage
 from pdarts_ray.core.supernet import SearchNetwork
 
-STEP_KEYS = {"stage", "batch", "device", "median_step_s", "peak_memory_bytes", "flops", "achieved_flop_per_s",
-             "openmp_env"}
+STEP_KEYS = {
+    "stage",
+    "batch",
+    "device",
+    "median_step_s",
+    "peak_memory_bytes",
+    "flops",
+    "achieved_flop_per_s",
+    "openmp_env",
+}
 
 
 def test_bench_all_runs_each_stage_in_its_own_process():
-    code, stdout, stderr = run_cli("bench", "all", "--batch", "1", "--steps", "1", "--warmup", "0",
-                                   "--device", "cpu", "--json")
+    code, stdout, stderr = run_cli(
+        "bench", "all", "--batch", "1", "--steps", "1", "--warmup", "0", "--device", "cpu", "--json"
+    )
     assert code == 0, stderr
     rows = json.loads(stdout)
     assert [r["stage"] for r in rows] == [1, 2, 3] and all(set(r) == STEP_KEYS for r in rows)
 
 
 def test_bench_step_options(tmp_path):
-    code, stdout, stderr = run_cli("bench", "step", "--stage", "2", "--batch", "2", "--steps", "1", "--warmup", "0",
-                                   "--kernels", "reference", "--dtype", "bfloat16", "--no-channels-last",
-                                   "--image-size", "16", "--threads", "1", "--weight-steps", "1", "--device", "cpu",
-                                   "--json")
+    code, stdout, stderr = run_cli(
+        "bench",
+        "step",
+        "--stage",
+        "2",
+        "--batch",
+        "2",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--kernels",
+        "reference",
+        "--dtype",
+        "bfloat16",
+        "--no-channels-last",
+        "--image-size",
+        "16",
+        "--threads",
+        "1",
+        "--weight-steps",
+        "1",
+        "--device",
+        "cpu",
+        "--json",
+    )
     assert code == 0, stderr
     result = json.loads(stdout)
     assert set(result) == STEP_KEYS | {"weight_only_step_s"} and result["weight_only_step_s"] > 0
 
 
 def test_bench_masks_from_a_run_folder(tmp_path):
-    alphas = {f"stage{s}": {c: {"switches": heaviest_switches(k), "alphas": []} for c in ("normal", "reduce")}
-              for s, k in ((1, 8), (2, 4), (3, 2))}
+    alphas = {
+        f"stage{s}": {c: {"switches": heaviest_switches(k), "alphas": []} for c in ("normal", "reduce")}
+        for s, k in ((1, 8), (2, 4), (3, 2))
+    }
     (tmp_path / "alphas.json").write_text(json.dumps(alphas))
     assert stage_switches(3, str(tmp_path))["normal"] == heaviest_switches(2)
     with pytest.raises(UserError, match="no stage-1 switches"):
@@ -45,8 +79,14 @@ def test_bench_masks_from_a_run_folder(tmp_path):
     assert code == 2 and "--masks" in stderr
 
 
-@pytest.mark.parametrize("args, fragment", [(["--batch", "0"], "--batch"), (["--device", "tpu"], "device"),
-                                            (["--weight-steps", "9"], "--weight-steps")])
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--batch", "0"], "--batch"),
+        (["--device", "tpu"], "device"),
+        (["--weight-steps", "9"], "--weight-steps"),
+    ],
+)
 def test_bench_bad_flags(args, fragment):
     code, _, stderr = run_cli("bench", "step", "--stage", "1", *args)
     assert code == 2 and fragment in stderr and stderr.count("\n") == 1
@@ -60,7 +100,9 @@ def _saved(net, x, step):
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        F.cross_entropy(net(x, arch_grad=step == "arch", weight_grad=step == "weight"), torch.zeros(len(x)).long())
+        F.cross_entropy(
+            net(x, arch_grad=step == "arch", weight_grad=step == "weight"), torch.zeros(len(x)).long()
+        )
     return sum(storages.values())
 
 
@@ -69,7 +111,9 @@ def test_kept_bytes_extrapolate_exactly_in_the_batch(kernels):
     cfg = resolve(SearchConfig, SEARCH_PRESETS, "smoke", None, [f"kernels={kernels}"])
     switches = {"normal": heaviest_switches(5), "reduce": heaviest_switches(5)}
     predicted = kept_bytes(cfg, 4, switches, 0.4, batch=5, image_size=8)
-    net = SearchNetwork(cfg.channels, 10, 4, switches["normal"], switches["reduce"], 0.4, kernels=kernels).train()
+    net = SearchNetwork(
+        cfg.channels, 10, 4, switches["normal"], switches["reduce"], 0.4, kernels=kernels
+    ).train()
     measured = max(_saved(net, torch.randn(5, 3, 8, 8), step) for step in ("arch", "weight"))
     assert predicted == measured
 
@@ -78,7 +122,13 @@ def test_prediction_parts_and_heaviest_masks():
     cfg = resolve(SearchConfig, SEARCH_PRESETS, "smoke")
     small = predict_stage(cfg, 1, "cpu", batch=4)
     big = predict_stage(cfg, 1, "cpu", batch=8)
-    assert big["bytes"] > small["bytes"] and set(small["parts"]) == {"fixed", "state", "dataset", "kept", "working"}
+    assert big["bytes"] > small["bytes"] and set(small["parts"]) == {
+        "fixed",
+        "state",
+        "dataset",
+        "kept",
+        "working",
+    }
     assert predict_stage(cfg, 1, "cuda", batch=4)["parts"]["fixed"] == 0
     assert [sum(r) for r in heaviest_switches(3)] == [3] * 14
     assert heaviest_switches(2)[0][5] and heaviest_switches(2)[0][4]  # the two sep convs
@@ -93,7 +143,9 @@ def test_bench_predict_cli():
 
 def test_projected_hours():
     # 261 steps per epoch at batch 96: 10 weight-only epochs + 15 full ones per stage
-    assert projected_search_hours([1.0] * 3, [0.5] * 3) == pytest.approx(3 * 261 * (10 * 0.5 + 15 * 1.0) / 3600)
+    assert projected_search_hours([1.0] * 3, [0.5] * 3) == pytest.approx(
+        3 * 261 * (10 * 0.5 + 15 * 1.0) / 3600
+    )
 
 
 def conv_and_linear_macs(model, x, modules=None) -> int:
@@ -103,14 +155,22 @@ def conv_and_linear_macs(model, x, modules=None) -> int:
 
     def conv(module, inputs, output):
         nonlocal total
-        total += output.numel() * (module.in_channels // module.groups) * module.kernel_size[0] * module.kernel_size[1]
+        total += (
+            output.numel()
+            * (module.in_channels // module.groups)
+            * module.kernel_size[0]
+            * module.kernel_size[1]
+        )
 
     def linear(module, inputs, output):
         nonlocal total
         total += output.numel() * module.in_features
 
-    hooks = [m.register_forward_hook(conv if isinstance(m, torch.nn.Conv2d) else linear) for m in modules
-             if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    hooks = [
+        m.register_forward_hook(conv if isinstance(m, torch.nn.Conv2d) else linear)
+        for m in modules
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))
+    ]
     with torch.no_grad():
         model(x, arch_grad=False, weight_grad=False)
     for h in hooks:
@@ -128,16 +188,24 @@ def test_step_flops_are_the_supernets_arithmetic(stage):
 
     cfg = bench_config(batch=4, device="cpu", kernels="reference", channels_last="off", image_size=16)
     switches = stage_switches(stage)
-    plan = StagePlan(index=stage - 1, cells=HARNESS_CELLS[stage], ops=sum(switches["normal"][0]),
-                     rate=HARNESS_DROPOUT[stage], last=stage == 3)
+    plan = StagePlan(
+        index=stage - 1,
+        cells=HARNESS_CELLS[stage],
+        ops=sum(switches["normal"][0]),
+        rate=HARNESS_DROPOUT[stage],
+        last=stage == 3,
+    )
     net = Stage(cfg, plan, switches, num_classes=10, device=torch.device("cpu"))
     net.model.train()
     macs = conv_and_linear_macs(net.model, torch.randn(4, 3, 16, 16))
     flops = step_flops(stage, cfg)
     assert flops["forward"] == 2 * macs
     assert step_flops(stage, bench_config(batch=96, image_size=16))["forward"] == 24 * flops["forward"]
-    assert (flops["arch_step"], flops["weight_step"], flops["full_step"]) == \
-           (2 * flops["forward"], 3 * flops["forward"], 5 * flops["forward"])
+    assert (flops["arch_step"], flops["weight_step"], flops["full_step"]) == (
+        2 * flops["forward"],
+        3 * flops["forward"],
+        5 * flops["forward"],
+    )
 
 
 def test_retrain_step_bench_and_its_flops():
@@ -153,12 +221,32 @@ def test_retrain_step_bench_and_its_flops():
     flops = retrain_step_flops(PDARTS, channels=8, layers=5, batch=2)
     assert flops["forward"] == 2 * macs and flops["train_step"] == 3 * flops["forward"]
     assert retrain_step_flops(PDARTS, channels=8, layers=5, batch=128)["forward"] == 64 * flops["forward"]
-    code, out, err = run_cli("bench", "retrain-step", "--channels", "8", "--layers", "5", "--batch", "4",
-                             "--steps", "1", "--warmup", "0", "--device", "cpu", "--threads", "1", "--json")
+    code, out, err = run_cli(
+        "bench",
+        "retrain-step",
+        "--channels",
+        "8",
+        "--layers",
+        "5",
+        "--batch",
+        "4",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--json",
+    )
     assert code == 0, err
     result = json.loads(out)
     assert result["genotype"] == "PDARTS" and result["median_step_s"] > 0
-    assert result["flops"]["train_step"] == 2 * retrain_step_flops(PDARTS, channels=8, layers=5, batch=2)["train_step"]
+    assert (
+        result["flops"]["train_step"]
+        == 2 * retrain_step_flops(PDARTS, channels=8, layers=5, batch=2)["train_step"]
+    )
     code, _, err = run_cli("bench", "retrain-step", "--layers", "2")
     assert code == 2 and "--layers" in err
 
@@ -173,7 +261,10 @@ def test_a_batched_cell_dispatches_under_0_3x_the_module_paths_calls(stage):
     from pdarts_ray.core.opcount import count_step_ops
 
     def per_cell(kernels):
-        return count_step_ops(stage, kernels, cells=4)["calls"] - count_step_ops(stage, kernels, cells=3)["calls"]
+        return (
+            count_step_ops(stage, kernels, cells=4)["calls"]
+            - count_step_ops(stage, kernels, cells=3)["calls"]
+        )
 
     assert per_cell("batched") <= 0.3 * per_cell("reference")
     three = {k: count_step_ops(stage, k, cells=3) for k in ("reference", "lean", "batched")}

@@ -10,6 +10,7 @@ backward, clipping, SGD update).
   operators on the same shapes, strides and scalar arguments: a graph captured on one step
   replays the next.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -25,9 +26,24 @@ CPU = torch.device("cpu")
 SIZE, BATCH, CELLS = 8, 2, 5
 
 # ATen operators that read device values on the host or size their output by them
-SYNC_OPS = {"_local_scalar_dense", "item", "is_nonzero", "nonzero", "argwhere", "equal", "allclose",
-            "masked_select", "unique", "_unique", "_unique2", "unique_dim", "unique_consecutive",
-            "unique_dim_consecutive", "bincount", "_to_cpu"}
+SYNC_OPS = {
+    "_local_scalar_dense",
+    "item",
+    "is_nonzero",
+    "nonzero",
+    "argwhere",
+    "equal",
+    "allclose",
+    "masked_select",
+    "unique",
+    "_unique",
+    "_unique2",
+    "unique_dim",
+    "unique_consecutive",
+    "unique_dim_consecutive",
+    "bincount",
+    "_to_cpu",
+}
 # tensors made from host data: on a GPU an upload from pageable memory, illegal while capturing
 UPLOAD_OPS = {"lift_fresh", "lift_fresh_copy", "_lift_fresh_copy"}
 # indexing with a boolean mask runs `nonzero` inside the kernel, out of the recorder's sight
@@ -70,8 +86,12 @@ def sync_reason(name: str, args, kwargs) -> str | None:
         indices = args[1] if len(args) > 1 else kwargs.get("indices", ())
         if any(isinstance(t, torch.Tensor) and t.dtype in (torch.bool, torch.uint8) for t in indices or ()):
             return "indexes with a boolean mask"
-    if name == "repeat_interleave" and isinstance(args[0] if args else None, torch.Tensor) \
-            and kwargs.get("output_size") is None and (len(args) < 3 or args[2] is None):
+    if (
+        name == "repeat_interleave"
+        and isinstance(args[0] if args else None, torch.Tensor)
+        and kwargs.get("output_size") is None
+        and (len(args) < 3 or args[2] is None)
+    ):
         return "repeat_interleave without output_size"
     return None
 
@@ -90,8 +110,9 @@ class Recorder(TorchDispatchMode):
         kwargs = kwargs or {}
         if not self.paused:
             name = func.overloadpacket.__name__
-            self.calls.append(Call(func.name(), (signature(args), signature(kwargs)),
-                                   sync_reason(name, args, kwargs)))
+            self.calls.append(
+                Call(func.name(), (signature(args), signature(kwargs)), sync_reason(name, args, kwargs))
+            )
         return func(*args, **kwargs)
 
     def __enter__(self):
@@ -114,6 +135,7 @@ class Recorder(TorchDispatchMode):
             if not self.paused:
                 self.calls.append(Call(f"Tensor.{name}", (signature(tensor),), "reads a tensor on the host"))
             return method(tensor, *args, **kwargs)
+
         return read
 
     def take(self) -> list[Call]:
@@ -136,11 +158,13 @@ def first_difference(a: list[Call], b: list[Call]) -> str | None:
 
 # ------------------------------------------------------------------ a stage's steps, recorded
 
+
 def batches(steps, seed=0):
     g = torch.Generator().manual_seed(seed)
 
     def one():
         return torch.randn(BATCH, 3, SIZE, SIZE, generator=g), torch.randint(0, 10, (BATCH,), generator=g)
+
     return [(one(), one()) for _ in range(steps)]
 
 
@@ -187,8 +211,11 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="module", params=[(k, s) for k in ("reference", "lean", "batched") for s in (1, 3)],
-                ids=lambda p: f"{p[0]}-stage{p[1]}")
+@pytest.fixture(
+    scope="module",
+    params=[(k, s) for k in ("reference", "lean", "batched") for s in (1, 3)],
+    ids=lambda p: f"{p[0]}-stage{p[1]}",
+)
 def recorded(request, _one_thread):
     """Two full steps of one epoch (lr, skip-dropout rate and masks fixed) recorded after a
     first one: from then on optimiser states exist, and a graph would be captured."""
@@ -221,8 +248,11 @@ def test_consecutive_steps_dispatch_the_same_calls(recorded):
 
 # ------------------------------------------------------------------ the recorder catches what it should
 
-@pytest.mark.parametrize("insert", ["item", "float", "if-tensor", "tolist", "nonzero", "mask-index",
-                                    "unique", "equal", "new-tensor"])
+
+@pytest.mark.parametrize(
+    "insert",
+    ["item", "float", "if-tensor", "tolist", "nonzero", "mask-index", "unique", "equal", "new-tensor"],
+)
 def test_the_recorder_catches_a_sync(insert):
     x = torch.randn(6)
     actions = {

@@ -1,4 +1,5 @@
 """One driver per run folder and per experiment: claims on a local folder."""
+
 import json
 import os
 import socket
@@ -8,17 +9,24 @@ import threading
 import time
 
 import pytest
+from conftest import run_cli
 
 from pdarts_ray.core.claim import CLAIM_FILE, Claim, LocalClaimFiles, claim_folder
 from pdarts_ray.core.errors import UserError
 
-from conftest import run_cli
-
 
 def _holder(folder, **changes):
     """Write a claim file as another driver would have."""
-    holder = {"command": "pdarts-ray sweep", "host": socket.gethostname(), "pid": os.getpid(), "started": time.time(),
-              "renewed": time.time(), "lease_s": 120.0, "token": "other", **changes}
+    holder = {
+        "command": "pdarts-ray sweep",
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "started": time.time(),
+        "renewed": time.time(),
+        "lease_s": 120.0,
+        "token": "other",
+        **changes,
+    }
     folder.mkdir(parents=True, exist_ok=True)
     (folder / CLAIM_FILE).write_text(json.dumps(holder))
     return holder
@@ -99,7 +107,11 @@ def test_search_resume_on_a_held_run_folder_stops_with_one_line(tmp_path):
         before = sorted(p.name for p in run_dir.iterdir())
         code, out, err = run_cli("search", "--resume", run_dir)
         assert code == 2
-        assert err.startswith("error: ") and "held by pdarts-ray search" in err and len(err.strip().splitlines()) == 1
+        assert (
+            err.startswith("error: ")
+            and "held by pdarts-ray search" in err
+            and len(err.strip().splitlines()) == 1
+        )
         assert sorted(p.name for p in run_dir.iterdir()) == before
     finally:
         sleeper.kill()

@@ -2,15 +2,15 @@
 match exactly. PDARTS_FIXTURES_DIR points the test at another directory of files in
 the same format (genotype cases have `expected.genotype`, switch cases
 `expected.switches_normal`)."""
+
 import json
 import os
 from pathlib import Path
 
 import pytest
+from conftest import FIXTURES
 
 from pdarts_ray.core.space import PRIMITIVES, CellState, derive, derive_cell, prune_switches
-
-from conftest import FIXTURES
 
 FIXTURES = Path(os.environ.get("PDARTS_FIXTURES_DIR") or FIXTURES)
 
@@ -48,8 +48,11 @@ def test_genotype_case(case):
     normal, reduce = _state(case)
     exp = case["expected"]
     got = derive(normal, reduce, case["M"]).to_dict()
-    assert got == {**exp["genotype"], "normal": _genes(exp["genotype"]["normal"]),
-                   "reduce": _genes(exp["genotype"]["reduce"])}
+    assert got == {
+        **exp["genotype"],
+        "normal": _genes(exp["genotype"]["normal"]),
+        "reduce": _genes(exp["genotype"]["reduce"]),
+    }
     if "genotype_before_restriction" in exp:
         before = derive(normal, reduce)
         assert before.to_dict()["normal"] == _genes(exp["genotype_before_restriction"]["normal"])

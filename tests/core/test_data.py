@@ -1,5 +1,6 @@
 """Datasets: the bundled digits and synthetic data round-trip through torchvision's
 CIFAR-10 reader; ImageFolder; missing data; on-device augmentation."""
+
 import pickle
 import subprocess
 import sys
@@ -33,7 +34,7 @@ def test_digits_round_trip_through_torchvision_cifar_reader(tmp_path):
     first = train.data[0, :, :, 0].astype(float)
     src = digits.images[0]
     r, c = np.unravel_index(src.argmax(), src.shape)
-    assert first[4 * r:4 * r + 4, 4 * c:4 * c + 4].mean() > first.mean()
+    assert first[4 * r : 4 * r + 4, 4 * c : 4 * c + 4].mean() > first.mean()
     assert (train.data[..., 0] == train.data[..., 2]).all()  # grey in 3 channels
     data = load_dataset("digits", str(tmp_path / "digits"), image_size=32)
     assert data.num_classes == 10 and data.train_x.shape == (1498, 3, 32, 32)
@@ -60,8 +61,11 @@ def test_a_planted_pickle_in_the_cache_is_never_unpickled(tmp_path, capsys, data
     target = cache / CIFAR10_FOLDER / planted
     target.write_bytes(PAYLOAD.replace(b"{marker}", str(marker).encode()))
     proof = tmp_path / "proof"  # the payload is real: unpickled, it runs
-    subprocess.run([sys.executable, "-c", "import pickle, sys; pickle.loads(sys.stdin.buffer.read())"],
-                   input=PAYLOAD.replace(b"{marker}", str(proof).encode()), check=True)
+    subprocess.run(
+        [sys.executable, "-c", "import pickle, sys; pickle.loads(sys.stdin.buffer.read())"],
+        input=PAYLOAD.replace(b"{marker}", str(proof).encode()),
+        check=True,
+    )
     assert proof.exists()
     again = load_bundled(dataset, cache, 120, 4)
     assert not marker.exists()
@@ -100,7 +104,8 @@ def test_imagefolder_any_size_resized(tmp_path):
             for i in range(n):
                 size = (int(rng.integers(10, 40)), int(rng.integers(10, 40)))
                 Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(
-                    tmp_path / split / cls / f"{i}.png")
+                    tmp_path / split / cls / f"{i}.png"
+                )
     data = load_dataset("imagefolder", str(tmp_path), image_size=16)
     assert data.train_x.shape == (12, 3, 16, 16) and data.train_x.dtype == torch.uint8
     assert data.test_x.shape == (4, 3, 16, 16)
@@ -134,7 +139,7 @@ def test_crop_flip_is_a_padded_crop_of_each_image():
     out = random_crop_flip(x, 2, g)
     padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
     for i in range(2):
-        options = [padded[i, :, r:r + 6, c:c + 6] for r in range(5) for c in range(5)]
+        options = [padded[i, :, r : r + 6, c : c + 6] for r in range(5) for c in range(5)]
         options += [o.flip(-1) for o in options]
         assert any(torch.equal(out[i], o) for o in options)
 

@@ -1,5 +1,6 @@
 """The memory-lean kernels compute exactly what the module path computes: same losses,
 gradients, buffers and random draws, bit for bit, while keeping far less for backward."""
+
 import copy
 import json
 
@@ -20,8 +21,9 @@ CL = torch.channels_last
 def _pair(stage, rate=0.4, layers=5, memory_format=CL):
     sw = harness_switches(stage)
     torch.manual_seed(0)
-    ref = SearchNetwork(8, 10, layers, sw, sw, rate, alpha_generator=torch.Generator().manual_seed(1),
-                        kernels="reference")
+    ref = SearchNetwork(
+        8, 10, layers, sw, sw, rate, alpha_generator=torch.Generator().manual_seed(1), kernels="reference"
+    )
     lean = copy.deepcopy(ref)
     lean.kernels = "lean"
     return ref.to(memory_format=memory_format), lean.to(memory_format=memory_format)
@@ -99,8 +101,11 @@ def test_lean_kernels_keep_far_less_for_backward(stage):
     ref, lean = _pair(stage)
     x = torch.randn(8, 3, 16, 16).contiguous(memory_format=CL)
     y = torch.randint(0, 10, (8,))
-    kept = {(name, which): _saved_bytes(net, x, y, which)
-            for name, net in (("ref", ref), ("lean", lean)) for which in ("weight", "arch")}
+    kept = {
+        (name, which): _saved_bytes(net, x, y, which)
+        for name, net in (("ref", ref), ("lean", lean))
+        for which in ("weight", "arch")
+    }
     peak = {name: max(kept[name, "weight"], kept[name, "arch"]) for name in ("ref", "lean")}
     assert peak["lean"] <= 0.6 * peak["ref"]
     assert kept["lean", "arch"] < 0.4 * kept["ref", "arch"]
@@ -113,8 +118,11 @@ SHORTER = {"smoke": [], "tiny": ["epochs=2", "warmup_epochs=1"]}
 def _search(preset, kernels, out):
     cfg = resolve(SearchConfig, SEARCH_PRESETS, preset, None, [f"kernels={kernels}", *SHORTER[preset]])
     run_search(cfg, out)
-    return (json.loads((out / "genotypes.json").read_text()), json.loads((out / "alphas.json").read_text()),
-            [(m["train_loss"], m["valid_acc"]) for m in read_jsonl(out / "metrics.jsonl")])
+    return (
+        json.loads((out / "genotypes.json").read_text()),
+        json.loads((out / "alphas.json").read_text()),
+        [(m["train_loss"], m["valid_acc"]) for m in read_jsonl(out / "metrics.jsonl")],
+    )
 
 
 @pytest.mark.parametrize("preset", ["smoke", pytest.param("tiny", marks=pytest.mark.slow)])

@@ -10,6 +10,7 @@ whether its state is fresh, the parameters it holds), every skip-dropout mask dr
 the end of every epoch. Each test below then checks one mechanism of the paper's loop
 against numbers computed here from the paper's formulas, not from the code under test.
 """
+
 import math
 
 import pytest
@@ -26,9 +27,22 @@ from pdarts_ray.core.stage import Stage, StagePlan
 from pdarts_ray.core.supernet import SearchCell
 
 EPOCHS, WARMUP = 4, 2
-SETTINGS = dict(lr=0.05, lr_min=0.002, momentum=0.7, weight_decay=1e-3, arch_lr=2e-3, arch_weight_decay=3e-3,
-                arch_beta1=0.3, arch_beta2=0.95, grad_clip=1e-4, epochs=EPOCHS, warmup_epochs=WARMUP,
-                skip_dropout=[0.2, 0.4, 0.6], batch_size=16, seed=7)
+SETTINGS = dict(
+    lr=0.05,
+    lr_min=0.002,
+    momentum=0.7,
+    weight_decay=1e-3,
+    arch_lr=2e-3,
+    arch_weight_decay=3e-3,
+    arch_beta1=0.3,
+    arch_beta2=0.95,
+    grad_clip=1e-4,
+    epochs=EPOCHS,
+    warmup_epochs=WARMUP,
+    skip_dropout=[0.2, 0.4, 0.6],
+    batch_size=16,
+    seed=7,
+)
 IMAGES = 64  # 32 per half: 2 batches of 16 per epoch
 
 
@@ -68,7 +82,11 @@ def _half(target: torch.Tensor) -> str:
 
 def _grad_norm(params) -> float:
     grads = [p.grad for p in params if p.grad is not None]
-    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))) if grads else 0.0
+    return (
+        float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+        if grads
+        else 0.0
+    )
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +94,9 @@ def watched(tmp_path_factory):
     cfg = resolve(SearchConfig, SEARCH_PRESETS, "smoke", sets=[f"{k}={v}" for k, v in SETTINGS.items()])
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (IMAGES, 3, 8, 8), generator=g, dtype=torch.uint8)
-    labels = torch.cat([torch.randint(0, 2, (IMAGES // 2,), generator=g), torch.randint(2, 4, (IMAGES // 2,), generator=g)])
+    labels = torch.cat(
+        [torch.randint(0, 2, (IMAGES // 2,), generator=g), torch.randint(2, 4, (IMAGES // 2,), generator=g)]
+    )
     data = ImageData("halves", images, labels, None, None, 4, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
     recorder = Recorder()
     events = recorder.events
@@ -92,11 +112,22 @@ def watched(tmp_path_factory):
         def step(self, *args, **kwargs):
             params = [p for group in self.param_groups for p in group["params"]]
             group = self.param_groups[0]
-            events.append((kind, {k: group[k] for k in ("lr", "momentum", "weight_decay", "betas", "nesterov")
-                                  if k in group},
-                           _grad_norm(params), not any(self.state.get(p) for p in params), id(self),
-                           [p.detach().clone() for p in params]))
+            events.append(
+                (
+                    kind,
+                    {
+                        k: group[k]
+                        for k in ("lr", "momentum", "weight_decay", "betas", "nesterov")
+                        if k in group
+                    },
+                    _grad_norm(params),
+                    not any(self.state.get(p) for p in params),
+                    id(self),
+                    [p.detach().clone() for p in params],
+                )
+            )
             return real(self, *args, **kwargs)
+
         return step
 
     def dropout_mask(x, keep):
@@ -149,9 +180,16 @@ def test_warm_up_leaves_the_alphas_where_they_were_drawn(watched):
     import json
 
     cfg = watched["cfg"]
-    trajectory = [json.loads(line) for line in (watched["run_dir"] / "alpha_trajectory.jsonl").read_text().splitlines()]
-    first = Stage(cfg, StagePlan(0, cfg.cells[0], cfg.ops_kept[0], cfg.skip_dropout[0], False), initial_switches(cfg),
-                  4, torch.device("cpu"))
+    trajectory = [
+        json.loads(line) for line in (watched["run_dir"] / "alpha_trajectory.jsonl").read_text().splitlines()
+    ]
+    first = Stage(
+        cfg,
+        StagePlan(0, cfg.cells[0], cfg.ops_kept[0], cfg.skip_dropout[0], False),
+        initial_switches(cfg),
+        4,
+        torch.device("cpu"),
+    )
     drawn = [a.detach().tolist() for a in first.alphas]
     stage1 = [row for row in trajectory if row["stage"] == 1]
     for row in stage1[:WARMUP]:
@@ -160,8 +198,10 @@ def test_warm_up_leaves_the_alphas_where_they_were_drawn(watched):
 
 
 def test_the_architecture_step_comes_first_and_reads_the_valid_half(watched):
-    for (stage, epoch), events in _epochs(watched).items():
-        pairs = [(e[0], e[1]) if e[0] == "loss" else (e[0],) for e in events if e[0] in ("loss", "sgd", "adam")]
+    for (_stage, epoch), events in _epochs(watched).items():
+        pairs = [
+            (e[0], e[1]) if e[0] == "loss" else (e[0],) for e in events if e[0] in ("loss", "sgd", "adam")
+        ]
         if epoch < WARMUP:
             assert pairs == [("loss", "train"), ("sgd",)] * (len(pairs) // 2)
         else:
@@ -169,11 +209,14 @@ def test_the_architecture_step_comes_first_and_reads_the_valid_half(watched):
 
 
 def test_the_weight_optimiser_gets_the_configured_hyper_parameters_and_the_schedule(watched):
-    for (stage, epoch), events in _epochs(watched).items():
+    for (_stage, epoch), events in _epochs(watched).items():
         for e in _steps(events):
             if e[0] == "sgd":
                 assert e[1]["lr"] == pytest.approx(paper_lr(epoch), rel=1e-12)
-                assert e[1]["momentum"] == SETTINGS["momentum"] and e[1]["weight_decay"] == SETTINGS["weight_decay"]
+                assert (
+                    e[1]["momentum"] == SETTINGS["momentum"]
+                    and e[1]["weight_decay"] == SETTINGS["weight_decay"]
+                )
                 assert e[1]["nesterov"] is False
 
 
@@ -233,10 +276,24 @@ def test_every_stage_starts_from_a_fresh_network_and_fresh_optimisers(watched):
         assert first_sgd[0] == "sgd" and first_adam[0] == "adam"
         assert first_sgd[3] and first_adam[3], f"stage {stage}: optimiser state carried over"
         ids[stage] = (first_sgd[4], first_adam[4])
-        stage_switches = initial_switches(cfg) if stage == 1 else {
-            cell: switches[f"stage{stage}"][cell]["switches"] for cell in ("normal", "reduce")}
-        fresh = Stage(cfg, StagePlan(stage - 1, cfg.cells[stage - 1], cfg.ops_kept[stage - 1],
-                                     cfg.skip_dropout[stage - 1], stage == 3), stage_switches, 4, torch.device("cpu"))
+        stage_switches = (
+            initial_switches(cfg)
+            if stage == 1
+            else {cell: switches[f"stage{stage}"][cell]["switches"] for cell in ("normal", "reduce")}
+        )
+        fresh = Stage(
+            cfg,
+            StagePlan(
+                stage - 1,
+                cfg.cells[stage - 1],
+                cfg.ops_kept[stage - 1],
+                cfg.skip_dropout[stage - 1],
+                stage == 3,
+            ),
+            stage_switches,
+            4,
+            torch.device("cpu"),
+        )
         assert all(torch.equal(a, b) for a, b in zip(first_sgd[5], fresh.weights)), f"stage {stage}: weights"
         assert all(torch.equal(a, b) for a, b in zip(first_adam[5], fresh.alphas)), f"stage {stage}: alphas"
     assert len({i for pair in ids.values() for i in pair}) == 6
@@ -256,8 +313,12 @@ def test_the_search_cell_wires_and_concatenates_as_the_paper_says(kernels_path, 
         out = cell(s0, s1, weights, kernels_path, True)
         states = [cell.preprocess0(s0), cell.preprocess1(s1)]
         for node in range(STEPS):
-            states.append(sum(cell.edges[NODE_OFFSETS[node] + j](states[j], weights[NODE_OFFSETS[node] + j])
-                              for j in range(2 + node)))
+            states.append(
+                sum(
+                    cell.edges[NODE_OFFSETS[node] + j](states[j], weights[NODE_OFFSETS[node] + j])
+                    for j in range(2 + node)
+                )
+            )
         expected = torch.cat(states[2:], dim=1)
     assert out.shape == expected.shape
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)

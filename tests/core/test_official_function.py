@@ -15,6 +15,7 @@ absolute value of its gradient, or of its BatchNorm module's mean and variance t
 BatchNorm fed by normalised features (a pool over a 2x2 map of a BatchNorm output) has a
 running mean that is itself rounding noise, and is judged in the units of its variance.
 """
+
 import functools
 import json
 import math
@@ -35,17 +36,21 @@ KERNELS = ["reference", "lean", "batched"]
 
 # ---------------------------------------------------------------- the fixture's rules, for our network
 
+
 def canonical_parameters(net: nn.Module) -> list[nn.Parameter]:
     names = [name for name, _ in net.named_parameters()]
-    assert names[:2] == ["alphas_normal", "alphas_reduce"] and not any(n.startswith("alphas") for n in names[2:])
+    assert names[:2] == ["alphas_normal", "alphas_reduce"] and not any(
+        n.startswith("alphas") for n in names[2:]
+    )
     return list(net.parameters())
 
 
 @torch.no_grad()
 def fill(net: nn.Module) -> None:
     for i, p in enumerate(canonical_parameters(net)):
-        values = torch.randn(p.shape, generator=torch.Generator().manual_seed(CONFIG["fill_seed"] + i),
-                             dtype=torch.float64)
+        values = torch.randn(
+            p.shape, generator=torch.Generator().manual_seed(CONFIG["fill_seed"] + i), dtype=torch.float64
+        )
         if i < 2:
             values *= CONFIG["alpha_scale"]
         elif p.dim() > 1:
@@ -94,8 +99,15 @@ def ours(case: str, kernels: str) -> dict:
     """Our network's outputs on the fixture's case, with the tensors the summaries came from."""
     c, fx = CONFIG, FIXTURE["masks"][case]
     torch.manual_seed(0)
-    net = SearchNetwork(c["channels"], c["classes"], c["layers"], switches(fx["switches_normal"]),
-                        switches(fx["switches_reduce"]), skip_dropout=c["skip_dropout"], kernels=kernels)
+    net = SearchNetwork(
+        c["channels"],
+        c["classes"],
+        c["layers"],
+        switches(fx["switches_normal"]),
+        switches(fx["switches_reduce"]),
+        skip_dropout=c["skip_dropout"],
+        kernels=kernels,
+    )
     net = net.double().train()
     params = canonical_parameters(net)
     assert [list(p.shape) for p in params] == fx["parameter_shapes"], "parameter order or shapes differ"
@@ -105,9 +117,15 @@ def ours(case: str, kernels: str) -> dict:
     running = [t.clone() for m in bn_modules(net) for t in (m.running_mean, m.running_var)]
     loss = F.cross_entropy(logits, y)
     loss.backward()
-    return {"loss": loss.detach(), "logits": logits.detach(), "alpha_normal": params[0].grad,
-            "alpha_reduce": params[1].grad, "weight_grads": [p.grad for p in params[2:]], "bn_running": running,
-            "bn_batches_tracked": sorted({int(m.num_batches_tracked) for m in bn_modules(net)})}
+    return {
+        "loss": loss.detach(),
+        "logits": logits.detach(),
+        "alpha_normal": params[0].grad,
+        "alpha_reduce": params[1].grad,
+        "weight_grads": [p.grad for p in params[2:]],
+        "bn_running": running,
+        "bn_batches_tracked": sorted({int(m.num_batches_tracked) for m in bn_modules(net)}),
+    }
 
 
 def deviation(got: torch.Tensor, want) -> float:
@@ -137,13 +155,16 @@ def bn_scales(stats: list) -> list[float]:
 
 def deviations(case: str, kernels: str) -> dict:
     fx, out = FIXTURE["masks"][case], ours(case, kernels)
-    return {"loss": abs(out["loss"].item() - fx["loss"]) / abs(fx["loss"]),
-            "logits": deviation(out["logits"], fx["logits"]),
-            "alpha_grad_normal": deviation(out["alpha_normal"], fx["alpha_grads"]["normal"]),
-            "alpha_grad_reduce": deviation(out["alpha_reduce"], fx["alpha_grads"]["reduce"]),
-            "weight_grads": summary_deviation(out["weight_grads"], fx["weight_grads"],
-                                              [g.abs().sum().item() for g in out["weight_grads"]]),
-            "bn_running": summary_deviation(out["bn_running"], fx["bn_running"], bn_scales(out["bn_running"]))}
+    return {
+        "loss": abs(out["loss"].item() - fx["loss"]) / abs(fx["loss"]),
+        "logits": deviation(out["logits"], fx["logits"]),
+        "alpha_grad_normal": deviation(out["alpha_normal"], fx["alpha_grads"]["normal"]),
+        "alpha_grad_reduce": deviation(out["alpha_reduce"], fx["alpha_grads"]["reduce"]),
+        "weight_grads": summary_deviation(
+            out["weight_grads"], fx["weight_grads"], [g.abs().sum().item() for g in out["weight_grads"]]
+        ),
+        "bn_running": summary_deviation(out["bn_running"], fx["bn_running"], bn_scales(out["bn_running"])),
+    }
 
 
 @pytest.mark.parametrize("kernels", KERNELS)

@@ -1,4 +1,5 @@
 """Every registered op, generated from the registry: shape, stride 2, backward."""
+
 import pytest
 import torch
 
@@ -7,8 +8,16 @@ from pdarts_ray.core.space import PRIMITIVES
 
 
 def test_registry_holds_the_primitives_in_reference_order():
-    assert PRIMITIVES == ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3",
-                          "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
+    assert PRIMITIVES == (
+        "none",
+        "max_pool_3x3",
+        "avg_pool_3x3",
+        "skip_connect",
+        "sep_conv_3x3",
+        "sep_conv_5x5",
+        "dil_conv_3x3",
+        "dil_conv_5x5",
+    )
     assert list(OPS)[:8] == list(PRIMITIVES)
 
 

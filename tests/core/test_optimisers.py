@@ -2,6 +2,7 @@
 per-tensor implementations' bits, checkpoints written before (param groups saying
 foreach=None) resume on them bit for bit, and a step dispatches a few calls for all
 tensors instead of a few per tensor."""
+
 import io
 
 import pytest
@@ -39,10 +40,16 @@ def stage(cells=3, kernels="lean", st=1):
 def per_tensor_optimisers(net, foreach=False):
     """The optimisers Stage builds, with another foreach setting (None: as built before foreach)."""
     cfg = net.cfg
-    net.opt_w = torch.optim.SGD(net.weights, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                                foreach=foreach)
-    net.opt_a = torch.optim.Adam(net.alphas, lr=cfg.arch_lr, betas=(cfg.arch_beta1, cfg.arch_beta2),
-                                 weight_decay=cfg.arch_weight_decay, foreach=foreach)
+    net.opt_w = torch.optim.SGD(
+        net.weights, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, foreach=foreach
+    )
+    net.opt_a = torch.optim.Adam(
+        net.alphas,
+        lr=cfg.arch_lr,
+        betas=(cfg.arch_beta1, cfg.arch_beta2),
+        weight_decay=cfg.arch_weight_decay,
+        foreach=foreach,
+    )
 
 
 class Count(TorchDispatchMode):
@@ -57,12 +64,14 @@ class Count(TorchDispatchMode):
 
 def counted(fn, log: list):
     """fn, appending the ATen calls of each of its calls to `log`."""
+
     def wrapped(*args, **kwargs):
         counter = Count()
         with counter:
             out = fn(*args, **kwargs)
         log.append(counter.calls)
         return out
+
     return wrapped
 
 
@@ -75,7 +84,11 @@ def clip_as(monkeypatch):
     def use(foreach=AS_CALLED, log=None):
         def forced(*args, **kwargs):
             return clip(*args, **(kwargs if foreach == AS_CALLED else {**kwargs, "foreach": foreach}))
-        monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", forced if log is None else counted(forced, log))
+
+        monkeypatch.setattr(
+            torch.nn.utils, "clip_grad_norm_", forced if log is None else counted(forced, log)
+        )
+
     return use
 
 
@@ -84,6 +97,7 @@ def data(steps, seed=0):
 
     def one():
         return torch.randn(BATCH, 3, SIZE, SIZE, generator=g), torch.randint(0, 10, (BATCH,), generator=g)
+
     return [(one(), one()) for _ in range(steps)]
 
 
@@ -163,7 +177,13 @@ def optimiser_calls(cells, foreach, clip_as):
     run(net, batches[1:])
     clip_as()
     (clip_alphas, clip_weights), (sgd,), (adam,) = log["clip"], log["sgd"], log["adam"]
-    return {"tensors": len(net.weights), "clip_alphas": clip_alphas, "clip": clip_weights, "sgd": sgd, "adam": adam}
+    return {
+        "tensors": len(net.weights),
+        "clip_alphas": clip_alphas,
+        "clip": clip_weights,
+        "sgd": sgd,
+        "adam": adam,
+    }
 
 
 def test_foreach_dispatches_a_constant_number_of_calls(clip_as):
@@ -176,4 +196,6 @@ def test_foreach_dispatches_a_constant_number_of_calls(clip_as):
     # the per-tensor implementations: a few calls per tensor, growing with the network
     for part in ("clip", "sgd"):
         assert len(slow_small[part]) >= 2 * small["tensors"], part
-        assert len(slow_large[part]) - len(slow_small[part]) >= 2 * (large["tensors"] - small["tensors"]), part
+        assert len(slow_large[part]) - len(slow_small[part]) >= 2 * (large["tensors"] - small["tensors"]), (
+            part
+        )

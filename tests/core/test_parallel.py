@@ -5,6 +5,7 @@ gradients (before the optimiser) of one process on that batch, up to rounding; w
 without sync_bn and with dropout on, every rank holds the same weights and alphas after every
 step; each rank's slice of an augmented batch is that part of the whole batch's augmentation.
 """
+
 import os
 
 import pytest
@@ -75,7 +76,9 @@ def _rank_main(rank, world, init, out_dir, sync_bn, rate, steps):
         stage.model.train()
         digests = []
         for step in range(steps):
-            index = torch.randperm(64, generator=g)[:BATCH if step < steps - 1 else 7]  # then a partial batch
+            index = torch.randperm(64, generator=g)[
+                : BATCH if step < steps - 1 else 7
+            ]  # then a partial batch
             part = ranks.part(len(index))
             vx, vy = data.batch(index.flip(0), stage.data_gen, part)
             stage.arch_step(vx, vy, len(index))
@@ -98,7 +101,9 @@ def run_ranks(tmp_path, world=2, sync_bn=True, rate=0.0, steps=3):
 def one_process_grads():
     torch.set_num_threads(1)
     cfg = config()
-    stage = Stage(cfg, StagePlan(0, cfg.cells[0], 8, 0.0, False), initial_switches(cfg), 4, torch.device("cpu"))
+    stage = Stage(
+        cfg, StagePlan(0, cfg.cells[0], 8, 0.0, False), initial_switches(cfg), 4, torch.device("cpu")
+    )
     index = torch.randperm(64, generator=torch.Generator().manual_seed(1))[:BATCH]
     x, y = images().batch(index, torch.Generator().manual_seed(2))
     return first_step_grads(stage, x, y, BATCH)
@@ -106,7 +111,9 @@ def one_process_grads():
 
 def _close(a, b, what):
     scale = max(float(a.abs().max()), 1e-12)
-    assert float((a - b).abs().max()) <= 1e-5 * scale, f"{what}: {float((a - b).abs().max())} vs scale {scale}"
+    assert float((a - b).abs().max()) <= 1e-5 * scale, (
+        f"{what}: {float((a - b).abs().max())} vs scale {scale}"
+    )
 
 
 @pytest.mark.slow
@@ -165,8 +172,9 @@ def _stage_as_rank(rank: int, rate: float) -> Stage:
     ranks = Ranks(sync_bn=False)  # no process group: only the rank number matters here
     ranks.rank = rank
     cfg = config()
-    stage = Stage(cfg, StagePlan(0, cfg.cells[0], 8, rate, False), initial_switches(cfg), 4,
-                  torch.device("cpu"), ranks)
+    stage = Stage(
+        cfg, StagePlan(0, cfg.cells[0], 8, rate, False), initial_switches(cfg), 4, torch.device("cpu"), ranks
+    )
     stage.model.set_skip_dropout(rate)
     stage.model.train()
     return stage

@@ -1,14 +1,14 @@
 """Per-epoch schedules and supernet layouts against fixtures/schedules.json."""
+
 import json
 
 import pytest
+from conftest import FIXTURES
 
 from pdarts_ray.core.config import SearchConfig
-from pdarts_ray.core.stage import lr_at, skip_dropout_at
 from pdarts_ray.core.space import full_switches
+from pdarts_ray.core.stage import lr_at, skip_dropout_at
 from pdarts_ray.core.supernet import SearchNetwork
-
-from conftest import FIXTURES
 
 SCHEDULES = json.loads((FIXTURES / "schedules.json").read_text())
 

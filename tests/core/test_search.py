@@ -1,5 +1,6 @@
 """The progressive search end to end on the smoke preset: files, determinism,
 kill-and-resume equality, checkpoint fallback, divergence."""
+
 import json
 import os
 import signal
@@ -9,8 +10,8 @@ import time
 
 import pytest
 import torch
-
 from conftest import run_cli
+
 from pdarts_ray.core.checkpoint import CheckpointDir, read_jsonl
 from pdarts_ray.core.config import SEARCH_PRESETS, SearchConfig, resolve
 from pdarts_ray.core.errors import SearchDiverged
@@ -18,7 +19,16 @@ from pdarts_ray.core.search import ProgressiveSearch, initial_switches, resume_s
 from pdarts_ray.core.space import Genotype
 
 SMOKE = resolve(SearchConfig, SEARCH_PRESETS, "smoke")
-METRIC_KEYS = {"stage", "epoch", "train_loss", "train_acc", "valid_acc", "skip_dropout", "lr", "epoch_seconds"}
+METRIC_KEYS = {
+    "stage",
+    "epoch",
+    "train_loss",
+    "train_acc",
+    "valid_acc",
+    "skip_dropout",
+    "lr",
+    "epoch_seconds",
+}
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +51,9 @@ def test_smoke_search_writes_its_run_folder(smoke_run):
     for m in metrics:
         assert METRIC_KEYS <= set(m)
         assert 0 <= m["train_acc"] <= 1 and 0 <= m["valid_acc"] <= 1 and m["train_loss"] > 0
-    assert [m["skip_dropout"] for m in metrics if m["stage"] == 3][1] == pytest.approx(0.7)  # back to r after warm-up
+    assert [m["skip_dropout"] for m in metrics if m["stage"] == 3][1] == pytest.approx(
+        0.7
+    )  # back to r after warm-up
     genotypes = _load(run_dir, "genotypes.json")
     assert set(genotypes) == {"stage1", "stage2", "stage3", "final_by_M"}
     assert set(genotypes["final_by_M"]) == {str(m) for m in range(9)}
@@ -69,7 +81,10 @@ def test_stage_masks_follow_pruning(smoke_run):
         for cell in ("normal", "reduce"):
             state = CellState.from_dict(alphas[f"stage{s}"][cell], cell)
             drop = SMOKE.ops_kept[s - 1] - SMOKE.ops_kept[s]
-            assert prune_switches(state.switches, state.alphas, drop, False) == alphas[f"stage{s + 1}"][cell]["switches"]
+            assert (
+                prune_switches(state.switches, state.alphas, drop, False)
+                == alphas[f"stage{s + 1}"][cell]["switches"]
+            )
 
 
 def test_same_seed_same_search(smoke_run, tmp_path):
@@ -102,7 +117,12 @@ def test_validation_cadence_changes_what_is_reported_not_what_is_searched(smoke_
 
 def test_the_result_says_which_step_ran(smoke_run):
     _, result = smoke_run
-    assert result["step_path"] == {"kernels": "lean", "dtype": "float32", "compiled": False, "channels_last": True}
+    assert result["step_path"] == {
+        "kernels": "lean",
+        "dtype": "float32",
+        "compiled": False,
+        "channels_last": True,
+    }
 
 
 def test_paper_presets_validate_as_the_official_code():
@@ -129,11 +149,24 @@ def _wait_for(path, predicate, proc, timeout=300):
 def test_sigkill_mid_stage_two_then_resume_is_bit_identical(smoke_run, tmp_path):
     reference_dir, _ = smoke_run
     run_dir = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "pdarts_ray.cli", "search", "--preset", "smoke", "--out",
-                             str(run_dir), "--quiet"], env={**os.environ})
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pdarts_ray.cli",
+            "search",
+            "--preset",
+            "smoke",
+            "--out",
+            str(run_dir),
+            "--quiet",
+        ],
+        env={**os.environ},
+    )
     try:
-        assert _wait_for(run_dir / "metrics.jsonl", lambda rows: any(r["stage"] == 2 for r in rows), proc), \
+        assert _wait_for(run_dir / "metrics.jsonl", lambda rows: any(r["stage"] == 2 for r in rows), proc), (
             "the search finished or failed before stage 2 began"
+        )
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.wait()
@@ -198,19 +231,28 @@ def test_a_search_stopped_before_its_first_checkpoint_resumes_from_the_start(tmp
 
 
 def test_diverging_search_reports_why(tmp_path):
-    cfg = resolve(SearchConfig, SEARCH_PRESETS, "smoke", None, ["lr=1e30", "grad_clip=1e30", "warmup_epochs=0"])
+    cfg = resolve(
+        SearchConfig, SEARCH_PRESETS, "smoke", None, ["lr=1e30", "grad_clip=1e30", "warmup_epochs=0"]
+    )
     with pytest.raises(SearchDiverged, match="stage 1, epoch 0"):
         run_search(cfg, tmp_path / "run")
 
 
 def test_random_initial_op_space_when_stage_one_keeps_fewer_ops():
-    cfg = resolve(SearchConfig, SEARCH_PRESETS, "smoke", None, ["ops_kept=[3]", "cells=[5]", "skip_dropout=[0.7]"])
+    cfg = resolve(
+        SearchConfig, SEARCH_PRESETS, "smoke", None, ["ops_kept=[3]", "cells=[5]", "skip_dropout=[0.7]"]
+    )
     sw = initial_switches(cfg)
     assert all(sum(row) == 3 for row in sw["normal"] + sw["reduce"])
     assert len({tuple(r) for r in sw["normal"]}) > 1  # sampled per edge
     assert initial_switches(cfg) == sw  # seeded
-    other = resolve(SearchConfig, SEARCH_PRESETS, "smoke", None,
-                    ["ops_kept=[3]", "cells=[5]", "skip_dropout=[0.7]", "space_seed=99"])
+    other = resolve(
+        SearchConfig,
+        SEARCH_PRESETS,
+        "smoke",
+        None,
+        ["ops_kept=[3]", "cells=[5]", "skip_dropout=[0.7]", "space_seed=99"],
+    )
     assert initial_switches(other) != sw
 
 
@@ -234,5 +276,6 @@ def test_resume_from_a_checkpoint_held_elsewhere(smoke_run, tmp_path):
     elsewhere = ProgressiveSearch.create(SMOKE, tmp_path / "second")
     result = elsewhere.run(checkpoint=state)
     assert result["genotype"] == _load(reference_dir, "genotype.json")
-    assert [(m["stage"], m["epoch"]) for m in read_jsonl(tmp_path / "second" / "metrics.jsonl")] == \
-        [(s, e) for s in (2, 3) for e in range(3) if (s, e) != (2, 0)]
+    assert [(m["stage"], m["epoch"]) for m in read_jsonl(tmp_path / "second" / "metrics.jsonl")] == [
+        (s, e) for s in (2, 3) for e in range(3) if (s, e) != (2, 0)
+    ]

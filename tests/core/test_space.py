@@ -1,11 +1,24 @@
 """Genotype data, parsing of the reference's text, and properties of the rules."""
+
 import json
 import random
 
 import pytest
 
-from pdarts_ray.core.space import (NONE, NUM_EDGES, PRIMITIVES, SKIP, CellState, Genotype, derive, derive_all_m,
-                              derive_cell, edge_input, prune_row, prune_switches)
+from pdarts_ray.core.space import (
+    NONE,
+    NUM_EDGES,
+    PRIMITIVES,
+    SKIP,
+    CellState,
+    Genotype,
+    derive,
+    derive_all_m,
+    derive_cell,
+    edge_input,
+    prune_row,
+    prune_switches,
+)
 
 PDARTS_TEXT = """PDARTS = Genotype(normal=[('skip_connect', 0), ('dil_conv_3x3', 1), ('skip_connect', 0),
 ('sep_conv_3x3', 1), ('sep_conv_3x3', 1), ('sep_conv_3x3', 3), ('sep_conv_3x3', 0), ('dil_conv_5x5', 4)],
@@ -29,27 +42,40 @@ def test_parse_reference_text_and_json_round_trip():
 
 
 def test_parse_positional_and_list_concat():
-    text = ("Genotype([('sep_conv_3x3', 0), ('sep_conv_3x3', 1)] * 1 + [('sep_conv_3x3', 0), ('sep_conv_3x3', 1)]"
-            " * 0, [2], [('max_pool_3x3', 0), ('max_pool_3x3', 1)], [2])")
+    text = (
+        "Genotype([('sep_conv_3x3', 0), ('sep_conv_3x3', 1)] * 1 + [('sep_conv_3x3', 0), ('sep_conv_3x3', 1)]"
+        " * 0, [2], [('max_pool_3x3', 0), ('max_pool_3x3', 1)], [2])"
+    )
     with pytest.raises(ValueError, match="literal"):  # arithmetic is code, not data
         Genotype.parse(text)
-    g = Genotype.parse("Genotype([('sep_conv_3x3', 0), ('sep_conv_3x3', 1)], [2], "
-                       "[('max_pool_3x3', 0), ('max_pool_3x3', 1)], [2])")
+    g = Genotype.parse(
+        "Genotype([('sep_conv_3x3', 0), ('sep_conv_3x3', 1)], [2], "
+        "[('max_pool_3x3', 0), ('max_pool_3x3', 1)], [2])"
+    )
     assert g.steps == 1 and g.normal_concat == (2,)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("Genotype(normal=__import__('os').system('true'), reduce=[])", "literal"),
-    ("print('hello')", "Genotype"),
-    ("{\"normal\": [[\"conv_9x9\", 0], [\"skip_connect\", 1]], \"reduce\": [[\"skip_connect\", 0], [\"skip_connect\", 1]]}",
-     "unknown op"),
-    ("{\"normal\": [[\"skip_connect\", 2], [\"skip_connect\", 1]], \"reduce\": [[\"skip_connect\", 0], [\"skip_connect\", 1]]}",
-     "input 2"),
-    ("{\"normal\": [[\"skip_connect\", 0]], \"reduce\": []}", "two genes per node"),
-    ("{\"normal\": ", "invalid JSON"),
-    ("Genotype(normal=[('none', 0), ('skip_connect', 1)], reduce=[('skip_connect', 0), ('skip_connect', 1)])",
-     "unknown op 'none'"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("Genotype(normal=__import__('os').system('true'), reduce=[])", "literal"),
+        ("print('hello')", "Genotype"),
+        (
+            '{"normal": [["conv_9x9", 0], ["skip_connect", 1]], "reduce": [["skip_connect", 0], ["skip_connect", 1]]}',  # noqa: E501
+            "unknown op",
+        ),
+        (
+            '{"normal": [["skip_connect", 2], ["skip_connect", 1]], "reduce": [["skip_connect", 0], ["skip_connect", 1]]}',  # noqa: E501
+            "input 2",
+        ),
+        ('{"normal": [["skip_connect", 0]], "reduce": []}', "two genes per node"),
+        ('{"normal": ', "invalid JSON"),
+        (
+            "Genotype(normal=[('none', 0), ('skip_connect', 1)], reduce=[('skip_connect', 0), ('skip_connect', 1)])",  # noqa: E501
+            "unknown op 'none'",
+        ),
+    ],
+)
 def test_bad_genotypes_are_refused(text, message):
     with pytest.raises(ValueError, match=message):
         Genotype.parse(text)
@@ -88,7 +114,16 @@ def test_last_stage_prune_always_drops_none_first():
     row = [True, False, False, True, True, False, False, False]
     probs = [0.9, 0, 0, 0.05, 0.05, 0, 0, 0]
     assert prune_row(row, probs, 2, last_stage=True) == [False] * 4 + [True] + [False] * 3  # tie: higher kept
-    assert prune_row(row, probs, 2, last_stage=False) == [True, False, False, False, False, False, False, False]
+    assert prune_row(row, probs, 2, last_stage=False) == [
+        True,
+        False,
+        False,
+        False,
+        False,
+        False,
+        False,
+        False,
+    ]
 
 
 def test_prune_refuses_to_empty_an_edge():
@@ -121,4 +156,7 @@ def test_reduce_cell_is_never_refined():
 
 def test_primitive_constants():
     assert PRIMITIVES[NONE] == "none" and PRIMITIVES[SKIP] == "skip_connect"
-    assert prune_switches([[True] * 8] * NUM_EDGES, [[0.0] * 8] * NUM_EDGES, 3, False)[0] == [False] * 3 + [True] * 5
+    assert (
+        prune_switches([[True] * 8] * NUM_EDGES, [[0.0] * 8] * NUM_EDGES, 3, False)[0]
+        == [False] * 3 + [True] * 5
+    )

@@ -1,4 +1,5 @@
 """The supernet: `none` is never computed yet keeps its softmax mass; skip dropout placement."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -33,8 +34,11 @@ def test_skip_dropout_only_on_stride_one_identity_when_rate_positive():
     assert len(drops) == 14 + 2 * 6
     net.set_skip_dropout(0.1)
     assert all(m.p == 0.1 for m in drops)
-    assert not [m for m in SearchNetwork(4, 3, 3, full_switches(), full_switches(), 0.0).modules()
-                if isinstance(m, SkipDropout)]
+    assert not [
+        m
+        for m in SearchNetwork(4, 3, 3, full_switches(), full_switches(), 0.0).modules()
+        if isinstance(m, SkipDropout)
+    ]
 
 
 def test_alphas_are_small_shared_per_cell_type_and_get_gradients():

@@ -1,5 +1,6 @@
 """The CPU wait policy: in the environment before torch loads, the user's own settings win,
 results do not change with it, and a busy machine is noticed and said in one line."""
+
 import json
 import os
 import subprocess
@@ -11,7 +12,7 @@ from pdarts_ray.core import waiting
 from pdarts_ray.core.contention import bench_contention, policy_process_env, start_busy_cores, stop_busy_cores
 from pdarts_ray.core.errors import UserError
 
-_SHOW_ENV = "import os, json; print(json.dumps({k: os.environ.get(k) for k in ('OMP_WAIT_POLICY', 'GOMP_SPINCOUNT')}))"
+_SHOW_ENV = "import os, json; print(json.dumps({k: os.environ.get(k) for k in ('OMP_WAIT_POLICY', 'GOMP_SPINCOUNT')}))"  # noqa: E501
 
 
 @pytest.fixture
@@ -55,22 +56,32 @@ def test_a_policy_chosen_by_name_and_a_bad_name(clean_env, monkeypatch):
 
 
 def test_the_cli_sets_the_policy_before_torch_loads():
-    code = ("import sys; from pdarts_ray.cli.main import build_parser, main; build_parser(); "
-            "assert 'torch' not in sys.modules; main(['bench', 'predict', '--harness', '--json']); "
-            "assert 'torch' in sys.modules; " + _SHOW_ENV)
+    code = (
+        "import sys; from pdarts_ray.cli.main import build_parser, main; build_parser(); "
+        "assert 'torch' not in sys.modules; main(['bench', 'predict', '--harness', '--json']); "
+        "assert 'torch' in sys.modules; " + _SHOW_ENV
+    )
     env = {k: v for k, v in os.environ.items() if k not in (*waiting.OPENMP_KEYS, waiting.POLICY_ENV)}
-    for policy, expected in (("spin-1000", {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": "1000"}),
-                             ("passive", {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": None})):
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                              env={**env, waiting.POLICY_ENV: policy})
+    for policy, expected in (
+        ("spin-1000", {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": "1000"}),
+        ("passive", {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": None}),
+    ):
+        proc = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**env, waiting.POLICY_ENV: policy},
+        )
         assert "torch was imported before" not in proc.stderr
         assert json.loads(proc.stdout.strip().splitlines()[-1]) == expected
 
 
 def test_a_bad_policy_name_is_one_line_and_exit_2():
     env = {**os.environ, waiting.POLICY_ENV: "fast"}
-    proc = subprocess.run([sys.executable, "-m", "pdarts_ray.cli", "presets"], capture_output=True, text=True,
-                          env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pdarts_ray.cli", "presets"], capture_output=True, text=True, env=env
+    )
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "unknown wait policy" in proc.stderr
 
 
@@ -122,12 +133,14 @@ def test_no_warning_for_one_thread():
 def test_the_wait_policy_changes_no_computed_bit(tmp_path):
     """A search step's losses and weights under the default policy and under passive waiting, two
     threads each, in fresh processes: identical."""
-    code = ("import torch, sys; from pdarts_ray.core.bench import bench_config, harness_stage; "
-            "cfg = bench_config(batch=4, image_size=8, threads=2, device='cpu'); torch.manual_seed(0); "
-            "torch.set_num_threads(2); net = harness_stage(1, cfg, torch.device('cpu')); "
-            "g = torch.Generator().manual_seed(1); x = torch.randn(4, 3, 8, 8, generator=g); "
-            "y = torch.randint(0, 10, (4,), generator=g); net.arch_step(x, y); net.weight_step(x, y); "
-            "torch.save(net.model.state_dict(), sys.argv[1])")
+    code = (
+        "import torch, sys; from pdarts_ray.core.bench import bench_config, harness_stage; "
+        "cfg = bench_config(batch=4, image_size=8, threads=2, device='cpu'); torch.manual_seed(0); "
+        "torch.set_num_threads(2); net = harness_stage(1, cfg, torch.device('cpu')); "
+        "g = torch.Generator().manual_seed(1); x = torch.randn(4, 3, 8, 8, generator=g); "
+        "y = torch.randint(0, 10, (4,), generator=g); net.arch_step(x, y); net.weight_step(x, y); "
+        "torch.save(net.model.state_dict(), sys.argv[1])"
+    )
     states = []
     for policy in ("spin", "passive"):
         path = tmp_path / f"{policy}.pt"
@@ -144,13 +157,40 @@ def test_bench_contention_rejects_an_unknown_policy():
 
 @pytest.mark.slow
 def test_bench_contention_times_each_policy_alone_and_beside_a_busy_core():
-    proc = subprocess.run([sys.executable, "-m", "pdarts_ray.cli", "bench", "contention", "--stage", "1",
-                           "--policies", "spin-10000,passive", "--batch", "2", "--image-size", "8",
-                           "--threads", "2", "--steps", "1", "--warmup", "0", "--json"],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pdarts_ray.cli",
+            "bench",
+            "contention",
+            "--stage",
+            "1",
+            "--policies",
+            "spin-10000,passive",
+            "--batch",
+            "2",
+            "--image-size",
+            "8",
+            "--threads",
+            "2",
+            "--steps",
+            "1",
+            "--warmup",
+            "0",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(proc.stdout)
     assert [(r["stage"], r["policy"]) for r in rows] == [(1, "spin-10000"), (1, "passive")]
     for r in rows:
-        assert r["alone_s"] > 0 and r["beside_s"] > 0 and r["slowdown"] == pytest.approx(r["beside_s"] / r["alone_s"])
+        assert (
+            r["alone_s"] > 0
+            and r["beside_s"] > 0
+            and r["slowdown"] == pytest.approx(r["beside_s"] / r["alone_s"])
+        )
     assert rows[0]["alone_vs_baseline"] == 1.0

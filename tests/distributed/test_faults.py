@@ -15,6 +15,7 @@ nodes, and removing a worker node takes a Train worker and nothing else.
 - a worker node removed under a running trial: the trial continues on another node from its
   last epoch checkpoint and ends with the genotype of a plain in-process run.
 """
+
 import json
 import os
 import random
@@ -26,7 +27,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import kill_group, run_cli
 
 pytestmark = pytest.mark.slow
@@ -47,13 +47,18 @@ def cluster():
 
     # the nodes' processes (trial drivers, Train controllers and workers) and sweep drivers
     # started from here inherit these
-    env = {**RAY_ENV, WORKER_RESOURCES_ENV: json.dumps({WORKER_RESOURCE: 1}),
-           TRIAL_RESOURCES_ENV: json.dumps({DRIVER_RESOURCE: 1})}
+    env = {
+        **RAY_ENV,
+        WORKER_RESOURCES_ENV: json.dumps({WORKER_RESOURCE: 1}),
+        TRIAL_RESOURCES_ENV: json.dumps({DRIVER_RESOURCE: 1}),
+    }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     nodes = None
     try:
-        nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "resources": {DRIVER_RESOURCE: 100}})
+        nodes = Cluster(
+            initialize_head=True, head_node_args={"num_cpus": 1, "resources": {DRIVER_RESOURCE: 100}}
+        )
         for _ in range(WORKER_NODES):
             nodes.add_node(num_cpus=1, resources={WORKER_RESOURCE: 1})
         ray.init(address=nodes.address)
@@ -77,9 +82,13 @@ def reference(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("reference") / "run"
     result = run_search(parse_sweep({"base": {"preset": "smoke"}}).base_config(), folder)
-    return {"genotype": result["genotype"],
-            "final_by_M": json.loads((folder / "genotypes.json").read_text())["final_by_M"],
-            "train_loss": [json.loads(x)["train_loss"] for x in (folder / "metrics.jsonl").read_text().splitlines()]}
+    return {
+        "genotype": result["genotype"],
+        "final_by_M": json.loads((folder / "genotypes.json").read_text())["final_by_M"],
+        "train_loss": [
+            json.loads(x)["train_loss"] for x in (folder / "metrics.jsonl").read_text().splitlines()
+        ],
+    }
 
 
 def _read(path):
@@ -107,12 +116,21 @@ def _wait_for_marker(marker: Path, deadline: float, alive=lambda: True) -> str:
 
 # ---------------------------------------------------------------- a failing trial
 
+
 def test_a_diverging_trial_is_stored_failed_with_its_reason_and_the_other_finishes(cluster, tmp_path):
     from pdarts_ray.distributed.definition import parse_sweep
     from pdarts_ray.distributed.sweep import run_sweep
 
-    sweep = parse_sweep({"name": "nan", "base": {"preset": "smoke"}, "storage": str(tmp_path), "searcher": "grid",
-                         "max_concurrent_trials": 2, "space": {"lr": {"grid": [0.05, 1e30]}}})
+    sweep = parse_sweep(
+        {
+            "name": "nan",
+            "base": {"preset": "smoke"},
+            "storage": str(tmp_path),
+            "searcher": "grid",
+            "max_concurrent_trials": 2,
+            "space": {"lr": {"grid": [0.05, 1e30]}},
+        }
+    )
     run_sweep(sweep, verbose=0)
     trials, epochs = _read(tmp_path / "nan")
     assert len(trials) == 2
@@ -128,6 +146,7 @@ def test_a_diverging_trial_is_stored_failed_with_its_reason_and_the_other_finish
 
 # ---------------------------------------------------------------- the driver killed
 
+
 def _files(folder: Path) -> dict:
     return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
 
@@ -139,14 +158,28 @@ def test_a_killed_driver_resumes_and_stores_every_trial_once(cluster, tmp_path):
 
     marker = tmp_path / "held"
     space = tmp_path / "space.yaml"
-    space.write_text("base: {preset: smoke}\nsearcher: grid\nmax_concurrent_trials: 2\n"
-                     "space:\n  seed: {grid: [1, 2]}\n")
+    space.write_text(
+        "base: {preset: smoke}\nsearcher: grid\nmax_concurrent_trials: 2\nspace:\n  seed: {grid: [1, 2]}\n"
+    )
     store = tmp_path / "store"
     experiment = store / "cut"
     # one of the two trials holds after global epoch 4; the driver dies once the other has ended
     env = {**os.environ, EXIT_AFTER_EPOCH_ENV: "4", EXIT_MARKER_ENV: str(marker), EXIT_HOLD_ENV: HOLD_S}
-    cmd = [sys.executable, "-m", "pdarts_ray.cli", "sweep", "--space", str(space), "--storage", str(store),
-           "--name", "cut", "--address", cluster.address, "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pdarts_ray.cli",
+        "sweep",
+        "--space",
+        str(space),
+        "--storage",
+        str(store),
+        "--name",
+        "cut",
+        "--address",
+        cluster.address,
+        "--quiet",
+    ]
     log = tmp_path / "driver.log"  # a file, not a pipe: Ray forwards the workers' output to the driver
     with open(log, "w") as err:
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
@@ -155,7 +188,9 @@ def test_a_killed_driver_resumes_and_stores_every_trial_once(cluster, tmp_path):
         _wait_for_marker(marker, deadline, alive=lambda: proc.poll() is None)
         done = []
         while time.time() < deadline and proc.poll() is None and not done:
-            done = sorted((experiment / "trials").glob("*.parquet")) if (experiment / "trials").is_dir() else []
+            done = (
+                sorted((experiment / "trials").glob("*.parquet")) if (experiment / "trials").is_dir() else []
+            )
             time.sleep(0.1)
         assert proc.poll() is None, f"the sweep ended before it could be killed: {log.read_text()[-2000:]}"
         assert len(done) == 1, "the other trial did not finish before the deadline"
@@ -166,11 +201,14 @@ def test_a_killed_driver_resumes_and_stores_every_trial_once(cluster, tmp_path):
     before = _files(finished_run)
     assert "result.json" in before
 
-    code, out, err = run_cli("sweep", "--resume", "cut", "--storage", store, "--address", cluster.address, "--json",
-                             timeout=400)
+    code, out, err = run_cli(
+        "sweep", "--resume", "cut", "--storage", store, "--address", cluster.address, "--json", timeout=400
+    )
     assert code == 0, err[-3000:]
     trials, epochs = _read(experiment)
-    assert sorted(p.stem for p in (experiment / "trials").glob("*.parquet")) == sorted(t["trial_id"] for t in trials)
+    assert sorted(p.stem for p in (experiment / "trials").glob("*.parquet")) == sorted(
+        t["trial_id"] for t in trials
+    )
     assert len(trials) == 2 and len({t["trial_id"] for t in trials}) == 2
     assert {t["cfg_seed"] for t in trials} == {1, 2} and all(t["status"] == "finished" for t in trials)
     assert len(json.loads(out)["trials"]) == 2
@@ -204,7 +242,8 @@ while i <= last:
     print("epochs", i, flush=True)
     write_trial(storage, "w", trial_row("w", f"t{i:04d}", "failed", {}, failure=str(i) * text))
     print("trial", i, flush=True)
-    checkpoints.save({"i": i, "payload": torch.full((16_000_000,), float(i))})  # 64 MB: most of a step is this write
+    # 64 MB: most of a step is this write
+    checkpoints.save({"i": i, "payload": torch.full((16_000_000,), float(i))})
     print("checkpoint", i, flush=True)
     i += 1
 """
@@ -231,7 +270,9 @@ def _check_writes(folder: Path, storage: Path, acked: dict) -> int:
     if (storage / "w" / "trials").is_dir():
         trials = read_trials(str(storage), "w").select(["trial_id", "failure"]).to_pylist()
         ids = [t["trial_id"] for t in trials]
-        assert len(ids) == len(set(ids)) and {f"t{i:04d}" for i in range(acked.get("trial", -1) + 1)} <= set(ids)
+        assert len(ids) == len(set(ids)) and {f"t{i:04d}" for i in range(acked.get("trial", -1) + 1)} <= set(
+            ids
+        )
         assert all(t["failure"] == str(int(t["trial_id"][1:])) * TRIAL_TEXT for t in trials)
     return step
 
@@ -239,9 +280,22 @@ def _check_writes(folder: Path, storage: Path, acked: dict) -> int:
 def _run_writer(folder, storage, last, acked: dict, kill_after=None) -> None:
     """One writer process; with `kill_after`, SIGKILLed that many seconds after its first
     acknowledged step. `acked` gets the last step of each kind acknowledged."""
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(folder), str(storage), str(last), str(ROWS_PER_PART),
-                             str(TRIAL_TEXT)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            WRITER,
+            str(folder),
+            str(storage),
+            str(last),
+            str(ROWS_PER_PART),
+            str(TRIAL_TEXT),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     timer = None
     try:
         for n, line in enumerate(iter(proc.stdout.readline, "")):
@@ -288,16 +342,24 @@ def test_a_search_killed_twice_resumes_to_the_undisturbed_genotype(tmp_path, ref
         args = ["--out", str(run), "--preset", "smoke"] if attempt == 0 else ["--resume", str(run)]
         log = tmp_path / f"search-{attempt}.log"
         with open(log, "w") as err:
-            proc = subprocess.Popen([sys.executable, "-m", "pdarts_ray.cli", "search", *args, "--quiet"],
-                                    stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "pdarts_ray.cli", "search", *args, "--quiet"],
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                start_new_session=True,
+            )
         try:
             deadline = time.time() + 120
             count = len(_metric_lines(run / "metrics.jsonl")) if (run / "metrics.jsonl").is_file() else 0
             while time.time() < deadline and proc.poll() is None:  # past one more epoch, then a random moment
-                if (run / "metrics.jsonl").is_file() and len((run / "metrics.jsonl").read_text().splitlines()) > count:
+                if (run / "metrics.jsonl").is_file() and len(
+                    (run / "metrics.jsonl").read_text().splitlines()
+                ) > count:
                     break
                 time.sleep(0.05)
-            assert proc.poll() is None, f"the search ended before it could be killed: {log.read_text()[-2000:]}"
+            assert proc.poll() is None, (
+                f"the search ended before it could be killed: {log.read_text()[-2000:]}"
+            )
             time.sleep(rng.uniform(0.0, 1.0))
         finally:
             kill_group(proc)
@@ -312,22 +374,31 @@ def test_a_search_killed_twice_resumes_to_the_undisturbed_genotype(tmp_path, ref
 
 # ---------------------------------------------------------------- a worker node removed
 
-def test_a_removed_worker_node_moves_the_trial_which_ends_with_the_undisturbed_genotype(cluster, tmp_path, monkeypatch,
-                                                                                       reference):
+
+def test_a_removed_worker_node_moves_the_trial_which_ends_with_the_undisturbed_genotype(
+    cluster, tmp_path, monkeypatch, reference
+):
     import ray
 
-    from pdarts_ray.results import read_epochs
     from pdarts_ray.distributed.definition import parse_sweep
     from pdarts_ray.distributed.sweep import run_sweep
     from pdarts_ray.distributed.testing import EXIT_AFTER_EPOCH_ENV, EXIT_HOLD_ENV, EXIT_MARKER_ENV
+    from pdarts_ray.results import read_epochs
 
     marker = tmp_path / "held"
     monkeypatch.setenv(EXIT_AFTER_EPOCH_ENV, "4")  # stage 2, epoch 1: mid-stage, after a stage change
     monkeypatch.setenv(EXIT_MARKER_ENV, str(marker))
     monkeypatch.setenv(EXIT_HOLD_ENV, HOLD_S)
     experiment = tmp_path / "store" / "node"
-    sweep = parse_sweep({"name": "node", "base": {"preset": "smoke"}, "storage": str(tmp_path / "store"),
-                         "max_failures": 1, "trial_retries": 0})
+    sweep = parse_sweep(
+        {
+            "name": "node",
+            "base": {"preset": "smoke"},
+            "storage": str(tmp_path / "store"),
+            "max_failures": 1,
+            "trial_retries": 0,
+        }
+    )
     removed, errors, stop = [], [], threading.Event()
 
     def remove_the_workers_node():
@@ -337,7 +408,9 @@ def test_a_removed_worker_node_moves_the_trial_which_ends_with_the_undisturbed_g
             # the epoch before the fault has reached the driver: its checkpoint is the trial's latest
             while time.time() < deadline and not stop.is_set():
                 if (experiment / "epochs").is_dir() and any(
-                        r["global_epoch"] == 4 for r in read_epochs(str(experiment)).select(["global_epoch"]).to_pylist()):
+                    r["global_epoch"] == 4
+                    for r in read_epochs(str(experiment)).select(["global_epoch"]).to_pylist()
+                ):
                     break
                 time.sleep(0.2)
             node = next(n for n in cluster.worker_nodes if n.node_id == node_id)
@@ -362,7 +435,11 @@ def test_a_removed_worker_node_moves_the_trial_which_ends_with_the_undisturbed_g
     trial_id = trials[0]["trial_id"]
     assert _epochs_of(epochs, trial_id) == ALL_EPOCHS
     # Tune saw each epoch once: the new worker went on after global epoch 4, not from the start
-    tune_results = [json.loads(x) for p in experiment.glob(f"*{trial_id}*/result.json") for x in p.read_text().splitlines()]
+    tune_results = [
+        json.loads(x)
+        for p in experiment.glob(f"*{trial_id}*/result.json")
+        for x in p.read_text().splitlines()
+    ]
     assert [r["global_epoch"] for r in tune_results if "global_epoch" in r] == list(range(9))
     lines = _metric_lines(experiment / "runs" / trial_id / "metrics.jsonl")
     assert [r["global_epoch"] for r in lines] == list(range(9))
@@ -372,6 +449,7 @@ def test_a_removed_worker_node_moves_the_trial_which_ends_with_the_undisturbed_g
 
 
 # ---------------------------------------------------------------- a Train worker killed at random moments
+
 
 def _train_worker_pids() -> list[int]:
     """Ray Train workers of this machine (Ray names a worker's process after its actor)."""
@@ -386,17 +464,27 @@ def _train_worker_pids() -> list[int]:
 
 
 KILLS = 3
-LONGER_SMOKE = {"synthetic_size": 512, "epochs": 4, "warmup_epochs": 1}  # epochs of seconds: room to land inside one
+LONGER_SMOKE = {
+    "synthetic_size": 512,
+    "epochs": 4,
+    "warmup_epochs": 1,
+}  # epochs of seconds: room to land inside one
 
 
 def test_a_train_worker_sigkilled_at_random_moments_inside_epochs_resumes_to_the_undisturbed_genotype(
-        cluster, tmp_path):
+    cluster, tmp_path
+):
     from pdarts_ray.core.search import run_search
     from pdarts_ray.distributed.definition import parse_sweep
     from pdarts_ray.distributed.sweep import run_sweep
 
-    definition = {"name": "killed", "base": {"preset": "smoke", "config": LONGER_SMOKE},
-                  "storage": str(tmp_path / "store"), "max_failures": KILLS + 1, "trial_retries": 0}
+    definition = {
+        "name": "killed",
+        "base": {"preset": "smoke", "config": LONGER_SMOKE},
+        "storage": str(tmp_path / "store"),
+        "max_failures": KILLS + 1,
+        "trial_retries": 0,
+    }
     sweep = parse_sweep(definition)
     reference = run_search(sweep.base_config(), tmp_path / "reference")
     experiment = tmp_path / "store" / "killed"

@@ -2,15 +2,16 @@
 an ablation submitted through the Jobs API stores its rows, logs every trial to MLflow and
 leaves Tune's TensorBoard files; a sweep whose job is stopped (`ray job stop`) continues with
 `sweep --resume` as another job, every trial stored and logged once."""
+
 import json
 import time
 from pathlib import Path
 
 import mlflow
 import pytest
+from conftest import ROOT, free_port, token_head
 from ray.job_submission import JobStatus, JobSubmissionClient
 
-from conftest import ROOT, free_port, token_head
 from pdarts_ray.results import read_trials
 
 pytestmark = pytest.mark.slow
@@ -21,8 +22,10 @@ SMOKE_STEPS = list(range(9))  # 3 stages of 3 epochs
 @pytest.fixture(scope="module")
 def head():
     gcs, dashboard = free_port(), free_port()
-    command = (f"RAY_AUTH_MODE=token ray start --head --port={gcs} --dashboard-host=127.0.0.1 "
-               f"--dashboard-port={dashboard} --temp-dir={{temp}} --num-cpus=4 --block")
+    command = (
+        f"RAY_AUTH_MODE=token ray start --head --port={gcs} --dashboard-host=127.0.0.1 "
+        f"--dashboard-port={dashboard} --temp-dir={{temp}} --num-cpus=4 --block"
+    )
     with token_head(command, gcs, dashboard) as started:
         yield started
 
@@ -61,8 +64,9 @@ def test_a_client_without_the_token_is_refused(head):
 def test_an_ablation_submitted_as_a_job(jobs, places, tmp_path):
     job_id = jobs.submit_job(
         entrypoint=f"python ablations/dropout_grid.py --preset smoke --name dropout-job --concurrent 2 "
-                   f"--storage {places['store']} --mlflow {places['mlflow']}",
-        runtime_env={"working_dir": str(ROOT), "excludes": ["benchmarks/results", "tests/fixtures"]})
+        f"--storage {places['store']} --mlflow {places['mlflow']}",
+        runtime_env={"working_dir": str(ROOT), "excludes": ["benchmarks/results", "tests/fixtures"]},
+    )
     assert wait_for(jobs, job_id, {JobStatus.SUCCEEDED}) == JobStatus.SUCCEEDED
     assert "experiment: " in jobs.get_job_logs(job_id)
 
@@ -78,15 +82,20 @@ def test_an_ablation_submitted_as_a_job(jobs, places, tmp_path):
         assert json.loads(run.data.params["skip_dropout"]) == trial["cfg_skip_dropout"]
         assert run.data.params["cells"] == "[3, 4, 5]"  # the whole config, not only the sampled keys
         assert [m.step for m in client.get_metric_history(run.info.run_id, "valid_acc")] == SMOKE_STEPS
-        got = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="genotype.json",
-                                                  tracking_uri=places["mlflow"], dst_path=str(tmp_path / run.info.run_id))
+        got = mlflow.artifacts.download_artifacts(
+            run_id=run.info.run_id,
+            artifact_path="genotype.json",
+            tracking_uri=places["mlflow"],
+            dst_path=str(tmp_path / run.info.run_id),
+        )
         assert json.loads(Path(got).read_text()) == json.loads(trial["genotype"])
 
     # Ray Tune's TensorBoard files, one per trial folder, with every reported metric
     events = sorted(Path(places["store"], "dropout-job").glob("*/events.out.tfevents.*"))
     assert len(events) == 3
-    assert all(b"ray/tune/valid_acc" in e.read_bytes() and b"ray/tune/global_epoch" in e.read_bytes()
-               for e in events)
+    assert all(
+        b"ray/tune/valid_acc" in e.read_bytes() and b"ray/tune/global_epoch" in e.read_bytes() for e in events
+    )
 
 
 def test_ray_tunes_own_readers_see_the_finished_sweep(places):
@@ -106,8 +115,10 @@ def test_ray_tunes_own_readers_see_the_finished_sweep(places):
 
 def test_a_stopped_job_leaves_its_sweep_resumable(jobs, places, tmp_path):
     space = tmp_path / "seeds.yaml"
-    space.write_text("base: {preset: smoke}\nsearcher: grid\nspace: {seed: {grid: [1, 2, 3, 4]}}\n"
-                     "objective: best_valid_acc\nmax_concurrent_trials: 1\n")
+    space.write_text(
+        "base: {preset: smoke}\nsearcher: grid\nspace: {seed: {grid: [1, 2, 3, 4]}}\n"
+        "objective: best_valid_acc\nmax_concurrent_trials: 1\n"
+    )
     sweep = f"pdarts-ray sweep --storage {places['store']} --quiet"
     job_id = jobs.submit_job(entrypoint=f"{sweep} --space {space} --name stopped --mlflow {places['mlflow']}")
     rows = Path(places["store"], "stopped", "trials")
@@ -122,7 +133,9 @@ def test_a_stopped_job_leaves_its_sweep_resumable(jobs, places, tmp_path):
     assert 1 <= stored < 4
 
     again = jobs.submit_job(entrypoint=f"{sweep} --resume stopped")
-    assert wait_for(jobs, again, {JobStatus.SUCCEEDED}) == JobStatus.SUCCEEDED, jobs.get_job_logs(again)[-3000:]
+    assert wait_for(jobs, again, {JobStatus.SUCCEEDED}) == JobStatus.SUCCEEDED, jobs.get_job_logs(again)[
+        -3000:
+    ]
     trials = read_trials(places["store"], "stopped").to_pylist()
     assert sorted(t["seed"] for t in trials) == [1, 2, 3, 4] and {t["status"] for t in trials} == {"finished"}
     client, runs = mlflow_runs(places["mlflow"], "stopped")

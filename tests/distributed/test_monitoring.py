@@ -1,6 +1,7 @@
 """Monitoring: trial names from the sampled config, the trial's gauges (no Ray); then a
 smoke sweep on its own local Ray, watched while it runs through the dashboard's JSON API
 (with the cluster's token) and the Prometheus text of the node's metrics export port."""
+
 import json
 import os
 import re
@@ -14,15 +15,14 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-
-from pdarts_ray.distributed.monitoring import EVAL_GAUGES, GAUGES, EvalMetrics, TrialMetrics
-from pdarts_ray.distributed.definition import parse_sweep
-from pdarts_ray.distributed.sweep import TRIAL_LABEL_MAX, trial_label, trial_name
-
 from conftest import node_metrics_url, prometheus_samples
 
+from pdarts_ray.distributed.definition import parse_sweep
+from pdarts_ray.distributed.monitoring import EVAL_GAUGES, GAUGES, EvalMetrics, TrialMetrics
+from pdarts_ray.distributed.sweep import TRIAL_LABEL_MAX, trial_label, trial_name
 
 # ---------------------------------------------------------------- names (no Ray)
+
 
 def _trial(config, trial_id="a1b2c_00003"):
     return SimpleNamespace(config=config, trial_id=trial_id)
@@ -33,7 +33,10 @@ def test_trial_names_read_by_the_sampled_values():
     config = {"skip_dropout": "[0.0, 0.3, 0.6]", "seed": 3, "lr": 0.0532671}
     assert trial_label(config) == "lr=0.0533,seed=3,skip_dropout=0.0-0.3-0.6"
     assert trial_name(_trial(config)) == "lr=0.0533,seed=3,skip_dropout=0.0-0.3-0.6_a1b2c_00003"
-    assert trial_label({"ops_kept": [8, 5, 3], "fused": True, "lr": 1e-05}) == "fused=true,lr=1e-05,ops_kept=8-5-3"
+    assert (
+        trial_label({"ops_kept": [8, 5, 3], "fused": True, "lr": 1e-05})
+        == "fused=true,lr=1e-05,ops_kept=8-5-3"
+    )
     assert trial_name(_trial({})) == "trial_a1b2c_00003"  # nothing sampled
 
 
@@ -51,10 +54,21 @@ def test_build_tuner_names_trials_and_their_folders(tmp_path):
     from pdarts_ray.core.config import to_dict
     from pdarts_ray.distributed.sweep import build_tuner
 
-    sweep = parse_sweep({"base": {"preset": "smoke"}, "searcher": "grid", "space": {"seed": {"grid": [1, 2]}}})
-    setup = {"name": "n", "storage": str(tmp_path), "experiment_path": str(tmp_path / "n"),
-             "sweep": sweep.to_dict(), "base_config": to_dict(sweep.base_config()), "gpus_per_trial": 0.0,
-             "cpus_per_trial": 1, "max_failures": 0, "worker_env": {}, "local_runs": None}
+    sweep = parse_sweep(
+        {"base": {"preset": "smoke"}, "searcher": "grid", "space": {"seed": {"grid": [1, 2]}}}
+    )
+    setup = {
+        "name": "n",
+        "storage": str(tmp_path),
+        "experiment_path": str(tmp_path / "n"),
+        "sweep": sweep.to_dict(),
+        "base_config": to_dict(sweep.base_config()),
+        "gpus_per_trial": 0.0,
+        "cpus_per_trial": 1,
+        "max_failures": 0,
+        "worker_env": {},
+        "local_runs": None,
+    }
     tune_config = build_tuner(sweep, setup)._local_tuner._tune_config
     assert tune_config.trial_name_creator is trial_name and tune_config.trial_dirname_creator is trial_name
 
@@ -84,13 +98,25 @@ def test_the_gauges_take_every_epoch_and_keep_the_last_validated_accuracy(monkey
     metrics = TrialMetrics("exp", "t_00000", "seed=3_t_00000")
     by_name = {g.name: g for g in _Gauge.made}
     assert set(by_name) == set(GAUGES)
-    assert all(g.tags == {"experiment": "exp", "trial_id": "t_00000", "trial_name": "seed=3_t_00000"}
-               for g in _Gauge.made)
-    row = {"stage": 2, "epoch": 1, "global_epoch": 4, "valid_acc": 61.5, "train_loss": 1.2,
-           "skip_connects_now": 3, "peak_memory_bytes": 12345}
+    assert all(
+        g.tags == {"experiment": "exp", "trial_id": "t_00000", "trial_name": "seed=3_t_00000"}
+        for g in _Gauge.made
+    )
+    row = {
+        "stage": 2,
+        "epoch": 1,
+        "global_epoch": 4,
+        "valid_acc": 61.5,
+        "train_loss": 1.2,
+        "skip_connects_now": 3,
+        "peak_memory_bytes": 12345,
+    }
     metrics.record(row)
     metrics.record({**row, "epoch": 2, "global_epoch": 5, "valid_acc": None, "train_loss": float("nan")})
-    assert by_name["pdarts_epoch"].values == [1.0, 2.0] and by_name["pdarts_global_epoch"].values == [4.0, 5.0]
+    assert by_name["pdarts_epoch"].values == [1.0, 2.0] and by_name["pdarts_global_epoch"].values == [
+        4.0,
+        5.0,
+    ]
     assert by_name["pdarts_valid_acc"].values == [61.5]  # not validated: left as it was
     assert by_name["pdarts_train_loss"].values == [1.2]  # non-finite: not exported
     assert by_name["pdarts_skip_connects"].values == [3.0, 3.0]
@@ -105,8 +131,10 @@ def test_a_retrainings_gauges_take_every_epoch_and_keep_the_last_test_accuracy(m
     metrics = EvalMetrics("reproduce-tiny-digits", "e-123", "M=2", epochs=12)
     by_name = {g.name: g for g in _Gauge.made}
     assert set(by_name) == set(EVAL_GAUGES)
-    assert all(g.tags == {"experiment": "reproduce-tiny-digits", "run": "e-123", "genotype": "M=2"}
-               for g in _Gauge.made)
+    assert all(
+        g.tags == {"experiment": "reproduce-tiny-digits", "run": "e-123", "genotype": "M=2"}
+        for g in _Gauge.made
+    )
     row = {"epoch": 0, "train_loss": 2.3, "train_acc": 0.1, "test_acc": 0.25, "epoch_seconds": 7.5}
     metrics.on_epoch_end(row, None)
     metrics.on_epoch_end({**row, "epoch": 1, "test_acc": None, "train_loss": 1.9}, None)
@@ -117,6 +145,7 @@ def test_a_retrainings_gauges_take_every_epoch_and_keep_the_last_test_accuracy(m
 
 
 # ---------------------------------------------------------------- a sweep, watched
+
 
 def _token() -> str:
     """The cluster's token as a client finds it: $RAY_AUTH_TOKEN, $RAY_AUTH_TOKEN_PATH, else
@@ -162,6 +191,7 @@ class Watcher(threading.Thread):
 
     def _poll(self):
         import ray
+
         from pdarts_ray.distributed.connect import dashboard_url
 
         if self.dashboard is None:
@@ -173,7 +203,11 @@ class Watcher(threading.Thread):
         if status == 200:
             listed = json.loads(body)["data"]["result"]["result"]
             for actor in listed:
-                self.actors[actor["actor_id"]] = (_short(actor["class_name"]), actor.get("repr_name"), actor.get("pid"))
+                self.actors[actor["actor_id"]] = (
+                    _short(actor["class_name"]),
+                    actor.get("repr_name"),
+                    actor.get("pid"),
+                )
             alive = {_short(a["class_name"]) for a in listed if a["state"] == "ALIVE"}
             self.alive_together |= {"ImplicitFunc", "RayTrainWorker"} <= alive
         status, text = _get(self.metrics_url)
@@ -195,8 +229,8 @@ def test_a_running_sweep_is_listed_by_the_dashboard_and_exports_its_metrics(tmp_
     import ray
     from ray.tune import ExperimentAnalysis
 
-    from pdarts_ray.results import read_trials
     from pdarts_ray.distributed.sweep import run_sweep
+    from pdarts_ray.results import read_trials
 
     assert not ray.is_initialized(), "this test starts its own local Ray"
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
@@ -207,9 +241,16 @@ def test_a_running_sweep_is_listed_by_the_dashboard_and_exports_its_metrics(tmp_
     monkeypatch.delenv("RAY_AUTH_MODE", raising=False)  # the default of a local ray.init: token auth
     monkeypatch.setenv("RAY_metrics_report_interval_ms", "1000")  # Ray's default 10 s outlasts a smoke epoch
     # more epochs than the preset's 3: the trial outlives the first metrics export
-    sweep = parse_sweep({"base": {"preset": "smoke", "config": {"epochs": 5}}, "name": "watched",
-                         "storage": str(tmp_path), "searcher": "grid", "max_concurrent_trials": 1,
-                         "space": {"seed": {"grid": [3]}}})
+    sweep = parse_sweep(
+        {
+            "base": {"preset": "smoke", "config": {"epochs": 5}},
+            "name": "watched",
+            "storage": str(tmp_path),
+            "searcher": "grid",
+            "max_concurrent_trials": 1,
+            "space": {"seed": {"grid": [3]}},
+        }
+    )
     watcher = Watcher(deadline=time.time() + 300)
     watcher.start()
     try:

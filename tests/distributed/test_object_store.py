@@ -10,6 +10,7 @@ by boto3, pyarrow and Ray alike.
   `reproduce --no-run` read it from there.
 gs:// is not tested offline.
 """
+
 import json
 import os
 import subprocess
@@ -18,7 +19,6 @@ import threading
 import time
 
 import pytest
-
 from conftest import kill_group, run_cli
 
 pytestmark = pytest.mark.slow
@@ -81,12 +81,25 @@ def test_a_sweep_on_s3_killed_and_resumed_stores_every_trial_once(s3_server, tmp
     bucket = s3_server["bucket"]
     storage = f"s3://{bucket}/store"
     space = tmp_path / "space.yaml"
-    space.write_text("base: {preset: smoke}\nsearcher: grid\nmax_concurrent_trials: 2\nspace:\n  seed: {grid: [1, 2]}\n")
+    space.write_text(
+        "base: {preset: smoke}\nsearcher: grid\nmax_concurrent_trials: 2\nspace:\n  seed: {grid: [1, 2]}\n"
+    )
     marker = tmp_path / "held"
     env = {**os.environ, EXIT_AFTER_EPOCH_ENV: "4", EXIT_MARKER_ENV: str(marker), EXIT_HOLD_ENV: "120"}
     log = tmp_path / "driver.log"
-    cmd = [sys.executable, "-m", "pdarts_ray.cli", "sweep", "--space", str(space), "--storage", storage,
-           "--name", "on-s3", "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pdarts_ray.cli",
+        "sweep",
+        "--space",
+        str(space),
+        "--storage",
+        storage,
+        "--name",
+        "on-s3",
+        "--quiet",
+    ]
     with open(log, "w") as err:
         driver = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
     try:
@@ -110,8 +123,9 @@ def test_a_sweep_on_s3_killed_and_resumed_stores_every_trial_once(s3_server, tmp
     assert len(_keys(bucket, "store/on-s3/trials/")) == 2
     epochs = read_epochs(storage, "on-s3").to_pylist()
     for t in trials:
-        assert sorted((e["stage"], e["epoch"]) for e in epochs if e["trial_id"] == t["trial_id"]) == \
-            [(s, e) for s in (1, 2, 3) for e in range(3)]
+        assert sorted((e["stage"], e["epoch"]) for e in epochs if e["trial_id"] == t["trial_id"]) == [
+            (s, e) for s in (1, 2, 3) for e in range(3)
+        ]
     assert _keys(bucket, "store/.claims/") == [], err[-3000:]  # released
 
     code, out, err = run_cli("results", "list", "--storage", storage, "--json")
@@ -120,7 +134,17 @@ def test_a_sweep_on_s3_killed_and_resumed_stores_every_trial_once(s3_server, tmp
     assert (listed["trials"], listed["finished"]) == (2, 2)
     code, out, err = run_cli("results", "show", f"{storage}/on-s3", "--format", "json")
     assert code == 0 and len(json.loads(out)) == 2, err
-    code, out, err = run_cli("reproduce", "table3", "--preset", "smoke", "--storage", storage, "--no-run",
-                             "--out", tmp_path / "out", "--json")
+    code, out, err = run_cli(
+        "reproduce",
+        "table3",
+        "--preset",
+        "smoke",
+        "--storage",
+        storage,
+        "--no-run",
+        "--out",
+        tmp_path / "out",
+        "--json",
+    )
     assert code == 0, err
     assert json.loads(out)["searches_started"] == 0

@@ -7,11 +7,11 @@ names the sweep's callback and its trial-naming function by their 0.1.0 module p
 `pdarts_ray.sweep`. The paths in its `sweep.json` are placeholders, filled in for the copy
 that the test resumes.
 """
+
 import json
 import shutil
 
 import pytest
-
 from conftest import FIXTURES, run_cli
 
 pytestmark = pytest.mark.slow
@@ -37,8 +37,16 @@ def test_a_sweep_saved_by_the_old_layout_resumes(tmp_path):
     before = read_trials(str(experiment)).to_pylist()
     assert [t["trial_id"] for t in before] == [FINISHED]
 
-    code, out, err = run_cli("sweep", "--resume", "old-layout", "--storage", store, "--json",
-                             env={"PDARTS_CACHE": str(cache)}, timeout=600)
+    code, out, err = run_cli(
+        "sweep",
+        "--resume",
+        "old-layout",
+        "--storage",
+        store,
+        "--json",
+        env={"PDARTS_CACHE": str(cache)},
+        timeout=600,
+    )
     assert code == 0, err[-3000:]
     # its saved Tuner gave Tune the concurrency limit beside the generator's own: dropped, no warning
     assert "max_concurrent_trials" not in err
@@ -48,10 +56,13 @@ def test_a_sweep_saved_by_the_old_layout_resumes(tmp_path):
     assert trials[FINISHED] == before[0]  # stored once, not run again
     epochs = read_epochs(str(experiment)).to_pylist()
     for trial_id in trials:
-        assert sorted((e["stage"], e["epoch"]) for e in epochs if e["trial_id"] == trial_id) == \
-            [(s, e) for s in (1, 2, 3) for e in range(3)]
+        assert sorted((e["stage"], e["epoch"]) for e in epochs if e["trial_id"] == trial_id) == [
+            (s, e) for s in (1, 2, 3) for e in range(3)
+        ]
     assert len(json.loads(out)["trials"]) == 2
     # the resumed trial continued from its epoch-4 checkpoint to the uninterrupted search's cell
-    reference = run_search(parse_sweep({"base": {"preset": "smoke", "config": {"seed": 2}}}).base_config(),
-                           tmp_path / "reference")
+    reference = run_search(
+        parse_sweep({"base": {"preset": "smoke", "config": {"seed": 2}}}).base_config(),
+        tmp_path / "reference",
+    )
     assert json.loads(trials[UNFINISHED]["genotype"]) == reference["genotype"]

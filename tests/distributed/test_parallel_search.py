@@ -13,6 +13,7 @@
 - a sweep with `workers_per_trial: 2` stores its rows (with the workers);
 - on a two-node `ray.cluster_utils.Cluster`, one worker per node gives the same genotype.
 """
+
 import json
 import subprocess
 import sys
@@ -20,7 +21,6 @@ import time
 
 import pytest
 import torch
-
 from conftest import kill_group, run_cli
 
 pytestmark = pytest.mark.slow
@@ -34,8 +34,9 @@ def _lines(path):
 def two_workers(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("two") / "run"
     t0 = time.time()
-    code, out, err = run_cli("search", "--preset", "smoke", "--workers", "2", "--out", run_dir, "--json",
-                             timeout=600)
+    code, out, err = run_cli(
+        "search", "--preset", "smoke", "--workers", "2", "--out", run_dir, "--json", timeout=600
+    )
     assert code == 0, err[-3000:]
     return {"run_dir": run_dir, "result": json.loads(out), "seconds": time.time() - t0}
 
@@ -54,14 +55,27 @@ def test_two_workers_write_a_plain_run_folder(two_workers):
         assert (run_dir / name).is_file(), name
     state = torch.load(CheckpointDir(run_dir / "checkpoints").latest_path(), weights_only=True)
     assert state["workers"] == 2 and state["sync_bn"] is True and len(state["rng_ranks"]) == 2
-    assert "batch_size" in json.loads((run_dir / "config.json").read_text())  # the config, not the run options
+    assert "batch_size" in json.loads(
+        (run_dir / "config.json").read_text()
+    )  # the config, not the run options
     assert "workers" not in json.loads((run_dir / "config.json").read_text())
 
 
 def test_killed_and_resumed_with_the_same_workers_it_ends_as_if_never_interrupted(two_workers, tmp_path):
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, "-m", "pdarts_ray.cli", "search", "--preset", "smoke", "--workers", "2",
-           "--out", str(run_dir), "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pdarts_ray.cli",
+        "search",
+        "--preset",
+        "smoke",
+        "--workers",
+        "2",
+        "--out",
+        str(run_dir),
+        "--quiet",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.time() + 300
@@ -84,10 +98,14 @@ def test_killed_and_resumed_with_the_same_workers_it_ends_as_if_never_interrupte
     assert json.loads(out)["genotype"] == two_workers["result"]["genotype"]
     lines = _lines(run_dir / "metrics.jsonl")
     assert [(r["stage"], r["epoch"]) for r in lines] == [(s, e) for s in (1, 2, 3) for e in range(3)]
-    assert [r["train_loss"] for r in lines] == [r["train_loss"] for r in _lines(two_workers["run_dir"] / "metrics.jsonl")]
+    assert [r["train_loss"] for r in lines] == [
+        r["train_loss"] for r in _lines(two_workers["run_dir"] / "metrics.jsonl")
+    ]
 
 
-def test_stopped_before_its_first_checkpoint_it_resumes_on_the_same_workers(two_workers, tmp_path, monkeypatch):
+def test_stopped_before_its_first_checkpoint_it_resumes_on_the_same_workers(
+    two_workers, tmp_path, monkeypatch
+):
     from pdarts_ray.cli.main import main
     from pdarts_ray.distributed import parallel_search
 
@@ -101,33 +119,55 @@ def test_stopped_before_its_first_checkpoint_it_resumes_on_the_same_workers(two_
     assert not (run_dir / "checkpoints").exists() and (run_dir / "config.json").is_file()
 
     code, out, err = run_cli("search", "--preset", "smoke", "--workers", "2", "--out", run_dir, timeout=120)
-    assert code == 2 and err.count("\n") == 1 and f"continue it with `pdarts-ray search --resume {run_dir}`" in err
+    assert (
+        code == 2
+        and err.count("\n") == 1
+        and f"continue it with `pdarts-ray search --resume {run_dir}`" in err
+    )
     code, out, err = run_cli("search", "--resume", run_dir, "--workers", "3", timeout=120)
     assert code == 2 and err.count("\n") == 1 and "resume it with the same (--workers 2)" in err, err
 
     code, out, err = run_cli("search", "--resume", run_dir, "--json", timeout=600)
     assert code == 0, err[-3000:]
-    assert json.loads(out)["workers"] == 2 and json.loads(out)["genotype"] == two_workers["result"]["genotype"]
+    assert (
+        json.loads(out)["workers"] == 2 and json.loads(out)["genotype"] == two_workers["result"]["genotype"]
+    )
     lines = _lines(run_dir / "metrics.jsonl")
-    assert [r["train_loss"] for r in lines] == [r["train_loss"] for r in _lines(two_workers["run_dir"] / "metrics.jsonl")]
+    assert [r["train_loss"] for r in lines] == [
+        r["train_loss"] for r in _lines(two_workers["run_dir"] / "metrics.jsonl")
+    ]
 
 
 def test_a_worker_that_dies_is_replaced_and_the_group_ends_as_if_never_interrupted(two_workers, tmp_path):
     from pdarts_ray.distributed.testing import EXIT_AFTER_EPOCH_ENV, EXIT_MARKER_ENV
 
     marker = tmp_path / "exited"  # one of the two workers exits hard after global epoch 4, once
-    code, out, err = run_cli("search", "--preset", "smoke", "--workers", "2", "--out", tmp_path / "run", "--json",
-                             env={EXIT_AFTER_EPOCH_ENV: "4", EXIT_MARKER_ENV: str(marker)}, timeout=600)
+    code, out, err = run_cli(
+        "search",
+        "--preset",
+        "smoke",
+        "--workers",
+        "2",
+        "--out",
+        tmp_path / "run",
+        "--json",
+        env={EXIT_AFTER_EPOCH_ENV: "4", EXIT_MARKER_ENV: str(marker)},
+        timeout=600,
+    )
     assert code == 0, err[-3000:]
     assert marker.is_file()
     assert json.loads(out)["genotype"] == two_workers["result"]["genotype"]
     lines = _lines(tmp_path / "run" / "metrics.jsonl")
     assert [(r["stage"], r["epoch"]) for r in lines] == [(s, e) for s in (1, 2, 3) for e in range(3)]
-    assert [r["train_loss"] for r in lines] == [r["train_loss"] for r in _lines(two_workers["run_dir"] / "metrics.jsonl")]
+    assert [r["train_loss"] for r in lines] == [
+        r["train_loss"] for r in _lines(two_workers["run_dir"] / "metrics.jsonl")
+    ]
 
 
 def test_a_batch_that_does_not_divide_among_the_workers_is_one_line(tmp_path):
-    code, out, err = run_cli("search", "--preset", "smoke", "--workers", "3", "--out", tmp_path / "run", timeout=120)
+    code, out, err = run_cli(
+        "search", "--preset", "smoke", "--workers", "3", "--out", tmp_path / "run", timeout=120
+    )
     assert code == 2 and "batch_size: must be divisible by the workers (3), got 32" in err, err
     assert not (tmp_path / "run").exists()
 
@@ -137,8 +177,16 @@ def test_a_sweep_with_two_workers_per_trial_stores_its_rows(tmp_path):
     from pdarts_ray.distributed.sweep import run_sweep
     from pdarts_ray.results import read_epochs, read_trials
 
-    sweep = parse_sweep({"name": "dp", "base": {"preset": "smoke"}, "storage": str(tmp_path), "searcher": "grid",
-                         "workers_per_trial": 2, "max_concurrent_trials": 1})
+    sweep = parse_sweep(
+        {
+            "name": "dp",
+            "base": {"preset": "smoke"},
+            "storage": str(tmp_path),
+            "searcher": "grid",
+            "workers_per_trial": 2,
+            "max_concurrent_trials": 1,
+        }
+    )
     run_sweep(sweep, verbose=0)
     (trial,) = read_trials(str(tmp_path / "dp")).to_pylist()
     assert trial["status"] == "finished" and trial["workers"] == 2

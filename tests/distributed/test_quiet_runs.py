@@ -3,13 +3,13 @@ their table (or JSON) alone on stdout, and neither Tune's warning about
 `max_concurrent_trials` nor a traceback (Ray Train's placement-group cleaner asking the
 wrong instance) on stderr; a sweep that joins that other instance gives its Tune trials and
 Train workers the driver's CPU wait policy, the user's own OpenMP setting first."""
+
 import json
 
 import pytest
+from conftest import ray_process_env, raylet_of, run_cli
 
 from pdarts_ray.core.waiting import OPENMP_KEYS, wait_policy_env
-
-from conftest import raylet_of, ray_process_env, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -39,8 +39,20 @@ def test_a_grid_sweep_beside_another_ray_prints_its_table_alone(second_ray, tmp_
 
 
 def test_reproduce_beside_another_ray_prints_json_alone(second_ray, tmp_path):
-    code, out, err = run_cli("reproduce", "table3", "--preset", "smoke", "--runs", "1", "--storage",
-                             tmp_path / "store", "--out", tmp_path / "out", "--json", env=LOCAL)
+    code, out, err = run_cli(
+        "reproduce",
+        "table3",
+        "--preset",
+        "smoke",
+        "--runs",
+        "1",
+        "--storage",
+        tmp_path / "store",
+        "--out",
+        tmp_path / "out",
+        "--json",
+        env=LOCAL,
+    )
     assert code == 0, err[-3000:]
     assert_quiet(err)
     assert json.loads(out)["searches_started"] == 1
@@ -55,8 +67,18 @@ def test_a_sweep_joining_a_cluster_brings_the_drivers_wait_policy(second_ray, tm
     space.write_text(GRID)
     store = tmp_path / "store"
     with ray_process_env(raylet_of(second_ray["home"]), OPENMP_KEYS) as started:
-        code, out, err = run_cli("sweep", "--space", space, "--storage", store, "--name", "joined",
-                                 "--address", second_ray["gcs"], env=second_ray["join_env"])
+        code, out, err = run_cli(
+            "sweep",
+            "--space",
+            space,
+            "--storage",
+            store,
+            "--name",
+            "joined",
+            "--address",
+            second_ray["gcs"],
+            env=second_ray["join_env"],
+        )
     assert code == 0, err[-3000:]
     assert_quiet(err)
     assert_only_the_table(out, "joined", store / "joined")

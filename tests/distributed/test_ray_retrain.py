@@ -1,20 +1,20 @@
 """Data-parallel retraining through Ray Train on a local Ray (gloo on CPU): metrics and
 checkpoints reported through Ray Train, one worker agreeing with the in-process run,
 resume, and a killed worker restarted from the last checkpoint."""
+
 import os
 import signal
 import threading
 import time
 
 import pytest
+from conftest import exported_until, node_metrics_url
 
 from pdarts_ray.core.checkpoint import CheckpointDir, read_jsonl
 from pdarts_ray.core.config import resolve
 from pdarts_ray.evaluation.config import EVAL_PRESETS, EvalConfig
-from pdarts_ray.evaluation.retrain import EvalHooks, EvalRun, check_data, run_evaluation
 from pdarts_ray.evaluation.genotypes import PDARTS
-
-from conftest import exported_until, node_metrics_url
+from pdarts_ray.evaluation.retrain import EvalHooks, EvalRun, check_data, run_evaluation
 
 pytestmark = pytest.mark.slow
 
@@ -49,8 +49,11 @@ def test_two_gloo_workers_report_metrics_and_checkpoints(local_ray, tmp_path):
     assert '"workers": 2' in result and (run.run_dir / "weights.pt").is_file()
     # rank 0 set the retraining's Ray gauges, tagged with its run folder and genotype
     run_name = run.run_dir.name
-    samples = exported_until(node_metrics_url(local_ray), "ray_pdarts_eval_",
-                             lambda samples: ("ray_pdarts_eval_test_acc", run_name) in samples)
+    samples = exported_until(
+        node_metrics_url(local_ray),
+        "ray_pdarts_eval_",
+        lambda samples: ("ray_pdarts_eval_test_acc", run_name) in samples,
+    )
     labels, test_acc = samples[("ray_pdarts_eval_test_acc", run_name)]
     assert labels["experiment"] == "evaluate" and labels["genotype"] == "PDARTS"
     assert test_acc == pytest.approx(outcome.metrics["test_acc"])

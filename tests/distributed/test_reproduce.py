@@ -1,27 +1,27 @@
 """`pdarts-ray reproduce`: every table computed from a small hand-made results store (exact
 cells), what a partial store lacks, retrainings run and stored once, and `reproduce table3
 --preset smoke` end to end on a real local Ray (a second run starts nothing)."""
+
 import csv
 import dataclasses
 import json
 
 import pytest
+from conftest import exported_until, node_metrics_url, run_cli
 
 from pdarts_ray.core.config import SEARCH_PRESETS, SearchConfig, resolve, to_dict
 from pdarts_ray.core.errors import UserError
+from pdarts_ray.distributed.reproduce import reproduce
 from pdarts_ray.evaluation.config import EVAL_PRESETS, EvalConfig
 from pdarts_ray.evaluation.genotypes import DARTS_V2, PDARTS
-from pdarts_ray.distributed.reproduce import reproduce
+from pdarts_ray.results import evaluation_row, read_evaluations, trial_row, write_evaluation, write_trial
 from pdarts_ray.results.tables import table_spec
 from pdarts_ray.results.tables.common import eval_key, resolve_setup, search_key, search_need
 from pdarts_ray.results.tables.render import to_csv, to_markdown, write_outputs
-from pdarts_ray.results import (evaluation_row, read_evaluations, trial_row, write_evaluation, write_trial)
-
-from conftest import exported_until, node_metrics_url, run_cli
 
 FAMILY = "reproduce-smoke-synthetic"
 EVAL = to_dict(resolve(EvalConfig, EVAL_PRESETS, "eval-smoke"))
-GIB = 2 ** 30
+GIB = 2**30
 
 
 def smoke_config(**over) -> dict:
@@ -40,30 +40,68 @@ def cell(skips: int, op: str = "sep_conv_3x3") -> dict:
 PD, DV2 = PDARTS.to_dict(), DARTS_V2.to_dict()
 
 
-def add_search(store, trial_id: str, config: dict, by_m: dict | None = None, stages=None, memory=None,
-               skips_before=8, seconds=(100.0, 200.0, 300.0), device="cpu", experiment=FAMILY + ".s-hand",
-               stage_skips=None):
+def add_search(
+    store,
+    trial_id: str,
+    config: dict,
+    by_m: dict | None = None,
+    stages=None,
+    memory=None,
+    skips_before=8,
+    seconds=(100.0, 200.0, 300.0),
+    device="cpu",
+    experiment=FAMILY + ".s-hand",
+    stage_skips=None,
+):
     by_m = by_m or {m: cell(min(m, 8)) for m in range(9)}
     final = by_m[config["skip_connects"]]
     genotypes = {"final_by_M": {str(m): g for m, g in by_m.items()}}
     for i, g in enumerate(stages or [final, final, final]):
         genotypes[f"stage{i + 1}"] = g
-    result = {"genotype": final, "peak_memory_bytes": memory or [GIB, 2 * GIB, 3 * GIB],
-              "peak_memory_reserved_bytes": None, "peak_memory_kind": "cpu_peak_rss" if device == "cpu" else
-              "cuda_max_allocated", "stage_seconds": list(seconds), "skip_connects_before_refinement": skips_before,
-              "best_valid_acc": 0.5, "final_valid_acc": 0.5, "device": device, "threads": 1,
-              "stage_skip_connects_before_refinement": stage_skips}
-    row = trial_row(experiment, trial_id, "finished", {**config, "threads": 1}, result, genotypes,
-                    started=1000.0, finished=2000.0)
+    result = {
+        "genotype": final,
+        "peak_memory_bytes": memory or [GIB, 2 * GIB, 3 * GIB],
+        "peak_memory_reserved_bytes": None,
+        "peak_memory_kind": "cpu_peak_rss" if device == "cpu" else "cuda_max_allocated",
+        "stage_seconds": list(seconds),
+        "skip_connects_before_refinement": skips_before,
+        "best_valid_acc": 0.5,
+        "final_valid_acc": 0.5,
+        "device": device,
+        "threads": 1,
+        "stage_skip_connects_before_refinement": stage_skips,
+    }
+    row = trial_row(
+        experiment,
+        trial_id,
+        "finished",
+        {**config, "threads": 1},
+        result,
+        genotypes,
+        started=1000.0,
+        finished=2000.0,
+    )
     assert write_trial(str(store), experiment, row)
 
 
 def add_eval(store, genotype: dict, error_pct: float, params: int = 1000):
     key = eval_key(genotype, EVAL)
-    result = {"top1": 1 - error_pct / 100, "top5": 1.0, "error_pct": error_pct, "params": params,
-              "params_with_aux": params, "macs": 1, "seconds": 1.0, "epochs": 3, "workers": 1, "device": "cpu",
-              "threads": 1}
-    assert write_evaluation(str(store), FAMILY, evaluation_row(FAMILY, key, genotype, "eval-smoke", EVAL, result))
+    result = {
+        "top1": 1 - error_pct / 100,
+        "top5": 1.0,
+        "error_pct": error_pct,
+        "params": params,
+        "params_with_aux": params,
+        "macs": 1,
+        "seconds": 1.0,
+        "epochs": 3,
+        "workers": 1,
+        "device": "cpu",
+        "threads": 1,
+    }
+    assert write_evaluation(
+        str(store), FAMILY, evaluation_row(FAMILY, key, genotype, "eval-smoke", EVAL, result)
+    )
 
 
 def table(store, name: str, runs: int | None = None, repeats: int | None = None):
@@ -72,22 +110,42 @@ def table(store, name: str, runs: int | None = None, repeats: int | None = None)
 
 # ---------------------------------------------------------------- presets and keys
 
+
 def test_presets_pair_a_search_preset_with_an_evaluation_preset():
     paper = resolve_setup("paper")
-    assert (paper.search_preset, paper.eval_preset, paper.experiment) == ("paper-c10", "eval-c10",
-                                                                         "reproduce-paper-cifar10")
+    assert (paper.search_preset, paper.eval_preset, paper.experiment) == (
+        "paper-c10",
+        "eval-c10",
+        "reproduce-paper-cifar10",
+    )
     c100 = resolve_setup("paper", "cifar100")
-    assert (c100.search_preset, c100.eval_preset, c100.experiment) == ("paper-c100", "eval-c100",
-                                                                      "reproduce-paper-cifar100")
+    assert (c100.search_preset, c100.eval_preset, c100.experiment) == (
+        "paper-c100",
+        "eval-c100",
+        "reproduce-paper-cifar100",
+    )
     tiny = resolve_setup("tiny")
-    assert (tiny.search_preset, tiny.eval_preset, tiny.experiment, tiny.runs) == ("tiny", "eval-tiny",
-                                                                                  "reproduce-tiny-digits", 3)
+    assert (tiny.search_preset, tiny.eval_preset, tiny.experiment, tiny.runs) == (
+        "tiny",
+        "eval-tiny",
+        "reproduce-tiny-digits",
+        3,
+    )
     small = resolve_setup("small")
     assert (small.search_preset, small.eval_preset, small.experiment, small.runs, small.repeats) == (
-        "small", "eval-small", "reproduce-small-digits", 3, 3)
+        "small",
+        "eval-small",
+        "reproduce-small-digits",
+        3,
+        3,
+    )
     assert (tiny.repeats, paper.repeats, resolve_setup("tiny", repeats=2).repeat_seeds()) == (1, 1, [2, 3])
-    for bad, words in [(dict(preset="huge"), "--preset"), (dict(preset="tiny", dataset="cifar100"), "--dataset"),
-                       (dict(preset="smoke", runs=0), "--runs"), (dict(preset="small", repeats=0), "--repeats")]:
+    for bad, words in [
+        (dict(preset="huge"), "--preset"),
+        (dict(preset="tiny", dataset="cifar100"), "--dataset"),
+        (dict(preset="smoke", runs=0), "--runs"),
+        (dict(preset="small", repeats=0), "--repeats"),
+    ]:
         with pytest.raises(UserError, match=words):
             resolve_setup(**bad)
 
@@ -104,8 +162,10 @@ def test_keys_ignore_where_a_run_ran_but_not_what_it_computed():
 def test_search_keys_are_those_pdarts_ray_0_1_0_stored():
     """Keys added since (at their defaults) leave the identity of stored searches alone: these
     are the keys 0.1.0 gave the preset searches, which a store written then holds."""
-    for preset, main, dropout in [("smoke", "74ba2a4737c0abc0", "2a1fd53e30b7a176"),
-                                  ("paper", "2ecd49fce7e8d85e", "b8921e9e49c76fc7")]:
+    for preset, main, dropout in [
+        ("smoke", "74ba2a4737c0abc0", "2a1fd53e30b7a176"),
+        ("paper", "2ecd49fce7e8d85e", "b8921e9e49c76fc7"),
+    ]:
         setup = resolve_setup(preset)
         assert search_key(setup.base) == main
         assert search_need(setup, skip_dropout=[0.0, 0.3, 0.6]).key == dropout
@@ -113,8 +173,10 @@ def test_search_keys_are_those_pdarts_ray_0_1_0_stored():
 
 def test_tables_share_searches():
     setup = resolve_setup("smoke")
-    keys = {name: {n.key for n in table_spec(name, setup).searches} for name in
-            ("table3", "depth", "approx", "dropout", "skip", "refine", "table1")}
+    keys = {
+        name: {n.key for n in table_spec(name, setup).searches}
+        for name in ("table3", "depth", "approx", "dropout", "skip", "refine", "table1")
+    }
     main = search_key(smoke_config())
     dropout = search_key(smoke_config(skip_dropout=[0.0, 0.3, 0.6]))
     assert keys["depth"] == keys["table1"] == {main}
@@ -125,16 +187,31 @@ def test_tables_share_searches():
 
 # ---------------------------------------------------------------- each table from a hand-made store
 
+
 def test_table3(tmp_path):
     for i, seed in enumerate((2, 3, 4)):
-        add_search(tmp_path, f"t{seed}", smoke_config(seed=seed),
-                   memory=[GIB * (i + 1), int(GIB * 1.5), int(GIB * 2.25)])
+        add_search(
+            tmp_path,
+            f"t{seed}",
+            smoke_config(seed=seed),
+            memory=[GIB * (i + 1), int(GIB * 1.5), int(GIB * 2.25)],
+        )
     r = table(tmp_path, "table3")
-    assert r.columns == ["run", "seed", "stage 1 paper", "stage 1 ours", "stage 2 paper", "stage 2 ours",
-                         "stage 3 paper", "stage 3 ours"]
-    assert r.rows == [["1", "2", "9.8", "1.00", "14.0", "1.50", "14.2", "2.25"],
-                      ["2", "3", "9.8", "2.00", "14.4", "1.50", "14.5", "2.25"],
-                      ["3", "4", "9.8", "3.00", "14.2", "1.50", "14.3", "2.25"]]
+    assert r.columns == [
+        "run",
+        "seed",
+        "stage 1 paper",
+        "stage 1 ours",
+        "stage 2 paper",
+        "stage 2 ours",
+        "stage 3 paper",
+        "stage 3 ours",
+    ]
+    assert r.rows == [
+        ["1", "2", "9.8", "1.00", "14.0", "1.50", "14.2", "2.25"],
+        ["2", "3", "9.8", "2.00", "14.4", "1.50", "14.5", "2.25"],
+        ["3", "4", "9.8", "3.00", "14.2", "1.50", "14.3", "2.25"],
+    ]
     assert r.missing == [] and any("peak resident memory" in n and "on cpu" in n for n in r.notes)
     assert any("NOT comparable" in n for n in r.notes)
     assert r.figure["series"]["ours run 2"] == [2.0, 1.5, 2.25]
@@ -144,11 +221,26 @@ def test_table3_on_cuda_shows_allocated_and_reserved(tmp_path):
     from pdarts_ray.results import trial_row as _row
 
     config = smoke_config(seed=2)
-    result = {"genotype": cell(2), "peak_memory_bytes": [GIB, GIB, GIB], "peak_memory_reserved_bytes":
-              [2 * GIB, 2 * GIB, 3 * GIB], "peak_memory_kind": "cuda_max_allocated", "stage_seconds": [1.0] * 3,
-              "device": "cuda:0"}
-    write_trial(str(tmp_path), FAMILY + ".s-a", _row(FAMILY + ".s-a", "t", "finished", config, result,
-                                                     {"final_by_M": {str(m): cell(2) for m in range(9)}}))
+    result = {
+        "genotype": cell(2),
+        "peak_memory_bytes": [GIB, GIB, GIB],
+        "peak_memory_reserved_bytes": [2 * GIB, 2 * GIB, 3 * GIB],
+        "peak_memory_kind": "cuda_max_allocated",
+        "stage_seconds": [1.0] * 3,
+        "device": "cuda:0",
+    }
+    write_trial(
+        str(tmp_path),
+        FAMILY + ".s-a",
+        _row(
+            FAMILY + ".s-a",
+            "t",
+            "finished",
+            config,
+            result,
+            {"final_by_M": {str(m): cell(2) for m in range(9)}},
+        ),
+    )
     r = table(tmp_path, "table3", runs=1)
     assert r.columns[-3:] == ["stage 1 ours reserved", "stage 2 ours reserved", "stage 3 ours reserved"]
     assert r.rows == [["1", "2", "9.8", "1.00", "14.0", "1.00", "14.2", "1.00", "2.00", "2.00", "3.00"]]
@@ -161,8 +253,12 @@ def test_depth(tmp_path):
     for g, err in zip(stages + [DV2], (3.5, 3.25, 2.5, 3.0)):
         add_eval(tmp_path, g, err)
     r = table(tmp_path, "depth")
-    assert r.rows == [["stage 1", "3", "3", "2.90", "3.50"], ["stage 2", "4", "1", "2.82", "3.25"],
-                      ["stage 3", "5", "2", "2.58", "2.50"], ["DARTS_V2", "8 (DARTS search)", "2", "2.83", "3.00"]]
+    assert r.rows == [
+        ["stage 1", "3", "3", "2.90", "3.50"],
+        ["stage 2", "4", "1", "2.82", "3.25"],
+        ["stage 3", "5", "2", "2.58", "2.50"],
+        ["DARTS_V2", "8 (DARTS search)", "2", "2.83", "3.00"],
+    ]
     assert r.figure["series"] == {"paper": [2.9, 2.82, 2.58, 2.83], "ours": [3.5, 3.25, 2.5, 3.0]}
 
 
@@ -170,26 +266,42 @@ def test_approx_takes_the_best_random_space(tmp_path):
     add_search(tmp_path, "main", smoke_config(), by_m={m: PD for m in range(9)})
     last = dict(cells=[5], ops_kept=[3], skip_dropout=[0.7])
     for seed, skips, err in ((2, 3, 4.0), (3, 4, 3.5), (4, 5, 3.75)):
-        add_search(tmp_path, f"r{seed}", smoke_config(seed=seed, **last), by_m={m: cell(skips) for m in range(9)})
+        add_search(
+            tmp_path, f"r{seed}", smoke_config(seed=seed, **last), by_m={m: cell(skips) for m in range(9)}
+        )
         add_eval(tmp_path, cell(skips), err)
     add_eval(tmp_path, PD, 2.75)
     r = table(tmp_path, "approx")
-    assert r.rows == [["approximated (stages 1-3)", "3", "2.58", "2.75"], ["random, best of 3", "3", "3.43", "3.50"],
-                      ["random, seed 2", "3", "", "4.00"], ["random, seed 3", "3", "", "3.50"],
-                      ["random, seed 4", "3", "", "3.75"]]
+    assert r.rows == [
+        ["approximated (stages 1-3)", "3", "2.58", "2.75"],
+        ["random, best of 3", "3", "3.43", "3.50"],
+        ["random, seed 2", "3", "", "4.00"],
+        ["random, seed 3", "3", "", "3.50"],
+        ["random, seed 4", "3", "", "3.75"],
+    ]
 
 
 def test_dropout(tmp_path):
     add_search(tmp_path, "none", smoke_config(skip_dropout=[0.0, 0.0, 0.0]), skips_before=8)
-    add_search(tmp_path, "drop", smoke_config(skip_dropout=[0.0, 0.3, 0.6]),
-               by_m={m: cell(min(m, 4), "dil_conv_5x5") for m in range(9)}, skips_before=4)
+    add_search(
+        tmp_path,
+        "drop",
+        smoke_config(skip_dropout=[0.0, 0.3, 0.6]),
+        by_m={m: cell(min(m, 4), "dil_conv_5x5") for m in range(9)},
+        skips_before=4,
+    )
     for m, a, b in ((2, 3.0, 2.75), (3, 3.25, 2.5), (4, 3.5, 2.25)):
         add_eval(tmp_path, cell(m), a)
         add_eval(tmp_path, cell(m, "dil_conv_5x5"), b)
     r = table(tmp_path, "dropout")
-    assert r.rows == [["0.0/0.0/0.0", "2", "2.93", "3.00", "8", "8"], ["0.0/0.0/0.0", "3", "3.28", "3.25", "8", "8"],
-                      ["0.0/0.0/0.0", "4", "3.51", "3.50", "8", "8"], ["0.0/0.3/0.6", "2", "2.69", "2.75", "4", "4"],
-                      ["0.0/0.3/0.6", "3", "2.84", "2.50", "4", "4"], ["0.0/0.3/0.6", "4", "2.97", "2.25", "4", "4"]]
+    assert r.rows == [
+        ["0.0/0.0/0.0", "2", "2.93", "3.00", "8", "8"],
+        ["0.0/0.0/0.0", "3", "3.28", "3.25", "8", "8"],
+        ["0.0/0.0/0.0", "4", "3.51", "3.50", "8", "8"],
+        ["0.0/0.3/0.6", "2", "2.69", "2.75", "4", "4"],
+        ["0.0/0.3/0.6", "3", "2.84", "2.50", "4", "4"],
+        ["0.0/0.3/0.6", "4", "2.97", "2.25", "4", "4"],
+    ]
 
 
 def test_skip_counts_params_on_the_papers_network(tmp_path):
@@ -200,36 +312,51 @@ def test_skip_counts_params_on_the_papers_network(tmp_path):
         add_eval(tmp_path, by_m[m], err)
     r = table(tmp_path, "skip")
     assert r.rows[2] == ["2", "2", "2.69", "2.75", "3.3", "3.43"]  # PDARTS: 3,433,798 parameters
-    from pdarts_ray.evaluation.counting import genotype_cost
     from pdarts_ray.core.space import Genotype
+    from pdarts_ray.evaluation.counting import genotype_cost
 
     expected = [f"{genotype_cost(Genotype.from_dict(by_m[m]))['params'] / 1e6:.2f}" for m in range(5)]
     assert [row[5] for row in r.rows] == expected and expected[0] > expected[4]
-    assert [row[:4] for row in r.rows] == [["0", "0", "2.78", "3.00"], ["1", "1", "2.68", "2.88"],
-                                           ["2", "2", "2.69", "2.75"], ["3", "3", "2.84", "3.12"],
-                                           ["4", "4", "2.97", "3.25"]]
+    assert [row[:4] for row in r.rows] == [
+        ["0", "0", "2.78", "3.00"],
+        ["1", "1", "2.68", "2.88"],
+        ["2", "2", "2.69", "2.75"],
+        ["3", "3", "2.84", "3.12"],
+        ["4", "4", "2.97", "3.25"],
+    ]
 
 
 def test_refine_before_is_the_unlimited_cell(tmp_path):
     for seed, before in ((2, 2), (3, 3), (4, 4)):
-        by_m = {m: cell(min(m, before), f"sep_conv_{3 if seed == 2 else 5}x{3 if seed == 2 else 5}")
-                for m in range(9)}
+        by_m = {
+            m: cell(min(m, before), f"sep_conv_{3 if seed == 2 else 5}x{3 if seed == 2 else 5}")
+            for m in range(9)
+        }
         if seed == 4:
             by_m = {m: cell(min(m, before), "dil_conv_3x3") for m in range(9)}
-        add_search(tmp_path, f"s{seed}", smoke_config(seed=seed, skip_dropout=[0.0, 0.3, 0.6]), by_m=by_m,
-                   skips_before=before)
+        add_search(
+            tmp_path,
+            f"s{seed}",
+            smoke_config(seed=seed, skip_dropout=[0.0, 0.3, 0.6]),
+            by_m=by_m,
+            skips_before=before,
+        )
         add_eval(tmp_path, by_m[8], {2: 3.0, 3: 2.5, 4: 2.0}[seed])
         if seed != 2:  # seed 2 kept 2 skip-connects: one cell, one retraining, before and after
             add_eval(tmp_path, by_m[2], {3: 2.75, 4: 2.5}[seed])
     r = table(tmp_path, "refine")
-    assert r.rows == [["run 1 (seed 2)", "2", "2", "", "3.00", "2", "2", "", "3.00"],
-                      ["run 2 (seed 3)", "3", "3", "", "2.50", "2", "2", "", "2.75"],
-                      ["run 3 (seed 4)", "4", "4", "", "2.00", "2", "2", "", "2.50"],
-                      ["mean ± std", "", "", "2.79 ± 0.16", "2.50 ± 0.50", "", "", "2.65 ± 0.05", "2.75 ± 0.25"]]
+    assert r.rows == [
+        ["run 1 (seed 2)", "2", "2", "", "3.00", "2", "2", "", "3.00"],
+        ["run 2 (seed 3)", "3", "3", "", "2.50", "2", "2", "", "2.75"],
+        ["run 3 (seed 4)", "4", "4", "", "2.00", "2", "2", "", "2.50"],
+        ["mean ± std", "", "", "2.79 ± 0.16", "2.50 ± 0.50", "", "", "2.65 ± 0.05", "2.75 ± 0.25"],
+    ]
 
 
 def test_table1(tmp_path):
-    add_search(tmp_path, "main", smoke_config(), by_m={m: PD for m in range(9)}, seconds=(4320.0, 8640.0, 4320.0))
+    add_search(
+        tmp_path, "main", smoke_config(), by_m={m: PD for m in range(9)}, seconds=(4320.0, 8640.0, 4320.0)
+    )
     add_eval(tmp_path, PD, 2.625)
     r = table(tmp_path, "table1")
     assert r.columns[-1] == "our search cost (days)"
@@ -253,7 +380,9 @@ def test_effects_need_three_seeds_and_two_standard_errors():
     assert Effect("x", "", +1, [1.0, 1.2, 0.8]).verdict() == "shown"  # mean 1.0, standard error 0.115
     assert Effect("x", "", -1, [1.0, 1.2, 0.8]).verdict() == "opposite"
     assert Effect("x", "", +1, [1.0, -0.5, 0.4]).verdict() == "not shown"  # mean 0.3, standard error 0.44
-    assert Effect("x", "", +1, [1.0, 0.0, 0.5]).verdict() == "not shown"  # mean 0.5: beyond one error, not two
+    assert (
+        Effect("x", "", +1, [1.0, 0.0, 0.5]).verdict() == "not shown"
+    )  # mean 0.5: beyond one error, not two
     assert Effect("x", "", +1, [2.0, 2.0, 2.0]).verdict() == "shown"  # no spread at all
     assert Effect("x", "", +1, [0.0, 0.0, 0.0]).verdict() == "not shown"
     assert Effect("x", "", +1, [1.0, 1.0]).verdict().startswith("untested: 2 seed(s)")
@@ -288,23 +417,40 @@ def test_depth_over_seeds_reports_spreads_and_effects(tmp_path):
     assert r.rows[2][4:] == ["3.25 ± 0.25", "3.00 / 3.25 / 3.50"] and r.rows[3][4] == "3.00"
     assert r.figure["series"]["ours"] == [4.25, 3.5833333333333335, 3.25, 3.0]
     changed_effect, deep_effect, error_effect = r.effects
-    assert changed_effect.differences == [5, 5, 5] and changed_effect.verdict() == "shown"  # PDARTS keeps 3 of 8
+    assert (
+        changed_effect.differences == [5, 5, 5] and changed_effect.verdict() == "shown"
+    )  # PDARTS keeps 3 of 8
     assert deep_effect.differences == [2, 2, 2] and deep_effect.verdict() == "shown"
     assert error_effect.differences == [-1.0, -1.25, -0.75] and error_effect.verdict() == "shown"
-    assert "## Effects" in to_markdown(r) and "| error (%), last-stage cell - stage-1 cell |" in to_markdown(r)
+    assert "## Effects" in to_markdown(r) and "| error (%), last-stage cell - stage-1 cell |" in to_markdown(
+        r
+    )
 
 
 def test_dropout_over_seeds_counts_skip_connects_per_stage(tmp_path):
     for seed, none_stages in zip(SEEDS, ([1, 3, 5], [0, 2, 6], [2, 2, 2])):
-        add_search(tmp_path, f"n{seed}", smoke_config(seed=seed, skip_dropout=[0.0, 0.0, 0.0]),
-                   skips_before=none_stages[-1], stage_skips=none_stages)
-        add_search(tmp_path, f"d{seed}", smoke_config(seed=seed, skip_dropout=[0.0, 0.3, 0.6]),
-                   by_m={m: cell(min(m, 1), "dil_conv_5x5") for m in range(9)}, skips_before=1,
-                   stage_skips=[1, 1, 1])
+        add_search(
+            tmp_path,
+            f"n{seed}",
+            smoke_config(seed=seed, skip_dropout=[0.0, 0.0, 0.0]),
+            skips_before=none_stages[-1],
+            stage_skips=none_stages,
+        )
+        add_search(
+            tmp_path,
+            f"d{seed}",
+            smoke_config(seed=seed, skip_dropout=[0.0, 0.3, 0.6]),
+            by_m={m: cell(min(m, 1), "dil_conv_5x5") for m in range(9)},
+            skips_before=1,
+            stage_skips=[1, 1, 1],
+        )
     r = table(tmp_path, "dropout", repeats=3)
     assert r.rows[0][5] == "4.33 ± 2.08" and r.rows[3][5] == "1.00 ± 0.00"
-    assert any("before refinement: skip dropout 0.0/0.0/0.0: 1.00 ± 1.00 / 2.33 ± 0.58 / 4.33 ± 2.08; "
-               "skip dropout 0.0/0.3/0.6: 1.00 ± 0.00 / 1.00 ± 0.00 / 1.00 ± 0.00." in n for n in r.notes)
+    assert any(
+        "before refinement: skip dropout 0.0/0.0/0.0: 1.00 ± 1.00 / 2.33 ± 0.58 / 4.33 ± 2.08; "
+        "skip dropout 0.0/0.3/0.6: 1.00 ± 0.00 / 1.00 ± 0.00 / 1.00 ± 0.00." in n
+        for n in r.notes
+    )
     accumulate, held_down, error = r.effects
     assert accumulate.differences == [4, 6, 0] and accumulate.verdict() == "not shown"  # mean 3.3, SE 1.76
     assert held_down.differences == [4, 5, 1] and held_down.verdict() == "shown"  # mean 3.3, SE 1.20
@@ -319,8 +465,13 @@ def test_skip_refine_and_approx_effects_over_seeds(tmp_path):
         for m in range(9):
             add_eval(tmp_path, by_m[m], base + 0.25 * m)
     skip = table(tmp_path, "skip", repeats=3)
-    assert [row[1] for row in skip.rows] == ["0.00 ± 0.00", "1.00 ± 0.00", "2.00 ± 0.00", "3.00 ± 0.00",
-                                           "4.00 ± 0.00"]
+    assert [row[1] for row in skip.rows] == [
+        "0.00 ± 0.00",
+        "1.00 ± 0.00",
+        "2.00 ± 0.00",
+        "3.00 ± 0.00",
+        "4.00 ± 0.00",
+    ]
     assert skip.effects[0].differences == [0.5, 0.5, 0.5] and skip.effects[0].verdict() == "shown"
     assert skip.effects[1].verdict() == "opposite"  # M = 0 retrains better here, unlike the paper
     refine = table(tmp_path, "refine")
@@ -335,8 +486,11 @@ def test_skip_refine_and_approx_effects_over_seeds(tmp_path):
         add_eval(tmp_path, random, b)
     approx = table(tmp_path, "approx", repeats=3)
     assert approx.rows[0][3] == "2.50 ± 0.50" and approx.rows[1][3] == "2.50"
-    assert [row[0] for row in approx.rows[2:5]] == ["approximated, seed 2", "approximated, seed 3",
-                                                    "approximated, seed 4"]
+    assert [row[0] for row in approx.rows[2:5]] == [
+        "approximated, seed 2",
+        "approximated, seed 3",
+        "approximated, seed 4",
+    ]
     assert approx.effects[0].differences == [1.0, 0.0, -0.25] and approx.effects[0].verdict() == "not shown"
     one = table(tmp_path, "approx")  # one approximated search: one pair, no verdict
     assert one.effects[0].differences == [1.0] and one.effects[0].verdict().startswith("untested")
@@ -345,8 +499,13 @@ def test_skip_refine_and_approx_effects_over_seeds(tmp_path):
 def test_table1_over_seeds(tmp_path):
     for seed, err in zip(SEEDS, (2.5, 3.0, 3.5)):
         g = cell(seed - 2, "sep_conv_3x3")
-        add_search(tmp_path, f"s{seed}", smoke_config(seed=seed), by_m={m: g for m in range(9)},
-                   seconds=(4320.0, 4320.0, 4320.0 * seed))
+        add_search(
+            tmp_path,
+            f"s{seed}",
+            smoke_config(seed=seed),
+            by_m={m: g for m in range(9)},
+            seconds=(4320.0, 4320.0, 4320.0 * seed),
+        )
         add_eval(tmp_path, g, err)
     r = table(tmp_path, "table1", repeats=3)
     assert r.rows[0][2] == "3.00 ± 0.50" and r.rows[0][6] == "0.2500 ± 0.0500"
@@ -354,6 +513,7 @@ def test_table1_over_seeds(tmp_path):
 
 
 # ---------------------------------------------------------------- partial stores, outputs
+
 
 def test_a_partial_store_shows_dashes_and_lists_what_is_missing(tmp_path):
     add_search(tmp_path, "main", smoke_config(), by_m={m: PD for m in range(9)})
@@ -366,7 +526,10 @@ def test_a_partial_store_shows_dashes_and_lists_what_is_missing(tmp_path):
     assert r.missing == ["retraining stage 1 (eval-smoke)", "retraining DARTS_V2 (eval-smoke)"]
     empty = table(tmp_path / "nothing", "dropout")
     assert all(row[3] == "-" and row[5] == "-" for row in empty.rows)
-    assert empty.missing == ["search skip_dropout=0.0/0.0/0.0, seed=2", "search skip_dropout=0.0/0.3/0.6, seed=2"]
+    assert empty.missing == [
+        "search skip_dropout=0.0/0.0/0.0, seed=2",
+        "search skip_dropout=0.0/0.3/0.6, seed=2",
+    ]
     # a failed trial is not an answer
     failed = trial_row(FAMILY + ".s-f", "bad", "failed", smoke_config(seed=3), failure="diverged")
     write_trial(str(tmp_path), FAMILY + ".s-f", failed)
@@ -411,19 +574,43 @@ def test_outputs_are_replaced_only_after_all_were_made(tmp_path, monkeypatch):
 
 
 def test_no_run_flag_renders_from_the_store_and_starts_nothing(tmp_path):
-    code, out, err = run_cli("reproduce", "skip", "--preset", "smoke", "--storage", tmp_path / "store", "--no-run",
-                             "--out", tmp_path / "out", "--json")
+    code, out, err = run_cli(
+        "reproduce",
+        "skip",
+        "--preset",
+        "smoke",
+        "--storage",
+        tmp_path / "store",
+        "--no-run",
+        "--out",
+        tmp_path / "out",
+        "--json",
+    )
     assert code == 0, err
     data = json.loads(out)
     assert data["searches_started"] == 0 and data["evaluations_started"] == 0
     assert data["missing"] == ["search skip_dropout=0.0/0.3/0.6, seed=2"]
     assert [row[3] for row in data["rows"]] == ["-"] * 5
-    assert (tmp_path / "out" / "skip.md").stat().st_size > 0 and (tmp_path / "out" / "skip.png").stat().st_size > 0
+    assert (tmp_path / "out" / "skip.md").stat().st_size > 0 and (
+        tmp_path / "out" / "skip.png"
+    ).stat().st_size > 0
     assert not (tmp_path / "store").exists() or not any((tmp_path / "store").iterdir())
     code, _, err = run_cli("reproduce", "table3", "--preset", "smoke", "--runs", "0", "--storage", tmp_path)
     assert code == 2 and err.count("\n") == 1 and "--runs" in err
-    code, out, err = run_cli("reproduce", "skip", "--preset", "smoke", "--repeats", "3", "--storage",
-                             tmp_path / "store", "--no-run", "--out", tmp_path / "out3", "--json")
+    code, out, err = run_cli(
+        "reproduce",
+        "skip",
+        "--preset",
+        "smoke",
+        "--repeats",
+        "3",
+        "--storage",
+        tmp_path / "store",
+        "--no-run",
+        "--out",
+        tmp_path / "out3",
+        "--json",
+    )
     data = json.loads(out)
     assert code == 0 and data["missing"] == [f"search skip_dropout=0.0/0.3/0.6, seed={s}" for s in (2, 3, 4)]
     assert [e["verdict"] for e in data["effects"]] == ["missing", "missing"]
@@ -433,9 +620,12 @@ def test_no_run_flag_renders_from_the_store_and_starts_nothing(tmp_path):
 
 # ---------------------------------------------------------------- running what is missing
 
+
 @pytest.mark.slow
 def test_retrainings_run_once_and_are_stored(tmp_path):
-    add_search(tmp_path, "main", smoke_config(), by_m={m: PD for m in range(9)}, stages=[cell(3), cell(2), PD])
+    add_search(
+        tmp_path, "main", smoke_config(), by_m={m: PD for m in range(9)}, stages=[cell(3), cell(2), PD]
+    )
     setup = resolve_setup("smoke")
     first = reproduce("table1", setup, str(tmp_path))
     assert (first.searches_started, first.evaluations_started) == (0, 1)
@@ -487,6 +677,7 @@ def test_table3_smoke_end_to_end_then_nothing_to_start(tmp_path):
 @pytest.mark.slow
 def test_retrainings_as_ray_tasks(tmp_path, monkeypatch):
     import ray
+
     from pdarts_ray.distributed.reproduce import run_evaluations
     from pdarts_ray.results.tables.common import EvalNeed, StoreView
 
@@ -497,12 +688,19 @@ def test_retrainings_as_ray_tasks(tmp_path, monkeypatch):
     monkeypatch.setenv("RAY_metrics_report_interval_ms", "1000")
     ray.init(address="local", num_cpus=2)  # its own Ray, whatever else runs on this machine
     try:
-        failures = run_evaluations([EvalNeed(PD, "P-DARTS"), EvalNeed(DV2, "DARTS_V2")], setup, str(tmp_path), True,
-                                   lines.append)
+        failures = run_evaluations(
+            [EvalNeed(PD, "P-DARTS"), EvalNeed(DV2, "DARTS_V2")], setup, str(tmp_path), True, lines.append
+        )
         # each retraining's gauges, tagged with its run folder and genotype, hold its last epoch
         runs = {eval_key(PD, EVAL): "P-DARTS", eval_key(DV2, EVAL): "DARTS_V2"}
-        samples = exported_until(node_metrics_url(ray), "ray_pdarts_eval_", lambda samples: all(
-            samples.get(("ray_pdarts_eval_epoch", run), (None, None))[1] == EVAL["epochs"] - 1 for run in runs))
+        samples = exported_until(
+            node_metrics_url(ray),
+            "ray_pdarts_eval_",
+            lambda samples: all(
+                samples.get(("ray_pdarts_eval_epoch", run), (None, None))[1] == EVAL["epochs"] - 1
+                for run in runs
+            ),
+        )
     finally:
         ray.shutdown()
     for run, genotype in runs.items():

@@ -3,6 +3,7 @@ Ray Train run carries the CPU wait policy as the driver sees it (the user's own 
 settings first), a submitted job's own variables are left to it, the job's processes are
 told which Ray instance is theirs (one started for it or the cluster joined), and each
 searcher holds the sweep's concurrency limit, not Tune."""
+
 import json
 import os
 
@@ -72,7 +73,10 @@ def test_the_job_names_its_own_ray_instance_local_or_joined(monkeypatch, user_po
     monkeypatch.setattr(ray, "init", start)
     local = _called(lambda: connect.connect_ray(None, sweep))
     assert local["dashboard_host"] == "127.0.0.1" and local["include_dashboard"]
-    assert local["runtime_env"]["env_vars"] == {**user_policy, "RAY_ADDRESS": f"127.0.0.1:{local['gcs_port']}"}
+    assert local["runtime_env"]["env_vars"] == {
+        **user_policy,
+        "RAY_ADDRESS": f"127.0.0.1:{local['gcs_port']}",
+    }
     assert "RAY_GCS_SERVER_PORT" not in os.environ
     monkeypatch.setattr(ray, "init", _capture)
     monkeypatch.delenv("RAY_ADDRESS")
@@ -124,9 +128,17 @@ def test_every_ray_train_run_gives_its_workers_the_drivers_policy(monkeypatch, t
 
     monkeypatch.setattr(ray.tune, "get_context", Context)
     monkeypatch.setattr(ray.tune.integration.ray_train, "TuneReportCallback", ray.train.UserCallback)
-    setup = {"name": "e", "storage": str(tmp_path), "experiment_path": str(tmp_path / "e"),
-             "base_config": to_dict(cfg), "gpus_per_trial": 0.0, "cpus_per_trial": 1, "max_failures": 0,
-             "worker_env": cache, "local_runs": None}
+    setup = {
+        "name": "e",
+        "storage": str(tmp_path),
+        "experiment_path": str(tmp_path / "e"),
+        "base_config": to_dict(cfg),
+        "gpus_per_trial": 0.0,
+        "cpus_per_trial": 1,
+        "max_failures": 0,
+        "worker_env": cache,
+        "local_runs": None,
+    }
     monkeypatch.setattr(ray.tune, "with_parameters", _capture)
     assert _called(lambda: sweep._trainable(setup))["policy"] == user_policy
     # the trial runs in a Ray process that may not have the driver's environment
@@ -142,13 +154,20 @@ def test_each_searcher_holds_the_concurrency_limit_and_tune_none(tmp_path):
 
     from pdarts_ray.distributed.sweep import build_tuner, search_algorithm, setup_of
 
-    optuna = parse_sweep({"base": {"preset": "smoke"}, "max_concurrent_trials": 3,
-                          "space": {"lr": {"uniform": [0.01, 0.1]}}})
+    optuna = parse_sweep(
+        {"base": {"preset": "smoke"}, "max_concurrent_trials": 3, "space": {"lr": {"uniform": [0.01, 0.1]}}}
+    )
     limited = search_algorithm(optuna)
     assert isinstance(limited, ConcurrencyLimiter) and isinstance(limited.searcher, OptunaSearch)
     assert limited.max_concurrent == 3
-    grid = parse_sweep({"base": {"preset": "smoke"}, "searcher": "grid", "max_concurrent_trials": 3,
-                        "space": {"seed": {"grid": [1, 2]}}})
+    grid = parse_sweep(
+        {
+            "base": {"preset": "smoke"},
+            "searcher": "grid",
+            "max_concurrent_trials": 3,
+            "space": {"seed": {"grid": [1, 2]}},
+        }
+    )
     generator = search_algorithm(grid)
     assert isinstance(generator, BasicVariantGenerator) and generator.max_concurrent == 3
     setup = setup_of(grid, "g", str(tmp_path), str(tmp_path / "g"), grid.base_config(), 0)

@@ -1,18 +1,18 @@
 """Sweeps: definition parsing and validation, GPU shares (no Ray); then sweeps on a real
 local Ray (the `smoke` preset): Optuna end to end, a grid with a diverging trial, ASHA,
 and a sweep whose driver is killed and resumed with `pdarts-ray sweep --resume`."""
+
 import json
 import subprocess
 import sys
 import time
 
 import pytest
+from conftest import ROOT, kill_group, run_cli
 
 from pdarts_ray.core.errors import UserError
 from pdarts_ray.distributed.definition import load_sweep, parse_gpus, parse_sweep, trial_config
 from pdarts_ray.distributed.packing import resolve_gpus_per_trial, worst_case_config
-
-from conftest import ROOT, kill_group, run_cli
 
 
 def _sweep(**over):
@@ -20,6 +20,7 @@ def _sweep(**over):
 
 
 # ---------------------------------------------------------------- definitions (no Ray)
+
 
 def test_defaults_and_the_base_config():
     sweep = _sweep(base={"preset": "smoke", "config": {"epochs": 4}})
@@ -29,8 +30,13 @@ def test_defaults_and_the_base_config():
 
 
 def test_a_space_over_m_is_not_a_search_dimension():
-    sweep = _sweep(searcher="grid", space={"skip_connects": {"grid": [4, 2, 3]},
-                                           "skip_dropout": {"grid": [[0.0, 0.3, 0.6], [0.0, 0.4, 0.7]]}})
+    sweep = _sweep(
+        searcher="grid",
+        space={
+            "skip_connects": {"grid": [4, 2, 3]},
+            "skip_dropout": {"grid": [[0.0, 0.3, 0.6], [0.0, 0.4, 0.7]]},
+        },
+    )
     assert sweep.m_values == [2, 3, 4]
     assert list(sweep.space) == ["skip_dropout"]
     # Optuna takes M too: it never reaches the sampler
@@ -38,49 +44,64 @@ def test_a_space_over_m_is_not_a_search_dimension():
 
 
 def test_every_kind_of_space_entry_is_accepted():
-    sweep = _sweep(space={"lr": {"loguniform": [0.01, 0.1]}, "momentum": {"uniform": [0.5, 0.9]},
-                          "seed": {"randint": [0, 10]}, "ops_kept": {"choice": [[8, 5, 3], [8, 4, 2]]}})
+    sweep = _sweep(
+        space={
+            "lr": {"loguniform": [0.01, 0.1]},
+            "momentum": {"uniform": [0.5, 0.9]},
+            "seed": {"randint": [0, 10]},
+            "ops_kept": {"choice": [[8, 5, 3], [8, 4, 2]]},
+        }
+    )
     assert sweep.space["seed"] == {"randint": [0, 10]}
     assert sweep.space["lr"] == {"loguniform": [0.01, 0.1]}
 
 
-@pytest.mark.parametrize("space, words", [
-    ({"nope": {"choice": [1]}}, "space: nope: not a config key"),
-    ({"skip_dropout": {"choice": [[0.0, 0.4]]}}, "space: skip_dropout: skip_dropout: has 2 entries"),
-    ({"skip_dropout": {"choice": [[0.0, 0.4, 1.5]]}}, "space: skip_dropout: skip_dropout: stage 3 rate"),
-    ({"ops_kept": {"grid": [[8, 5, 6]]}}, "space: ops_kept"),
-    ({"lr": {"uniform": [0.1]}}, "space: lr: uniform: needs [low, high]"),
-    ({"lr": {"loguniform": [0.0, 0.1]}}, "space: lr: loguniform: low must be positive"),
-    ({"lr": {"uniform": [-1.0, 0.1]}}, "space: lr: lr: must not be negative"),
-    ({"seed": {"uniform": [0, 3]}}, "space: seed: uniform: seed is not a number key"),
-    ({"lr": {"randint": [0, 3]}}, "space: lr: randint: lr is not an integer key"),
-    ({"cells": {"between": [1, 2]}}, "space: cells: must be one of"),
-    ({"skip_connects": {"uniform": [0, 3]}}, "space: skip_connects"),
-    ({"skip_connects": {"grid": [9]}}, "space: skip_connects: skip_connects: must be in 0..8"),
-    ({"warmup_epochs": {"choice": [1, 2]}, "epochs": {"choice": [2, 3]}}, "the point warmup_epochs=2, epochs=2"),
-])
+@pytest.mark.parametrize(
+    "space, words",
+    [
+        ({"nope": {"choice": [1]}}, "space: nope: not a config key"),
+        ({"skip_dropout": {"choice": [[0.0, 0.4]]}}, "space: skip_dropout: skip_dropout: has 2 entries"),
+        ({"skip_dropout": {"choice": [[0.0, 0.4, 1.5]]}}, "space: skip_dropout: skip_dropout: stage 3 rate"),
+        ({"ops_kept": {"grid": [[8, 5, 6]]}}, "space: ops_kept"),
+        ({"lr": {"uniform": [0.1]}}, "space: lr: uniform: needs [low, high]"),
+        ({"lr": {"loguniform": [0.0, 0.1]}}, "space: lr: loguniform: low must be positive"),
+        ({"lr": {"uniform": [-1.0, 0.1]}}, "space: lr: lr: must not be negative"),
+        ({"seed": {"uniform": [0, 3]}}, "space: seed: uniform: seed is not a number key"),
+        ({"lr": {"randint": [0, 3]}}, "space: lr: randint: lr is not an integer key"),
+        ({"cells": {"between": [1, 2]}}, "space: cells: must be one of"),
+        ({"skip_connects": {"uniform": [0, 3]}}, "space: skip_connects"),
+        ({"skip_connects": {"grid": [9]}}, "space: skip_connects: skip_connects: must be in 0..8"),
+        (
+            {"warmup_epochs": {"choice": [1, 2]}, "epochs": {"choice": [2, 3]}},
+            "the point warmup_epochs=2, epochs=2",
+        ),
+    ],
+)
 def test_bad_space_values_fail_naming_the_key(space, words):
     with pytest.raises(UserError, match=None) as err:
         _sweep(searcher="grid", space=space)
     assert words in str(err.value) and "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize("over, words", [
-    ({"searcher": "random"}, "searcher: must be one of optuna, grid"),
-    ({"space": {"lr": {"grid": [0.1, 0.2]}}}, "grid needs `searcher: grid`"),
-    ({"objective": {"metric": "accuracy"}}, "unknown metric 'accuracy'"),
-    ({"objective": {"metric": "valid_acc", "mode": "up"}}, "mode: must be max or min"),
-    ({"scheduler": {"type": "asha", "grace_period": 2}}, "grace_period: at least one stage (3 epochs)"),
-    ({"scheduler": {"type": "hyperband"}}, "scheduler: must be {type: asha"),
-    ({"scheduler": "asha", "objective": "best_valid_acc"}, "only reported at the end"),
-    ({"num_samples": 0}, "num_samples: must be at least 1"),
-    ({"gpus_per_trial": 2}, "gpus_per_trial: a search uses one GPU"),
-    ({"gpus_per_trial": "many"}, "gpus_per_trial: must be a number or auto"),
-    ({"base": {"preset": "huge"}}, "base.preset: unknown preset 'huge'"),
-    ({"base": {"preset": "smoke", "config": {"cells": [3, 2, 4]}}}, "stage 2 needs at least 3 cells"),
-    ({"colour": "blue"}, "unknown key 'colour'"),
-    ({"name": "../x"}, "sweep: name"),
-])
+@pytest.mark.parametrize(
+    "over, words",
+    [
+        ({"searcher": "random"}, "searcher: must be one of optuna, grid"),
+        ({"space": {"lr": {"grid": [0.1, 0.2]}}}, "grid needs `searcher: grid`"),
+        ({"objective": {"metric": "accuracy"}}, "unknown metric 'accuracy'"),
+        ({"objective": {"metric": "valid_acc", "mode": "up"}}, "mode: must be max or min"),
+        ({"scheduler": {"type": "asha", "grace_period": 2}}, "grace_period: at least one stage (3 epochs)"),
+        ({"scheduler": {"type": "hyperband"}}, "scheduler: must be {type: asha"),
+        ({"scheduler": "asha", "objective": "best_valid_acc"}, "only reported at the end"),
+        ({"num_samples": 0}, "num_samples: must be at least 1"),
+        ({"gpus_per_trial": 2}, "gpus_per_trial: a search uses one GPU"),
+        ({"gpus_per_trial": "many"}, "gpus_per_trial: must be a number or auto"),
+        ({"base": {"preset": "huge"}}, "base.preset: unknown preset 'huge'"),
+        ({"base": {"preset": "smoke", "config": {"cells": [3, 2, 4]}}}, "stage 2 needs at least 3 cells"),
+        ({"colour": "blue"}, "unknown key 'colour'"),
+        ({"name": "../x"}, "sweep: name"),
+    ],
+)
 def test_bad_definitions_fail_in_one_line(over, words):
     with pytest.raises(UserError) as err:
         _sweep(**over)
@@ -111,8 +132,13 @@ def test_gpu_shares():
     assert resolve_gpus_per_trial("auto", "auto", cluster_gpus=8) == 1.0  # no memory figures
     gib = 2**30
     # 80 GiB, a 5 GiB search (+ a 0.6 GiB CUDA context): 72 GiB usable fits 12 -> 1/12
-    assert resolve_gpus_per_trial("auto", "auto", 8, predicted_bytes=5 * gib, gpu_memory_bytes=80 * gib) == 1 / 12
-    assert resolve_gpus_per_trial("auto", "auto", 8, predicted_bytes=100 * gib, gpu_memory_bytes=80 * gib) == 1.0
+    assert (
+        resolve_gpus_per_trial("auto", "auto", 8, predicted_bytes=5 * gib, gpu_memory_bytes=80 * gib)
+        == 1 / 12
+    )
+    assert (
+        resolve_gpus_per_trial("auto", "auto", 8, predicted_bytes=100 * gib, gpu_memory_bytes=80 * gib) == 1.0
+    )
     assert resolve_gpus_per_trial("auto", "auto", 8, predicted_bytes=1, gpu_memory_bytes=80 * gib) == 1 / 16
 
 
@@ -145,6 +171,7 @@ def test_sweep_command_rejects_bad_input_before_starting_anything(tmp_path):
 
 # ---------------------------------------------------------------- on a local Ray
 
+
 def _read(path):
     from pdarts_ray.results import read_epochs, read_trials
 
@@ -160,12 +187,20 @@ ALL_EPOCHS = [(s, e) for s in (1, 2, 3) for e in range(3)]
 
 @pytest.mark.slow
 def test_optuna_sweep_end_to_end(local_ray, tmp_path):
-    from pdarts_ray.results import expand_m
     from pdarts_ray.distributed.sweep import run_sweep
+    from pdarts_ray.results import expand_m
 
-    sweep = _sweep(name="optuna", storage=str(tmp_path), num_samples=2, max_concurrent_trials=2, seed=3,
-                   space={"lr": {"loguniform": [0.02, 0.1]},
-                          "skip_dropout": {"choice": [[0.0, 0.0, 0.0], [0.0, 0.4, 0.7]]}})
+    sweep = _sweep(
+        name="optuna",
+        storage=str(tmp_path),
+        num_samples=2,
+        max_concurrent_trials=2,
+        seed=3,
+        space={
+            "lr": {"loguniform": [0.02, 0.1]},
+            "skip_dropout": {"choice": [[0.0, 0.0, 0.0], [0.0, 0.4, 0.7]]},
+        },
+    )
     out = run_sweep(sweep, verbose=0)
     trials, epochs = _read(tmp_path / "optuna")
     assert len(trials) == 2 and len({t["trial_id"] for t in trials}) == 2
@@ -195,11 +230,16 @@ def test_optuna_sweep_end_to_end(local_ray, tmp_path):
 @pytest.mark.slow
 def test_grid_sweep_with_m_values_and_a_diverging_trial(local_ray, tmp_path):
     from pdarts_ray.distributed.ablation import trials_table
-    from pdarts_ray.results import expand_m
     from pdarts_ray.distributed.sweep import run_sweep
+    from pdarts_ray.results import expand_m
 
-    sweep = _sweep(name="grid", storage=str(tmp_path), searcher="grid", max_concurrent_trials=2,
-                   space={"lr": {"grid": [0.05, 1e30]}, "skip_connects": {"grid": [1, 3]}})
+    sweep = _sweep(
+        name="grid",
+        storage=str(tmp_path),
+        searcher="grid",
+        max_concurrent_trials=2,
+        space={"lr": {"grid": [0.05, 1e30]}, "skip_connects": {"grid": [1, 3]}},
+    )
     out = run_sweep(sweep, verbose=0)
     trials, epochs = _read(tmp_path / "grid")
     assert len(trials) == 2  # two values of M: no extra searches
@@ -209,7 +249,9 @@ def test_grid_sweep_with_m_values_and_a_diverging_trial(local_ray, tmp_path):
     assert bad["status"] == "failed" and "SearchDiverged" in bad["failure"] and bad["genotype"] is None
     assert _epochs_of(epochs, bad["trial_id"]) == []
     rows = expand_m(trials, out["m_values"])
-    assert [r["M"] for r in rows] == [1, 3] and all(r["skip_connects_after_refinement"] <= r["M"] for r in rows)
+    assert [r["M"] for r in rows] == [1, 3] and all(
+        r["skip_connects_after_refinement"] <= r["M"] for r in rows
+    )
     assert trials_table(out).row_count == 3  # the finished trial once per M, the failed one once
 
 
@@ -219,10 +261,15 @@ def test_asha_stops_the_worse_trial_after_one_stage(local_ray, tmp_path):
 
     # objective `lr`: at the same epoch the smaller initial lr reports the smaller value, so the
     # second trial (run after the first) is below the rung's median when it reaches global epoch 3
-    sweep = _sweep(name="asha", storage=str(tmp_path), searcher="grid", max_concurrent_trials=1,
-                   objective={"metric": "lr", "mode": "max"},
-                   scheduler={"type": "asha", "grace_period": 3, "reduction_factor": 2},
-                   space={"lr": {"grid": [0.1, 0.01]}})
+    sweep = _sweep(
+        name="asha",
+        storage=str(tmp_path),
+        searcher="grid",
+        max_concurrent_trials=1,
+        objective={"metric": "lr", "mode": "max"},
+        scheduler={"type": "asha", "grace_period": 3, "reduction_factor": 2},
+        space={"lr": {"grid": [0.1, 0.01]}},
+    )
     run_sweep(sweep, verbose=0)
     trials, epochs = _read(tmp_path / "asha")
     by_lr = {t["cfg_lr"]: t for t in trials}
@@ -238,24 +285,43 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(local_ra
 
     address = local_ray.get_runtime_context().gcs_address
     space = tmp_path / "space.yaml"
-    space.write_text("base: {preset: smoke}\nsearcher: grid\nmax_concurrent_trials: 1\n"
-                     "space:\n  seed: {grid: [1, 2]}\n")
+    space.write_text(
+        "base: {preset: smoke}\nsearcher: grid\nmax_concurrent_trials: 1\nspace:\n  seed: {grid: [1, 2]}\n"
+    )
     store = tmp_path / "store"
-    cmd = [sys.executable, "-m", "pdarts_ray.cli", "sweep", "--space", str(space), "--storage", str(store),
-           "--name", "cut", "--address", address, "--quiet"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "pdarts_ray.cli",
+        "sweep",
+        "--space",
+        str(space),
+        "--storage",
+        str(store),
+        "--name",
+        "cut",
+        "--address",
+        address,
+        "--quiet",
+    ]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     experiment = store / "cut"
     deadline = time.time() + 240
     first = None
     try:
         while time.time() < deadline and proc.poll() is None:
-            trials = list((experiment / "trials").glob("*.parquet")) if (experiment / "trials").is_dir() else []
+            trials = (
+                list((experiment / "trials").glob("*.parquet")) if (experiment / "trials").is_dir() else []
+            )
             if trials:
                 first = trials[0].stem
                 break
             time.sleep(0.2)
-        assert first is not None, f"no trial row before the deadline: {proc.stderr.read() if proc.poll() else ''}"
+        assert first is not None, (
+            f"no trial row before the deadline: {proc.stderr.read() if proc.poll() else ''}"
+        )
         while time.time() < deadline and proc.poll() is None:  # kill it in the middle of the second trial
             parts = list((experiment / "epochs").glob("*.parquet"))
             if any(not p.name.startswith(first) for p in parts):
@@ -266,8 +332,9 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(local_ra
         kill_group(proc)
     first_metrics = experiment / "runs" / first / "metrics.jsonl"
     before = first_metrics.stat().st_mtime_ns
-    code, out, err = run_cli("sweep", "--resume", "cut", "--storage", store, "--address", address, "--json",
-                             timeout=400)
+    code, out, err = run_cli(
+        "sweep", "--resume", "cut", "--storage", store, "--address", address, "--json", timeout=400
+    )
     assert code == 0, err
     summary = json.loads(out)
     trials, epochs = _read(experiment)
@@ -279,8 +346,7 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(local_ra
         assert _epochs_of(epochs, t["trial_id"]) == ALL_EPOCHS and has_trial(str(store), "cut", t["trial_id"])
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "sweeps").glob("*.yaml")),
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted((ROOT / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
 def test_the_shipped_sweep_definitions_are_valid(path):
     sweep = load_sweep(path)
     assert sweep.space, f"{path.name} sweeps nothing"

@@ -5,6 +5,7 @@ train_cifar.py / train_imagenet.py, label smoothing on both terms for ImageNet).
 The loss of one training batch is computed here from the network's parts, the auxiliary
 term from the head applied to that cell's output, and compared with what train_epoch
 reports and with the gradients it hands the optimiser."""
+
 import copy
 
 import pytest
@@ -62,7 +63,9 @@ def expected_loss(model, x, y, weight: float, smoothing: float):
         hook.remove()
     loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
     if weight:
-        loss = loss + weight * F.cross_entropy(model.auxiliary_head(seen["out"]), y, label_smoothing=smoothing)
+        loss = loss + weight * F.cross_entropy(
+            model.auxiliary_head(seen["out"]), y, label_smoothing=smoothing
+        )
     return loss
 
 
@@ -70,9 +73,19 @@ def expected_loss(model, x, y, weight: float, smoothing: float):
 def test_training_loss_is_main_plus_weighted_auxiliary(weight, smoothing):
     # 4 cells: the auxiliary head's cell (the second reduction) is followed by a normal one, so
     # a head on the wrong cell changes the loss instead of vanishing
-    cfg = resolve(EvalConfig, EVAL_PRESETS, "eval-smoke", None,
-                  ["layers=4", f"auxiliary_weight={weight}", f"label_smoothing={smoothing}", "grad_clip=0",
-                   "drop_path=0"])
+    cfg = resolve(
+        EvalConfig,
+        EVAL_PRESETS,
+        "eval-smoke",
+        None,
+        [
+            "layers=4",
+            f"auxiliary_weight={weight}",
+            f"label_smoothing={smoothing}",
+            "grad_clip=0",
+            "drop_path=0",
+        ],
+    )
     model = build_model(cfg, PDARTS, CLASSES).double()
     assert (model.auxiliary_head is not None) == (weight > 0)
     g = torch.Generator().manual_seed(4)
@@ -89,5 +102,6 @@ def test_training_loss_is_main_plus_weighted_auxiliary(weight, smoothing):
         if expected is None:  # a parameter the loss does not reach
             assert got is None or not got.any(), name_p[0]
         else:
-            torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12 * expected.abs().max().item(),
-                                       msg=name_p[0])
+            torch.testing.assert_close(
+                got, expected, rtol=1e-10, atol=1e-12 * expected.abs().max().item(), msg=name_p[0]
+            )

@@ -1,12 +1,13 @@
 """Parameter and multiply-add counts, held against the reference implementation's counts,
 and the `genotype params` command."""
+
 import json
 
 import pytest
 import torch
 import torch.nn as nn
-
 from conftest import run_cli
+
 from pdarts_ray.evaluation.counting import count_macs, count_parameters, genotype_cost
 from pdarts_ray.evaluation.genotypes import DARTS_V2, PDARTS
 from pdarts_ray.evaluation.network import build_network
@@ -30,8 +31,11 @@ GENOTYPES = {"PDARTS": PDARTS, "DARTS_V2": DARTS_V2}
 def test_published_genotype_counts_match_the_reference(key):
     name, dataset, C, layers = key
     params, with_aux, macs = REFERENCE[key]
-    assert genotype_cost(GENOTYPES[name], dataset, C, layers) == {"params": params, "params_with_aux": with_aux,
-                                                                  "macs": macs}
+    assert genotype_cost(GENOTYPES[name], dataset, C, layers) == {
+        "params": params,
+        "params_with_aux": with_aux,
+        "macs": macs,
+    }
 
 
 def test_paper_table_figures():
@@ -77,8 +81,9 @@ def test_count_macs_of_conv_and_linear_layers():
 
 
 def test_genotype_params_cli_prints_the_paper_figure():
-    code, stdout, stderr = run_cli("genotype", "params", "PDARTS", "--dataset", "cifar10", "--channels", 36,
-                                   "--layers", 20)
+    code, stdout, stderr = run_cli(
+        "genotype", "params", "PDARTS", "--dataset", "cifar10", "--channels", 36, "--layers", 20
+    )
     assert code == 0, stderr
     assert "3.43 M parameters" in stdout
 
@@ -93,20 +98,23 @@ def test_genotype_params_cli_json_defaults(tmp_path):
     assert code == 0 and json.loads(stdout)["params"] == REFERENCE[("DARTS_V2", "cifar10", 64, 20)][0]
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (["PDARTS", "--channels", "0"], "--channels: must be at least 1"),
-    (["PDARTS", "--dataset", "imagenet", "--channels", "47"], "even"),
-    (["PDARTS", "--layers", "2"], "layers"),
-    (["NO_SUCH_CELL"], "unknown genotype 'NO_SUCH_CELL'"),
-    (["PDARTS", "--dataset", "mnist"], "invalid choice"),
-])
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["PDARTS", "--channels", "0"], "--channels: must be at least 1"),
+        (["PDARTS", "--dataset", "imagenet", "--channels", "47"], "even"),
+        (["PDARTS", "--layers", "2"], "layers"),
+        (["NO_SUCH_CELL"], "unknown genotype 'NO_SUCH_CELL'"),
+        (["PDARTS", "--dataset", "mnist"], "invalid choice"),
+    ],
+)
 def test_genotype_params_bad_input_is_one_line(args, fragment):
     code, stdout, stderr = run_cli("genotype", "params", *args, "--json")
     assert code == 2 and fragment in stderr and stderr.count("\n") == 1 and stdout == ""
 
 
 def test_cli_dataset_choices_are_the_counting_settings():
-    from pdarts_ray.evaluation.counting import COUNT_SETTINGS
     from pdarts_ray.cli.evaluate import COUNT_DATASETS
+    from pdarts_ray.evaluation.counting import COUNT_SETTINGS
 
     assert COUNT_DATASETS == tuple(COUNT_SETTINGS)

@@ -1,24 +1,31 @@
 """Retraining a genotype in one process: config and presets, schedules against the design
 fixtures, cutout and batch sharding, the run folder, determinism, resume, test-only,
 ImageNet-style folders, and bad input."""
+
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import FIXTURES, run_cli
 from PIL import Image
 
-from conftest import FIXTURES, run_cli
 from pdarts_ray.core.checkpoint import read_jsonl
 from pdarts_ray.core.config import resolve
 from pdarts_ray.core.data import cutout
 from pdarts_ray.core.errors import UserError
 from pdarts_ray.evaluation.config import EVAL_PRESETS, EvalConfig
 from pdarts_ray.evaluation.data import epoch_batches
-from pdarts_ray.evaluation.retrain import (EvalHooks, drop_path_at, lr_at, resume_evaluation, run_evaluation,
-                                           score_weights)
 from pdarts_ray.evaluation.genotypes import DARTS_V2, PDARTS
+from pdarts_ray.evaluation.retrain import (
+    EvalHooks,
+    drop_path_at,
+    lr_at,
+    resume_evaluation,
+    run_evaluation,
+    score_weights,
+)
 
 SMOKE = resolve(EvalConfig, EVAL_PRESETS, "eval-smoke")
 METRIC_KEYS = {"epoch", "train_loss", "train_acc", "test_acc", "lr", "drop_path", "epoch_seconds"}
@@ -30,35 +37,64 @@ def _cfg(preset="eval-smoke", *sets):
 
 # ---------------------------------------------------------------- config and schedules
 
+
 def test_presets_hold_the_paper_recipes():
     c10, c100 = _cfg("eval-c10"), _cfg("eval-c100")
-    assert (c10.dataset, c10.network, c10.channels, c10.layers, c10.epochs, c10.batch_size) == \
-        ("cifar10", "cifar", 36, 20, 600, 128)
-    assert (c10.lr, c10.lr_schedule, c10.momentum, c10.weight_decay, c10.cutout, c10.drop_path,
-            c10.auxiliary_weight, c10.grad_clip) == (0.025, "cosine", 0.9, 3e-4, 16, 0.3, 0.4, 5.0)
+    assert (c10.dataset, c10.network, c10.channels, c10.layers, c10.epochs, c10.batch_size) == (
+        "cifar10",
+        "cifar",
+        36,
+        20,
+        600,
+        128,
+    )
+    assert (
+        c10.lr,
+        c10.lr_schedule,
+        c10.momentum,
+        c10.weight_decay,
+        c10.cutout,
+        c10.drop_path,
+        c10.auxiliary_weight,
+        c10.grad_clip,
+    ) == (0.025, "cosine", 0.9, 3e-4, 16, 0.3, 0.4, 5.0)
     assert c100.dataset == "cifar100" and c100.weight_decay == 5e-4
     imagenet, reference = _cfg("eval-imagenet"), _cfg("eval-imagenet-256")
-    assert (imagenet.network, imagenet.channels, imagenet.layers, imagenet.image_size) == ("imagenet", 48, 14, 224)
-    assert (imagenet.batch_size, imagenet.lr, imagenet.warmup_epochs, imagenet.lr_schedule,
-            imagenet.label_smoothing, imagenet.weight_decay) == (1024, 0.5, 5, "linear", 0.1, 3e-5)
+    assert (imagenet.network, imagenet.channels, imagenet.layers, imagenet.image_size) == (
+        "imagenet",
+        48,
+        14,
+        224,
+    )
+    assert (
+        imagenet.batch_size,
+        imagenet.lr,
+        imagenet.warmup_epochs,
+        imagenet.lr_schedule,
+        imagenet.label_smoothing,
+        imagenet.weight_decay,
+    ) == (1024, 0.5, 5, "linear", 0.1, 3e-5)
     assert (reference.batch_size, reference.lr, reference.warmup_epochs) == (256, 0.1, 0)
     tiny = _cfg("eval-tiny")
     assert tiny.dataset == "digits" and tiny.workers == 1
 
 
-@pytest.mark.parametrize("sets, fragment", [
-    (["channels=0"], "config: channels: must be at least 1"),
-    (["network=imagenet", "channels=5", "auxiliary_weight=0"], "config: channels: must be even"),
-    (["image_size=16"], "config: auxiliary_weight: the auxiliary head needs at least 8x8"),
-    (["workers=3"], "config: batch_size: must be divisible by workers (3)"),
-    (["drop_path=1.0"], "config: drop_path: must be in [0, 1)"),
-    (["lr_schedule=step"], "config: lr_schedule: must be one of cosine, linear"),
-    (["dataset=mnist"], "config: dataset: must be one of"),
-    (["layers=2"], "config: layers: must be at least 3"),
-    (["epochs=ten"], "config: epochs: must be an integer"),
-    (["warmup_epochs=9"], "config: warmup_epochs: must not exceed epochs"),
-    (["colour=1"], "--set: unknown key 'colour'"),
-])
+@pytest.mark.parametrize(
+    "sets, fragment",
+    [
+        (["channels=0"], "config: channels: must be at least 1"),
+        (["network=imagenet", "channels=5", "auxiliary_weight=0"], "config: channels: must be even"),
+        (["image_size=16"], "config: auxiliary_weight: the auxiliary head needs at least 8x8"),
+        (["workers=3"], "config: batch_size: must be divisible by workers (3)"),
+        (["drop_path=1.0"], "config: drop_path: must be in [0, 1)"),
+        (["lr_schedule=step"], "config: lr_schedule: must be one of cosine, linear"),
+        (["dataset=mnist"], "config: dataset: must be one of"),
+        (["layers=2"], "config: layers: must be at least 3"),
+        (["epochs=ten"], "config: epochs: must be an integer"),
+        (["warmup_epochs=9"], "config: warmup_epochs: must not exceed epochs"),
+        (["colour=1"], "--set: unknown key 'colour'"),
+    ],
+)
 def test_bad_config_values_name_the_key(sets, fragment):
     with pytest.raises(UserError) as err:
         _cfg("eval-smoke", *sets)
@@ -94,6 +130,7 @@ def test_drop_path_ramps_linearly():
 
 # ---------------------------------------------------------------- augmentation and sharding
 
+
 def test_cutout_zeroes_one_square_clipped_at_the_border():
     g = torch.Generator().manual_seed(0)
     x = torch.ones(500, 3, 32, 32)
@@ -120,6 +157,7 @@ def test_epoch_batches_shard_every_global_batch():
 
 
 # ---------------------------------------------------------------- a run end to end
+
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
@@ -150,8 +188,9 @@ def test_smoke_run_writes_its_run_folder(smoke_run):
     assert result["top5"] == 1.0  # 4 classes: top-5 counts every class
     from pdarts_ray.evaluation.counting import network_cost
 
-    assert {k: result[k] for k in ("params", "params_with_aux", "macs")} == \
-        network_cost(PDARTS, "cifar", SMOKE.channels, SMOKE.layers, SMOKE.synthetic_classes, 32)
+    assert {k: result[k] for k in ("params", "params_with_aux", "macs")} == network_cost(
+        PDARTS, "cifar", SMOKE.channels, SMOKE.layers, SMOKE.synthetic_classes, 32
+    )
     assert result["seconds"] > 0 and result["genotype"] == PDARTS.to_dict() and result["workers"] == 1
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["ckpt-000002.pt", "ckpt-000003.pt"]
     weights = torch.load(run_dir / "weights.pt", weights_only=True)
@@ -211,8 +250,17 @@ def test_test_only_reproduces_the_final_accuracy(smoke_run):
     run_dir, result = smoke_run
     scored = score_weights(SMOKE, PDARTS, run_dir / "weights.pt")
     assert scored["top1"] == result["top1"] and scored["test_loss"] == pytest.approx(result["test_loss"])
-    code, stdout, stderr = run_cli("evaluate", "--genotype", "PDARTS", "--preset", "eval-smoke", "--weights",
-                                   run_dir / "weights.pt", "--test-only", "--json")
+    code, stdout, stderr = run_cli(
+        "evaluate",
+        "--genotype",
+        "PDARTS",
+        "--preset",
+        "eval-smoke",
+        "--weights",
+        run_dir / "weights.pt",
+        "--test-only",
+        "--json",
+    )
     assert code == 0, stderr
     assert json.loads(stdout)["top1"] == result["top1"]
     with pytest.raises(UserError, match="weights do not fit"):
@@ -220,6 +268,7 @@ def test_test_only_reproduces_the_final_accuracy(smoke_run):
 
 
 # ---------------------------------------------------------------- ImageNet-style folders
+
 
 def _write_image_folder(root: Path, classes=3, per_class=(8, 3)):
     """Small coloured images of varying sizes: class c is mostly channel c."""
@@ -238,8 +287,17 @@ def _write_image_folder(root: Path, classes=3, per_class=(8, 3)):
 
 def test_imagenet_network_on_a_generated_image_folder(tmp_path):
     root = _write_image_folder(tmp_path / "imagenet")
-    cfg = _cfg("eval-imagenet", f"data_root={root}", "channels=4", "layers=3", "epochs=2", "batch_size=8",
-               "loader_workers=0", "threads=1", "warmup_epochs=1")
+    cfg = _cfg(
+        "eval-imagenet",
+        f"data_root={root}",
+        "channels=4",
+        "layers=3",
+        "epochs=2",
+        "batch_size=8",
+        "loader_workers=0",
+        "threads=1",
+        "warmup_epochs=1",
+    )
     assert cfg.image_size == 224 and cfg.auxiliary_weight == 0.4  # the ImageNet head at 7x7
     result = run_evaluation(cfg, PDARTS, tmp_path / "run")
     rows = read_jsonl(tmp_path / "run" / "metrics.jsonl")
@@ -264,15 +322,19 @@ def test_image_folder_errors(tmp_path):
 
 # ---------------------------------------------------------------- bad input on the command line
 
-@pytest.mark.parametrize("args, fragment", [
-    (["--genotype", "NOT_A_CELL"], "unknown genotype 'NOT_A_CELL'"),
-    (["--genotype", "BAD_FILE"], "invalid JSON"),
-    (["--genotype", "PDARTS", "--set", "channels=0"], "config: channels: must be at least 1"),
-    (["--genotype", "PDARTS", "--preset", "eval-c11"], "unknown preset 'eval-c11'"),
-    (["--genotype", "PDARTS", "--test-only"], "--test-only and --weights go together"),
-    (["--genotype", "PDARTS", "--workers", "0"], "config: workers: must be at least 1"),
-    ([], "--genotype is required"),
-])
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--genotype", "NOT_A_CELL"], "unknown genotype 'NOT_A_CELL'"),
+        (["--genotype", "BAD_FILE"], "invalid JSON"),
+        (["--genotype", "PDARTS", "--set", "channels=0"], "config: channels: must be at least 1"),
+        (["--genotype", "PDARTS", "--preset", "eval-c11"], "unknown preset 'eval-c11'"),
+        (["--genotype", "PDARTS", "--test-only"], "--test-only and --weights go together"),
+        (["--genotype", "PDARTS", "--workers", "0"], "config: workers: must be at least 1"),
+        ([], "--genotype is required"),
+    ],
+)
 def test_bad_evaluate_input_is_one_line_and_writes_nothing(tmp_path, args, fragment):
     bad = tmp_path / "bad.json"
     bad.write_text("{ not json")
@@ -287,15 +349,18 @@ def test_bad_evaluate_input_is_one_line_and_writes_nothing(tmp_path, args, fragm
 def test_non_empty_out_is_refused(tmp_path):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep.txt").write_text("mine")
-    code, _, stderr = run_cli("evaluate", "--genotype", "PDARTS", "--preset", "eval-smoke", "--out", tmp_path / "out")
+    code, _, stderr = run_cli(
+        "evaluate", "--genotype", "PDARTS", "--preset", "eval-smoke", "--out", tmp_path / "out"
+    )
     assert code == 2 and "not empty" in stderr
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["keep.txt"]
 
 
 @pytest.mark.slow
 def test_eval_tiny_learns_the_digits(tmp_path):
-    code, stdout, stderr = run_cli("evaluate", "--genotype", "PDARTS", "--preset", "eval-tiny", "--out",
-                                   tmp_path / "run", "--json")
+    code, stdout, stderr = run_cli(
+        "evaluate", "--genotype", "PDARTS", "--preset", "eval-tiny", "--out", tmp_path / "run", "--json"
+    )
     assert code == 0, stderr
     result = json.loads(stdout)
     assert result["top1"] > 0.8  # ten classes: chance is 0.1

@@ -1,20 +1,26 @@
 """Evaluation networks: every op's eval form, cell wiring, drop path, the auxiliary head,
 the CIFAR and ImageNet layouts of the design fixtures, and published genotypes by name or file."""
+
 import json
 
 import pytest
 import torch
 import torch.nn as nn
+from conftest import FIXTURES, ROOT, run_cli
 
 from pdarts_ray.core.errors import UserError
-from pdarts_ray.evaluation.counting import genotype_cost
-from pdarts_ray.evaluation.genotypes import DARTS_V2, PDARTS, PUBLISHED, load_genotype
-from pdarts_ray.evaluation.network import (EvalCell, NetworkCIFAR, NetworkImageNet, auxiliary_input_size, build_network,
-                                drop_path)
 from pdarts_ray.core.ops import FactorizedReduce, Identity, build_op
 from pdarts_ray.core.space import PRIMITIVES, Genotype
-
-from conftest import FIXTURES, ROOT, run_cli
+from pdarts_ray.evaluation.counting import genotype_cost
+from pdarts_ray.evaluation.genotypes import DARTS_V2, PDARTS, PUBLISHED, load_genotype
+from pdarts_ray.evaluation.network import (
+    EvalCell,
+    NetworkCIFAR,
+    NetworkImageNet,
+    auxiliary_input_size,
+    build_network,
+    drop_path,
+)
 
 EVAL_OPS = [p for p in PRIMITIVES if p != "none"]
 
@@ -85,8 +91,10 @@ def test_drop_path_drops_whole_samples_and_keeps_the_mean():
 
 
 def test_drop_path_only_on_non_identity_branches_and_only_in_training():
-    genotype = Genotype(normal=(("skip_connect", 0), ("skip_connect", 1)) * 4,
-                        reduce=(("max_pool_3x3", 0), ("max_pool_3x3", 1)) * 4)
+    genotype = Genotype(
+        normal=(("skip_connect", 0), ("skip_connect", 1)) * 4,
+        reduce=(("max_pool_3x3", 0), ("max_pool_3x3", 1)) * 4,
+    )
     cell = EvalCell(genotype.normal, genotype.normal_concat, 4, 4, 4, False, False)
     cell.train()
     s0, s1 = torch.randn(64, 4, 5, 5), torch.randn(64, 4, 5, 5)
@@ -103,8 +111,13 @@ def test_drop_path_only_on_non_identity_branches_and_only_in_training():
     assert not torch.equal(dropped, conv_cell(s0, s1, 0.0))
 
 
-@pytest.mark.parametrize("key, cls, C, layers", [("eval_cifar_20cells_C36", NetworkCIFAR, 36, 20),
-                                                 ("eval_imagenet_14cells_C48", NetworkImageNet, 48, 14)])
+@pytest.mark.parametrize(
+    "key, cls, C, layers",
+    [
+        ("eval_cifar_20cells_C36", NetworkCIFAR, 36, 20),
+        ("eval_imagenet_14cells_C48", NetworkImageNet, 48, 14),
+    ],
+)
 def test_layouts_match_the_design_fixtures(key, cls, C, layers):
     expected = json.loads((FIXTURES / "schedules.json").read_text())["layouts"][key]
     with torch.device("meta"):
@@ -147,10 +160,10 @@ def test_network_rejects_bad_sizes():
 # ---------------------------------------------------------------- published genotypes
 
 OFFICIAL_PDARTS_TEXT = (
-    "PDARTS = Genotype(normal=[('skip_connect', 0), ('dil_conv_3x3', 1), ('skip_connect', 0),('sep_conv_3x3', 1), "
-    "('sep_conv_3x3', 1), ('sep_conv_3x3', 3), ('sep_conv_3x3',0), ('dil_conv_5x5', 4)], normal_concat=range(2, 6), "
+    "PDARTS = Genotype(normal=[('skip_connect', 0), ('dil_conv_3x3', 1), ('skip_connect', 0),('sep_conv_3x3', 1), "  # noqa: E501
+    "('sep_conv_3x3', 1), ('sep_conv_3x3', 3), ('sep_conv_3x3',0), ('dil_conv_5x5', 4)], normal_concat=range(2, 6), "  # noqa: E501
     "reduce=[('avg_pool_3x3', 0), ('sep_conv_5x5', 1), ('sep_conv_3x3', 0), ('dil_conv_5x5', 2), "
-    "('max_pool_3x3', 0), ('dil_conv_3x3', 1), ('dil_conv_3x3', 1), ('dil_conv_5x5', 3)], reduce_concat=range(2, 6))\n"
+    "('max_pool_3x3', 0), ('dil_conv_3x3', 1), ('dil_conv_3x3', 1), ('dil_conv_5x5', 3)], reduce_concat=range(2, 6))\n"  # noqa: E501
 )
 
 
@@ -158,8 +171,14 @@ def test_published_genotypes_by_name():
     assert set(PUBLISHED) == {"NASNet", "AmoebaNet", "DARTS_V1", "DARTS_V2", "PDARTS", "PC_DARTS", "DrNAS"}
     assert load_genotype("PDARTS") == ("PDARTS", PDARTS)
     assert load_genotype("darts_v2") == ("DARTS_V2", DARTS_V2)
-    for spelling, name in [("P-DARTS", "PDARTS"), ("pc-darts", "PC_DARTS"), ("PCDARTS", "PC_DARTS"),
-                           ("drnas", "DrNAS"), ("nasnet", "NASNet"), ("AMOEBANET", "AmoebaNet")]:
+    for spelling, name in [
+        ("P-DARTS", "PDARTS"),
+        ("pc-darts", "PC_DARTS"),
+        ("PCDARTS", "PC_DARTS"),
+        ("drnas", "DrNAS"),
+        ("nasnet", "NASNet"),
+        ("AMOEBANET", "AmoebaNet"),
+    ]:
         assert load_genotype(spelling)[0] == name
     assert PDARTS.skip_count() == 2 and DARTS_V2.skip_count() == 2
     assert PDARTS.normal_concat == PDARTS.reduce_concat == (2, 3, 4, 5)
@@ -178,14 +197,19 @@ def test_genotype_files(tmp_path):
     assert load_genotype(str(result))[1] == PDARTS
 
 
-@pytest.mark.parametrize("content, fragment", [
-    ("{", "invalid JSON"),
-    ('{"normal": [["sep_conv_3x3", 0]], "reduce": []}', "two genes per node"),
-    ('{"normal": [["conv_9x9", 0], ["sep_conv_3x3", 1]], "reduce": [["sep_conv_3x3", 0], ["sep_conv_3x3", 1]]}',
-     "unknown op 'conv_9x9'"),
-    ("Genotype(normal=__import__('os').system('true'))", "must be a literal"),
-    ("print('hello')", "Genotype(...)"),
-])
+@pytest.mark.parametrize(
+    "content, fragment",
+    [
+        ("{", "invalid JSON"),
+        ('{"normal": [["sep_conv_3x3", 0]], "reduce": []}', "two genes per node"),
+        (
+            '{"normal": [["conv_9x9", 0], ["sep_conv_3x3", 1]], "reduce": [["sep_conv_3x3", 0], ["sep_conv_3x3", 1]]}',  # noqa: E501
+            "unknown op 'conv_9x9'",
+        ),
+        ("Genotype(normal=__import__('os').system('true'))", "must be a literal"),
+        ("print('hello')", "Genotype(...)"),
+    ],
+)
 def test_malformed_genotype_files_are_one_line_errors(tmp_path, content, fragment):
     path = tmp_path / "g.txt"
     path.write_text(content)
@@ -200,7 +224,9 @@ def test_unknown_genotype_name():
     assert all(name in str(err.value) for name in PUBLISHED)  # it lists the names it knows
 
 
-@pytest.mark.parametrize("name", ["NASNet", "AmoebaNet", "DARTS_V1", "DARTS_V2", "PDARTS", "PC_DARTS", "DrNAS"])
+@pytest.mark.parametrize(
+    "name", ["NASNet", "AmoebaNet", "DARTS_V1", "DARTS_V2", "PDARTS", "PC_DARTS", "DrNAS"]
+)
 def test_every_published_cell_counts_as_its_authors_code_counts_it(name):
     """C = 36, 20 cells, CIFAR-10, no auxiliary head: the authors' NetworkCIFAR gave these."""
     from pdarts_ray.evaluation.published import PUBLISHED_CELLS
@@ -219,8 +245,11 @@ def test_genotype_list_and_the_docs_name_every_published_cell_with_its_count():
 
     code, out, err = run_cli("genotype", "list")
     assert code == 0, err
-    rows = {line.split("|")[1].strip(" `"): line for line in (ROOT / "docs" / "evaluation.md").read_text().splitlines()
-            if line.startswith("| `")}
+    rows = {
+        line.split("|")[1].strip(" `"): line
+        for line in (ROOT / "docs" / "evaluation.md").read_text().splitlines()
+        if line.startswith("| `")
+    }
     for name, cell in PUBLISHED_CELLS.items():
         assert any(line.split()[0] == name and cell.method in line for line in out.splitlines()), name
         assert f"| {cell.params_authors_code:,} |" in rows[name] and cell.error_pct in rows[name], name

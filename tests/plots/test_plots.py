@@ -1,36 +1,45 @@
 """Pictures: the drawn edges of the published P-DARTS cells, files written by
 plot genotype / plot run / plot_bars, finished and unfinished runs, and CLI errors."""
+
 import json
 import shutil
 import xml.etree.ElementTree as ET
 
 import pytest
-
 from conftest import run_cli
+
 from pdarts_ray.core.config import SEARCH_PRESETS, SearchConfig, resolve
 from pdarts_ray.core.errors import UserError
+from pdarts_ray.core.search import run_search
+from pdarts_ray.core.space import PRIMITIVES
 from pdarts_ray.evaluation.genotypes import PDARTS
 from pdarts_ray.plots import RUN_FIGURES, plot_bars, plot_genotype, plot_run
 from pdarts_ray.plots.bars import series_colours
 from pdarts_ray.plots.cells import Edge, genotype_edges
 from pdarts_ray.plots.runs import alpha_series, load_run, stage_memory
-from pdarts_ray.core.search import run_search
-from pdarts_ray.core.space import PRIMITIVES
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 # ALGORITHM.md 1.11, gene by gene: (input, node, op) with inputs c_{k-2}, c_{k-1}, 0..3
 PDARTS_NORMAL = [
-    ("c_{k-2}", "0", "skip_connect"), ("c_{k-1}", "0", "dil_conv_3x3"),
-    ("c_{k-2}", "1", "skip_connect"), ("c_{k-1}", "1", "sep_conv_3x3"),
-    ("c_{k-1}", "2", "sep_conv_3x3"), ("1", "2", "sep_conv_3x3"),
-    ("c_{k-2}", "3", "sep_conv_3x3"), ("2", "3", "dil_conv_5x5"),
+    ("c_{k-2}", "0", "skip_connect"),
+    ("c_{k-1}", "0", "dil_conv_3x3"),
+    ("c_{k-2}", "1", "skip_connect"),
+    ("c_{k-1}", "1", "sep_conv_3x3"),
+    ("c_{k-1}", "2", "sep_conv_3x3"),
+    ("1", "2", "sep_conv_3x3"),
+    ("c_{k-2}", "3", "sep_conv_3x3"),
+    ("2", "3", "dil_conv_5x5"),
 ]
 PDARTS_REDUCE = [
-    ("c_{k-2}", "0", "avg_pool_3x3"), ("c_{k-1}", "0", "sep_conv_5x5"),
-    ("c_{k-2}", "1", "sep_conv_3x3"), ("0", "1", "dil_conv_5x5"),
-    ("c_{k-2}", "2", "max_pool_3x3"), ("c_{k-1}", "2", "dil_conv_3x3"),
-    ("c_{k-1}", "3", "dil_conv_3x3"), ("1", "3", "dil_conv_5x5"),
+    ("c_{k-2}", "0", "avg_pool_3x3"),
+    ("c_{k-1}", "0", "sep_conv_5x5"),
+    ("c_{k-2}", "1", "sep_conv_3x3"),
+    ("0", "1", "dil_conv_5x5"),
+    ("c_{k-2}", "2", "max_pool_3x3"),
+    ("c_{k-1}", "2", "dil_conv_3x3"),
+    ("c_{k-1}", "3", "dil_conv_3x3"),
+    ("1", "3", "dil_conv_5x5"),
 ]
 CONCAT = [(n, "c_{k}", None) for n in ("0", "1", "2", "3")]
 
@@ -54,8 +63,12 @@ def test_pdarts_edges_are_the_published_ones(cell, expected):
 
 def test_plot_genotype_writes_both_cells_with_every_op_label(tmp_path):
     paths = plot_genotype(PDARTS, tmp_path, "pdarts", name="PDARTS")
-    assert [p.name for p in paths] == ["pdarts-normal.png", "pdarts-normal.svg", "pdarts-reduce.png",
-                                       "pdarts-reduce.svg"]
+    assert [p.name for p in paths] == [
+        "pdarts-normal.png",
+        "pdarts-normal.svg",
+        "pdarts-reduce.png",
+        "pdarts-reduce.svg",
+    ]
     for path in paths:
         _check_picture(path)
     for cell, expected in (("normal", PDARTS_NORMAL), ("reduce", PDARTS_REDUCE)):
@@ -66,9 +79,14 @@ def test_plot_genotype_writes_both_cells_with_every_op_label(tmp_path):
 
 
 def test_plot_bars_leaves_missing_values_out(tmp_path):
-    paths = plot_bars("Test error", ["C10", "C100", "ImageNet"],
-                      {"paper": [2.5, 16.55, 24.4], "ours": [2.71, None, None]}, "error (%)",
-                      tmp_path / "sub" / "error", note="ours: one seed")
+    paths = plot_bars(
+        "Test error",
+        ["C10", "C100", "ImageNet"],
+        {"paper": [2.5, 16.55, 24.4], "ours": [2.71, None, None]},
+        "error (%)",
+        tmp_path / "sub" / "error",
+        note="ours: one seed",
+    )
     assert [p.name for p in paths] == ["error.png", "error.svg"]
     for path in paths:
         _check_picture(path)
@@ -83,8 +101,9 @@ def test_the_papers_bars_are_grey_and_ours_coloured(tmp_path):
     colours = series_colours(names)
     greys = [c for c in colours if c[1:3] == c[3:5] == c[5:7]]
     assert greys == colours[0::2] and len(set(colours)) == 4
-    paths = plot_bars("Table 3", ["stage 1"], {n: [float(i + 1)] for i, n in enumerate(names)}, "GB",
-                      tmp_path / "t3")
+    paths = plot_bars(
+        "Table 3", ["stage 1"], {n: [float(i + 1)] for i, n in enumerate(names)}, "GB", tmp_path / "t3"
+    )
     svg = paths[1].read_text()
     fills = {c for c in colours if f"fill: {c}" in svg}
     assert fills == set(colours), (colours, fills)
@@ -108,7 +127,9 @@ def unfinished_run(smoke_run, tmp_path):
         lines = (run_dir / name).read_text().splitlines(keepends=True)
         (run_dir / name).write_text("".join(lines[:5]))
     alphas = json.loads((run_dir / "alphas.json").read_text())
-    (run_dir / "alphas.json").write_text(json.dumps({"primitives": alphas["primitives"], "stage1": alphas["stage1"]}))
+    (run_dir / "alphas.json").write_text(
+        json.dumps({"primitives": alphas["primitives"], "stage1": alphas["stage1"]})
+    )
     return run_dir
 
 
@@ -124,11 +145,14 @@ def test_plot_run_on_a_finished_search(smoke_run, tmp_path):
         series = alpha_series(run, cell)
         for edge in range(14):
             for stage, epoch in ((1, 0), (2, 3), (3, 6)):
-                on = [PRIMITIVES[k] for k, v in enumerate(alphas[f"stage{stage}"][cell]["switches"][edge]) if v]
+                on = [
+                    PRIMITIVES[k] for k, v in enumerate(alphas[f"stage{stage}"][cell]["switches"][edge]) if v
+                ]
                 at = sorted(op for op, points in series[edge].items() if any(x == epoch for x, _ in points))
                 assert at == sorted(on)
-                assert sum(p for points in series[edge].values() for x, p in points if x == epoch) == \
-                    pytest.approx(1.0)
+                assert sum(
+                    p for points in series[edge].values() for x, p in points if x == epoch
+                ) == pytest.approx(1.0)
     result = json.loads((smoke_run / "result.json").read_text())
     mib, labels, _ = stage_memory(run)
     assert mib == pytest.approx([b / 2**20 for b in result["peak_memory_bytes"]])
@@ -160,8 +184,12 @@ def test_plot_run_refuses_a_folder_that_is_not_a_run(tmp_path):
 def test_cli_plot_genotype_and_errors(tmp_path):
     rc, out, err = run_cli("plot", "genotype", "PDARTS", "--out", tmp_path / "g", "--json")
     assert rc == 0, err
-    assert [p.rsplit("/", 1)[-1] for p in json.loads(out)] == ["pdarts-normal.png", "pdarts-normal.svg",
-                                                               "pdarts-reduce.png", "pdarts-reduce.svg"]
+    assert [p.rsplit("/", 1)[-1] for p in json.loads(out)] == [
+        "pdarts-normal.png",
+        "pdarts-normal.svg",
+        "pdarts-reduce.png",
+        "pdarts-reduce.svg",
+    ]
     rc, out, err = run_cli("plot", "run", tmp_path, "--json")
     assert rc == 2 and out == "" and err.startswith("error: ") and "not a search run folder" in err
     assert len(err.strip().splitlines()) == 1
@@ -185,6 +213,7 @@ def test_a_file_that_is_not_a_picture_is_never_overwritten(tmp_path):
 
 # ---------------------------------------------------------------- several arguments
 
+
 def _runs(tmp_path, smoke_run, unfinished_run):
     """A runs folder as `pdarts-ray search` leaves it: one finished run, one interrupted."""
     runs = tmp_path / "pdarts-runs"
@@ -199,7 +228,11 @@ def _main(capsys, *args):
     rc = main([str(a) for a in args])
     out, err = capsys.readouterr()
     # warnings about the process (main() runs inside pytest's) are not the command's lines
-    return rc, out, "".join(line for line in err.splitlines(keepends=True) if not line.startswith("warning: "))
+    return (
+        rc,
+        out,
+        "".join(line for line in err.splitlines(keepends=True) if not line.startswith("warning: ")),
+    )
 
 
 def test_unique_stems_take_parent_folders_then_numbers():
@@ -216,17 +249,32 @@ def test_unique_stems_take_parent_folders_then_numbers():
 
 
 def test_plot_genotype_draws_a_glob_of_runs_and_says_how_to_resume_the_unfinished(
-        smoke_run, unfinished_run, tmp_path, capsys, monkeypatch):
+    smoke_run, unfinished_run, tmp_path, capsys, monkeypatch
+):
     runs = _runs(tmp_path, smoke_run, unfinished_run)
     monkeypatch.chdir(tmp_path)
-    rc, out, err = _main(capsys, "plot", "genotype", "pdarts-runs/search-a/", "pdarts-runs/search-b/", "PDARTS",
-                         "pdarts", "--json")
+    rc, out, err = _main(
+        capsys,
+        "plot",
+        "genotype",
+        "pdarts-runs/search-a/",
+        "pdarts-runs/search-b/",
+        "PDARTS",
+        "pdarts",
+        "--json",
+    )
     assert rc == 2
     # the finished run and the published cell (named twice, drawn once) are drawn
-    assert json.loads(out) == [f"{stem}-{cell}.{fmt}" for stem in ("search-a", "pdarts")
-                               for cell in ("normal", "reduce") for fmt in ("png", "svg")]
-    assert err == ("error: pdarts-runs/search-b/: no genotype.json yet: the search stopped before it finished; "
-                   "resume it with: pdarts-ray search --resume pdarts-runs/search-b\n")
+    assert json.loads(out) == [
+        f"{stem}-{cell}.{fmt}"
+        for stem in ("search-a", "pdarts")
+        for cell in ("normal", "reduce")
+        for fmt in ("png", "svg")
+    ]
+    assert err == (
+        "error: pdarts-runs/search-b/: no genotype.json yet: the search stopped before it finished; "
+        "resume it with: pdarts-ray search --resume pdarts-runs/search-b\n"
+    )
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == sorted(json.loads(out))
     assert "search-a: normal cell" in _svg_texts(tmp_path / "search-a-normal.svg")
     assert "PDARTS: reduction cell" in _svg_texts(tmp_path / "pdarts-reduce.svg")
@@ -238,8 +286,15 @@ def test_a_run_still_running_is_named_with_its_driver(unfinished_run, tmp_path, 
     import socket
     import time
 
-    holder = {"command": "pdarts-ray search", "host": socket.gethostname(), "pid": os.getpid(),
-              "started": time.time(), "renewed": time.time(), "lease_s": 120.0, "token": "t"}
+    holder = {
+        "command": "pdarts-ray search",
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "started": time.time(),
+        "renewed": time.time(),
+        "lease_s": 120.0,
+        "token": "t",
+    }
     (unfinished_run / ".driver.json").write_text(json.dumps(holder))
     rc, out, err = _main(capsys, "plot", "genotype", unfinished_run, "--out", tmp_path / "figs")
     assert rc == 2 and out == "" and not (tmp_path / "figs").exists()
@@ -257,32 +312,53 @@ def test_runs_of_the_same_name_and_files_in_the_way(smoke_run, tmp_path, capsys)
     figs = tmp_path / "figs"
     figs.mkdir()
     (figs / "pdarts-normal.png").write_text("my notes")
-    rc, out, err = _main(capsys, "plot", "genotype", tmp_path / "a" / "run", tmp_path / "b" / "run", "PDARTS",
-                         "--out", figs)
+    rc, out, err = _main(
+        capsys, "plot", "genotype", tmp_path / "a" / "run", tmp_path / "b" / "run", "PDARTS", "--out", figs
+    )
     assert rc == 2 and err.count("\n") == 1
     assert err.startswith("error: PDARTS: ") and "pdarts-normal.png: exists and is not a picture" in err
     assert (figs / "pdarts-normal.png").read_text() == "my notes"
     assert sorted(p.name for p in figs.iterdir()) == sorted(
         [f"{s}-{c}.{f}" for s in ("a-run", "b-run") for c in ("normal", "reduce") for f in ("png", "svg")]
-        + ["pdarts-normal.png"])
+        + ["pdarts-normal.png"]
+    )
     assert "run: normal cell" in _svg_texts(figs / "b-run-normal.svg")
-    rc, out, err = _main(capsys, "plot", "genotype", "PDARTS", "DARTS_V2", "--stem", "x", "--out", figs / "new")
+    rc, out, err = _main(
+        capsys, "plot", "genotype", "PDARTS", "DARTS_V2", "--stem", "x", "--out", figs / "new"
+    )
     assert rc == 2 and out == "" and "--stem: only with one GENOTYPE" in err and not (figs / "new").exists()
-    rc, out, err = _main(capsys, "plot", "genotype", "PDARTS", "DARTS_V2", "--out", figs / "pdarts-normal.png")
+    rc, out, err = _main(
+        capsys, "plot", "genotype", "PDARTS", "DARTS_V2", "--out", figs / "pdarts-normal.png"
+    )
     assert rc == 2 and out == "" and err.count("\n") == 1 and "is not a folder" in err
 
 
 def test_plot_run_draws_several_runs_into_one_folder(smoke_run, unfinished_run, tmp_path, capsys):
     runs = _runs(tmp_path, smoke_run, unfinished_run)
     (runs / "empty").mkdir()
-    rc, out, err = _main(capsys, "plot", "run", runs / "search-a", runs / "search-b", runs / "empty",
-                         "--out", tmp_path / "figs", "--json")
+    rc, out, err = _main(
+        capsys,
+        "plot",
+        "run",
+        runs / "search-a",
+        runs / "search-b",
+        runs / "empty",
+        "--out",
+        tmp_path / "figs",
+        "--json",
+    )
     assert rc == 2
-    assert json.loads(out) == [str(tmp_path / "figs" / f"{run}-{name}.{fmt}") for run in ("search-a", "search-b")
-                               for name in RUN_FIGURES for fmt in ("png", "svg")]
+    assert json.loads(out) == [
+        str(tmp_path / "figs" / f"{run}-{name}.{fmt}")
+        for run in ("search-a", "search-b")
+        for name in RUN_FIGURES
+        for fmt in ("png", "svg")
+    ]
     note, error = err.splitlines()
-    assert note == (f"note: {runs / 'search-b'}: the search stopped before it finished; resume it with: "
-                    f"pdarts-ray search --resume {runs / 'search-b'}")
+    assert note == (
+        f"note: {runs / 'search-b'}: the search stopped before it finished; resume it with: "
+        f"pdarts-ray search --resume {runs / 'search-b'}"
+    )
     assert error.startswith(f"error: {runs / 'empty'}: not a search run folder")
     assert not (runs / "search-a" / "plots").exists()
     # without --out each run's own plots folder, the file names as they always were
@@ -290,12 +366,16 @@ def test_plot_run_draws_several_runs_into_one_folder(smoke_run, unfinished_run, 
     assert rc == 0 and out == "" and err == ""
     for run in ("search-a", "search-b"):
         assert sorted(p.name for p in (runs / run / "plots").iterdir()) == sorted(
-            f"{name}.{fmt}" for name in RUN_FIGURES for fmt in ("png", "svg"))
+            f"{name}.{fmt}" for name in RUN_FIGURES for fmt in ("png", "svg")
+        )
 
 
 def test_a_run_without_an_epoch_says_how_to_resume_it(unfinished_run, tmp_path):
     for name in ("metrics.jsonl", "alpha_trajectory.jsonl"):
         (unfinished_run / name).write_text("")
-    with pytest.raises(UserError, match=r"nothing to plot yet \(no epoch has finished\); the search stopped "
-                                        r"before it finished; resume it with: pdarts-ray search --resume "):
+    with pytest.raises(
+        UserError,
+        match=r"nothing to plot yet \(no epoch has finished\); the search stopped "
+        r"before it finished; resume it with: pdarts-ray search --resume ",
+    ):
         plot_run(unfinished_run, tmp_path / "plots")

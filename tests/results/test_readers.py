@@ -1,14 +1,15 @@
 """The store read by others' tools, as docs/results.md shows: DuckDB and pandas give the
 rows the project's own readers give, across files of two versions (union by name) and
 with epoch rows that a restarted trial wrote twice (the part written last wins)."""
+
 import re
 import shutil
 
 import duckdb
 import pandas as pd
 import pytest
-
 from conftest import FIXTURES, ROOT
+
 from pdarts_ray.results import read_epochs, read_trials, trial_row, write_epochs, write_trial
 
 
@@ -43,8 +44,12 @@ def store(tmp_path_factory):
 
 
 def test_the_store_mixes_versions_and_repeats(store):
-    assert "workers" not in __import__("pyarrow.parquet").parquet.read_schema(
-        next((store / "trials").glob("9b478*.parquet"))).names
+    assert (
+        "workers"
+        not in __import__("pyarrow.parquet")
+        .parquet.read_schema(next((store / "trials").glob("9b478*.parquet")))
+        .names
+    )
     assert read_trials(str(store)).column("workers").to_pylist() == [None, 2]  # 9b478_00000, new_trial
     assert [r["valid_acc"] for r in read_epochs(str(store)).to_pylist()[:2]] == [0.123, 1.123]
 
@@ -72,8 +77,9 @@ def test_duckdb_deduplicates_the_epochs_as_the_project_does(store):
     want = read_epochs(str(store)).to_pylist()
     assert len(got) == len(want) < sum(1 for _ in (store / "epochs").glob("*.parquet")) * 10
     for a, b in zip(got, want):
-        assert {k: a[k] for k in ("trial_id", "stage", "epoch", "valid_acc", "train_loss")} == \
-               {k: b[k] for k in ("trial_id", "stage", "epoch", "valid_acc", "train_loss")}
+        assert {k: a[k] for k in ("trial_id", "stage", "epoch", "valid_acc", "train_loss")} == {
+            k: b[k] for k in ("trial_id", "stage", "epoch", "valid_acc", "train_loss")
+        }
 
 
 def test_pandas_reads_what_the_project_reads(store):
@@ -88,6 +94,7 @@ def test_pandas_reads_what_the_project_reads(store):
 
 def test_without_deduplication_the_repeated_epochs_show(store):
     """The rule matters: a plain read of the epoch files has the rewritten epochs twice."""
-    plain = duckdb.sql(f"SELECT count(*) AS n FROM read_parquet('{store}/epochs/*.parquet', "
-                       "union_by_name = true)").fetchall()[0][0]
+    plain = duckdb.sql(
+        f"SELECT count(*) AS n FROM read_parquet('{store}/epochs/*.parquet', union_by_name = true)"
+    ).fetchall()[0][0]
     assert plain == read_epochs(str(store)).num_rows + 2

@@ -1,13 +1,14 @@
 """The Parquet results store and `pdarts-ray results`: real files in tmp folders, and a
 real smoke search imported."""
+
 import json
 import os
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import run_cli
+
 from pdarts_ray import results as R
 from pdarts_ray.core.config import SEARCH_PRESETS, SearchConfig, resolve, to_dict
 from pdarts_ray.core.errors import UserError
@@ -17,31 +18,65 @@ SMOKE = resolve(SearchConfig, SEARCH_PRESETS, "smoke")
 
 def _genotype(skips: int) -> dict:
     ops = ["skip_connect"] * skips + ["sep_conv_3x3"] * (8 - skips)
-    return {"normal": [[op, i // 2 + (i % 2)] for i, op in enumerate(ops)], "normal_concat": [2, 3, 4, 5],
-            "reduce": [["max_pool_3x3", 0], ["max_pool_3x3", 1]] * 4, "reduce_concat": [2, 3, 4, 5]}
+    return {
+        "normal": [[op, i // 2 + (i % 2)] for i, op in enumerate(ops)],
+        "normal_concat": [2, 3, 4, 5],
+        "reduce": [["max_pool_3x3", 0], ["max_pool_3x3", 1]] * 4,
+        "reduce_concat": [2, 3, 4, 5],
+    }
 
 
 def _finished_row(trial_id="t1", experiment="exp", **cfg_changes):
     config = {**to_dict(SMOKE), **cfg_changes}
     by_m = {str(m): _genotype(min(m, 3)) for m in range(9)}
-    result = {"genotype": by_m["2"], "skip_connects": 2, "skip_connects_before_refinement": 3,
-              "peak_memory_bytes": [100 * 2**20, 200 * 2**20, 300 * 2**20],
-              "peak_memory_reserved_bytes": [None, None, None], "peak_memory_kind": "cpu_peak_rss",
-              "stage_seconds": [1.5, 2.5, 3.5], "stage_skip_connects_before_refinement": [1, 2, 3],
-              "best_valid_acc": 0.75, "final_valid_acc": 0.5, "device": "cpu", "threads": 1,
-              "versions": {"pdarts_ray": "0.1.0", "torch": "9.9", "python": "3.11.0"}}
+    result = {
+        "genotype": by_m["2"],
+        "skip_connects": 2,
+        "skip_connects_before_refinement": 3,
+        "peak_memory_bytes": [100 * 2**20, 200 * 2**20, 300 * 2**20],
+        "peak_memory_reserved_bytes": [None, None, None],
+        "peak_memory_kind": "cpu_peak_rss",
+        "stage_seconds": [1.5, 2.5, 3.5],
+        "stage_skip_connects_before_refinement": [1, 2, 3],
+        "best_valid_acc": 0.75,
+        "final_valid_acc": 0.5,
+        "device": "cpu",
+        "threads": 1,
+        "versions": {"pdarts_ray": "0.1.0", "torch": "9.9", "python": "3.11.0"},
+    }
     genotypes = {"stage1": _genotype(1), "stage2": _genotype(2), "stage3": by_m["2"], "final_by_M": by_m}
-    return R.trial_row(experiment, trial_id, "finished", config, result, genotypes,
-                       started=1_700_000_000.25, finished=1_700_000_100.5)
+    return R.trial_row(
+        experiment,
+        trial_id,
+        "finished",
+        config,
+        result,
+        genotypes,
+        started=1_700_000_000.25,
+        finished=1_700_000_100.5,
+    )
 
 
 def _epoch(stage, epoch, loss, **extra):
-    return {"stage": stage, "epoch": epoch, "global_epoch": (stage - 1) * 3 + epoch, "train_loss": loss,
-            "train_acc": 0.5, "valid_acc": None, "valid_loss": None, "skip_dropout": 0.1, "lr": 0.01,
-            "skip_connects_now": 1, "epoch_seconds": 0.2, "peak_memory_bytes": 1000, **extra}
+    return {
+        "stage": stage,
+        "epoch": epoch,
+        "global_epoch": (stage - 1) * 3 + epoch,
+        "train_loss": loss,
+        "train_acc": 0.5,
+        "valid_acc": None,
+        "valid_loss": None,
+        "skip_dropout": 0.1,
+        "lr": 0.01,
+        "skip_connects_now": 1,
+        "epoch_seconds": 0.2,
+        "peak_memory_bytes": 1000,
+        **extra,
+    }
 
 
 # ---------------------------------------------------------------- rows and files
+
 
 def test_trial_row_round_trips_through_parquet(tmp_path):
     row = _finished_row()
@@ -64,13 +99,16 @@ def test_failed_trial_row_has_reason_and_versions(tmp_path):
     assert back["version_pdarts_ray"] and back["version_python"] and back["seed"] == SMOKE.seed
 
 
-@pytest.mark.parametrize("change, message", [
-    (dict(status="done"), "status"),
-    (dict(trial_id="../escape"), "trial id"),
-    (dict(experiment="a/b"), "experiment name"),
-    (dict(config={"no_such_key": 1}), "unknown config keys"),
-    (dict(status="finished", result=None), "needs its result"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(status="done"), "status"),
+        (dict(trial_id="../escape"), "trial id"),
+        (dict(experiment="a/b"), "experiment name"),
+        (dict(config={"no_such_key": 1}), "unknown config keys"),
+        (dict(status="finished", result=None), "needs its result"),
+    ],
+)
 def test_trial_row_rejects_bad_input(change, message):
     args = dict(experiment="exp", trial_id="t", status="failed", config=to_dict(SMOKE))
     with pytest.raises(UserError, match=message):
@@ -149,8 +187,13 @@ def test_epochs_duplicates_are_removed_last_part_wins(tmp_path):
     R.write_epochs(s, "exp", "t2", [_epoch(1, 1, 5.0)])
     assert len(os.listdir(tmp_path / "exp" / "epochs")) == 3
     table = R.read_epochs(s, "exp")
-    keys = list(zip(table.column("trial_id").to_pylist(), table.column("epoch").to_pylist(),
-                    table.column("train_loss").to_pylist()))
+    keys = list(
+        zip(
+            table.column("trial_id").to_pylist(),
+            table.column("epoch").to_pylist(),
+            table.column("train_loss").to_pylist(),
+        )
+    )
     assert keys == [("t1", 0, 1.0), ("t1", 1, 0.8), ("t1", 2, 0.7), ("t2", 1, 5.0)]
     assert table.schema.names == R.EPOCH_SCHEMA.names
 
@@ -161,6 +204,7 @@ def test_epoch_rows_need_stage_and_epoch(tmp_path):
 
 
 # ---------------------------------------------------------------- storage
+
 
 def test_storage_root_precedence(monkeypatch, tmp_path):
     monkeypatch.delenv("PDARTS_STORAGE", raising=False)
@@ -200,7 +244,10 @@ def test_list_experiments_counts_and_ignores_other_folders(tmp_path):
     (tmp_path / "ray_only" / "some_trial").mkdir(parents=True)  # Ray Tune's folder without our tables
     (tmp_path / "notes.txt").write_text("x")
     listed = R.list_experiments(s)
-    assert [(e["name"], e["trials"], e["finished"], e["failed"]) for e in listed] == [("a", 2, 1, 1), ("b", 0, 0, 0)]
+    assert [(e["name"], e["trials"], e["finished"], e["failed"]) for e in listed] == [
+        ("a", 2, 1, 1),
+        ("b", 0, 0, 0),
+    ]
     assert all(e["last_change"] for e in listed)
     assert R.list_experiments(str(tmp_path / "missing")) == []
 
@@ -219,6 +266,7 @@ def test_expand_m_gives_one_row_per_trial_and_m(tmp_path):
 
 
 # ---------------------------------------------------------------- a real search run
+
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
@@ -248,7 +296,9 @@ def test_import_run_stores_a_search_once(smoke_run, tmp_path):
     assert [json.loads(g) for g in row["stage_genotypes"]] == [genotypes[f"stage{i}"] for i in (1, 2, 3)]
     assert row["version_torch"] == result["versions"]["torch"] and row["started"] < row["finished"]
     epochs = R.read_epochs(s, "imported")
-    assert [(r["stage"], r["epoch"]) for r in epochs.to_pylist()] == [(st, e) for st in (1, 2, 3) for e in range(3)]
+    assert [(r["stage"], r["epoch"]) for r in epochs.to_pylist()] == [
+        (st, e) for st in (1, 2, 3) for e in range(3)
+    ]
     assert epochs.column("lr").null_count == 0
     # again: same trial id, nothing new written
     again = R.import_run(str(smoke_run), s, "imported")
@@ -275,6 +325,7 @@ def test_import_refuses_an_unfinished_run(smoke_run, tmp_path):
 
 # ---------------------------------------------------------------- the CLI
 
+
 def test_cli_import_list_show(smoke_run, tmp_path):
     store = str(tmp_path / "store")
     rc, out, err = run_cli("results", "import", smoke_run, "--name", "smoke", env={"PDARTS_STORAGE": store})
@@ -293,7 +344,9 @@ def test_cli_import_list_show(smoke_run, tmp_path):
     assert "1 trial" in out and "finished" in out and "peak MiB per stage" in out
     rc, out, _ = run_cli("results", "show", str(tmp_path / "store" / "smoke"), "--format", "markdown")
     lines = out.splitlines()
-    assert rc == 0 and lines[2].startswith("| trial | status |") and lines[4].count("|") == lines[2].count("|")
+    assert (
+        rc == 0 and lines[2].startswith("| trial | status |") and lines[4].count("|") == lines[2].count("|")
+    )
     rc, out, _ = run_cli("results", "show", "smoke", "--storage", store, "--format", "json")
     [row] = json.loads(out)
     assert row["cfg_cells"] == SMOKE.cells and row["started"].endswith("+00:00")
@@ -327,13 +380,19 @@ def test_show_summary_columns_are_the_knobs_that_differ(tmp_path, capsys):
     assert "[x]" in capsys.readouterr().out  # rich shows it as text
 
 
-@pytest.mark.parametrize("args, message", [
-    (["results", "show", "nope", "--storage", "/nonexistent-store"], "no such experiment"),
-    (["results", "show", "x", "--format", "xml"], "invalid choice: 'xml'"),
-    (["results", "show", "x", "--epochs", "--by-m"], "not allowed with argument"),
-    (["results", "list", "--storage", "relative"], "is a relative path"),
-    (["results", "import", ".", "--name", "x", "--storage", "/nonexistent-store"], "not a search run folder"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["results", "show", "nope", "--storage", "/nonexistent-store"], "no such experiment"),
+        (["results", "show", "x", "--format", "xml"], "invalid choice: 'xml'"),
+        (["results", "show", "x", "--epochs", "--by-m"], "not allowed with argument"),
+        (["results", "list", "--storage", "relative"], "is a relative path"),
+        (
+            ["results", "import", ".", "--name", "x", "--storage", "/nonexistent-store"],
+            "not a search run folder",
+        ),
+    ],
+)
 def test_cli_errors_are_one_line(args, message):
     rc, out, err = run_cli(*args)
     assert rc == 2 and out == ""

@@ -8,15 +8,33 @@ gives 3.43 %: the earlier stages choose well.
 
 Needs: the preset's full search per seed (`--repeats`), and `--runs` searches of the final
 stage alone (its depth, op count and dropout) on an op space drawn per edge from the seed;
-a retraining of each final cell. The effect pairs the two sides by seed. Renders: the approximated error beside the best random one and each random one.
+a retraining of each final cell. The effect pairs the two sides by seed. Renders: the
+approximated error beside the best random one and each random one.
 """
+
 from __future__ import annotations
 
 import json
 
 from .. import paper_numbers as paper
-from .common import (Effect, EvalNeed, Rendered, SearchNeed, Setup, StoreView, TableSpec, difference, error_pct, fmt,
-                     mean_or_none, notes, published_text, published_value, search_need, spread)
+from .common import (
+    Effect,
+    EvalNeed,
+    Rendered,
+    SearchNeed,
+    Setup,
+    StoreView,
+    TableSpec,
+    difference,
+    error_pct,
+    fmt,
+    mean_or_none,
+    notes,
+    published_text,
+    published_value,
+    search_need,
+    spread,
+)
 
 
 def spec(setup: Setup) -> TableSpec:
@@ -39,28 +57,70 @@ def spec(setup: Setup) -> TableSpec:
         random_errs = [error_pct(store, setup, genotype(store, n)) for n in randoms]
         best = None if any(e is None for e in random_errs) else min(random_errs)
         ops = str(setup.base["ops_kept"][-1])
-        rows = [["approximated (stages 1-3)", ops, published_text(paper.APPROX_ERROR_PCT["approximated"]),
-                 spread(approx_errs)],
-                [f"random, best of {len(randoms)}", ops, published_text(paper.APPROX_ERROR_PCT["random (best of 3)"]),
-                 fmt(best)]]
+        rows = [
+            [
+                "approximated (stages 1-3)",
+                ops,
+                published_text(paper.APPROX_ERROR_PCT["approximated"]),
+                spread(approx_errs),
+            ],
+            [
+                f"random, best of {len(randoms)}",
+                ops,
+                published_text(paper.APPROX_ERROR_PCT["random (best of 3)"]),
+                fmt(best),
+            ],
+        ]
         if len(mains) > 1:
-            rows += [[f"approximated, seed {n.config['seed']}", ops, "", fmt(e)] for n, e in zip(mains, approx_errs)]
+            rows += [
+                [f"approximated, seed {n.config['seed']}", ops, "", fmt(e)]
+                for n, e in zip(mains, approx_errs)
+            ]
         rows += [[f"random, seed {n.config['seed']}", ops, "", fmt(e)] for n, e in zip(randoms, random_errs)]
-        extra = [f"Random: one search stage of {last['cells'][0]} cells on {last['ops_kept'][0]} ops per edge "
-                 f"drawn at random (space seed = search seed), skip dropout {last['skip_dropout'][0]}; "
-                 f"final cells at M = {setup.base['skip_connects']}; retrained with {setup.eval_preset}."]
+        extra = [
+            f"Random: one search stage of {last['cells'][0]} cells on {last['ops_kept'][0]} ops per edge "
+            f"drawn at random (space seed = search seed), skip dropout {last['skip_dropout'][0]}; "
+            f"final cells at M = {setup.base['skip_connects']}; retrained with {setup.eval_preset}."
+        ]
         # a random space and the full search of the same seed make a pair
         by_seed = {n.config["seed"]: e for n, e in zip(randoms, random_errs)}
-        paired = [(e, by_seed[n.config["seed"]]) for n, e in zip(mains, approx_errs) if n.config["seed"] in by_seed]
-        effects = [Effect("error (%), random op space - approximated, same seed", "3.43 (best of 3) - 2.58 = +0.85", +1,
-                          difference([a for a, _ in paired], [r for _, r in paired]))]
-        return Rendered("approx", "Section 4.4.2: approximated vs random op spaces", notes(setup, extra),
-                        ["op space", "ops per edge", "paper error (%)", "our error (%)"], rows,
-                        {"groups": ["approximated", f"random (best of {len(randoms)})"],
-                         "series": {"paper": [published_value(paper.APPROX_ERROR_PCT["approximated"]),
-                                     published_value(paper.APPROX_ERROR_PCT["random (best of 3)"])],
-                                    "ours": [mean_or_none(approx_errs), best]},
-                         "ylabel": "test error (%)"}, effects=effects)
+        paired = [
+            (e, by_seed[n.config["seed"]]) for n, e in zip(mains, approx_errs) if n.config["seed"] in by_seed
+        ]
+        effects = [
+            Effect(
+                "error (%), random op space - approximated, same seed",
+                "3.43 (best of 3) - 2.58 = +0.85",
+                +1,
+                difference([a for a, _ in paired], [r for _, r in paired]),
+            )
+        ]
+        return Rendered(
+            "approx",
+            "Section 4.4.2: approximated vs random op spaces",
+            notes(setup, extra),
+            ["op space", "ops per edge", "paper error (%)", "our error (%)"],
+            rows,
+            {
+                "groups": ["approximated", f"random (best of {len(randoms)})"],
+                "series": {
+                    "paper": [
+                        published_value(paper.APPROX_ERROR_PCT["approximated"]),
+                        published_value(paper.APPROX_ERROR_PCT["random (best of 3)"]),
+                    ],
+                    "ours": [mean_or_none(approx_errs), best],
+                },
+                "ylabel": "test error (%)",
+            },
+            effects=effects,
+        )
 
-    return TableSpec("approx", "approximated vs random op spaces", "pdarts-ray reproduce approx --preset paper",
-                     "section 4.4.2", [*mains, *randoms], evaluations, build)
+    return TableSpec(
+        "approx",
+        "approximated vs random op spaces",
+        "pdarts-ray reproduce approx --preset paper",
+        "section 4.4.2",
+        [*mains, *randoms],
+        evaluations,
+        build,
+    )

@@ -8,14 +8,15 @@ searches and retrainings, and a second run with a complete store starts nothing.
 Every search and retraining of one (preset, dataset) belongs to the family experiment
 `reproduce-<preset>-<dataset>`; the searches are its sweeps `<family>.s-<hash>`.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import math
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from ...core.config import SEARCH_PRESETS, SearchConfig, apply_overrides, identity, to_dict
 from ...core.errors import UserError
@@ -30,17 +31,25 @@ DEFAULT_REPEATS = {"small": 3}
 MIN_SEEDS_FOR_EFFECT = 3
 # config keys that say where or how fast a run ran, not what it computed
 SEARCH_RUNTIME_KEYS = ("data_root", "download", "device", "threads", "channels_last", "kernels")
-EVAL_RUNTIME_KEYS = ("data_root", "download", "device", "threads", "channels_last", "loader_workers", "workers",
-                     "ray_train", "max_failures")
+EVAL_RUNTIME_KEYS = (
+    "data_root",
+    "download",
+    "device",
+    "threads",
+    "channels_last",
+    "loader_workers",
+    "workers",
+    "ray_train",
+    "max_failures",
+)
 NO_DROPOUT = [0.0, 0.0, 0.0]
 DROPOUT = [0.0, 0.3, 0.6]  # section 4.4.3's rates for the dropout, skip and refine experiments
-GIB = 2 ** 30
+GIB = 2**30
 PAPER_NETWORK = "C = 36, 20 cells"
 
 
-
-
 # ---------------------------------------------------------------- presets
+
 
 @dataclass
 class Setup:
@@ -76,8 +85,9 @@ class Setup:
         return text if self.repeats == 1 else f"seed {seed}, {text}"
 
 
-def resolve_setup(preset: str = "tiny", dataset: str | None = None, runs: int | None = None,
-                  repeats: int | None = None) -> Setup:
+def resolve_setup(
+    preset: str = "tiny", dataset: str | None = None, runs: int | None = None, repeats: int | None = None
+) -> Setup:
     """A preset names a search preset and an evaluation preset together."""
     from ...core.config import resolve
     from ...evaluation.config import EVAL_PRESETS, EvalConfig
@@ -88,11 +98,15 @@ def resolve_setup(preset: str = "tiny", dataset: str | None = None, runs: int | 
         raise UserError(f"--dataset: must be one of {', '.join(DATASETS)}, got {dataset!r}")
     if preset == "paper":
         dataset = dataset or "cifar10"
-        search, evaluation = ("paper-c100", "eval-c100") if dataset == "cifar100" else ("paper-c10", "eval-c10")
+        search, evaluation = (
+            ("paper-c100", "eval-c100") if dataset == "cifar100" else ("paper-c10", "eval-c10")
+        )
     else:
         if dataset is not None:
-            raise UserError(f"--dataset: applies to --preset paper (the {preset} preset searches and retrains on "
-                            f"its own data)")
+            raise UserError(
+                f"--dataset: applies to --preset paper (the {preset} preset searches and retrains on "
+                f"its own data)"
+            )
         dataset, search, evaluation = "cifar10", preset, f"eval-{preset}"
     if runs is None:
         runs = DEFAULT_RUNS
@@ -107,6 +121,7 @@ def resolve_setup(preset: str = "tiny", dataset: str | None = None, runs: int | 
 
 
 # ---------------------------------------------------------------- keys
+
 
 def digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
@@ -127,7 +142,12 @@ def canonical_genotype(genotype: dict | str) -> dict:
 def eval_key(genotype: dict, eval_config: dict) -> str:
     """A retraining: the genotype, the recipe and the seed."""
     recipe = {k: v for k, v in eval_config.items() if k not in EVAL_RUNTIME_KEYS}
-    return "e-" + digest({"genotype": canonical_genotype(genotype), "recipe": recipe, "seed": eval_config["seed"]})[:20]
+    return (
+        "e-"
+        + digest({"genotype": canonical_genotype(genotype), "recipe": recipe, "seed": eval_config["seed"]})[
+            :20
+        ]
+    )
 
 
 @dataclass
@@ -161,6 +181,7 @@ def search_need(setup: Setup, **overrides) -> SearchNeed:
 
 # ---------------------------------------------------------------- the store's view
 
+
 def family_experiments(root: str, experiment: str) -> list[str]:
     """The sweeps of one reproduce family, by name."""
     import pyarrow.fs as pafs
@@ -169,8 +190,11 @@ def family_experiments(root: str, experiment: str) -> list[str]:
 
     fs, base = filesystem(root)
     infos = fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
-    return sorted(i.base_name for i in infos
-                  if i.type == pafs.FileType.Directory and i.base_name.startswith(experiment + ".s-"))
+    return sorted(
+        i.base_name
+        for i in infos
+        if i.type == pafs.FileType.Directory and i.base_name.startswith(experiment + ".s-")
+    )
 
 
 def row_config(row: dict) -> dict:
@@ -201,7 +225,9 @@ class StoreView:
                     self.searches.setdefault(key, row)
                 else:
                     self.failures[key] = row.get("failure") or "failed"
-        self.evaluations = {r["eval_key"]: r for r in read_evaluations(self.root, self.experiment).to_pylist()}
+        self.evaluations = {
+            r["eval_key"]: r for r in read_evaluations(self.root, self.experiment).to_pylist()
+        }
 
     def search(self, need: SearchNeed) -> dict | None:
         return self.searches.get(need.key)
@@ -214,11 +240,13 @@ class StoreView:
 
 # ---------------------------------------------------------------- tables
 
+
 @dataclass
 class Effect:
     """One of the paper's effects as a difference per seed (paired: both sides of a seed come
     from the same search seed). It counts as shown when, over at least three seeds, the mean
     difference lies in the paper's direction by more than two standard errors."""
+
     what: str
     paper: str  # what the paper reports, in words or numbers
     direction: int  # +1: the paper's difference is positive; -1: negative
@@ -303,15 +331,21 @@ def error_pct(store: StoreView, setup: Setup, genotype) -> float | None:
 
 
 def notes(setup: Setup, extra: list[str]) -> list[str]:
-    out = [f"preset {setup.preset}: search preset {setup.search_preset} ({setup.base['dataset']}), "
-           f"retraining preset {setup.eval_preset}; experiment {setup.experiment}"]
+    out = [
+        f"preset {setup.preset}: search preset {setup.search_preset} ({setup.base['dataset']}), "
+        f"retraining preset {setup.eval_preset}; experiment {setup.experiment}"
+    ]
     if not setup.comparable:
-        out.append(f"The {setup.preset} preset shrinks the search and the retraining to run on a CPU "
-                   f"({setup.base['dataset']} data, {setup.eval_config['layers']}-cell networks of "
-                   f"C = {setup.eval_config['channels']}): its numbers are NOT comparable to the paper's.")
+        out.append(
+            f"The {setup.preset} preset shrinks the search and the retraining to run on a CPU "
+            f"({setup.base['dataset']} data, {setup.eval_config['layers']}-cell networks of "
+            f"C = {setup.eval_config['channels']}): its numbers are NOT comparable to the paper's."
+        )
     elif setup.dataset == "cifar100":
-        out.append("The paper's diagnostic experiments (section 4.4) were run on CIFAR-10; "
-                   "its numbers are shown beside these CIFAR-100 ones for reference only.")
+        out.append(
+            "The paper's diagnostic experiments (section 4.4) were run on CIFAR-10; "
+            "its numbers are shown beside these CIFAR-100 ones for reference only."
+        )
     return out + extra
 
 
@@ -332,14 +366,14 @@ def params_m(setup: Setup, genotype) -> float | None:
     from ...core.space import Genotype
     from ...evaluation.counting import genotype_cost
 
-    return genotype_cost(Genotype.from_dict(canonical_genotype(genotype)), count_dataset(setup))["params"] / 1e6
-
+    return (
+        genotype_cost(Genotype.from_dict(canonical_genotype(genotype)), count_dataset(setup))["params"] / 1e6
+    )
 
 
 def rates(values: list[float], stages: int) -> list[float]:
     """The paper's three-stage rates fitted to the preset's stage count."""
     return (values + [values[-1]] * stages)[:stages]
-
 
 
 def spread(values: list[float | None], digits: int = 2) -> str:
@@ -354,7 +388,9 @@ def seeds_note(setup: Setup) -> list[str]:
     """The note a table whose rows span several seeds carries; none for one seed."""
     if setup.repeats == 1:
         return []
-    return [f"Searches with seeds {', '.join(map(str, setup.repeat_seeds()))}: mean ± standard deviation (n - 1)."]
+    return [
+        f"Searches with seeds {', '.join(map(str, setup.repeat_seeds()))}: mean ± standard deviation (n - 1)."
+    ]
 
 
 def per_seed(values: list[float | None], digits: int = 2) -> str:
@@ -380,8 +416,8 @@ def genes_changed(a: dict | None, b: dict | None) -> int | None:
         return None
     changed = 0
     for i in range(0, len(a["normal"]), 2):
-        left = [tuple(g) for g in a["normal"][i:i + 2]]
-        for gene in (tuple(g) for g in b["normal"][i:i + 2]):
+        left = [tuple(g) for g in a["normal"][i : i + 2]]
+        for gene in (tuple(g) for g in b["normal"][i : i + 2]):
             if gene in left:
                 left.remove(gene)
             else:

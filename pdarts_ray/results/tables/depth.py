@@ -12,18 +12,38 @@ search depth, skip-connects, the paper's error and ours (mean ± std over seeds)
 cell; the effects: later stages find other cells, read intermediate nodes more and retrain
 better.
 """
+
 from __future__ import annotations
 
 import json
 
 from .. import paper_numbers as paper
-from .common import (Effect, EvalNeed, Rendered, Setup, StoreView, TableSpec, deep_inputs, difference, error_pct,
-                     genes_changed, mean_or_none, notes, per_seed, published_text, published_value, search_need,
-                     seeds_note, skip_count, spread)
+from .common import (
+    Effect,
+    EvalNeed,
+    Rendered,
+    Setup,
+    StoreView,
+    TableSpec,
+    deep_inputs,
+    difference,
+    error_pct,
+    genes_changed,
+    mean_or_none,
+    notes,
+    per_seed,
+    published_text,
+    published_value,
+    search_need,
+    seeds_note,
+    skip_count,
+    spread,
+)
 
 
 def spec(setup: Setup) -> TableSpec:
-    """The cells derived after stage 1, 2 and 3 of a search (one per seed), each retrained, beside DARTS V2."""
+    """The cells derived after stage 1, 2 and 3 of a search (one per seed), each retrained,
+    beside DARTS V2."""
     from ...evaluation.genotypes import DARTS_V2
 
     needs = [search_need(setup, seed=s) for s in setup.repeat_seeds()]
@@ -39,8 +59,12 @@ def spec(setup: Setup) -> TableSpec:
         return out
 
     def evaluations(store: StoreView) -> list[EvalNeed]:
-        out = [EvalNeed(g, setup.label(need.config["seed"], f"stage {i + 1}"))
-               for need, gs in zip(needs, stage_genotypes(store)) for i, g in enumerate(gs) if g is not None]
+        out = [
+            EvalNeed(g, setup.label(need.config["seed"], f"stage {i + 1}"))
+            for need, gs in zip(needs, stage_genotypes(store))
+            for i, g in enumerate(gs)
+            if g is not None
+        ]
         return out + [EvalNeed(darts, "DARTS_V2")]
 
     def build(store: StoreView) -> Rendered:
@@ -55,31 +79,72 @@ def spec(setup: Setup) -> TableSpec:
             errors.append(errs)
             deep.append([deep_inputs(g) for g in gs])
             p = paper.DEPTH_ERROR_PCT.get(label)
-            rows.append([label, str(setup.base["cells"][i]), spread([skip_count(g) for g in gs]),
-                         published_text(p), spread(errs)] + ([per_seed(errs)] if several else []))
+            rows.append(
+                [
+                    label,
+                    str(setup.base["cells"][i]),
+                    spread([skip_count(g) for g in gs]),
+                    published_text(p),
+                    spread(errs),
+                ]
+                + ([per_seed(errs)] if several else [])
+            )
             ours.append(mean_or_none(errs))
             published.append(published_value(p))
         darts_err = error_pct(store, setup, darts)
         p = paper.DEPTH_ERROR_PCT["DARTS_V2"]
-        rows.append(["DARTS_V2", "8 (DARTS search)", str(skip_count(darts)), published_text(p), spread([darts_err])]
-                    + (["(one cell)"] if several else []))
+        rows.append(
+            ["DARTS_V2", "8 (DARTS search)", str(skip_count(darts)), published_text(p), spread([darts_err])]
+            + (["(one cell)"] if several else [])
+        )
         ours.append(darts_err)
         published.append(published_value(p))
-        extra = [f"Stage cells are refined to M = {setup.base['skip_connects']}, as the search writes them; "
-                 f"every cell is retrained with {setup.eval_preset}."]
+        extra = [
+            f"Stage cells are refined to M = {setup.base['skip_connects']}, as the search writes them; "
+            f"every cell is retrained with {setup.eval_preset}."
+        ]
         extra += seeds_note(setup)
-        effects = [Effect("normal-cell genes that differ, last-stage cell against stage-1 cell (of 8)",
-                          "each stage finds a different cell (Figure 3)", +1,
-                          [genes_changed(gs[0], gs[-1]) for gs in by_seed]),
-                   Effect("normal-cell genes reading an intermediate node, last stage - stage 1",
-                          "deeper searches pick intermediate nodes (Figure 3)", +1, difference(deep[0], deep[-1])),
-                   Effect("error (%), last-stage cell - stage-1 cell", "2.58 - 2.90 = -0.32", -1,
-                          difference(errors[0], errors[-1]))]
+        effects = [
+            Effect(
+                "normal-cell genes that differ, last-stage cell against stage-1 cell (of 8)",
+                "each stage finds a different cell (Figure 3)",
+                +1,
+                [genes_changed(gs[0], gs[-1]) for gs in by_seed],
+            ),
+            Effect(
+                "normal-cell genes reading an intermediate node, last stage - stage 1",
+                "deeper searches pick intermediate nodes (Figure 3)",
+                +1,
+                difference(deep[0], deep[-1]),
+            ),
+            Effect(
+                "error (%), last-stage cell - stage-1 cell",
+                "2.58 - 2.90 = -0.32",
+                -1,
+                difference(errors[0], errors[-1]),
+            ),
+        ]
         columns = ["cell", "search cells", "skip-connects", "paper error (%)", "our error (%)"]
-        return Rendered("depth", "Figure 3: cells of each search stage, retrained", notes(setup, extra),
-                        columns + (["our error per seed (%)"] if several else []), rows,
-                        {"groups": [r[0] for r in rows], "series": {"paper": published, "ours": ours},
-                         "ylabel": "test error (%)"}, effects=effects)
+        return Rendered(
+            "depth",
+            "Figure 3: cells of each search stage, retrained",
+            notes(setup, extra),
+            columns + (["our error per seed (%)"] if several else []),
+            rows,
+            {
+                "groups": [r[0] for r in rows],
+                "series": {"paper": published, "ours": ours},
+                "ylabel": "test error (%)",
+            },
+            effects=effects,
+        )
 
-    return TableSpec("depth", "cells of each search stage", "pdarts-ray reproduce depth --preset paper",
-                     "Figure 3, section 4.4.1", needs, evaluations, build)
+    return TableSpec(
+        "depth",
+        "cells of each search stage",
+        "pdarts-ray reproduce depth --preset paper",
+        "Figure 3, section 4.4.1",
+        needs,
+        evaluations,
+        build,
+    )

@@ -11,17 +11,37 @@ shared with `skip`) and two retrainings of each. Renders: per search the skip-co
 errors before and after, then the mean and standard deviation (n - 1) of each; the effects:
 genes refinement changes and the error it saves.
 """
+
 from __future__ import annotations
 
 from .. import paper_numbers as paper
-from .common import (DROPOUT, Effect, EvalNeed, Rendered, Setup, StoreView, TableSpec, difference, error_pct, fmt,
-                     genes_changed, genotype_of_m, mean_std, notes, published_text, rates, search_need)
+from .common import (
+    DROPOUT,
+    Effect,
+    EvalNeed,
+    Rendered,
+    Setup,
+    StoreView,
+    TableSpec,
+    difference,
+    error_pct,
+    fmt,
+    genes_changed,
+    genotype_of_m,
+    mean_std,
+    notes,
+    published_text,
+    rates,
+    search_need,
+)
 
 
 def spec(setup: Setup) -> TableSpec:
     """`--runs` searches with skip dropout 0.0/0.3/0.6, retrained before refinement and at M = 2."""
-    needs = [search_need(setup, skip_dropout=rates(DROPOUT, len(setup.base["cells"])), seed=s)
-             for s in setup.seeds()]
+    needs = [
+        search_need(setup, skip_dropout=rates(DROPOUT, len(setup.base["cells"])), seed=s)
+        for s in setup.seeds()
+    ]
     phases = (("before", 8), ("after", 2))
 
     def evaluations(store: StoreView) -> list[EvalNeed]:
@@ -29,8 +49,10 @@ def spec(setup: Setup) -> TableSpec:
         for need in needs:
             row = store.search(need)
             if row is not None:
-                out += [EvalNeed(genotype_of_m(row, m), f"seed {need.config['seed']}, {label}")
-                        for label, m in phases]
+                out += [
+                    EvalNeed(genotype_of_m(row, m), f"seed {need.config['seed']}, {label}")
+                    for label, m in phases
+                ]
         return out
 
     def build(store: StoreView) -> Rendered:
@@ -45,7 +67,12 @@ def spec(setup: Setup) -> TableSpec:
                 errs[label].append(err)
                 skips = None if g is None else sum(op == "skip_connect" for op, _ in g["normal"])
                 published = paper.REFINE_SKIPS[label]
-                cells += [published_text(published[i]) if i < len(published) else "", fmt(skips), "", fmt(err)]
+                cells += [
+                    published_text(published[i]) if i < len(published) else "",
+                    fmt(skips),
+                    "",
+                    fmt(err),
+                ]
             rows.append(cells)
         summary = ["mean ± std"]
         means = {}
@@ -53,24 +80,67 @@ def spec(setup: Setup) -> TableSpec:
             mean, std = mean_std(errs[label])
             means[label] = mean
             p_mean, p_std = paper.REFINE_ERROR_PCT[label]
-            summary += ["", "", f"{p_mean.text} ± {p_std.text}",
-                        "-" if mean is None else f"{mean:.2f} ± {std:.2f}"]
+            summary += [
+                "",
+                "",
+                f"{p_mean.text} ± {p_std.text}",
+                "-" if mean is None else f"{mean:.2f} ± {std:.2f}",
+            ]
         rows.append(summary)
-        changed = [genes_changed(genotype_of_m(store.search(n), 8), genotype_of_m(store.search(n), 2)) for n in needs]
-        effects = [Effect("normal-cell genes changed by refinement to M = 2 (of 8)",
-                          "cells with 3 and 4 skip-connects change (section 4.4.3)", +1, changed),
-                   Effect("error (%), before - after refinement", "2.79 - 2.65 = +0.14", +1,
-                          difference(errs["after"], errs["before"]))]
-        extra = ["Before refinement: the cell derived with no limit on skip-connects (M = 8); after: M = 2. "
-                 f"Standard deviation over the {len(needs)} searches (n - 1); retrained with {setup.eval_preset}."]
-        return Rendered("refine", "Section 4.4.3: before and after architecture refinement", notes(setup, extra),
-                        ["search", "paper skip-connects before", "our skip-connects before", "paper error before (%)",
-                         "our error before (%)", "paper skip-connects after", "our skip-connects after",
-                         "paper error after (%)", "our error after (%)"], rows,
-                        {"groups": ["before refinement", "after (M = 2)"],
-                         "series": {"paper": [paper.REFINE_ERROR_PCT[label][0].value for label, _ in phases],
-                                    "ours": [means[label] for label, _ in phases]},
-                         "ylabel": "mean test error (%)"}, effects=effects)
+        changed = [
+            genes_changed(genotype_of_m(store.search(n), 8), genotype_of_m(store.search(n), 2)) for n in needs
+        ]
+        effects = [
+            Effect(
+                "normal-cell genes changed by refinement to M = 2 (of 8)",
+                "cells with 3 and 4 skip-connects change (section 4.4.3)",
+                +1,
+                changed,
+            ),
+            Effect(
+                "error (%), before - after refinement",
+                "2.79 - 2.65 = +0.14",
+                +1,
+                difference(errs["after"], errs["before"]),
+            ),
+        ]
+        extra = [
+            "Before refinement: the cell derived with no limit on skip-connects (M = 8); after: M = 2. "
+            f"Standard deviation over the {len(needs)} searches (n - 1); retrained with {setup.eval_preset}."
+        ]
+        return Rendered(
+            "refine",
+            "Section 4.4.3: before and after architecture refinement",
+            notes(setup, extra),
+            [
+                "search",
+                "paper skip-connects before",
+                "our skip-connects before",
+                "paper error before (%)",
+                "our error before (%)",
+                "paper skip-connects after",
+                "our skip-connects after",
+                "paper error after (%)",
+                "our error after (%)",
+            ],
+            rows,
+            {
+                "groups": ["before refinement", "after (M = 2)"],
+                "series": {
+                    "paper": [paper.REFINE_ERROR_PCT[label][0].value for label, _ in phases],
+                    "ours": [means[label] for label, _ in phases],
+                },
+                "ylabel": "mean test error (%)",
+            },
+            effects=effects,
+        )
 
-    return TableSpec("refine", "before and after refinement", "pdarts-ray reproduce refine --preset paper",
-                     "section 4.4.3", needs, evaluations, build)
+    return TableSpec(
+        "refine",
+        "before and after refinement",
+        "pdarts-ray reproduce refine --preset paper",
+        "section 4.4.3",
+        needs,
+        evaluations,
+        build,
+    )

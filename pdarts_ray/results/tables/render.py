@@ -1,5 +1,5 @@
-"""A computed table as Markdown, CSV, a rich table for the terminal, and files with its figure.
-"""
+"""A computed table as Markdown, CSV, a rich table for the terminal, and files with its figure."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,25 +9,31 @@ from .common import EFFECT_COLUMNS, MIN_SEEDS_FOR_EFFECT, Rendered, Setup
 
 # ---------------------------------------------------------------- output
 
+
 def to_markdown(r: Rendered) -> str:
     def cell(text: str) -> str:
         return text.replace("|", "\\|")
 
     def table(columns: list[str], rows: list[list[str]]) -> list[str]:
-        return (["| " + " | ".join(cell(c) for c in columns) + " |", "|" + "---|" * len(columns)]
-                + ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows])
+        return ["| " + " | ".join(cell(c) for c in columns) + " |", "|" + "---|" * len(columns)] + [
+            "| " + " | ".join(cell(c) for c in row) + " |" for row in rows
+        ]
 
     lines = [f"# {r.title}", ""] + [f"{n}  " for n in r.notes] + [""] + table(r.columns, r.rows)
     if r.effects:
-        lines += ["", "## Effects", "", EFFECTS_NOTE, ""] + table(EFFECT_COLUMNS, [e.cells() for e in r.effects])
+        lines += ["", "## Effects", "", EFFECTS_NOTE, ""] + table(
+            EFFECT_COLUMNS, [e.cells() for e in r.effects]
+        )
     if r.missing:
         lines += ["", "Missing (not run): " + "; ".join(r.missing)]
     return "\n".join(lines) + "\n"
 
 
-EFFECTS_NOTE = (f"Differences per seed (both sides from searches of the same seed). An effect is shown when, over "
-                f"at least {MIN_SEEDS_FOR_EFFECT} seeds, the mean difference lies in the paper's direction by more "
-                f"than two standard errors.")
+EFFECTS_NOTE = (
+    f"Differences per seed (both sides from searches of the same seed). An effect is shown when, over "
+    f"at least {MIN_SEEDS_FOR_EFFECT} seeds, the mean difference lies in the paper's direction by more "
+    f"than two standard errors."
+)
 
 
 def to_csv(r: Rendered) -> str:

@@ -11,45 +11,110 @@ refined cell.
 Renders: per M the skip-connects kept, the paper's error and ours, and parameters of the
 paper's evaluation network (C = 36, 20 cells) built from each cell.
 """
+
 from __future__ import annotations
 
 from .. import paper_numbers as paper
-from .common import (DROPOUT, PAPER_NETWORK, Effect, EvalNeed, Rendered, Setup, StoreView, TableSpec, count_dataset,
-                     difference, error_pct, genotype_of_m, mean_or_none, notes, params_m, per_seed, published_text,
-                     published_value, rates, search_need, seeds_note, skip_count, spread)
+from .common import (
+    DROPOUT,
+    PAPER_NETWORK,
+    Effect,
+    EvalNeed,
+    Rendered,
+    Setup,
+    StoreView,
+    TableSpec,
+    count_dataset,
+    difference,
+    error_pct,
+    genotype_of_m,
+    mean_or_none,
+    notes,
+    params_m,
+    per_seed,
+    published_text,
+    published_value,
+    rates,
+    search_need,
+    seeds_note,
+    skip_count,
+    spread,
+)
 
 
 def spec(setup: Setup) -> TableSpec:
     """A search per seed (skip dropout 0.0/0.3/0.6) refined to M = 0..4, each retrained."""
-    needs = [search_need(setup, skip_dropout=rates(DROPOUT, len(setup.base["cells"])), seed=s)
-             for s in setup.repeat_seeds()]
+    needs = [
+        search_need(setup, skip_dropout=rates(DROPOUT, len(setup.base["cells"])), seed=s)
+        for s in setup.repeat_seeds()
+    ]
     ms = (0, 1, 2, 3, 4)
     several = len(needs) > 1
 
     def evaluations(store: StoreView) -> list[EvalNeed]:
-        return [EvalNeed(genotype_of_m(row, m), setup.label(need.config["seed"], f"M={m}"))
-                for need in needs if (row := store.search(need)) is not None for m in ms]
+        return [
+            EvalNeed(genotype_of_m(row, m), setup.label(need.config["seed"], f"M={m}"))
+            for need in needs
+            if (row := store.search(need)) is not None
+            for m in ms
+        ]
 
     def build(store: StoreView) -> Rendered:
         rows, errs = [], {}
         for m in ms:
             gs = [genotype_of_m(store.search(need), m) for need in needs]
             errs[m] = [error_pct(store, setup, g) for g in gs]
-            rows.append([str(m), spread([skip_count(g) for g in gs]), published_text(paper.SKIP_ERROR_PCT[m]),
-                         spread(errs[m]), published_text(paper.SKIP_PARAMS_M[m]),
-                         spread([params_m(setup, g) for g in gs])] + ([per_seed(errs[m])] if several else []))
-        extra = [f"Parameters of the paper's evaluation network ({PAPER_NETWORK}, {count_dataset(setup)}) "
-                 f"built from each cell; errors from retraining with {setup.eval_preset}."]
+            rows.append(
+                [
+                    str(m),
+                    spread([skip_count(g) for g in gs]),
+                    published_text(paper.SKIP_ERROR_PCT[m]),
+                    spread(errs[m]),
+                    published_text(paper.SKIP_PARAMS_M[m]),
+                    spread([params_m(setup, g) for g in gs]),
+                ]
+                + ([per_seed(errs[m])] if several else [])
+            )
+        extra = [
+            f"Parameters of the paper's evaluation network ({PAPER_NETWORK}, {count_dataset(setup)}) "
+            f"built from each cell; errors from retraining with {setup.eval_preset}."
+        ]
         extra += seeds_note(setup)
-        effects = [Effect("error (%), M = 4 - M = 2", "2.97 - 2.69 = +0.28", +1, difference(errs[2], errs[4])),
-                   Effect("error (%), M = 0 - M = 2", "2.78 - 2.69 = +0.09", +1, difference(errs[2], errs[0]))]
-        return Rendered("skip", "Section 4.4.3: skip-connects kept (M) after refinement", notes(setup, extra),
-                        ["M", "our skip-connects", "paper error (%)", "our error (%)", "paper params (M)",
-                         "our params (M)"] + (["our error per seed (%)"] if several else []), rows,
-                        {"groups": [f"M = {m}" for m in ms],
-                         "series": {"paper": [published_value(paper.SKIP_ERROR_PCT[m]) for m in ms],
-                                    "ours": [mean_or_none(errs[m]) for m in ms]},
-                         "ylabel": "test error (%)"}, effects=effects)
+        effects = [
+            Effect("error (%), M = 4 - M = 2", "2.97 - 2.69 = +0.28", +1, difference(errs[2], errs[4])),
+            Effect("error (%), M = 0 - M = 2", "2.78 - 2.69 = +0.09", +1, difference(errs[2], errs[0])),
+        ]
+        return Rendered(
+            "skip",
+            "Section 4.4.3: skip-connects kept (M) after refinement",
+            notes(setup, extra),
+            [
+                "M",
+                "our skip-connects",
+                "paper error (%)",
+                "our error (%)",
+                "paper params (M)",
+                "our params (M)",
+            ]
+            + (["our error per seed (%)"] if several else []),
+            rows,
+            {
+                "groups": [f"M = {m}" for m in ms],
+                "series": {
+                    "paper": [published_value(paper.SKIP_ERROR_PCT[m]) for m in ms],
+                    "ours": [mean_or_none(errs[m]) for m in ms],
+                },
+                "ylabel": "test error (%)",
+            },
+            effects=effects,
+        )
 
-    return TableSpec("skip", "skip-connects kept", "pdarts-ray reproduce skip --preset paper", "section 4.4.3",
-                     needs, evaluations, build)
+    return TableSpec(
+        "skip",
+        "skip-connects kept",
+        "pdarts-ray reproduce skip --preset paper",
+        "section 4.4.3",
+        needs,
+        evaluations,
+        build,
+    )

@@ -10,10 +10,22 @@ Needs: `--runs` searches of the preset's config (seeds counting up from the pres
 no retraining. Renders: per run and stage the paper's GB beside ours (CUDA peak allocated,
 and reserved, on a GPU; the process's peak resident set on a CPU); bars per stage.
 """
+
 from __future__ import annotations
 
 from .. import paper_numbers as paper
-from .common import GIB, Rendered, Setup, StoreView, TableSpec, fmt, notes, published_text, published_value, search_need
+from .common import (
+    GIB,
+    Rendered,
+    Setup,
+    StoreView,
+    TableSpec,
+    fmt,
+    notes,
+    published_text,
+    published_value,
+    search_need,
+)
 
 
 def spec(setup: Setup) -> TableSpec:
@@ -47,14 +59,36 @@ def spec(setup: Setup) -> TableSpec:
                 series[f"paper run {i + 1}"] = [published_value(p) for p in published]
             our_series[f"ours run {i + 1}"] = ours
         series.update(our_series)
-        what = ("CUDA peak allocated (and reserved) per stage" if cuda else
-                "peak resident memory of the search process per stage" if kinds == {"cpu_peak_rss"} else
-                "peak memory per stage")
-        extra = [f"Memory in GB (2^30 bytes): {what}, on {', '.join(devices) or 'no device yet'}, "
-                 f"batch {setup.base['batch_size']}. Paper: GPU memory at batch 96 on a 16 GB P100."]
-        return Rendered("table3", "Table 3: peak memory per search stage", notes(setup, extra), columns, rows,
-                        {"groups": [f"stage {s + 1}" for s in range(stages)], "series": series,
-                         "ylabel": "peak memory (GB)"})
+        what = (
+            "CUDA peak allocated (and reserved) per stage"
+            if cuda
+            else "peak resident memory of the search process per stage"
+            if kinds == {"cpu_peak_rss"}
+            else "peak memory per stage"
+        )
+        extra = [
+            f"Memory in GB (2^30 bytes): {what}, on {', '.join(devices) or 'no device yet'}, "
+            f"batch {setup.base['batch_size']}. Paper: GPU memory at batch 96 on a 16 GB P100."
+        ]
+        return Rendered(
+            "table3",
+            "Table 3: peak memory per search stage",
+            notes(setup, extra),
+            columns,
+            rows,
+            {
+                "groups": [f"stage {s + 1}" for s in range(stages)],
+                "series": series,
+                "ylabel": "peak memory (GB)",
+            },
+        )
 
-    return TableSpec("table3", "peak memory per search stage", "pdarts-ray reproduce table3 --preset paper",
-                     "Table 3", needs, lambda store: [], build)
+    return TableSpec(
+        "table3",
+        "peak memory per search stage",
+        "pdarts-ray reproduce table3 --preset paper",
+        "Table 3",
+        needs,
+        lambda store: [],
+        build,
+    )
