@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from .errors import UserError
+from .version import VERSION, version_key
 
 DATASETS = ("digits", "synthetic", "cifar10", "cifar100", "imagefolder")
 KERNELS = (
@@ -247,8 +248,10 @@ SEARCH_PRESETS: dict[str, dict[str, Any]] = {
     ),
 }
 
-# Earlier values of presets that have changed, newest first: an experiment started with one
-# of them keeps it (its saved base config is checked against every version).
+# Earlier values of presets that have changed, by the version that used them (newest first
+# within a version): an experiment keeps the values it was started with, so its saved base
+# config is checked against the preset as it is now and as it was in the version that wrote
+# the experiment and every version since.
 # 0.1.0: its supernets were under-trained when the alphas began to move (pooling cells)
 _TINY_0_1_0 = dict(
     dataset="digits",
@@ -264,19 +267,30 @@ _TINY_0_1_0 = dict(
     lr=0.08,
 )
 
-FORMER_PRESETS: dict[str, list[dict[str, Any]]] = {
-    # a third warm-up epoch at batch 96: the default while a timing taken on shared cores put
-    # the batch-48 point at 2.5x its time (run one after the other it costs 1.2-1.6x)
-    "tiny": [{**_TINY_0_1_0, "warmup_epochs": 3}, _TINY_0_1_0],
-    # 0.1.0: validated every epoch
-    "paper-c10": [{k: v for k, v in SEARCH_PRESETS["paper-c10"].items() if k != "valid_last_epochs"}],
-    "paper-c100": [{k: v for k, v in SEARCH_PRESETS["paper-c100"].items() if k != "valid_last_epochs"}],
+FORMER_PRESETS: dict[str, dict[str, list[dict[str, Any]]]] = {
+    "0.1.0": {
+        # a third warm-up epoch at batch 96: the default while a timing taken on shared cores
+        # put the batch-48 point at 2.5x its time (run one after the other it costs 1.2-1.6x)
+        "tiny": [{**_TINY_0_1_0, "warmup_epochs": 3}, _TINY_0_1_0],
+        # validated every epoch
+        "paper-c10": [{k: v for k, v in SEARCH_PRESETS["paper-c10"].items() if k != "valid_last_epochs"}],
+        "paper-c100": [{k: v for k, v in SEARCH_PRESETS["paper-c100"].items() if k != "valid_last_epochs"}],
+    },
 }
 
 
-def preset_versions(name: str) -> list[dict[str, Any]]:
-    """A preset's values now, then its earlier versions."""
-    return [SEARCH_PRESETS[name], *FORMER_PRESETS.get(name, [])]
+def preset_versions(name: str, written_by: str = VERSION) -> list[dict[str, Any]]:
+    """A preset's values now, then those it had in version `written_by` and every version since."""
+    since = version_key(written_by)
+    former = [
+        values
+        for version, presets in sorted(
+            FORMER_PRESETS.items(), key=lambda item: version_key(item[0]), reverse=True
+        )
+        if version_key(version) >= since
+        for values in presets.get(name, [])
+    ]
+    return [SEARCH_PRESETS[name], *former]
 
 
 PRESET_NOTES = {

@@ -51,8 +51,10 @@ SETUP_KEYS: dict[str, tuple] = {
     "verbose": (int,),
     "workers_per_trial": (int,),
     "sync_bn": (bool,),
+    "version": (str,),
 }
-OPTIONAL_SETUP_KEYS = ("verbose", "workers_per_trial", "sync_bn")  # absent from experiments saved by 0.1.0
+# keys that a sweep.json written by these versions may lack (added while the version was current)
+MAY_LACK = {"0.1.0": ("verbose", "workers_per_trial", "sync_bn", "version")}
 
 
 def read_setup(path: str) -> dict:
@@ -77,6 +79,7 @@ def load_setup(path: str) -> dict:
     """`sweep.json`, validated as strictly as a new sweep: its keys and their types, the saved
     definition parsed again, and the base config the trials run checked against it."""
     from ..core.config import SearchConfig, from_dict, preset_versions, to_dict
+    from ..core.version import FIRST_VERSION, VERSION, version_key
     from .definition import parse_saved_sweep
 
     setup = read_setup(path)
@@ -84,9 +87,14 @@ def load_setup(path: str) -> dict:
     unknown = set(setup) - set(SETUP_KEYS)
     if unknown:
         raise UserError(f"{where}: unknown key '{sorted(unknown)[0]}'")
+    written_by = setup.get("version", FIRST_VERSION)
+    if not isinstance(written_by, str) or not _is_version(written_by):
+        raise UserError(f"{where}: version: expected a version such as {VERSION!r}, got {written_by!r}")
+    if version_key(written_by) > version_key(VERSION):
+        raise UserError(f"{where}: written by pdarts-ray {written_by}, newer than this {VERSION}")
     for key, types in SETUP_KEYS.items():
         if key not in setup:
-            if key in OPTIONAL_SETUP_KEYS:
+            if key in MAY_LACK.get(written_by, ()):
                 continue
             raise UserError(f"{where}: missing key '{key}'")
         value = setup[key]
@@ -98,11 +106,18 @@ def load_setup(path: str) -> dict:
     base = to_dict(from_dict(SearchConfig, setup["base_config"], f"{where}: base_config"))
     # what the trials ran with: the definition's base over its preset as it is now, or as it
     # was in an earlier version (an experiment keeps the values it was started with)
-    if base not in [to_dict(sweep.base_config(values)) for values in preset_versions(sweep.base["preset"])]:
+    presets = preset_versions(sweep.base["preset"], written_by)
+    if base not in [to_dict(sweep.base_config(values)) for values in presets]:
         raise UserError(f"{where}: base_config does not match the sweep's base (edited by hand?)")
     if sweep.name is not None and sweep.name != setup["name"]:
         raise UserError(f"{where}: name {setup['name']!r} differs from the sweep's {sweep.name!r}")
-    return {**setup, "sweep": sweep.to_dict()}
+    # a setup saved again (a resumed sweep) keeps the version that started the experiment
+    return {**setup, "version": written_by, "sweep": sweep.to_dict()}
+
+
+def _is_version(text: str) -> bool:
+    parts = text.split(".")
+    return len(parts) == 3 and all(part.isdigit() for part in parts)
 
 
 def exists(path: str) -> bool:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..core.config import SearchConfig, to_dict
 from ..core.errors import UserError
+from ..core.version import VERSION
 from ..core.waiting import wait_policy_env
 from .connect import announce_dashboard, connect_ray
 from .definition import Sweep
@@ -222,6 +223,7 @@ def setup_of(sweep: Sweep, name: str, storage: str, path: str, base, verbose: in
         "worker_env": worker_env(),
         "local_runs": _local_runs(storage, name),
         "verbose": verbose,
+        "version": VERSION,
     }
 
 

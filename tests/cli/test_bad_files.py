@@ -226,8 +226,46 @@ def test_an_experiment_keeps_the_preset_values_it_started_with(experiment):
         )
         return load_setup(str(experiment / "exp"))
 
-    (former,) = FORMER_PRESETS["paper-c10"]
+    (former,) = FORMER_PRESETS["0.1.0"]["paper-c10"]
     assert with_base(former)["base_config"]["valid_last_epochs"] == 0
     assert with_base({**former, "valid_last_epochs": 4})["base_config"]["valid_last_epochs"] == 4
     with pytest.raises(UserError, match="does not match the sweep's base"):
         with_base({**former, "valid_last_epochs": 2})
+
+
+def test_former_presets_and_missing_keys_are_accepted_only_from_the_version_that_had_them(experiment):
+    """The fixture was written by 0.1.0 (no `version`), which lacked some keys and had other
+    preset values: the same file stamped with today's version is held to today's keys and
+    presets, and a file from a newer version is refused."""
+    from pdarts_ray.core.config import FORMER_PRESETS, SearchConfig, apply_overrides, to_dict
+    from pdarts_ray.core.errors import UserError
+    from pdarts_ray.core.version import VERSION
+    from pdarts_ray.distributed.experiment import load_setup
+
+    path = experiment / "exp" / "sweep.json"
+    original = json.loads(path.read_text())
+    assert "version" not in original and "sync_bn" not in original
+    assert load_setup(str(experiment / "exp"))["version"] == "0.1.0"  # kept when saved again
+
+    _damage(path, lambda d: d.update(version=VERSION))
+    with pytest.raises(UserError, match="missing key 'workers_per_trial'"):
+        load_setup(str(experiment / "exp"))
+
+    (former,) = FORMER_PRESETS["0.1.0"]["paper-c10"]
+    former_base = to_dict(SearchConfig(**apply_overrides(SearchConfig, {}, former, "test")))
+
+    def paper_base(d, version):
+        d.clear()
+        d.update(original, version=version, verbose=0, workers_per_trial=1, sync_bn=True)
+        d["sweep"]["base"].update(preset="paper-c10", config={})
+        d.update(base_config=former_base)
+
+    _damage(path, lambda d: paper_base(d, "0.1.0"))
+    assert load_setup(str(experiment / "exp"))["base_config"] == former_base
+    _damage(path, lambda d: paper_base(d, VERSION))
+    with pytest.raises(UserError, match="does not match the sweep's base"):
+        load_setup(str(experiment / "exp"))
+    for version, message in (("9.0.0", "newer than this"), ("soon", "expected a version")):
+        _damage(path, lambda d, v=version: d.update(version=v))
+        with pytest.raises(UserError, match=message):
+            load_setup(str(experiment / "exp"))
