@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd import Function
 
+from .grouped_ops import conv_backward, halves_to_edges, pool, repeat, shifted
 from .kernels import _bn_again, _bn_backward, dropout_mask
 from .space import STEPS
 from .waves import POOLS, RunningStats, attach_partial_index, group_params, weight_views
@@ -56,46 +57,6 @@ def skip_masks(like: torch.Tensor, keep: float) -> torch.Tensor:
 def _bn(x, stats: RunningStats, s: slice, bn: nn.BatchNorm2d):
     """Training-mode affine-free BatchNorm updating its slice of the network's running statistics."""
     return torch.native_batch_norm(x, None, None, stats.mean[s], stats.var[s], True, bn.momentum, bn.eps)
-
-
-def _conv_backward(g, x, weight, stride, padding, dilation, groups, need_input, need_weight):
-    if not (need_input or need_weight):
-        return None, None
-    gi, gw, _ = aten.convolution_backward(
-        g,
-        x,
-        weight,
-        None,
-        [stride] * 2,
-        [padding] * 2,
-        [dilation] * 2,
-        False,
-        [0, 0],
-        groups,
-        [need_input, need_weight, False],
-    )
-    return gi, gw
-
-
-def _repeat(r, sources, c):
-    """The ReLU of the wave's sources once per position: N x (positions * C) x H x W."""
-    if r.shape[1] == c and len(sources) == 1:
-        return r
-    return torch.cat([r[:, s * c : (s + 1) * c] for s in sources], dim=1)
-
-
-def _shifted(h):
-    """FactorizedReduce's second branch input: shifted by a pixel, padded back to an even size."""
-    shifted = h[:, :, 1:, 1:]
-    if h.shape[-1] % 2 or h.shape[-2] % 2:
-        shifted = F.pad(shifted, (0, h.shape[-1] % 2, 0, h.shape[-2] % 2))
-    return shifted
-
-
-def _pool(name, x, stride):
-    if name == "max_pool_3x3":
-        return aten.max_pool2d_with_indices(x, [3, 3], [stride] * 2, [1, 1], [1, 1], False)
-    return aten.avg_pool2d(x, [3, 3], [stride] * 2, [1, 1], False, False, None), None
 
 
 # ---------------------------------------------------------------- the cell
@@ -206,7 +167,7 @@ class _Run:
                     r = torch.relu(x)
                 sources = tuple(g.sources)
                 if sources not in repeated:
-                    repeated[sources] = _repeat(r, sources, self.c)
+                    repeated[sources] = repeat(r, sources, self.c)
                 if g.name == "reduce":
                     self.add_reduce_term(terms, g, self.reduce_forward(key, g, repeated[sources], stats), w)
                 else:
@@ -242,7 +203,7 @@ class _Run:
 
     def pool_forward(self, key, g, x, wave, stats):
         c, S = self.c, len(wave.sources)
-        y = _pool(g.name, x, wave.stride)[0]
+        y = pool(g.name, x, wave.stride)[0]
         # each edge's running statistics, updated as its own BatchNorm would (unbiased variance)
         var, mean = torch.var_mean(y, dim=(0, 2, 3), correction=1)
         z, save_mean, invstd = torch.native_batch_norm(y, None, None, None, None, True, 0.0, g.eps)
@@ -298,11 +259,11 @@ class _Run:
     def reduce_forward(self, key, g, h, stats):
         P, c = len(g.positions), self.c
         w1, w2 = self.views[key][0]
-        q = torch.cat([F.conv2d(h, w1, None, 2, 0, 1, P), F.conv2d(_shifted(h), w2, None, 2, 0, 1, P)], dim=1)
+        q = torch.cat([F.conv2d(h, w1, None, 2, 0, 1, P), F.conv2d(shifted(h), w2, None, 2, 0, 1, P)], dim=1)
         z, mean, invstd = _bn(q, stats, g.stats[0], g.ops[0].bn)
         self.keep(key, q, mean, invstd)
         # channels [first halves of every edge; second halves] -> each edge's channels in order
-        return _halves_to_edges(z, P, c)
+        return halves_to_edges(z, P, c)
 
     # -- backward
 
@@ -373,7 +334,7 @@ class _Run:
                 if self.need_params:
                     r = torch.relu(x) if r is None else r
                     if sources not in repeated:
-                        repeated[sources] = _repeat(r, sources, c)
+                        repeated[sources] = repeat(r, sources, c)
                     h = repeated[sources]
                 step = self.reduce_backward if g.name == "reduce" else self.conv_backward
                 gh, gm = step(key, g, h, x, wave, g_pos, wv, gparams, need_gx)
@@ -423,7 +384,7 @@ class _Run:
 
     def pool_backward(self, key, g, x, wave, g_pos, wv, need_gx):
         mean, invstd = self.kept_at(key)
-        y, indices = _pool(g.name, x, wave.stride)
+        y, indices = pool(g.name, x, wave.stride)
         gm = None
         if self.need_w:
             gm = self.mix_grad(g_pos, self.source_terms(_bn_again(y, g.eps), wave, g), wave, g)
@@ -467,7 +428,7 @@ class _Run:
             gp = _bn_backward(gz, p, mean, invstd, bn.eps)
             gz = None  # wave-wide gradients: dropped as soon as used, they set the backward's peak
             d = blocks[b][3] if self.train_weights else torch.empty_like(p)
-            gd, gwp = _conv_backward(gp, d, wp, 1, 0, 1, P, True, self.need_params)
+            gd, gwp = conv_backward(gp, d, wp, 1, 0, 1, P, True, self.need_params)
             del gp, d
             if b > 0:
                 z_prev = _bn_again(blocks[b - 1][0], g.blocks[b - 1][2].eps)
@@ -478,7 +439,7 @@ class _Run:
             else:
                 h_in = h_rep if h_rep is not None else self.empty(n, P * c, *x.shape[-2:], like=x)
                 need_in = need_gx
-            gh, gwd = _conv_backward(
+            gh, gwd = conv_backward(
                 gd,
                 h_in,
                 wd,
@@ -504,7 +465,7 @@ class _Run:
         eps = g.ops[0].bn.eps
         gm = None
         if self.need_w:
-            z = _halves_to_edges(_bn_again(q, eps), P, c)  # N x P x 2 x C/2 x H x W
+            z = halves_to_edges(_bn_again(q, eps), P, c)  # N x P x 2 x C/2 x H x W
             if g.full:
                 z = z.unflatten(1, (len(wave.nodes), len(wave.sources)))
             gm = self.mix_grad(g_pos, z, wave, g)
@@ -518,11 +479,11 @@ class _Run:
         w1, w2 = self.views[key][0]
         h = h_rep if h_rep is not None else self.empty(n, P * c, *x.shape[-2:], like=x)
         half = P * c // 2
-        gh, gw1 = _conv_backward(
+        gh, gw1 = conv_backward(
             gq[:, :half], h, w1, 2, 0, 1, P, need_gx or self.need_params, self.need_params
         )
-        gs, gw2 = _conv_backward(
-            gq[:, half:], _shifted(h), w2, 2, 0, 1, P, need_gx or self.need_params, self.need_params
+        gs, gw2 = conv_backward(
+            gq[:, half:], shifted(h), w2, 2, 0, 1, P, need_gx or self.need_params, self.need_params
         )
         gh[:, :, 1:, 1:] += gs[:, :, : gh.shape[2] - 1, : gh.shape[3] - 1]
         if self.need_params:
@@ -530,9 +491,3 @@ class _Run:
             gparams[at : at + P] = gw1.split(c // 2)
             gparams[at + P : at + 2 * P] = gw2.split(c // 2)
         return gh, gm
-
-
-def _halves_to_edges(z, P, c):
-    """[first halves of every edge; second halves] -> each edge's channels in order, as a view:
-    N x P x 2 x C/2 x H x W."""
-    return z.view(z.shape[0], 2, P, c // 2, *z.shape[-2:]).transpose(1, 2)
