@@ -4,7 +4,7 @@ The core (search space, supernet, progressive search, evaluation networks) is pl
 PyTorch and imports no Ray; the Ray layer lives in separate modules.
 
 The Python API (pdarts_ray/api.py) is available from here: `pdarts_ray.search_config`,
-`run_search`, `run_evaluation`, `run_sweep`, `sweep_experiment`, `reproduce`, `experiments`,
+`run_search`, `run_evaluation`, `run_sweep`, `sweep_experiment`, `reproduce`, `paper_experiments`,
 `read_trials`, ... Each is loaded on first use, so `import pdarts_ray` stays light.
 """
 
@@ -25,7 +25,7 @@ _API = (
     "SearchResult",
     "SweepResult",
     "eval_config",
-    "experiments",
+    "paper_experiments",
     "genotype_of",
     "open_search",
     "read_epochs",

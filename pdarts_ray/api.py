@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from . import _API
 from .core.config import SEARCH_PRESETS, SearchConfig, apply_overrides, read_config_file
 from .core.errors import UserError, interrupts_name
 from .core.space import Genotype
@@ -33,7 +32,12 @@ from .experiments.outcomes import ReproduceResult, SweepResult
 
 MLFLOW_EXPERIMENT = "pdarts-ray"  # the MLflow experiment of searches logged without a name
 
-__all__ = list(_API)  # what `import pdarts_ray` makes available
+__all__ = [  # by section; pdarts_ray/__init__.py makes each available lazily
+    *("search_config", "eval_config", "run_search", "resume_search", "open_search", "SearchResult"),
+    *("genotype_of", "run_evaluation", "resume_evaluation", "EvalResult"),
+    *("run_sweep", "sweep_experiment", "resume_sweep", "SweepResult", "paper_experiments"),
+    *("reproduce", "ReproduceResult", "read_trials", "read_epochs"),
+]
 
 
 # ---------------------------------------------------------------- configs
@@ -398,7 +402,7 @@ def run_sweep(
 def sweep_experiment(
     experiment: str, preset: str = "paper", *, name: str | None = None, **options
 ) -> list[SweepResult]:
-    """Run the sweeps of one of the paper's experiments (see `experiments()`) at a preset
+    """Run the sweeps of one of the paper's experiments (see `paper_experiments()`) at a preset
     (smoke, tiny, small, paper, or a search preset such as paper-c100), one SweepResult per
     sweep, named `name` (`<name>-<part>` for an experiment of several). `options`: storage,
     address, verbose and the flags of run_sweep but preset."""
@@ -433,7 +437,7 @@ def resume_sweep(
     return SweepResult.of(resume_on_ray(name_or_path, storage, address, verbose=verbose, take_over=take_over))
 
 
-def experiments() -> dict[str, Experiment]:
+def paper_experiments() -> dict[str, Experiment]:
     """The paper's experiments by name: each one's `doc` (the paper's context and the commands),
     `table` (the table it reproduces, if any), `sweeps` and `presets`."""
     return {name: get_experiment(name) for name in list_experiments()}
@@ -455,7 +459,7 @@ def reproduce(
     progress: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> ReproduceResult:
-    """Compute one of the paper's tables (see `experiments()`), starting only the searches and
+    """Compute one of the paper's tables (see `paper_experiments()`), starting only the searches and
     retrainings the store lacks (none with `run=False`), and write <table>.md/.csv/.png into
     `out` when given. `log` receives one line per batch of work started; `progress` shows the
     retrainings' epochs. `runs`: searches of table3, refine and approx's random op spaces;
