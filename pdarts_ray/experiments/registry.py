@@ -88,15 +88,17 @@ _REGISTRY: dict[str, Experiment] = {}
 
 def register_experiment(fn: Callable[[], dict] | None = None, *, name: str | None = None):
     """Register the experiment a function describes: the function's name is the experiment's,
-    its module's docstring the experiment's context, and it returns the keyword arguments of
-    `Experiment` besides those (`sweeps`, `table`, `presets`). Returns the function unchanged."""
+    its module's docstring the experiment's context (unless it returns a `doc`), and it returns
+    the other keyword arguments of `Experiment` (`sweeps`, `table`, `presets`). Returns the
+    function unchanged."""
 
     def register(fn):
         key = name or fn.__name__
         if key in _REGISTRY:
             raise ValueError(f"experiment {key!r} is registered twice")
-        doc = inspect.getmodule(fn).__doc__ or ""
-        _REGISTRY[key] = Experiment(key, doc, **fn())
+        described = fn()
+        described.setdefault("doc", inspect.getmodule(fn).__doc__ or "")
+        _REGISTRY[key] = Experiment(key, **described)
         return fn
 
     return register(fn) if fn is not None else register
