@@ -184,7 +184,7 @@ def register(sub, groups) -> None:
     p.add_argument(
         "--preset",
         help=f"base preset (overrides the definition's): {names(SEARCH_PRESETS)}; with --experiment "
-        f"also {', '.join(PRESETS)} (default paper)",
+        f"one of {', '.join(PRESETS)} (default paper: paper-c10) or a search preset",
     )
     p.add_argument("--num-samples", type=int, metavar="N", help="trials (Optuna), or repeats of the grid")
     p.add_argument("--concurrent", type=int, metavar="K", help="trials running at once")

@@ -62,9 +62,9 @@ class Experiment:
                 raise UserError(f"--dataset: {dataset} contradicts the search preset's {named}")
             dataset = named if named != DATASETS[0] else dataset
         if preset not in self.presets:
-            raise UserError(
-                f"--preset: experiment {self.name} runs at {', '.join(self.presets)}, got {preset!r}"
-            )
+            named = [p for p, (variant, _) in SEARCH_PRESET_VARIANTS.items() if variant in self.presets]
+            runs_at = ", ".join([*self.presets, *named])
+            raise UserError(f"--preset: experiment {self.name} runs at {runs_at}, got {preset!r}")
         return resolve_setup(preset, dataset, runs, repeats)
 
     def table_spec(self, setup: Setup) -> TableSpec:
