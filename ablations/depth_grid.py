@@ -1,24 +1,18 @@
 """Cells per stage: the depth schedule of the progressive search.
 
-Paper context (P-DARTS, section 3.2 and the discussion of the depth gap): DARTS searches
-with 8 cells and evaluates with 20; P-DARTS grows the searched network 5 -> 11 -> 17
-cells so the last stage is close to the evaluation depth. This grid compares the
-paper's 5/11/17 with a constant 8/8/8 (DARTS' depth in every stage) and a milder
-5/8/11.
+The sweeps of the `depth` experiment: the paper's context and what they compare are in
+pdarts_ray/experiments/depth.py. The flags are those of `pdarts-ray sweep` (--preset,
+default paper; --storage, --name, --concurrent, --address, ...). Ray is joined as
+`pdarts-ray sweep` finds it: under `ray submit` the running cluster, elsewhere a local Ray.
 
 Run:
     python ablations/depth_grid.py --preset tiny
     ray submit cluster/gpu.yaml ablations/depth_grid.py -- --preset paper-c10
 """
 
-from pdarts_ray.distributed.ablation import run
+import sys
 
-SWEEP = {
-    "name": "depth-grid",
-    "base": {"preset": "paper-c10"},
-    "searcher": "grid",
-    "space": {"cells": {"grid": [[5, 11, 17], [8, 8, 8], [5, 8, 11]]}},
-}
+from pdarts_ray.cli.main import main
 
 if __name__ == "__main__":
-    run({"": SWEEP}, __doc__)
+    sys.exit(main(["sweep", "--experiment", "depth", *sys.argv[1:]]))

@@ -1,23 +1,18 @@
 """Op-space schedules: how many candidate ops each stage keeps per edge.
 
-Paper context (P-DARTS, section 3.2, search space approximation): the op space shrinks
-as the network deepens, 8 -> 5 -> 3 ops per edge on CIFAR-10, so the 17-cell final
-stage fits in memory. This grid compares the paper's 8/5/3 with a gentler 8/6/4, a
-steeper 8/4/2 and no approximation at all (8/8/8, the memory-hungry reference point).
+The sweeps of the `opspace` experiment: the paper's context and what they compare are in
+pdarts_ray/experiments/opspace.py. The flags are those of `pdarts-ray sweep` (--preset,
+default paper; --storage, --name, --concurrent, --address, ...). Ray is joined as
+`pdarts-ray sweep` finds it: under `ray submit` the running cluster, elsewhere a local Ray.
 
 Run:
     python ablations/opspace_grid.py --preset tiny
     ray submit cluster/gpu.yaml ablations/opspace_grid.py -- --preset paper-c10
 """
 
-from pdarts_ray.distributed.ablation import run
+import sys
 
-SWEEP = {
-    "name": "opspace-grid",
-    "base": {"preset": "paper-c10"},
-    "searcher": "grid",
-    "space": {"ops_kept": {"grid": [[8, 5, 3], [8, 6, 4], [8, 4, 2], [8, 8, 8]]}},
-}
+from pdarts_ray.cli.main import main
 
 if __name__ == "__main__":
-    run({"": SWEEP}, __doc__)
+    sys.exit(main(["sweep", "--experiment", "opspace", *sys.argv[1:]]))

@@ -1,24 +1,18 @@
 """M, the skip-connects kept in the final normal cell: M = 0 .. 4.
 
-Paper context (P-DARTS, section 3.3, search space regularisation): after the last stage
-the normal cell is refined so that it keeps at most M skip-connects (M = 2 in the
-paper), the weakest skip giving way to the next best op. M is a post-processing choice:
-one search derives the cell for every M, so this grid is a single search and a table
-of five cells.
+The sweeps of the `skip` experiment: the paper's context and what they compare are in
+pdarts_ray/experiments/skip.py. The flags are those of `pdarts-ray sweep` (--preset,
+default paper; --storage, --name, --concurrent, --address, ...). Ray is joined as
+`pdarts-ray sweep` finds it: under `ray submit` the running cluster, elsewhere a local Ray.
 
 Run:
     python ablations/skip_grid.py --preset tiny
     ray submit cluster/gpu.yaml ablations/skip_grid.py -- --preset paper-c10
 """
 
-from pdarts_ray.distributed.ablation import run
+import sys
 
-SWEEP = {
-    "name": "skip-grid",
-    "base": {"preset": "paper-c10"},
-    "searcher": "grid",
-    "space": {"skip_connects": {"grid": [0, 1, 2, 3, 4]}},
-}
+from pdarts_ray.cli.main import main
 
 if __name__ == "__main__":
-    run({"": SWEEP}, __doc__)
+    sys.exit(main(["sweep", "--experiment", "skip", *sys.argv[1:]]))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "pdarts_ray"
-LAYERS = ("core", "evaluation", "plots", "results", "distributed", "api", "cli")
+LAYERS = ("core", "evaluation", "plots", "results", "experiments", "distributed", "api", "cli")
 
 
 def modules(root: Path = ROOT) -> dict[str, Path]:

@@ -4,8 +4,8 @@ The core (search space, supernet, progressive search, evaluation networks) is pl
 PyTorch and imports no Ray; the Ray layer lives in separate modules.
 
 The Python API (pdarts_ray/api.py) is available from here: `pdarts_ray.search_config`,
-`run_search`, `run_evaluation`, `run_sweep`, `reproduce`, `read_trials`, ... Each is loaded
-on first use, so `import pdarts_ray` stays light.
+`run_search`, `run_evaluation`, `run_sweep`, `sweep_experiment`, `reproduce`, `paper_experiments`,
+`read_trials`, ... Each is loaded on first use, so `import pdarts_ray` stays light.
 """
 
 import sys as _sys
@@ -25,6 +25,7 @@ _API = (
     "SearchResult",
     "SweepResult",
     "eval_config",
+    "paper_experiments",
     "genotype_of",
     "open_search",
     "read_epochs",
@@ -37,6 +38,7 @@ _API = (
     "run_search",
     "run_sweep",
     "search_config",
+    "sweep_experiment",
 )
 __all__ = list(_API)
 

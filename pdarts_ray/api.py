@@ -27,27 +27,16 @@ from .core.config import SEARCH_PRESETS, SearchConfig, apply_overrides, read_con
 from .core.errors import UserError, interrupts_name
 from .core.space import Genotype
 from .evaluation.config import EVAL_PRESETS, EvalConfig
+from .experiments import Experiment, get_experiment, list_experiments
+from .experiments.outcomes import ReproduceResult, SweepResult
 
 MLFLOW_EXPERIMENT = "pdarts-ray"  # the MLflow experiment of searches logged without a name
 
-__all__ = [
-    "EvalResult",
-    "ReproduceResult",
-    "SearchResult",
-    "SweepResult",
-    "eval_config",
-    "genotype_of",
-    "open_search",
-    "read_epochs",
-    "read_trials",
-    "reproduce",
-    "resume_evaluation",
-    "resume_search",
-    "resume_sweep",
-    "run_evaluation",
-    "run_search",
-    "run_sweep",
-    "search_config",
+__all__ = [  # by section; pdarts_ray/__init__.py makes each available lazily
+    *("search_config", "eval_config", "run_search", "resume_search", "open_search", "SearchResult"),
+    *("genotype_of", "run_evaluation", "resume_evaluation", "EvalResult"),
+    *("run_sweep", "sweep_experiment", "resume_sweep", "SweepResult", "paper_experiments"),
+    *("reproduce", "ReproduceResult", "read_trials", "read_epochs"),
 ]
 
 
@@ -384,21 +373,10 @@ def _train(run, data, progress) -> EvalResult:
     return EvalResult(run.run_dir, result["top1"], result["error_pct"], result["params"], result)
 
 
-# ---------------------------------------------------------------- sweeps
+# ---------------------------------------------------------------- sweeps and the paper's experiments
 
 
-@dataclass(frozen=True)
-class SweepResult:
-    """A finished sweep: its experiment's path in the store and its trial rows."""
-
-    name: str
-    path: str
-    trials: list[dict] = field(repr=False)
-    m_values: list[int] | None = None  # the M values each trial is also refined to, if the sweep names any
-
-    def table(self):
-        """The trial rows as a pyarrow Table (`.to_pandas()` for pandas)."""
-        return read_trials(self.path)
+SWEEP_FLAGS = {"preset", "num_samples", "concurrent", "gpus_per_trial", "workers_per_trial", "mlflow"}
 
 
 def run_sweep(
@@ -414,24 +392,35 @@ def run_sweep(
     search and one row in the store. `flags`: preset, num_samples, concurrent, gpus_per_trial,
     workers_per_trial, mlflow (a tracking URI every trial is logged to), as the CLI's flags of
     the same names."""
-    from .distributed.definition import apply_flags, parse_sweep
-    from .distributed.sweep import run_sweep as sweep_on_ray
-
     source = "sweep"
     if not isinstance(definition, Mapping):
         source, definition = str(definition), read_config_file(definition)
-    unknown = set(flags) - {
-        "preset",
-        "num_samples",
-        "concurrent",
-        "gpus_per_trial",
-        "workers_per_trial",
-        "mlflow",
-    }
-    if unknown:
+    definition = {**definition, "name": name} if name else definition
+    return _sweeps({source: definition}, storage, address, verbose, flags)[0]
+
+
+def sweep_experiment(
+    experiment: str, preset: str = "paper", *, name: str | None = None, **options
+) -> list[SweepResult]:
+    """Run the sweeps of one of the paper's experiments (see `paper_experiments()`) at a preset
+    (smoke, tiny, small, paper, or a search preset such as paper-c100), one SweepResult per
+    sweep, named `name` (`<name>-<part>` for an experiment of several). `options`: storage,
+    address, verbose and the flags of run_sweep but preset."""
+    found = get_experiment(experiment)
+    definitions = found.sweep_definitions(found.setup(preset), name)
+    storage, address, verbose = (options.pop(k, None) for k in ("storage", "address", "verbose"))
+    return _sweeps(definitions, storage, address, verbose or 0, options)
+
+
+def _sweeps(definitions: dict, storage, address, verbose: int, flags: dict) -> list[SweepResult]:
+    """Every definition checked (`flags` over it), then each run in turn."""
+    from .distributed.definition import apply_flags, parse_sweep
+    from .distributed.sweep import run_sweep as sweep_on_ray
+
+    if unknown := set(flags) - SWEEP_FLAGS:
         raise UserError(f"run_sweep: unknown argument '{sorted(unknown)[0]}'")
-    sweep = parse_sweep(apply_flags(dict(definition), storage=storage, name=name, **flags), source)
-    return _sweep_result(sweep_on_ray(sweep, address, verbose=verbose))
+    sweeps = [parse_sweep(apply_flags(dict(d), storage=storage, **flags), s) for s, d in definitions.items()]
+    return [SweepResult.of(sweep_on_ray(sweep, address, verbose=verbose)) for sweep in sweeps]
 
 
 def resume_sweep(
@@ -445,40 +434,13 @@ def resume_sweep(
     """Continue an interrupted sweep: unfinished trials from their last epoch checkpoints."""
     from .distributed.sweep import resume_sweep as resume_on_ray
 
-    return _sweep_result(resume_on_ray(name_or_path, storage, address, verbose=verbose, take_over=take_over))
+    return SweepResult.of(resume_on_ray(name_or_path, storage, address, verbose=verbose, take_over=take_over))
 
 
-def _sweep_result(out: dict) -> SweepResult:
-    return SweepResult(out["name"], out["path"], out["trials"], out.get("m_values"))
-
-
-# ---------------------------------------------------------------- the paper's tables
-
-EFFECT_KEYS = ("effect", "paper", "ours", "seeds", "per_seed", "verdict")
-
-
-@dataclass(frozen=True)
-class ReproduceResult:
-    """One of the paper's tables computed from the store, beside the paper's numbers."""
-
-    table: str
-    title: str
-    columns: list[str]
-    rows: list[list]
-    notes: list[str]
-    missing: list[str]
-    experiment: str
-    searches_started: int
-    evaluations_started: int
-    files: list[str]
-    # the paper's effects as differences per seed:
-    # what, paper, mean ± standard error, seeds, per seed, verdict
-    effects: list[dict] = field(default_factory=list)
-
-    def to_pandas(self):
-        import pandas as pd
-
-        return pd.DataFrame(self.rows, columns=self.columns)
+def paper_experiments() -> dict[str, Experiment]:
+    """The paper's experiments by name: each one's `doc` (the paper's context and the commands),
+    `table` (the table it reproduces, if any), `sweeps` and `presets`."""
+    return {name: get_experiment(name) for name in list_experiments()}
 
 
 def reproduce(
@@ -497,47 +459,18 @@ def reproduce(
     progress: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> ReproduceResult:
-    """Compute one of the paper's tables (table3, depth, approx, dropout, skip, refine, table1),
-    starting only the searches and retrainings the store lacks (none with `run=False`), and
-    write <table>.md/.csv/.png into `out` when given. `log` receives one line per batch of
-    work started; `progress` shows the retrainings' epochs. `runs`: searches of table3, refine
-    and approx's random op spaces; `repeats`: searches (seeds) per row of the other tables."""
+    """Compute one of the paper's tables (see `paper_experiments()`), starting only the searches and
+    retrainings the store lacks (none with `run=False`), and write <table>.md/.csv/.png into
+    `out` when given. `log` receives one line per batch of work started; `progress` shows the
+    retrainings' epochs. `runs`: searches of table3, refine and approx's random op spaces;
+    `repeats`: searches (seeds) per row of the other tables."""
     from .distributed.reproduce import reproduce as reproduce_on_ray
-    from .results.tables import TABLES
-    from .results.tables.common import resolve_setup
-    from .results.tables.render import write_outputs
 
-    if table not in TABLES:
-        raise UserError(f"unknown table '{table}' (choose from {', '.join(TABLES)})")
-    setup = resolve_setup(preset, dataset, runs, repeats)
+    setup = get_experiment(table).setup(preset, dataset, runs, repeats)
     if out is not None and Path(out).exists() and not Path(out).is_dir():
         raise UserError(f"out: {out} exists and is not a folder")
-    outcome = reproduce_on_ray(
-        table,
-        setup,
-        storage,
-        address,
-        run=run,
-        log=log or (lambda line: None),
-        verbose=verbose,
-        progress=progress,
-        take_over=take_over,
-    )
-    r = outcome.rendered
-    files = write_outputs(r, Path(out)) if out is not None else []
-    return ReproduceResult(
-        r.name,
-        r.title,
-        list(r.columns),
-        [list(row) for row in r.rows],
-        list(r.notes),
-        list(r.missing),
-        outcome.experiment,
-        outcome.searches_started,
-        outcome.evaluations_started,
-        files,
-        [dict(zip(EFFECT_KEYS, e.cells())) for e in r.effects],
-    )
+    done = reproduce_on_ray(table, setup, storage, address, run, log, verbose, progress, take_over)
+    return done.result(out)
 
 
 # ---------------------------------------------------------------- the store

@@ -1,8 +1,8 @@
 """The package's shape, read from its code: layers, imports, module sizes, a light CLI.
 
-Layers, bottom up: core (plain PyTorch), evaluation, plots, results, distributed (the Ray
-layer), cli. A module may import its own layer and the layers below it; `ray` is imported
-by the Ray layer only.
+Layers, bottom up: core (plain PyTorch), evaluation, plots, results, experiments (the
+paper's experiments, registered), distributed (the Ray layer), api, cli. A module may import
+its own layer and the layers below it; `ray` is imported by the Ray layer only.
 """
 
 import importlib.util
@@ -17,7 +17,7 @@ graph_module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(graph_module)
 
 MAX_LINES = 500
-ORDER = ("top", "core", "evaluation", "plots", "results", "distributed", "api", "cli")
+ORDER = ("top", "core", "evaluation", "plots", "results", "experiments", "distributed", "api", "cli")
 # an old module path kept for experiments saved before the package had layers (see its docstring)
 OLD_PATHS = {"pdarts_ray.sweep"}
 

@@ -15,10 +15,10 @@ def cmd_reproduce(args) -> int:
 
     from .. import api
     from ..distributed.reproduce import ReproduceFailed
-    from ..results.tables.common import resolve_setup
+    from ..experiments import get_experiment
     from ..results.tables.render import default_out, rich_effects, rich_table
 
-    setup = resolve_setup(args.preset, args.dataset, args.runs, args.repeats)
+    setup = get_experiment(args.table).setup(args.preset, args.dataset, args.runs, args.repeats)
     out = Path(args.out) if args.out else default_out(args.table, setup)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out: {out} exists and is not a folder")
@@ -93,13 +93,11 @@ def cmd_reproduce(args) -> int:
 
 
 def register(sub, groups) -> None:
-    from ..results.tables import TABLE_MODULES, TABLES
+    from ..experiments import get_experiment, list_experiments
     from ..results.tables.common import DATASETS, PRESETS
 
-    def summary(module) -> str:  # a table module's docstring opens with what it reproduces
-        return " ".join(module.__doc__.split("\n\n")[0].split()).rstrip(".")
-
-    tables = "; ".join(f"{name}: {summary(module)}" for name, module in TABLE_MODULES.items())
+    choices = list_experiments(with_table=True)
+    tables = "; ".join(f"{name}: {get_experiment(name).summary}" for name in choices)
     default = "tiny"
     presets = ", ".join(
         "paper (paper-c10 + eval-c10, or paper-c100 + eval-c100 with --dataset cifar100)"
@@ -116,7 +114,7 @@ def register(sub, groups) -> None:
         "retrainings the store still lacks, and write it as <table>.md, <table>.csv and "
         "<table>.png. Tables: " + tables + ".",
     )
-    p.add_argument("table", choices=TABLES, metavar="TABLE", help=names(TABLES))
+    p.add_argument("table", choices=choices, metavar="TABLE", help=names(choices))
     p.add_argument("--preset", choices=PRESETS, default=default, help=presets)
     p.add_argument("--dataset", choices=DATASETS, help=f"with --preset paper: {names(DATASETS, DATASETS[0])}")
     p.add_argument(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 from ..core.errors import UserError
@@ -9,6 +10,7 @@ from .common import add_common_flags, emit, names, stdout_to_stderr
 
 _RUN_FLAGS = (
     "space",
+    "experiment",
     "preset",
     "num_samples",
     "concurrent",
@@ -23,15 +25,21 @@ def cmd_sweep(args) -> int:
     # stdout carries the trials' table (or the JSON) alone: Ray Tune's status and the trials'
     # output go to stderr
     with stdout_to_stderr():
-        out = _run(args, verbose=0 if args.quiet or args.json else 1)
-    _print(args, out)
+        outs = _run(args, verbose=0 if args.quiet or args.json else 1)
+    if args.json:  # one sweep's summary as it always was; an experiment of several, a list
+        emit(args, _jsonable(outs[0]) if len(outs) == 1 else [_jsonable(out) for out in outs])
+    elif not args.quiet:
+        for out in outs:
+            _print(out)
     return 0
 
 
-def _run(args, verbose: int) -> dict:
+def _run(args, verbose: int) -> list[dict]:
     import dataclasses
 
     from .. import api
+
+    flags = {k: getattr(args, k) for k in sorted(api.SWEEP_FLAGS - {"preset"})}
 
     if args.resume:
         given = [f"--{k.replace('_', '-')}" for k in _RUN_FLAGS if getattr(args, k) is not None]
@@ -40,62 +48,144 @@ def _run(args, verbose: int) -> dict:
                 f"sweep --resume: cannot be combined with {', '.join(given)} "
                 "(a resumed sweep keeps its saved definition)"
             )
-        result = api.resume_sweep(
-            args.resume, storage=args.storage, address=args.address, verbose=verbose, take_over=args.take_over
-        )
-    else:
-        if not args.space:
-            raise UserError("sweep: give --space FILE (a sweep definition) or --resume NAME")
-        result = api.run_sweep(
-            args.space,
+        results = [
+            api.resume_sweep(
+                args.resume,
+                storage=args.storage,
+                address=args.address,
+                verbose=verbose,
+                take_over=args.take_over,
+            )
+        ]
+    elif args.space and args.experiment:
+        raise UserError("sweep: give --space FILE or --experiment NAME, not both")
+    elif args.experiment:
+        results = api.sweep_experiment(
+            args.experiment,
+            args.preset or "paper",
             storage=args.storage,
             name=args.name,
             address=args.address,
             verbose=verbose,
-            preset=args.preset,
-            num_samples=args.num_samples,
-            concurrent=args.concurrent,
-            gpus_per_trial=args.gpus_per_trial,
-            workers_per_trial=args.workers_per_trial,
-            mlflow=args.mlflow,
+            **flags,
         )
-    return dataclasses.asdict(result)
+    elif args.space:
+        results = [
+            api.run_sweep(
+                args.space,
+                storage=args.storage,
+                name=args.name,
+                address=args.address,
+                verbose=verbose,
+                preset=args.preset,
+                **flags,
+            )
+        ]
+    else:
+        raise UserError("sweep: give --space FILE (a sweep definition), --experiment NAME or --resume NAME")
+    return [dataclasses.asdict(result) for result in results]
 
 
-def _print(args, out: dict) -> None:
-    if args.json:
-        emit(
-            args,
-            {
-                **out,
-                "trials": [
-                    {k: v.isoformat() if hasattr(v, "isoformat") else v for k, v in row.items()}
-                    for row in out["trials"]
-                ],
-            },
+def _jsonable(out: dict) -> dict:
+    rows = [
+        {k: v.isoformat() if hasattr(v, "isoformat") else v for k, v in row.items()} for row in out["trials"]
+    ]
+    return {**out, "trials": rows}
+
+
+def _print(out: dict) -> None:
+    from rich.console import Console
+
+    console = Console(width=None if sys.stdout.isatty() else 240)  # whole rows in logs and pipes
+    console.print(trials_table(out))
+    console.print(f"experiment: {out['path']}")
+
+
+SHOWN_KEYS = (
+    "cells",
+    "ops_kept",
+    "skip_dropout",
+    "seed",
+    "space_seed",
+    "lr",
+    "batch_size",
+    "channels",
+    "epochs",
+)
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list):
+        return "/".join(_fmt(v) for v in value)
+    return str(value)
+
+
+def trials_table(out: dict, title: str | None = None):
+    """A rich table of a sweep's stored trials (the keys that vary among them, M, the cell's
+    skip-connects, accuracies, seconds); one row per (trial, M) when the sweep names M values."""
+    from rich.table import Table
+
+    from ..results import expand_m
+
+    trials = out["trials"]
+    ms = out.get("m_values")
+    varying = [k for k in SHOWN_KEYS if len({json.dumps(t.get(f"cfg_{k}")) for t in trials}) > 1]
+    rows = []
+    for trial in trials:
+        expanded = expand_m([trial], ms) if ms and trial["status"] == "finished" else []
+        rows.extend(
+            expanded
+            or [{**trial, "M": trial.get("cfg_skip_connects") if trial["status"] == "finished" else None}]
         )
-    elif not args.quiet:
-        from rich.console import Console
-
-        from ..distributed.ablation import trials_table
-
-        console = Console(width=None if sys.stdout.isatty() else 240)  # whole rows in logs and pipes
-        console.print(trials_table(out))
-        console.print(f"experiment: {out['path']}")
+    table = Table(title=title or f"{out['name']}: {len(trials)} trials")
+    columns = ("trial", "status", *varying, "M", "skip-connects", "best valid", "final valid", "seconds")
+    for col in (*columns, "failure"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        seconds = sum(r["stage_seconds"]) if r.get("stage_seconds") else None
+        table.add_row(
+            r["trial_id"],
+            r["status"],
+            *[_fmt(r.get(f"cfg_{k}")) for k in varying],
+            _fmt(r.get("M")),
+            _fmt(r.get("skip_connects_after_refinement")),
+            _fmt(r.get("best_valid_acc")),
+            _fmt(r.get("final_valid_acc")),
+            _fmt(seconds),
+            r.get("failure") or "",
+        )
+    return table
 
 
 def register(sub, groups) -> None:
     from ..core.config import SEARCH_PRESETS
+    from ..experiments import list_experiments
+    from ..results.tables.common import PRESETS
 
+    experiments = list_experiments()
     p = sub.add_parser(
         "sweep",
         help="run many searches as a Ray Tune sweep (Optuna or a grid), or resume one",
         description="Run a sweep definition (YAML/JSON: base config, search space, objective, "
-        "searcher, scheduler, resources) on Ray Tune; every trial is one three-stage "
-        "search and one row in the results store.",
+        "searcher, scheduler, resources), or the sweeps of one of the paper's experiments, on Ray "
+        "Tune; every trial is one three-stage search and one row in the results store.",
     )
     p.add_argument("--space", metavar="FILE", help="the sweep definition (YAML or JSON)")
-    p.add_argument("--preset", help=f"base preset (overrides the definition's): {names(SEARCH_PRESETS)}")
+    p.add_argument(
+        "--experiment",
+        choices=experiments,
+        metavar="NAME",
+        help=f"the sweeps of one of the paper's experiments: {names(experiments)}",
+    )
+    p.add_argument(
+        "--preset",
+        help=f"base preset (overrides the definition's): {names(SEARCH_PRESETS)}; with --experiment "
+        f"one of {', '.join(PRESETS)} (default paper: paper-c10) or a search preset",
+    )
     p.add_argument("--num-samples", type=int, metavar="N", help="trials (Optuna), or repeats of the grid")
     p.add_argument("--concurrent", type=int, metavar="K", help="trials running at once")
     p.add_argument(

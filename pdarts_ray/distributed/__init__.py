@@ -2,6 +2,6 @@
 
 Ray Train runs one search trial (trial) or a data-parallel retraining (retrain); Ray Tune
 runs sweeps of trials (definition, packing, sweep, storing); reproduce starts what the
-paper's tables lack; monitoring sets the trials' Ray metrics; ablation backs the scripts in
-`ablations/`. Everything here wraps the core through its hooks.
+paper's tables lack; monitoring sets the trials' Ray metrics. Everything here wraps the core
+through its hooks.
 """

@@ -17,8 +17,9 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..experiments import get_experiment
+from ..experiments.outcomes import ReproduceResult
 from ..results import experiment_path
-from ..results.tables import table_spec
 from ..results.tables.common import (
     EvalNeed,
     Rendered,
@@ -226,6 +227,14 @@ class Outcome:
     evaluations_started: int
     files: list[str] = field(default_factory=list)
 
+    def result(self, out: str | Path | None = None) -> ReproduceResult:
+        """The table as the API returns it, its files written into `out` when given."""
+        from ..results.tables.render import write_outputs
+
+        files = write_outputs(self.rendered, Path(out)) if out is not None else []
+        r = self.rendered
+        return ReproduceResult.of(r, self.experiment, self.searches_started, self.evaluations_started, files)
+
 
 def reproduce(
     table: str,
@@ -233,7 +242,7 @@ def reproduce(
     storage: str | None = None,
     address: str | None = None,
     run: bool = True,
-    log=lambda line: None,
+    log=None,
     verbose: int = 0,
     progress: bool = False,
     take_over: bool = False,
@@ -243,7 +252,8 @@ def reproduce(
     from ..results import storage_root
 
     root = storage_root(storage)
-    spec = table_spec(table, setup)
+    log = log or (lambda line: None)
+    spec = get_experiment(table).table_spec(setup)
     if not run:
         return _reproduce(spec, setup, root, address, False, log, verbose, progress)
     with claim_experiment(

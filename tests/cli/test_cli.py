@@ -294,18 +294,18 @@ def _help(*command) -> str:
 def test_help_texts_list_the_registries_they_describe(monkeypatch):
     from pdarts_ray.core.config import DATASETS, DTYPES, KERNELS, SEARCH_PRESETS
     from pdarts_ray.evaluation.config import EVAL_PRESETS
-    from pdarts_ray.results.tables import TABLES
+    from pdarts_ray.experiments import list_experiments
     from pdarts_ray.results.tables.common import DATASETS as PAPER_DATASETS
     from pdarts_ray.results.tables.common import PRESETS as TABLE_PRESETS
 
     monkeypatch.setenv("COLUMNS", "1000")  # no name split over two lines
     for command, registries in (
         (["search"], (SEARCH_PRESETS, DATASETS)),
-        (["sweep"], (SEARCH_PRESETS,)),
+        (["sweep"], (SEARCH_PRESETS, list_experiments())),
         (["evaluate"], (EVAL_PRESETS,)),
         (["bench", "step"], (KERNELS, DTYPES)),
         (["bench", "predict"], (SEARCH_PRESETS, DATASETS, KERNELS)),
-        (["reproduce"], (TABLES, TABLE_PRESETS, PAPER_DATASETS)),
+        (["reproduce"], (list_experiments(with_table=True), TABLE_PRESETS, PAPER_DATASETS)),
     ):
         text = " ".join(_help(*command).replace(",", " ").replace("{", " ").split())  # choices: {a,b}
         assert [name for registry in registries for name in registry if f" {name}" not in text] == [], command

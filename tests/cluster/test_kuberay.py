@@ -256,8 +256,8 @@ def test_every_pod_writes_the_same_object_store(cluster, job):
 
 
 def test_the_job_runs_a_script_of_this_repository_with_flags_it_takes(job):
+    from pdarts_ray.cli.main import build_parser
     from pdarts_ray.core.config import SEARCH_PRESETS
-    from pdarts_ray.distributed.ablation import parser
 
     spec = job["spec"]
     assert spec["shutdownAfterJobFinishes"] is True
@@ -265,7 +265,7 @@ def test_the_job_runs_a_script_of_this_repository_with_flags_it_takes(job):
     assert python == "python" and script.startswith(IMAGE_ROOT + "/")
     local = ROOT / script[len(IMAGE_ROOT) + 1 :]
     assert local.is_file()
-    args = parser(None).parse_args(flags)  # an unknown flag exits
+    args = build_parser().parse_args(["sweep", "--experiment", "dropout", *flags])  # an unknown flag exits
     assert args.preset in SEARCH_PRESETS and args.name
     dockerfile = (FOLDER / "Dockerfile").read_text()
     assert f"WORKDIR {IMAGE_ROOT}" in dockerfile

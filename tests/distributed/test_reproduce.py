@@ -14,8 +14,8 @@ from pdarts_ray.core.errors import UserError
 from pdarts_ray.distributed.reproduce import reproduce
 from pdarts_ray.evaluation.config import EVAL_PRESETS, EvalConfig
 from pdarts_ray.evaluation.genotypes import DARTS_V2, PDARTS
+from pdarts_ray.experiments import get_experiment
 from pdarts_ray.results import evaluation_row, read_evaluations, trial_row, write_evaluation, write_trial
-from pdarts_ray.results.tables import table_spec
 from pdarts_ray.results.tables.common import eval_key, resolve_setup, search_key, search_need
 from pdarts_ray.results.tables.render import to_csv, to_markdown, write_outputs
 
@@ -174,7 +174,7 @@ def test_search_keys_are_those_pdarts_ray_0_1_0_stored():
 def test_tables_share_searches():
     setup = resolve_setup("smoke")
     keys = {
-        name: {n.key for n in table_spec(name, setup).searches}
+        name: {n.key for n in get_experiment(name).table_spec(setup).searches}
         for name in ("table3", "depth", "approx", "dropout", "skip", "refine", "table1")
     }
     main = search_key(smoke_config())

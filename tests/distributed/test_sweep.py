@@ -229,7 +229,7 @@ def test_optuna_sweep_end_to_end(local_ray, tmp_path):
 
 @pytest.mark.slow
 def test_grid_sweep_with_m_values_and_a_diverging_trial(local_ray, tmp_path):
-    from pdarts_ray.distributed.ablation import trials_table
+    from pdarts_ray.cli.sweep import trials_table
     from pdarts_ray.distributed.sweep import run_sweep
     from pdarts_ray.results import expand_m
 

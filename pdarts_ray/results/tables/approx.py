@@ -1,15 +1,11 @@
 """Section 4.4.2: the approximated op space against random op spaces of the same size.
 
-Paper: the final stage searched on the op space stages 1-2 chose (3 ops per edge) gives
-2.58 % test error; the best of three searches on op spaces drawn at random per edge
-gives 3.43 %: the earlier stages choose well.
-
-    pdarts-ray reproduce approx --preset paper
-
 Needs: the preset's full search per seed (`--repeats`), and `--runs` searches of the final
 stage alone (its depth, op count and dropout) on an op space drawn per edge from the seed;
 a retraining of each final cell. The effect pairs the two sides by seed. Renders: the
 approximated error beside the best random one and each random one.
+
+The paper's context and the commands: pdarts_ray/experiments/approx.py.
 """
 
 from __future__ import annotations

@@ -1,16 +1,12 @@
 """Figure 3 and section 4.4.1: the cells found after stage 1, 2 and 3 of a search.
 
-Paper: retrained, the stage-1/2/3 cells of the CIFAR-10 search score 2.90 / 2.82 / 2.58 %
-test error, and DARTS V2 (searched at a fixed depth of 8 cells) 2.83 %: searching deeper
-finds better cells.
-
-    pdarts-ray reproduce depth --preset paper
-
 Needs: the preset's search per seed (`--repeats`; its stage genotypes, each refined to the
 preset's M) and a retraining of each stage cell and of DARTS_V2. Renders: per cell its
 search depth, skip-connects, the paper's error and ours (mean ± std over seeds); bars per
 cell; the effects: later stages find other cells, read intermediate nodes more and retrain
 better.
+
+The paper's context and the commands: pdarts_ray/experiments/depth.py.
 """
 
 from __future__ import annotations

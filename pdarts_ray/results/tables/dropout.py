@@ -1,16 +1,12 @@
 """Section 4.4.3: skip-connect dropout against none, each cell refined to M = 2, 3, 4.
 
-Paper: without skip dropout the normal cell keeps 8 skip-connects before refinement and
-retrains to 2.93 / 3.28 / 3.51 % at M = 2 / 3 / 4; with dropout 0.0/0.3/0.6 it keeps 4 and
-retrains to 2.69 / 2.84 / 2.97 %: dropout holds skip-connects down and the cells are better.
-
-    pdarts-ray reproduce dropout --preset paper
-
 Needs: two searches per seed (`--repeats`; skip dropout 0.0/0.0/0.0 and 0.0/0.3/0.6; the
 second is shared with `skip` and `refine`) and a retraining of each at every M (one per
 distinct cell). Renders: per setting and M the paper's error and ours and the skip-connects
 before refinement; the effects: skip-connects accumulating stage by stage without dropout,
 dropout holding them down, and the error at M = 2.
+
+The paper's context and the commands: pdarts_ray/experiments/dropout.py.
 """
 
 from __future__ import annotations

@@ -1,15 +1,11 @@
 """Section 4.4.3: several searches before and after architecture refinement to M = 2.
 
-Paper: three searches with skip dropout keep 2, 3 and 4 skip-connects and retrain to
-2.79 +- 0.16 % before refinement; refined to M = 2 they retrain to 2.65 +- 0.05 %.
-"Before refinement" is the cell derived with no limit on skip-connects (M = 8).
-
-    pdarts-ray reproduce refine --preset paper
-
 Needs: `--runs` searches with skip dropout 0.0/0.3/0.6 (seeds counting up; the first is
 shared with `skip`) and two retrainings of each. Renders: per search the skip-connects and
 errors before and after, then the mean and standard deviation (n - 1) of each; the effects:
 genes refinement changes and the error it saves.
+
+The paper's context and the commands: pdarts_ray/experiments/refine.py.
 """
 
 from __future__ import annotations

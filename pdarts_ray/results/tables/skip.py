@@ -1,15 +1,11 @@
 """Section 4.4.3: a search refined to M = 0..4 skip-connects in the normal cell.
 
-Paper: the cell of one search with skip dropout 0.0/0.3/0.6, refined to M = 0, 1, 2, 3, 4,
-retrains to 2.78 / 2.68 / 2.69 / 2.84 / 2.97 % with 4.1 / 3.7 / 3.3 / 3.0 / 2.7 M
-parameters: M = 2 is the paper's choice.
-
-    pdarts-ray reproduce skip --preset paper
-
 Needs: a search per seed (`--repeats`; shared with `dropout`) and a retraining per distinct
 refined cell.
 Renders: per M the skip-connects kept, the paper's error and ours, and parameters of the
 paper's evaluation network (C = 36, 20 cells) built from each cell.
+
+The paper's context and the commands: pdarts_ray/experiments/skip.py.
 """
 
 from __future__ import annotations

@@ -1,15 +1,11 @@
 """Table 1: the P-DARTS row (test error, parameters, search cost).
 
-Paper: CIFAR-10 2.50 % test error, 3.4 M parameters, 0.3 GPU-days; CIFAR-100 15.92 %,
-3.6 M, 0.3 GPU-days.
-
-    pdarts-ray reproduce table1 --preset paper
-    pdarts-ray reproduce table1 --preset paper --dataset cifar100
-
 Needs: the preset's search per seed (`--repeats`) and a retraining of its final cell
 (shared with `depth`).
 Renders: the paper's row beside ours: error, parameters of the paper's evaluation network
 (C = 36, 20 cells) built from the cell, and the search's own stage seconds in days.
+
+The paper's context and the commands: pdarts_ray/experiments/table1.py.
 """
 
 from __future__ import annotations

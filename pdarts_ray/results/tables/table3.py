@@ -1,14 +1,10 @@
 """Table 3 (section 4.4.2): peak memory of each search stage.
 
-Paper: GPU memory in GB at batch 96 on a 16 GB P100 over three runs: 9.8/14.0/14.2,
-9.8/14.4/14.5, 9.8/14.2/14.3 (stage 1/2/3). The growing depth costs memory while the
-shrinking op space gives it back.
-
-    pdarts-ray reproduce table3 --preset paper
-
 Needs: `--runs` searches of the preset's config (seeds counting up from the preset's);
 no retraining. Renders: per run and stage the paper's GB beside ours (CUDA peak allocated,
 and reserved, on a GPU; the process's peak resident set on a CPU); bars per stage.
+
+The paper's context and the commands: pdarts_ray/experiments/table3.py.
 """
 
 from __future__ import annotations

@@ -1,0 +1,200 @@
+"""The registry of the paper's experiments (pdarts_ray/experiments/): every registered
+experiment is whole (its context and commands, sweeps that parse, presets that resolve, a
+table that builds on an empty store); the registry renders every table of
+benchmarks/results/store exactly as the code before it did; and a new experiment is one
+registered function, run at smoke size through `reproduce` and `sweep --experiment`."""
+
+import contextlib
+import io
+import json
+
+import pytest
+from conftest import ROOT
+
+from pdarts_ray.core.errors import UserError
+from pdarts_ray.distributed.definition import parse_sweep
+from pdarts_ray.experiments import get_experiment, list_experiments, register_experiment
+from pdarts_ray.experiments.registry import grid, unregister_experiment
+from pdarts_ray.results.tables.common import PRESETS, StoreView
+
+STORE = ROOT / "benchmarks" / "results" / "store"
+RENDERED = json.loads((ROOT / "tests" / "fixtures" / "reproduce-store-tables.json").read_text())
+PAPER_TABLES = ["table3", "depth", "approx", "dropout", "skip", "refine", "table1"]
+
+
+def cli(*argv) -> tuple[int, str]:
+    from pdarts_ray.cli.main import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main([str(a) for a in argv])
+    return code, out.getvalue()
+
+
+def test_the_paper_tables_are_registered_in_the_order_reproduce_lists_them():
+    assert list_experiments(with_table=True) == PAPER_TABLES
+    assert set(list_experiments()) - set(PAPER_TABLES) == {"opspace"}
+
+
+def test_an_unknown_experiment_names_the_known_ones():
+    with pytest.raises(
+        UserError, match=r"unknown experiment 'dropuot' \(choose from table3, depth, .*opspace\)"
+    ):
+        get_experiment("dropuot")
+
+
+@pytest.mark.parametrize("name", list_experiments())
+def test_every_experiment_says_what_it_is_and_how_to_run_it(name):
+    found = get_experiment(name)
+    assert found.summary and found.doc.startswith(found.summary.split(":")[0])
+    assert any(c.startswith(f"pdarts-ray sweep --experiment {name} ") for c in found.commands)
+    if found.table is not None:
+        assert any(c.startswith(f"pdarts-ray reproduce {name} ") for c in found.commands)
+
+
+@pytest.mark.parametrize("name", list_experiments())
+@pytest.mark.parametrize("preset", [*PRESETS, "paper-c100"])
+def test_every_preset_resolves_and_its_sweeps_parse(name, preset, tmp_path):
+    found = get_experiment(name)
+    setup = found.setup(preset)
+    assert setup.search_preset == {"paper": "paper-c10", "paper-c100": "paper-c100"}.get(preset, preset)
+    definitions = found.sweep_definitions(setup, "exp")
+    for part, definition in definitions.items():
+        sweep = parse_sweep({**definition, "storage": str(tmp_path)}, f"{name} {part}")
+        assert sweep.base["preset"] == setup.search_preset
+        assert sweep.name == ("exp" if len(definitions) == 1 else f"exp-{part}")
+    if found.table is not None:
+        rendered = found.table_spec(setup).build(StoreView(str(tmp_path), setup.experiment))
+        assert rendered.name == name and rendered.rows
+
+
+def test_the_scripts_in_ablations_run_the_experiments_they_name():
+    scripts = sorted((ROOT / "ablations").glob("*.py"))
+    for script in scripts:
+        name = script.read_text().split('"--experiment", "')[1].split('"')[0]
+        assert f"ray submit cluster/gpu.yaml ablations/{script.name}" in get_experiment(name).doc
+    assert len(scripts) == 5
+
+
+# The rendering of every table and preset from benchmarks/results/store by the code before
+# the registry, as `reproduce --no-run --json` printed it (tests/fixtures/reproduce-store-tables.json);
+# those that count parameters of the paper's network for many cells take seconds.
+SLOW_RENDERINGS = {
+    "skip --preset tiny",
+    "skip --preset small",
+    "table1 --preset small",
+    "table1 --preset tiny",
+}
+
+
+def as_printed(case: str, result) -> dict:
+    """A ReproduceResult as `reproduce --json` prints it, but for its seconds and files."""
+    words = case.split()
+    preset = words[words.index("--preset") + 1]
+    dataset = words[words.index("--dataset") + 1] if "--dataset" in words else "cifar10"
+    keys = ("experiment", "searches_started", "evaluations_started", "columns", "rows", "notes", "effects")
+    return {
+        "table": result.table,
+        "preset": preset,
+        "dataset": dataset,
+        **{k: getattr(result, k) for k in (*keys, "missing")},
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    [pytest.param(c, marks=pytest.mark.slow) if c in SLOW_RENDERINGS else c for c in sorted(RENDERED)],
+)
+def test_the_store_renders_every_table_as_before(case):
+    import pdarts_ray
+
+    table, _, preset, *dataset = case.split()
+    dataset = dataset[1] if dataset else None
+    result = pdarts_ray.reproduce(table, preset, dataset=dataset, storage=str(STORE), run=False)
+    assert as_printed(case, result) == RENDERED[case]
+
+
+def test_the_command_prints_the_same_table(tmp_path):
+    case = "dropout --preset tiny"
+    argv = ["reproduce", *case.split(), "--no-run", "--storage", STORE, "--json", "--out", tmp_path]
+    code, stdout = cli(*argv)
+    assert code == 0
+    data = json.loads(stdout)
+    assert data.pop("files") == [
+        str(tmp_path / f) for f in ("dropout.md", "dropout.csv", "dropout.png", "dropout.svg")
+    ]
+    del data["seconds"]
+    assert data == RENDERED[case]
+
+
+# ---------------------------------------------------------------- a new experiment
+
+
+def toy_table(setup):
+    """The best validation accuracy of one search of the preset."""
+    from pdarts_ray.results.tables.common import Rendered, TableSpec, fmt, notes, search_need
+
+    need = search_need(setup)
+
+    def build(store):
+        row = store.search(need)
+        value = fmt(row["best_valid_acc"] if row else None, 3)
+        figure = {"groups": ["best valid"], "series": {"ours": [row and row["best_valid_acc"]]}, "ylabel": ""}
+        return Rendered("toy", "A toy", notes(setup, []), ["search", "best valid"], [["1", value]], figure)
+
+    return TableSpec("toy", "a toy", "pdarts-ray reproduce toy", "none", [need], lambda store: [], build)
+
+
+@pytest.fixture
+def toy():
+    @register_experiment
+    def toy():
+        return {
+            "doc": "A toy experiment.\n\n    pdarts-ray reproduce toy --preset smoke\n",
+            "table": toy_table,
+            "sweeps": lambda setup: {"": grid("toy", setup, {"seed": {"grid": [setup.seed]}})},
+            "presets": ("smoke",),
+        }
+
+    yield get_experiment("toy")
+    unregister_experiment("toy")
+
+
+def test_a_registered_experiment_is_read_by_the_cli_and_the_api(toy, tmp_path):
+    import pdarts_ray
+
+    assert "toy" in pdarts_ray.paper_experiments() and toy.commands == [
+        "pdarts-ray reproduce toy --preset smoke"
+    ]
+    argv = ["--preset", "smoke", "--no-run", "--storage", tmp_path, "--json", "--out", tmp_path / "out"]
+    code, stdout = cli("reproduce", "toy", *argv)
+    assert code == 0 and json.loads(stdout)["rows"] == [["1", "-"]]
+    with pytest.raises(UserError, match="experiment toy runs at smoke, got 'tiny'"):
+        toy.setup("tiny")
+
+
+@pytest.mark.slow
+def test_a_new_experiment_runs_through_reproduce_and_sweep(toy, local_ray, tmp_path):
+    argv = ["--preset", "smoke", "--storage", tmp_path, "--json", "--out", tmp_path / "out"]
+    code, stdout = cli("reproduce", "toy", *argv)
+    assert code == 0
+    data = json.loads(stdout)
+    assert data["experiment"] == "reproduce-smoke-synthetic" and data["searches_started"] == 1
+    assert float(data["rows"][0][1]) >= 0
+
+    code, stdout = cli(
+        "sweep",
+        "--experiment",
+        "toy",
+        "--preset",
+        "smoke",
+        "--storage",
+        tmp_path,
+        "--name",
+        "toy-sweep",
+        "--json",
+    )
+    assert code == 0
+    out = json.loads(stdout)
+    assert out["name"] == "toy-sweep" and [t["status"] for t in out["trials"]] == ["finished"]
+    assert (tmp_path / "toy-sweep" / "sweep.json").is_file()
