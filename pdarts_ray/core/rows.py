@@ -66,7 +66,11 @@ def _config_kind(annotation: str) -> str:
 
 
 CONFIG_COLUMNS = tuple(
-    Column(f"{CONFIG_PREFIX}{f.name}", _config_kind(f.type), "the resolved search config, one column per key")
+    Column(
+        f"{CONFIG_PREFIX}{f.name}",
+        _config_kind(f.type),
+        "the resolved search config, one column per key of the Configuration table",
+    )
     for f in dataclasses.fields(SearchConfig)
 )
 
@@ -92,10 +96,10 @@ TRIAL_ROW = Row(
     Column("device", "str", "where it ran"),
     Column("threads", "int", "CPU threads of the search"),
     Column("workers", "int", "data-parallel workers (null in rows stored before the column existed)"),
-    Column("version_pdarts_ray", "str", ""),
-    Column("version_torch", "str", ""),
-    Column("version_python", "str", ""),
-    Column("version_pyarrow", "str", ""),
-    Column("started", "timestamp", ""),
-    Column("finished", "timestamp", ""),
+    Column("version_pdarts_ray", "str", "the pdarts-ray version that ran the search"),
+    Column("version_torch", "str", "the PyTorch version"),
+    Column("version_python", "str", "the Python version"),
+    Column("version_pyarrow", "str", "the pyarrow version that wrote the row"),
+    Column("started", "timestamp", "when the search started"),
+    Column("finished", "timestamp", "when it finished or failed"),
 )

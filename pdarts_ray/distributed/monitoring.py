@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-# metric name -> (field of the epoch's metrics row, description)
+# metric name -> (column of the epoch row, core/rows.py; description)
 GAUGES = {
     "pdarts_stage": ("stage", "P-DARTS search stage (1..3) the trial is in"),
     "pdarts_epoch": ("epoch", "Epoch within the current stage (from 0)"),

@@ -83,6 +83,26 @@ TRIAL_SCHEMA = schema_of(TRIAL_ROW)
 EPOCH_SCHEMA = schema_of(Row(*STORE_KEYS, *EPOCH_ROW))
 
 
+def column_table(row: Row) -> str:
+    """A row's columns as the Markdown table docs/results.md shows; the config's as one line."""
+    lines = ["| column | type | meaning |", "|---|---|---|"]
+    configs = [c for c in row if c.name.startswith(CONFIG_PREFIX)]
+    examples = ", ".join(f"`{c.name}`: {_type_text(c.kind)}" for c in configs if c.name in CONFIG_EXAMPLES)
+    for c in row:
+        if configs and c is configs[0]:
+            lines.append(f"| `{CONFIG_PREFIX}<key>` | per key | {c.meaning} ({examples}, ...) |")
+        elif c not in configs:
+            lines.append(f"| `{c.name}` | {_type_text(c.kind)} | {c.meaning} |")
+    return "\n".join(lines) + "\n"
+
+
+CONFIG_EXAMPLES = ("cfg_cells", "cfg_skip_dropout")
+
+
+def _type_text(kind: str) -> str:
+    return str(arrow_type(kind)).replace("item: ", "")
+
+
 def trial_row(
     experiment: str,
     trial_id: str,
