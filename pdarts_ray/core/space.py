@@ -19,8 +19,6 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import torch
-
 PRIMITIVES: tuple[str, ...] = (
     "none",
     "max_pool_3x3",
@@ -107,6 +105,8 @@ def check_alphas(alphas, switches: Switches, what: str = "alphas") -> list[list[
 
 def probabilities(switches: Switches, alphas: Sequence[Sequence[float]]) -> Probs:
     """Float32 softmax of each edge's alpha row, spread out to the 8 primitive columns."""
+    import torch  # here: genotypes and skip counts are read where torch is not loaded (the CLI's help)
+
     probs = []
     for sw, row in zip(switches, alphas):
         soft = torch.softmax(torch.tensor(row, dtype=torch.float32), dim=-1).tolist()

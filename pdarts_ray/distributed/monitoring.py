@@ -76,5 +76,5 @@ class EvalMetrics(Gauges):
         super().__init__(EVAL_GAUGES, {"experiment": experiment, "run": run, "genotype": genotype})
         self.epochs = epochs
 
-    def on_epoch_end(self, metrics: dict, checkpoint) -> None:  # an evaluate.EvalHooks
+    def on_epoch_end(self, metrics: dict, checkpoint) -> None:  # an evaluation.retrain.EvalHooks
         self.record({**metrics, "epochs": self.epochs})
