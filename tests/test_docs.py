@@ -36,3 +36,12 @@ def test_every_docs_page_is_linked_from_the_readme():
 
 def test_the_readme_is_short():
     assert len((ROOT / "README.md").read_text().splitlines()) <= 220
+
+
+def test_the_stores_column_tables_are_the_rows_definitions():
+    from pdarts_ray.core.rows import EPOCH_ROW, TRIAL_ROW
+    from pdarts_ray.results.store import STORE_KEYS, Row, column_table
+
+    page = (ROOT / "docs" / "results.md").read_text()
+    assert column_table(TRIAL_ROW) in page
+    assert column_table(Row(*STORE_KEYS, *EPOCH_ROW)) in page

@@ -48,12 +48,12 @@ def report_interrupt(stop: KeyboardInterrupt) -> int:
     what, code = ("stopped (SIGTERM)", 143) if isinstance(stop, Stopped) else ("interrupted", 130)
     run_dir = getattr(stop, "run_dir", None)
     if run_dir is not None:
-        from ..core.search import CONFIG_FILE, RESULT_FILE
+        from ..core.run_folder import RunFolder
 
-        if (run_dir / RESULT_FILE).is_file():
+        if RunFolder(run_dir).finished:
             print(f"{what} after the search had finished; its result is in {run_dir}", file=sys.stderr)
             return 0
-        if (run_dir / CONFIG_FILE).is_file():
+        if RunFolder(run_dir).started:
             what += f"; continue with: pdarts-ray search --resume {shlex.quote(str(run_dir))}"
     print(what, file=sys.stderr)
     return code

@@ -161,9 +161,9 @@ def cmd_search(args) -> int:
 
 
 def _refuse_unfinished(out: Path) -> None:
-    from ..core.search import CONFIG_FILE, RESULT_FILE
+    from ..core.run_folder import RunFolder
 
-    if (out / CONFIG_FILE).is_file() and not (out / RESULT_FILE).exists():
+    if RunFolder(out).started and not RunFolder(out).finished:
         raise UserError(
             f"{out}: holds a search that has not finished; continue it with "
             f"`pdarts-ray search --resume {out}` (or choose another --out)"
@@ -173,10 +173,9 @@ def _refuse_unfinished(out: Path) -> None:
 def _print_search_summary(run_dir: Path, result: dict) -> None:
     from rich.table import Table
 
-    from ..core.checkpoint import read_jsonl
-    from ..core.search import METRICS_FILE
+    from ..core.run_folder import RunFolder
 
-    metrics = read_jsonl(run_dir / METRICS_FILE)
+    metrics = RunFolder(run_dir).read_metrics()
     table = Table(title="stages")
     for col in (
         "stage",

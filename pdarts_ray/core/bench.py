@@ -99,11 +99,11 @@ def harness_stage(
         index=stage - 1,
         cells=HARNESS_CELLS[stage] if cells is None else cells,
         ops=sum(switches["normal"][0]),
-        rate=HARNESS_DROPOUT[stage] if rate is None else rate,
+        skip_dropout_rate=HARNESS_DROPOUT[stage] if rate is None else rate,
         last=stage == 3,
     )
     net = Stage(cfg, plan, switches, num_classes=10, device=device, ranks=ranks)
-    net.model.set_skip_dropout(plan.rate)  # the rate at the first searching epoch
+    net.model.set_skip_dropout(plan.skip_dropout_rate)  # the rate at the first searching epoch
     net.model.train()
     return net
 

@@ -219,12 +219,12 @@ def dropout_mask(x, keep: float):
 
 
 class _ScaledDropout(Function):
-    """`dropout(x, p) * scale`, keeping a boolean mask. The mask is drawn as nn.Dropout
+    """`dropout(x, rate) * scale`, keeping a boolean mask. The mask is drawn as nn.Dropout
     draws it (`bernoulli_` in memory order) and the arithmetic is nn.Dropout's."""
 
     @staticmethod
-    def forward(ctx, x, scale, p: float):
-        keep = 1.0 - p
+    def forward(ctx, x, scale, rate: float):
+        keep = 1.0 - rate
         mask = dropout_mask(x, keep)
         ctx.save_for_backward(x, mask, scale)
         ctx.keep = keep
@@ -252,12 +252,12 @@ def op_kind(op: nn.Module) -> str:
     return "skip"
 
 
-def fused_term(kind: str, op: nn.Module, x, scale, train_weights: bool, skip_p: float):
+def fused_term(kind: str, op: nn.Module, x, scale, train_weights: bool, skip_dropout_rate: float):
     """`op(x) * scale` for one candidate op in training mode."""
     if kind == "conv":
         return conv_chain(op, x, scale, train_weights)
     if kind == "pool":
         return _PoolBN.apply(x, scale, op[0], op[1])
     if kind == "skip":
-        return _ScaledDropout.apply(x, scale, skip_p) if skip_p > 0 else x * scale
+        return _ScaledDropout.apply(x, scale, skip_dropout_rate) if skip_dropout_rate > 0 else x * scale
     return op(x) * scale  # a stride-2 skip (FactorizedReduce): few of them, plain autograd

@@ -14,7 +14,6 @@ random states, the finished stages' results).
 
 from __future__ import annotations
 
-import json
 import math
 import platform
 import time
@@ -22,7 +21,6 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import CheckpointDir, append_jsonl, read_jsonl, rewrite_jsonl, write_json_atomic
 from .claim import CLAIM_FILE, claim_folder
 from .config import SearchConfig, from_dict, to_dict
 from .data import DeviceImages, ImageData, load_dataset
@@ -30,6 +28,18 @@ from .errors import UserError
 from .hooks import SearchHooks
 from .memory import PeakMemory
 from .parallel import Ranks
+from .rows import EPOCH_ROW
+from .run_folder import (  # noqa: F401 (the file names, importable from here as before)
+    ALPHAS_FILE,
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    GENOTYPE_FILE,
+    GENOTYPES_FILE,
+    METRICS_FILE,
+    RESULT_FILE,
+    TRAJECTORY_FILE,
+    RunFolder,
+)
 from .runtime import cpu_threads, derived_seed, memory_format, pin_threads, resolve_device
 from .space import (
     NUM_EDGES,
@@ -44,16 +54,6 @@ from .space import (
 )
 from .stage import Stage, StagePlan
 from .version import VERSION as __version__
-
-CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.jsonl"
-TRAJECTORY_FILE = "alpha_trajectory.jsonl"
-ALPHAS_FILE = "alphas.json"
-GENOTYPES_FILE = "genotypes.json"
-GENOTYPE_FILE = "genotype.json"
-RESULT_FILE = "result.json"
-CHECKPOINT_DIR = "checkpoints"
-
 
 # ---------------------------------------------------------------- the search
 
@@ -112,8 +112,9 @@ class ProgressiveSearch:
     ):
         self.cfg = cfg
         self.run_dir = Path(run_dir)
+        self.folder = RunFolder(run_dir)
         self.hooks = hooks or SearchHooks()
-        self.checkpoints = CheckpointDir(self.run_dir / CHECKPOINT_DIR)
+        self.checkpoints = self.folder.checkpoints
         # data-parallel workers (none: this process alone); rank 0 alone writes the run folder
         self.ranks = ranks or Ranks()
 
@@ -124,23 +125,17 @@ class ProgressiveSearch:
         check_out_dir(run_dir)
         resolved = to_dict(cfg)
         resolved["threads"] = cpu_threads(cfg.threads)  # pinned, so a resume computes the same bits
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(run_dir / CONFIG_FILE, resolved)
+        RunFolder(run_dir).write_config(resolved)
         return cls(from_dict(SearchConfig, resolved, str(run_dir / CONFIG_FILE)), run_dir, hooks)
 
     @classmethod
     def open(cls, run_dir: Path, hooks: SearchHooks | None = None) -> ProgressiveSearch:
-        run_dir = Path(run_dir)
-        path = run_dir / CONFIG_FILE
-        if not path.is_file():
+        folder = RunFolder(run_dir)
+        if not folder.started:
             raise UserError(f"{run_dir}: not a search run folder (no {CONFIG_FILE})")
-        if (run_dir / RESULT_FILE).exists():
+        if folder.finished:
             raise UserError(f"{run_dir}: this search has already finished ({RESULT_FILE} exists)")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            raise UserError(f"{path}: not valid JSON") from None
-        return cls(from_dict(SearchConfig, data, str(path)), run_dir, hooks)
+        return cls(from_dict(SearchConfig, folder.read_config(), str(folder / CONFIG_FILE)), run_dir, hooks)
 
     # -- the loop
     def run(
@@ -241,21 +236,21 @@ class ProgressiveSearch:
             if validates(cfg, epoch):
                 valid_acc, valid_loss = stage.validate(images, valid_idx)
             cells = stage.cell_states()
-            row = {
-                "stage": plan.index + 1,
-                "epoch": epoch,
-                "global_epoch": plan.index * cfg.epochs + epoch,
-                **metrics,
-                "valid_acc": valid_acc,
-                "valid_loss": valid_loss,
-                "skip_connects_now": derive(cells["normal"], cells["reduce"]).skip_count(),
-            }
             peak = max(peak, int(self.ranks.max_value(memory.peak())))
             peak_reserved = max(peak_reserved, int(self.ranks.max_value(memory.peak_reserved() or 0)))
             epoch_seconds = time.perf_counter() - t0
             elapsed += epoch_seconds
-            row["epoch_seconds"] = epoch_seconds
-            row["peak_memory_bytes"] = peak
+            row = EPOCH_ROW.make(
+                stage=plan.index + 1,
+                epoch=epoch,
+                global_epoch=plan.index * cfg.epochs + epoch,
+                **metrics,
+                valid_acc=valid_acc,
+                valid_loss=valid_loss,
+                skip_connects_now=derive(cells["normal"], cells["reduce"]).skip_count(),
+                epoch_seconds=epoch_seconds,
+                peak_memory_bytes=peak,
+            )
             summary, next_switches = None, None
             if last_epoch:
                 summary, next_switches = self._end_of_stage(plan, cells, peak, peak_reserved, elapsed)
@@ -281,9 +276,8 @@ class ProgressiveSearch:
                 state["workers"], state["sync_bn"] = self.ranks.world, self.ranks.sync_bn
             checkpoint = None
             if self.ranks.leader:
-                append_jsonl(self.run_dir / METRICS_FILE, row)
-                append_jsonl(
-                    self.run_dir / TRAJECTORY_FILE,
+                self.folder.append_metrics(row)
+                self.folder.append_trajectory(
                     {
                         "stage": plan.index + 1,
                         "epoch": epoch,
@@ -295,7 +289,7 @@ class ProgressiveSearch:
             self.hooks.on_epoch_end(row, checkpoint)
         memory.stop()
         if self.ranks.leader:
-            self._write_stage_files(stages + [summary])
+            self.folder.write_stages(stages + [summary], PRIMITIVES)
         self.hooks.on_stage_end(summary)
         return summary, next_switches
 
@@ -306,7 +300,7 @@ class ProgressiveSearch:
             "stage": plan.index + 1,
             "cells": plan.cells,
             "ops_kept": plan.ops,
-            "skip_dropout": plan.rate,
+            "skip_dropout": plan.skip_dropout_rate,
             "normal": cells["normal"].to_dict(),
             "reduce": cells["reduce"].to_dict(),
             "genotype": derive(cells["normal"], cells["reduce"], cfg.skip_connects).to_dict(),
@@ -324,18 +318,6 @@ class ProgressiveSearch:
         }
         return summary, next_switches
 
-    def _write_stage_files(self, stages: list[dict]) -> None:
-        write_json_atomic(
-            self.run_dir / ALPHAS_FILE,
-            {
-                "primitives": list(PRIMITIVES),
-                **{f"stage{s['stage']}": {"normal": s["normal"], "reduce": s["reduce"]} for s in stages},
-            },
-        )
-        write_json_atomic(
-            self.run_dir / GENOTYPES_FILE, {f"stage{s['stage']}": s["genotype"] for s in stages}
-        )
-
     def _finish(self, stages: list[dict], device: torch.device) -> dict:
         cfg = self.cfg
         if not self.ranks.leader:  # rank 0 writes the result; the others only end with it
@@ -345,13 +327,10 @@ class ProgressiveSearch:
         normal = CellState.from_dict(last["normal"], "normal")
         reduce = CellState.from_dict(last["reduce"], "reduce")
         by_m = derive_all_m(normal, reduce)
-        genotypes = {f"stage{s['stage']}": s["genotype"] for s in stages}
-        genotypes["final_by_M"] = {m: g.to_dict() for m, g in by_m.items()}
         final = by_m[str(cfg.skip_connects)]
-        self._write_stage_files(stages)
-        write_json_atomic(self.run_dir / GENOTYPES_FILE, genotypes)
-        write_json_atomic(self.run_dir / GENOTYPE_FILE, final.to_dict())
-        metrics = read_jsonl(self.run_dir / METRICS_FILE)
+        self.folder.write_stages(stages, PRIMITIVES, {m: g.to_dict() for m, g in by_m.items()})
+        self.folder.write_genotype(final.to_dict())
+        metrics = self.folder.read_metrics()
         valid = [m["valid_acc"] for m in metrics if m.get("valid_acc") is not None]
         result = {
             "genotype": final.to_dict(),
@@ -375,7 +354,7 @@ class ProgressiveSearch:
                 "python": platform.python_version(),
             },
         }
-        write_json_atomic(self.run_dir / RESULT_FILE, result)
+        self.folder.write_result(result)
         self.hooks.on_search_end(result)
         return result
 
@@ -390,8 +369,7 @@ class ProgressiveSearch:
         stages, switches = list(ckpt["stages"]), ckpt["switches"]
         keep = lambda r: (r.get("stage", 0) - 1, r.get("epoch", 0)) <= (stage, epoch)  # noqa: E731
         if self.ranks.leader:
-            for name in (METRICS_FILE, TRAJECTORY_FILE):
-                rewrite_jsonl(self.run_dir / name, [r for r in read_jsonl(self.run_dir / name) if keep(r)])
+            self.folder.keep_epochs(keep)
         if done:
             return {
                 "stage": stage + 1,
@@ -419,8 +397,7 @@ class ProgressiveSearch:
 
     def _forget_unsaved_epochs(self) -> None:
         if self.ranks.leader:
-            for name in (METRICS_FILE, TRAJECTORY_FILE):
-                rewrite_jsonl(self.run_dir / name, [])
+            self.folder.keep_epochs(lambda row: False)
 
     def _load_checkpoint(self, plans: list[StagePlan]) -> dict:
         """The newest checkpoint that is a whole search checkpoint of this run; one that is

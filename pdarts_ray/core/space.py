@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import ast
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-
-import torch
 
 PRIMITIVES: tuple[str, ...] = (
     "none",
@@ -107,6 +105,8 @@ def check_alphas(alphas, switches: Switches, what: str = "alphas") -> list[list[
 
 def probabilities(switches: Switches, alphas: Sequence[Sequence[float]]) -> Probs:
     """Float32 softmax of each edge's alpha row, spread out to the 8 primitive columns."""
+    import torch  # here: genotypes and skip counts are read where torch is not loaded (the CLI's help)
+
     probs = []
     for sw, row in zip(switches, alphas):
         soft = torch.softmax(torch.tensor(row, dtype=torch.float32), dim=-1).tolist()
@@ -249,6 +249,15 @@ def derive_all_m(normal: CellState, reduce: CellState) -> dict[str, Genotype]:
 # ---------------------------------------------------------------- genotype
 
 
+def skip_count(genotype: Genotype | dict | None) -> int | None:
+    """Skip-connects in a genotype's normal cell (the number M limits); None for no genotype.
+    A genotype or its JSON form (`to_dict`)."""
+    if genotype is None:
+        return None
+    normal = genotype.normal if isinstance(genotype, Genotype) else genotype["normal"]
+    return sum(op == "skip_connect" for op, _ in normal)
+
+
 @dataclass(frozen=True)
 class Genotype:
     """A discrete cell pair: per node, two (op, input) genes, ascending input index."""
@@ -290,7 +299,7 @@ class Genotype:
         return len(self.normal) // 2
 
     def skip_count(self) -> int:
-        return sum(op == "skip_connect" for op, _ in self.normal)
+        return skip_count(self)
 
     def to_dict(self) -> dict:
         return {
@@ -400,14 +409,3 @@ def _literal(node, name):
         return ast.literal_eval(node)
     except ValueError:
         raise ValueError(f"genotype: field '{name}' must be a literal") from None
-
-
-def load_genotype_text(text: str, source: str) -> Genotype:
-    try:
-        return Genotype.parse(text)
-    except ValueError as err:
-        raise ValueError(f"{source}: {err}") from None
-
-
-def genotypes_equal(a: Iterable, b: Iterable) -> bool:
-    return [list(g) for g in a] == [list(g) for g in b]

@@ -54,7 +54,7 @@ class StagePlan:
     index: int  # 0-based
     cells: int
     ops: int
-    rate: float
+    skip_dropout_rate: float  # the stage's entry of the config's skip_dropout
     last: bool
 
 
@@ -84,7 +84,7 @@ class Stage:
             plan.cells,
             switches["normal"],
             switches["reduce"],
-            plan.rate,
+            plan.skip_dropout_rate,
             alpha_generator=alpha_gen,
             kernels=kernels,
         )
@@ -176,7 +176,7 @@ class Stage:
         cfg = self.cfg
         for group in self.opt_w.param_groups:
             group["lr"] = lr_at(cfg, epoch)
-        rate = skip_dropout_at(self.plan.rate, epoch, cfg.epochs, cfg.warmup_epochs)
+        rate = skip_dropout_at(self.plan.skip_dropout_rate, epoch, cfg.epochs, cfg.warmup_epochs)
         self.model.set_skip_dropout(rate)
         self.model.train()
         search_arch = epoch >= cfg.warmup_epochs

@@ -22,14 +22,14 @@ class SkipDropout(nn.Module):
     nn.Dropout's computation, x * (mask / keep), with the mask drawn as nn.Dropout draws
     it, only faster (see `dropout_mask`)."""
 
-    def __init__(self, p: float):
+    def __init__(self, rate: float):
         super().__init__()
-        self.p = p
+        self.rate = rate
 
     def forward(self, x):
-        if not self.training or self.p == 0:
+        if not self.training or self.rate == 0:
             return x
-        keep = 1.0 - self.p
+        keep = 1.0 - self.rate
         return x * dropout_mask(x, keep).to(x.dtype).div_(keep)
 
 
@@ -38,10 +38,10 @@ class MixedOp(nn.Module):
 
     `none` keeps its column in the alpha row (it takes softmax mass) but is never
     built or run: its term is zero. With `kernels="lean"` each term is one memory-lean
-    kernel (see fused.py); with "reference" the modules run as plain PyTorch.
+    kernel (kernels.py); with "reference" the modules run as plain PyTorch.
     """
 
-    def __init__(self, C: int, stride: int, switch_row, skip_dropout: float):
+    def __init__(self, C: int, stride: int, switch_row, skip_dropout_rate: float):
         super().__init__()
         self.ops = nn.ModuleList()
         self.skip_dropout: SkipDropout | None = None
@@ -55,8 +55,8 @@ class MixedOp(nn.Module):
             op = build_op(name, C, stride, affine=False)
             if "pool" in name:
                 op = nn.Sequential(op, nn.BatchNorm2d(C, affine=False))
-            if isinstance(op, Identity) and skip_dropout > 0:
-                self.skip_dropout = SkipDropout(skip_dropout)
+            if isinstance(op, Identity) and skip_dropout_rate > 0:
+                self.skip_dropout = SkipDropout(skip_dropout_rate)
                 op = nn.Sequential(op, self.skip_dropout)
             self.ops.append(op)
             self.names.append(name)
@@ -80,10 +80,10 @@ class MixedOp(nn.Module):
             return x.new_zeros(n, c, h // self.stride, w // self.stride)
         w = weights.index_select(0, self.columns)
         if kernels == "lean":
-            p = self.skip_dropout.p if self.skip_dropout is not None else 0.0
+            rate = self.skip_dropout.rate if self.skip_dropout is not None else 0.0
             out = None
             for k, kind in enumerate(self.kinds):
-                term = fused_term(kind, self.ops[k], x, w[k], train_weights, p)
+                term = fused_term(kind, self.ops[k], x, w[k], train_weights, rate)
                 out = term if out is None else out.add_(term)  # in place: no kernel keeps its output
             return out
         out = self.ops[0](x) * w[0]
@@ -93,7 +93,7 @@ class MixedOp(nn.Module):
 
 
 class SearchCell(nn.Module):
-    def __init__(self, C_pp, C_p, C, reduction, reduction_prev, switches: Switches, skip_dropout):
+    def __init__(self, C_pp, C_p, C, reduction, reduction_prev, switches: Switches, skip_dropout_rate: float):
         super().__init__()
         self.reduction = reduction
         self.preprocess0 = (
@@ -103,7 +103,7 @@ class SearchCell(nn.Module):
         )
         self.preprocess1 = ReLUConvBN(C_p, C, 1, 1, 0, affine=False)
         self.edges = nn.ModuleList(
-            MixedOp(C, 2 if reduction and edge_input(e) < 2 else 1, switches[e], skip_dropout)
+            MixedOp(C, 2 if reduction and edge_input(e) < 2 else 1, switches[e], skip_dropout_rate)
             for e in range(NUM_EDGES)
         )
 
@@ -145,14 +145,13 @@ class SearchNetwork(nn.Module):
         layers: int,
         switches_normal: Switches,
         switches_reduce: Switches,
-        skip_dropout: float = 0.0,
+        skip_dropout_rate: float = 0.0,
         in_channels: int = 3,
         alpha_generator: torch.Generator | None = None,
         kernels: str = "lean",
     ):
         super().__init__()
         self.kernels = kernels
-        self.skip_dropout = skip_dropout
         stem_c = 3 * C
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, stem_c, 3, padding=1, bias=False), nn.BatchNorm2d(stem_c)
@@ -165,7 +164,9 @@ class SearchNetwork(nn.Module):
             if reduction:
                 C_cur *= 2
             switches = switches_reduce if reduction else switches_normal
-            self.cells.append(SearchCell(C_pp, C_p, C_cur, reduction, reduction_prev, switches, skip_dropout))
+            self.cells.append(
+                SearchCell(C_pp, C_p, C_cur, reduction, reduction_prev, switches, skip_dropout_rate)
+            )
             reduction_prev = reduction
             C_pp, C_p = C_p, STEPS * C_cur
         self.classifier = nn.Linear(C_p, num_classes)
@@ -192,10 +193,11 @@ class SearchNetwork(nn.Module):
     def weight_parameters(self) -> list[nn.Parameter]:
         return [p for name, p in self.named_parameters() if not name.startswith("alphas_")]
 
-    def set_skip_dropout(self, p: float):
+    def set_skip_dropout(self, rate: float):
+        """The skip-dropout rate of every skip-connect (the stage sets it every epoch)."""
         for m in self.modules():
             if isinstance(m, SkipDropout):
-                m.p = p
+                m.rate = rate
 
     def forward(self, x, arch_grad: bool = True, weight_grad: bool = True):  # x: N,3,H,W -> logits N,classes
         """`arch_grad=False` in the weight step, `weight_grad=False` in the architecture step:

@@ -38,7 +38,7 @@ class KindGroup:
     @property
     def skip_rate(self) -> float:
         op = self.ops[0]
-        return op[1].p if isinstance(op, nn.Sequential) else 0.0
+        return op[1].rate if isinstance(op, nn.Sequential) else 0.0
 
     @property
     def eps(self) -> float:

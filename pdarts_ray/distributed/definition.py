@@ -17,25 +17,13 @@ from pathlib import Path
 
 from ..core.config import SEARCH_PRESETS, SearchConfig, apply_overrides, from_dict, read_config_file, to_dict
 from ..core.errors import UserError
+from ..core.rows import EPOCH_ROW
 
 SPACE_KINDS = ("choice", "grid", "uniform", "loguniform", "randint")
 SEARCHERS = ("optuna", "grid")
 
 
-EPOCH_METRICS = (
-    "stage",
-    "epoch",
-    "global_epoch",
-    "train_loss",
-    "train_acc",
-    "valid_acc",
-    "valid_loss",
-    "skip_dropout",
-    "lr",
-    "epoch_seconds",
-    "skip_connects_now",
-    "peak_memory_bytes",
-)
+EPOCH_METRICS = EPOCH_ROW.names  # every trial reports each epoch's row
 FINAL_METRICS = ("best_valid_acc", "final_valid_acc", "skip_connects_before_refinement", "search_seconds")
 DEF_KEYS = (
     "name",

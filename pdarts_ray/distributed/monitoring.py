@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-# metric name -> (field of the epoch's metrics row, description)
+# metric name -> (column of the epoch row, core/rows.py; description)
 GAUGES = {
     "pdarts_stage": ("stage", "P-DARTS search stage (1..3) the trial is in"),
     "pdarts_epoch": ("epoch", "Epoch within the current stage (from 0)"),
@@ -76,5 +76,5 @@ class EvalMetrics(Gauges):
         super().__init__(EVAL_GAUGES, {"experiment": experiment, "run": run, "genotype": genotype})
         self.epochs = epochs
 
-    def on_epoch_end(self, metrics: dict, checkpoint) -> None:  # an evaluate.EvalHooks
+    def on_epoch_end(self, metrics: dict, checkpoint) -> None:  # an evaluation.retrain.EvalHooks
         self.record({**metrics, "epochs": self.epochs})

@@ -13,6 +13,7 @@ import shlex
 from pathlib import Path
 
 from ..core.errors import UserError
+from ..core.run_folder import GENOTYPE_FILE, RunFolder
 from ..core.space import MAX_GENOTYPE_TEXT, Genotype
 from .published import PUBLISHED_CELLS, canonical_name
 
@@ -26,7 +27,7 @@ def load_genotype(name_or_path: str) -> tuple[str, Genotype]:
 
     A file holds JSON (a genotype object, or any object with a "genotype" key such as a
     run's result.json) or the official code's `Genotype(normal=[...], ...)` text, parsed
-    as data. A folder stands for its genotype.json (a search run folder).
+    as data. A folder stands for its genotype file (a search run folder, core/run_folder.py).
     """
     key = name_or_path.strip()
     name = canonical_name(key)
@@ -34,12 +35,12 @@ def load_genotype(name_or_path: str) -> tuple[str, Genotype]:
         return name, PUBLISHED[name]
     path = Path(key).expanduser()
     if path.is_dir():
-        path = path / "genotype.json"
+        path = path / GENOTYPE_FILE
         if not path.is_file():
             state = unfinished_search(Path(key).expanduser())
             raise UserError(
                 f"{name_or_path}: "
-                + (f"no genotype.json yet: {state}" if state else "a folder without genotype.json")
+                + (f"no {GENOTYPE_FILE} yet: {state}" if state else f"a folder without {GENOTYPE_FILE}")
             )
     elif not path.exists():
         raise UserError(
@@ -81,14 +82,14 @@ def unfinished_search(folder: Path) -> str | None:
     search and for any other folder."""
     from ..core.claim import CLAIM_FILE, Claim, LocalClaimFiles, describe
 
-    folder = Path(folder)
+    run = RunFolder(folder)
     try:
-        config = json.loads((folder / "config.json").read_text())
-    except (OSError, ValueError):
+        config = run.read_config()
+    except UserError:
         return None
-    if not isinstance(config, dict) or "ops_kept" not in config or (folder / "result.json").exists():
+    if "ops_kept" not in config or run.finished:
         return None
-    files = LocalClaimFiles(folder / CLAIM_FILE)
+    files = LocalClaimFiles(run / CLAIM_FILE)
     try:
         claim = files.read()
         holder = json.loads(claim[0]) if claim else None

@@ -18,7 +18,6 @@ per epoch, then the final weights and result.json.
 
 from __future__ import annotations
 
-import json
 import math
 import platform
 import time
@@ -29,17 +28,11 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..core.checkpoint import (
-    CheckpointDir,
-    append_jsonl,
-    read_jsonl,
-    rewrite_jsonl,
-    write_bytes_atomic,
-    write_json_atomic,
-)
 from ..core.config import from_dict, to_dict
 from ..core.data import ImageData
 from ..core.errors import UserError
+from ..core.run_folder import CONFIG_FILE, GENOTYPE_FILE, METRICS_FILE, RESULT_FILE, RunFolder
+from ..core.run_folder import read_json as read_json  # importable from here as before
 from ..core.runtime import cpu_threads, derived_seed, pin_threads, resolve_device
 from ..core.search import check_out_dir
 from ..core.space import Genotype
@@ -49,12 +42,6 @@ from .counting import network_cost
 from .data import check_data, eval_memory_format, open_data
 from .network import EvalNetwork, build_network
 
-CONFIG_FILE = "config.json"
-GENOTYPE_FILE = "genotype.json"
-METRICS_FILE = "metrics.jsonl"
-RESULT_FILE = "result.json"
-WEIGHTS_FILE = "weights.pt"
-CHECKPOINT_DIR = "checkpoints"
 LINEAR_TAIL_EPOCHS = 5  # the reference's linear decay takes a smaller slope over the last 5 epochs
 
 
@@ -227,7 +214,8 @@ class EvalRun:
     def __init__(self, cfg: EvalConfig, genotype: Genotype, run_dir: Path, name: str = ""):
         self.cfg, self.genotype, self.name = cfg, genotype, name
         self.run_dir = Path(run_dir)
-        self.checkpoints = CheckpointDir(self.run_dir / CHECKPOINT_DIR)
+        self.folder = RunFolder(run_dir)
+        self.checkpoints = self.folder.checkpoints
 
     @classmethod
     def create(cls, cfg: EvalConfig, genotype: Genotype, run_dir: Path, name: str = "") -> EvalRun:
@@ -236,25 +224,25 @@ class EvalRun:
         resolved = to_dict(cfg)
         # pinned, so a resume computes the same bits; local workers share the cores
         resolved["threads"] = cfg.threads or max(1, cpu_threads(0) // cfg.workers)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(run_dir / GENOTYPE_FILE, {"name": name, **genotype.to_dict()})
-        write_json_atomic(run_dir / CONFIG_FILE, resolved)
-        return cls(from_dict(EvalConfig, resolved, str(run_dir / CONFIG_FILE)), genotype, run_dir, name)
+        folder = RunFolder(run_dir)
+        folder.path.mkdir(parents=True, exist_ok=True)
+        folder.write_genotype({"name": name, **genotype.to_dict()})
+        folder.write_config(resolved)
+        return cls(from_dict(EvalConfig, resolved, str(folder / CONFIG_FILE)), genotype, run_dir, name)
 
     @classmethod
     def open(cls, run_dir: Path) -> EvalRun:
-        run_dir = Path(run_dir)
-        path = run_dir / CONFIG_FILE
-        if not path.is_file() or not (run_dir / GENOTYPE_FILE).is_file():
+        folder = RunFolder(run_dir)
+        if not folder.started or not folder.has(GENOTYPE_FILE):
             raise UserError(f"{run_dir}: not an evaluation run folder (no {CONFIG_FILE} and {GENOTYPE_FILE})")
-        if (run_dir / RESULT_FILE).exists():
+        if folder.finished:
             raise UserError(f"{run_dir}: this evaluation has already finished ({RESULT_FILE} exists)")
-        cfg = from_dict(EvalConfig, read_json(path), str(path))
-        data = read_json(run_dir / GENOTYPE_FILE)
+        cfg = from_dict(EvalConfig, folder.read_config(), str(folder / CONFIG_FILE))
+        data = folder.read_genotype()
         try:
             genotype = Genotype.from_dict({k: v for k, v in data.items() if k != "name"})
         except ValueError as err:
-            raise UserError(f"{run_dir / GENOTYPE_FILE}: {err}") from None
+            raise UserError(f"{folder / GENOTYPE_FILE}: {err}") from None
         return cls(cfg, genotype, run_dir, str(data.get("name", "")))
 
     def saved_state(self) -> dict | None:
@@ -294,9 +282,8 @@ class EvalRun:
                     f"{self.checkpoints.folder}: checkpoint does not fit this run's "
                     f"{CONFIG_FILE} and {GENOTYPE_FILE}"
                 ) from None
-        if ranks.rank == 0 and (self.run_dir / METRICS_FILE).exists():  # each epoch appears once
-            rows = read_jsonl(self.run_dir / METRICS_FILE)
-            rewrite_jsonl(self.run_dir / METRICS_FILE, [r for r in rows if r.get("epoch", 0) < first_epoch])
+        if ranks.rank == 0 and self.folder.has(METRICS_FILE):  # each epoch appears once
+            self.folder.keep_epochs(lambda r: r.get("epoch", 0) < first_epoch, files=(METRICS_FILE,))
         net = model
         if ranks.active:
             device_ids = [device.index] if device.type == "cuda" else None
@@ -315,7 +302,7 @@ class EvalRun:
             last_row = row
             checkpoint = None
             if ranks.rank == 0:
-                append_jsonl(self.run_dir / METRICS_FILE, row)
+                self.folder.append_metrics(row)
                 checkpoint = self.checkpoints.save(
                     {
                         "epoch": epoch,
@@ -335,7 +322,7 @@ class EvalRun:
     ) -> dict:
         cfg = self.cfg
         buffer = _state_bytes(model.state_dict())
-        write_bytes_atomic(self.run_dir / WEIGHTS_FILE, buffer)
+        self.folder.write_weights(buffer)
         cost = network_cost(self.genotype, cfg.network, cfg.channels, cfg.layers, num_classes, cfg.image_size)
         result = {
             "top1": last["test_acc"],
@@ -357,7 +344,7 @@ class EvalRun:
                 "python": platform.python_version(),
             },
         }
-        write_json_atomic(self.run_dir / RESULT_FILE, result)
+        self.folder.write_result(result)
         return result
 
 
@@ -367,16 +354,6 @@ def _state_bytes(state: dict) -> bytes:
     buf = io.BytesIO()
     torch.save({k: v.detach().cpu() for k, v in state.items()}, buf)
     return buf.getvalue()
-
-
-def read_json(path: Path) -> dict:
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError):
-        raise UserError(f"{path}: cannot read it as JSON") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a JSON object")
-    return data
 
 
 # ---------------------------------------------------------------- entry points

@@ -5,13 +5,13 @@ rate, and peak memory per stage.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.errors import UserError
+from ..core.run_folder import CONFIG_FILE, METRICS_FILE, TRAJECTORY_FILE, RunFolder
 from ..core.space import NUM_EDGES, NUM_OPS, PRIMITIVES, STEPS, edge_input, node_edges
 from .style import check_targets, op_colour, plt, prepare_dir, save_figure, state_label, targets
 
@@ -42,49 +42,34 @@ class RunData:
         return (int(row["stage"]) - 1) * self.epochs + int(row["epoch"])
 
 
-def _read_json(path: Path, what: str):
-    try:
-        return json.loads(path.read_text())
-    except OSError as err:
-        raise UserError(f"{path}: cannot read {what} ({err.strerror})") from None
-    except json.JSONDecodeError as err:
-        raise UserError(f"{path}: {what} is not valid JSON ({err.msg} at line {err.lineno})") from None
-
-
 def load_run(run_dir: Path) -> RunData:
     """Read a search run folder; an unfinished run's current-stage switches are rebuilt
     the way the search builds them (the first stage's from the config, later ones by
     pruning the previous stage's final alphas)."""
-    from ..core.checkpoint import read_jsonl
     from ..core.config import SearchConfig, from_dict
     from ..evaluation.genotypes import unfinished_search
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"{run_dir}: not a folder")
-    config_path = run_dir / "config.json"
-    if (
-        not config_path.is_file()
-        or not (run_dir / "alpha_trajectory.jsonl").is_file()
-        and not (run_dir / "metrics.jsonl").is_file()
-    ):
-        raise UserError(f"{run_dir}: not a search run folder (no config.json and metrics.jsonl)")
-    data = _read_json(config_path, "config")
+    folder = RunFolder(run_dir)
+    if not folder.started or not folder.has(TRAJECTORY_FILE) and not folder.has(METRICS_FILE):
+        raise UserError(f"{run_dir}: not a search run folder (no {CONFIG_FILE} and {METRICS_FILE})")
+    data = folder.read_config()
     try:
-        cfg = from_dict(SearchConfig, data, str(config_path))
+        cfg = from_dict(SearchConfig, data, str(folder / CONFIG_FILE))
     except UserError as err:
         raise UserError(f"{run_dir}: not a search run folder ({err})") from None
-    metrics = read_jsonl(run_dir / "metrics.jsonl")
-    trajectory = read_jsonl(run_dir / "alpha_trajectory.jsonl")
+    metrics = folder.read_metrics()
+    trajectory = folder.read_trajectory()
     if not metrics and not trajectory:
         state = unfinished_search(run_dir)
         raise UserError(
             f"{run_dir}: nothing to plot yet (no epoch has finished)" + (f"; {state}" if state else "")
         )
-    alphas = _read_json(run_dir / "alphas.json", "alphas") if (run_dir / "alphas.json").is_file() else {}
+    alphas = folder.read_alphas()
     primitives = tuple(alphas.get("primitives", PRIMITIVES))
-    result_path = run_dir / "result.json"
-    result = _read_json(result_path, "result") if result_path.is_file() else None
+    result = folder.read_result() if folder.finished else None
 
     switches: dict[int, dict] = {}
     stages = sorted({int(r["stage"]) for r in trajectory})

@@ -2,29 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 
-from ..core.checkpoint import read_jsonl
 from ..core.errors import UserError
+from ..core.run_folder import CONFIG_FILE, RESULT_FILE, RunFolder
 from .files import experiment_path, storage_root
 from .store import has_trial, trial_row, write_epochs, write_trial
-
-# ---------------------------------------------------------------- importing a run folder
-
-
-def _read_json(path: str) -> dict:
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise UserError(f"{path}: missing") from None
-    except (OSError, json.JSONDecodeError) as err:
-        raise UserError(f"{path}: not readable JSON ({err})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a JSON object")
-    return data
 
 
 def import_run(run_dir: str, storage: str, name: str) -> dict:
@@ -35,19 +19,18 @@ def import_run(run_dir: str, storage: str, name: str) -> dict:
     import hashlib
 
     run_dir = os.path.abspath(os.path.expanduser(run_dir))
-    if not os.path.isfile(os.path.join(run_dir, "config.json")):
-        raise UserError(f"{run_dir}: not a search run folder (no config.json)")
-    if not os.path.isfile(os.path.join(run_dir, "result.json")):
-        raise UserError(f"{run_dir}: the search has not finished (no result.json); resume it first")
-    config = _read_json(os.path.join(run_dir, "config.json"))
-    result = _read_json(os.path.join(run_dir, "result.json"))
-    genotypes = _read_json(os.path.join(run_dir, "genotypes.json"))
-    metrics_path = os.path.join(run_dir, "metrics.jsonl")
-    metrics = read_jsonl(metrics_path)
+    folder = RunFolder(run_dir)
+    if not folder.started:
+        raise UserError(f"{run_dir}: not a search run folder (no {CONFIG_FILE})")
+    if not folder.has(RESULT_FILE):
+        raise UserError(f"{run_dir}: the search has not finished (no {RESULT_FILE}); resume it first")
+    config = folder.read_config()
+    result = folder.read_result()
+    genotypes = folder.read_genotypes()
+    metrics = folder.read_metrics()
     digest = hashlib.sha256()
-    for part in ("config.json", "result.json"):
-        with open(os.path.join(run_dir, part), "rb") as f:
-            digest.update(f.read())
+    for part in (CONFIG_FILE, RESULT_FILE):
+        digest.update((folder / part).read_bytes())
     stem = re.sub(r"[^A-Za-z0-9_.=+-]", "_", os.path.basename(run_dir.rstrip(os.sep))).lstrip("._-=+")[:80]
     trial_id = f"{stem or 'run'}-{digest.hexdigest()[:12]}"
     root = storage_root(storage)
@@ -67,8 +50,8 @@ def import_run(run_dir: str, storage: str, name: str) -> dict:
         config,
         result,
         genotypes,
-        started=os.path.getmtime(os.path.join(run_dir, "config.json")),
-        finished=os.path.getmtime(os.path.join(run_dir, "result.json")),
+        started=os.path.getmtime(folder / CONFIG_FILE),
+        finished=os.path.getmtime(folder / RESULT_FILE),
     )
     # epochs first: the trial row marks the import complete, and an interrupted import redone
     # only adds epoch parts that the reader deduplicates

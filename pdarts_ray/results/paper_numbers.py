@@ -33,7 +33,6 @@ TABLE3_MEMORY_GB: list[list[Published]] = [
     [_p(9.8, _T3, 1), _p(14.4, _T3, 1), _p(14.5, _T3, 1)],
     [_p(9.8, _T3, 1), _p(14.2, _T3, 1), _p(14.3, _T3, 1)],
 ]
-TABLE3_MEMORY_LIMIT_GB = _p(16.0, "Table 3 caption (the memory limit is 16GB)", 0)
 
 _F3 = "Figure 3 / section 4.4.1"
 # Figure 3: the normal cells found after each stage, retrained, and DARTS V2 retrained the same way.

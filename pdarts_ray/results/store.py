@@ -29,6 +29,8 @@ import pyarrow.fs as pafs
 
 from ..core.config import SearchConfig
 from ..core.errors import UserError
+from ..core.rows import CONFIG_PREFIX, EPOCH_ROW, TRIAL_ROW, Row
+from ..core.space import skip_count
 from ..core.version import VERSION as __version__
 from .files import (
     SAFE_NAME,
@@ -55,76 +57,50 @@ MAX_M = 8
 
 # ---------------------------------------------------------------- schemas
 
+_SCALARS = {
+    "int": pa.int64(),
+    "float": pa.float64(),
+    "str": pa.string(),
+    "bool": pa.bool_(),
+    "timestamp": TIMESTAMP,
+}
 
-def _arrow_type(annotation: str) -> pa.DataType:
-    ann = annotation.replace(" ", "").removesuffix("|None")
-    scalar = {"int": pa.int64(), "float": pa.float64(), "str": pa.string(), "bool": pa.bool_()}
-    if ann.startswith("list["):
-        return pa.list_(scalar[ann[5:-1]])
-    return scalar[ann]
+
+def arrow_type(kind: str) -> pa.DataType:
+    """The Parquet column type of a row column's kind (core/rows.py)."""
+    if kind.startswith("list["):
+        return pa.list_(_SCALARS[kind[5:-1]])
+    return _SCALARS[kind]
+
+
+def schema_of(row: Row) -> pa.Schema:
+    return pa.schema([(c.name, arrow_type(c.kind)) for c in row])
 
 
 CONFIG_KEYS = tuple(f.name for f in dataclasses.fields(SearchConfig))
-
-TRIAL_SCHEMA = pa.schema(
-    [
-        ("experiment", pa.string()),
-        ("trial_id", pa.string()),
-        ("status", pa.string()),
-        ("failure", pa.string()),
-        ("seed", pa.int64()),
-    ]
-    + [(f"cfg_{f.name}", _arrow_type(f.type)) for f in dataclasses.fields(SearchConfig)]
-    + [
-        ("stage_peak_memory_bytes", pa.list_(pa.int64())),
-        ("stage_peak_memory_reserved_bytes", pa.list_(pa.int64())),
-        ("peak_memory_kind", pa.string()),
-        ("stage_seconds", pa.list_(pa.float64())),
-        ("stage_skip_connects_before_refinement", pa.list_(pa.int64())),
-        ("stage_genotypes", pa.list_(pa.string())),
-        ("genotype", pa.string()),
-        ("genotypes_by_m", pa.string()),
-        ("skip_connects_before_refinement", pa.int64()),
-        ("skip_connects_after_refinement", pa.int64()),
-        ("best_valid_acc", pa.float64()),
-        ("final_valid_acc", pa.float64()),
-        ("device", pa.string()),
-        ("threads", pa.int64()),
-        ("workers", pa.int64()),
-        ("version_pdarts_ray", pa.string()),
-        ("version_torch", pa.string()),
-        ("version_python", pa.string()),
-        ("version_pyarrow", pa.string()),
-        ("started", TIMESTAMP),
-        ("finished", TIMESTAMP),
-    ]
-)
-
-EPOCH_SCHEMA = pa.schema(
-    [
-        ("experiment", pa.string()),
-        ("trial_id", pa.string()),
-        ("stage", pa.int64()),
-        ("epoch", pa.int64()),
-        ("global_epoch", pa.int64()),
-        ("train_loss", pa.float64()),
-        ("train_acc", pa.float64()),
-        ("valid_acc", pa.float64()),
-        ("valid_loss", pa.float64()),
-        ("skip_dropout", pa.float64()),
-        ("lr", pa.float64()),
-        ("skip_connects_now", pa.int64()),
-        ("epoch_seconds", pa.float64()),
-        ("peak_memory_bytes", pa.int64()),
-    ]
-)
+STORE_KEYS = (TRIAL_ROW["experiment"], TRIAL_ROW["trial_id"])  # what the store adds to an epoch row
+TRIAL_SCHEMA = schema_of(TRIAL_ROW)
+EPOCH_SCHEMA = schema_of(Row(*STORE_KEYS, *EPOCH_ROW))
 
 
-def skip_count(genotype: dict | None) -> int | None:
-    """Skip-connects in a genotype's normal cell (the number M limits)."""
-    if genotype is None:
-        return None
-    return sum(gene[0] == "skip_connect" for gene in genotype["normal"])
+def column_table(row: Row) -> str:
+    """A row's columns as the Markdown table docs/results.md shows; the config's as one line."""
+    lines = ["| column | type | meaning |", "|---|---|---|"]
+    configs = [c for c in row if c.name.startswith(CONFIG_PREFIX)]
+    examples = ", ".join(f"`{c.name}`: {_type_text(c.kind)}" for c in configs if c.name in CONFIG_EXAMPLES)
+    for c in row:
+        if configs and c is configs[0]:
+            lines.append(f"| `{CONFIG_PREFIX}<key>` | per key | {c.meaning} ({examples}, ...) |")
+        elif c not in configs:
+            lines.append(f"| `{c.name}` | {_type_text(c.kind)} | {c.meaning} |")
+    return "\n".join(lines) + "\n"
+
+
+CONFIG_EXAMPLES = ("cfg_cells", "cfg_skip_dropout")
+
+
+def _type_text(kind: str) -> str:
+    return str(arrow_type(kind)).replace("item: ", "")
 
 
 def trial_row(
@@ -162,7 +138,7 @@ def trial_row(
         "status": status,
         "failure": failure,
         "seed": config.get("seed"),
-        **{f"cfg_{k}": config.get(k) for k in CONFIG_KEYS},
+        **{f"{CONFIG_PREFIX}{k}": config.get(k) for k in CONFIG_KEYS},
         "stage_peak_memory_bytes": result.get("peak_memory_bytes"),
         "stage_peak_memory_reserved_bytes": result.get("peak_memory_reserved_bytes"),
         "peak_memory_kind": result.get("peak_memory_kind"),
@@ -185,7 +161,7 @@ def trial_row(
         "started": utc_time(started),
         "finished": utc_time(finished),
     }
-    return row
+    return TRIAL_ROW.make(**row)
 
 
 def _trial_file(storage: str, experiment: str, trial_id: str) -> tuple[pafs.FileSystem, str]:

@@ -16,20 +16,12 @@ from pathlib import Path
 
 from ..core.errors import UserError
 from ..core.hooks import SearchHooks
+from ..core.rows import EPOCH_ROW
+from ..core.run_folder import GENOTYPE_FILE, GENOTYPES_FILE, RunFolder
 
 TRACKING_FILE = "mlflow.json"
-EPOCH_KEYS = (
-    "train_loss",
-    "train_acc",
-    "valid_acc",
-    "valid_loss",
-    "skip_dropout",
-    "lr",
-    "skip_connects_now",
-    "epoch_seconds",
-    "peak_memory_bytes",
-    "stage",
-)
+# an epoch's metrics are logged at step `global_epoch`, which also tells its epoch
+EPOCH_KEYS = tuple(name for name in EPOCH_ROW.names if name not in ("epoch", "global_epoch"))
 
 
 def mlflow_client(tracking_uri: str):
@@ -100,6 +92,7 @@ class MlflowSearch(SearchHooks):
     def __init__(self, tracking_uri: str, experiment: str, run_dir: Path):
         self.client = mlflow_client(check_tracking_uri(tracking_uri))
         self.experiment, self.run_dir = experiment, Path(run_dir)
+        self.folder = RunFolder(run_dir)
         self.run_id: str | None = None
         self.finished = False
 
@@ -115,7 +108,7 @@ class MlflowSearch(SearchHooks):
             run_name=self.run_dir.name,
             tags={"pdarts_ray.run_dir": str(self.run_dir.resolve())},
         )
-        config = json.loads((self.run_dir / "config.json").read_text())
+        config = self.folder.read_config()
         _, Param = _entities()
         self.client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in search_params(config).items()])
         saved.write_text(json.dumps({"tracking_uri": self.client.tracking_uri, "run_id": run.info.run_id}))
@@ -124,10 +117,8 @@ class MlflowSearch(SearchHooks):
     def _log_missed_epochs(self, run_id: str) -> None:
         """Epochs the run folder holds but MLflow lacks: those whose process stopped between
         the epoch's checkpoint and its metrics reaching MLflow."""
-        from ..core.checkpoint import read_jsonl
-
         logged = {m.step for m in self.client.get_metric_history(run_id, "train_loss")}
-        for row in read_jsonl(self.run_dir / "metrics.jsonl"):
+        for row in self.folder.read_metrics():
             if row["global_epoch"] not in logged:
                 self._log_epoch(run_id, row)
 
@@ -153,10 +144,9 @@ class MlflowSearch(SearchHooks):
             self.run_id = self._start()
         for key, value in final_metrics(result).items():
             self.client.log_metric(self.run_id, key, value)
-        self.client.log_dict(self.run_id, result["genotype"], "genotype.json")
-        genotypes = self.run_dir / "genotypes.json"
-        if genotypes.is_file():
-            self.client.log_dict(self.run_id, json.loads(genotypes.read_text()), "genotypes.json")
+        self.client.log_dict(self.run_id, result["genotype"], GENOTYPE_FILE)
+        if self.folder.has(GENOTYPES_FILE):
+            self.client.log_dict(self.run_id, self.folder.read_genotypes(), GENOTYPES_FILE)
         self.client.set_terminated(self.run_id, "FINISHED")
         self.finished = True
 

@@ -44,7 +44,7 @@ def pair(masks, dtype=torch.float64, fmt=CL, rate=0.0, channels=4, layers=5):
         10,
         layers,
         *masks,
-        skip_dropout=rate,
+        skip_dropout_rate=rate,
         alpha_generator=torch.Generator().manual_seed(1),
         kernels="reference",
     )

@@ -192,7 +192,7 @@ def test_step_flops_are_the_supernets_arithmetic(stage):
         index=stage - 1,
         cells=HARNESS_CELLS[stage],
         ops=sum(switches["normal"][0]),
-        rate=HARNESS_DROPOUT[stage],
+        skip_dropout_rate=HARNESS_DROPOUT[stage],
         last=stage == 3,
     )
     net = Stage(cfg, plan, switches, num_classes=10, device=torch.device("cpu"))

@@ -64,7 +64,7 @@ def test_network_steps_are_bit_identical(stage, which, memory_format):
 def test_every_op_kind_alone(name, stride):
     row = [p == name for p in PRIMITIVES]
     torch.manual_seed(0)
-    ref = MixedOp(8, stride, row, skip_dropout=0.3).to(memory_format=CL).train()
+    ref = MixedOp(8, stride, row, skip_dropout_rate=0.3).to(memory_format=CL).train()
     lean = copy.deepcopy(ref)
     results = []
     for net, kernels in ((ref, "reference"), (lean, "lean")):

@@ -105,7 +105,7 @@ def ours(case: str, kernels: str) -> dict:
         c["layers"],
         switches(fx["switches_normal"]),
         switches(fx["switches_reduce"]),
-        skip_dropout=c["skip_dropout"],
+        skip_dropout_rate=c["skip_dropout"],
         kernels=kernels,
     )
     net = net.double().train()

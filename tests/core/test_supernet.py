@@ -12,7 +12,7 @@ from pdarts_ray.core.supernet import MixedOp, SearchNetwork, SkipDropout
 def test_mixed_op_skips_none_but_keeps_its_weight():
     torch.manual_seed(0)
     row = [True, False, True, True, True, False, False, False]  # none, avg pool, skip, sep 3x3
-    op = MixedOp(4, 1, row, skip_dropout=0.0).eval()
+    op = MixedOp(4, 1, row, skip_dropout_rate=0.0).eval()
     assert len(op.ops) == 3  # `none` is not built
     x = torch.randn(2, 4, 6, 6)
     alphas = torch.tensor([2.0, 0.1, -0.3, 0.5])
@@ -28,12 +28,12 @@ def test_edge_with_only_none_outputs_zeros():
 
 
 def test_skip_dropout_only_on_stride_one_identity_when_rate_positive():
-    net = SearchNetwork(4, 3, 3, full_switches(), full_switches(), skip_dropout=0.3)
+    net = SearchNetwork(4, 3, 3, full_switches(), full_switches(), skip_dropout_rate=0.3)
     drops = [m for m in net.modules() if isinstance(m, SkipDropout)]
     # normal cell: 14 stride-1 skips; each of 2 reduction cells: 6 (the edges from nodes 0..2)
     assert len(drops) == 14 + 2 * 6
     net.set_skip_dropout(0.1)
-    assert all(m.p == 0.1 for m in drops)
+    assert all(m.rate == 0.1 for m in drops)
     assert not [
         m
         for m in SearchNetwork(4, 3, 3, full_switches(), full_switches(), 0.0).modules()

@@ -123,6 +123,12 @@ def test_the_gauges_take_every_epoch_and_keep_the_last_validated_accuracy(monkey
     assert by_name["pdarts_peak_memory_bytes"].values == [12345.0, 12345.0]
 
 
+def test_the_trial_gauges_read_columns_of_the_epoch_row():
+    from pdarts_ray.core.rows import EPOCH_ROW
+
+    assert {column for column, _ in GAUGES.values()} <= set(EPOCH_ROW.names)
+
+
 def test_a_retrainings_gauges_take_every_epoch_and_keep_the_last_test_accuracy(monkeypatch):
     import ray.util.metrics
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from ...core.config import SEARCH_PRESETS, SearchConfig, apply_overrides, identity, to_dict
 from ...core.errors import UserError
+from ...core.space import skip_count as skip_count  # the tables count skip-connects through here
 
 PRESETS = ("smoke", "tiny", "small", "paper")
 DATASETS = ("cifar10", "cifar100")
@@ -399,10 +400,6 @@ def per_seed(values: list[float | None], digits: int = 2) -> str:
 
 def mean_or_none(values: list[float | None]) -> float | None:
     return mean_std(values)[0]
-
-
-def skip_count(genotype: dict | None) -> int | None:
-    return None if genotype is None else sum(op == "skip_connect" for op, _ in genotype["normal"])
 
 
 def deep_inputs(genotype: dict | None) -> int | None:

@@ -29,6 +29,7 @@ from .common import (
     published_text,
     rates,
     search_need,
+    skip_count,
 )
 
 
@@ -61,7 +62,7 @@ def spec(setup: Setup) -> TableSpec:
                 g = genotype_of_m(row, m)
                 err = error_pct(store, setup, g)
                 errs[label].append(err)
-                skips = None if g is None else sum(op == "skip_connect" for op, _ in g["normal"])
+                skips = skip_count(g)
                 published = paper.REFINE_SKIPS[label]
                 cells += [
                     published_text(published[i]) if i < len(published) else "",
