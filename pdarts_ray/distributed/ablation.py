@@ -113,9 +113,9 @@ def run(definitions: dict[str, dict], doc: str | None, argv: list[str] | None = 
 
     from rich.console import Console
 
-    from .connect import connect_ray
+    from .connect import ray_connected
     from .definition import apply_flags, parse_sweep
-    from .sweep import run_sweep
+    from .sweep import run_sweep, sweep_cpus
 
     args = parser(doc).parse_args(argv)
     stop_on_sigterm()
@@ -140,14 +140,8 @@ def run(definitions: dict[str, dict], doc: str | None, argv: list[str] | None = 
                 args.mlflow,
             )
             sweeps.append(parse_sweep(definition, suffix))  # every sweep is checked before any starts
-        started = connect_ray(args.address, sweeps[0])
-        try:
+        with ray_connected(args.address, sweep_cpus(sweeps[0])):
             outs = [run_sweep(s) for s in sweeps]
-        finally:
-            if started:
-                import ray
-
-                ray.shutdown()
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
