@@ -1,9 +1,11 @@
 """One search trial as a Ray Train run inside a Ray Tune trial.
 
-The Tune trial is a function trainable (`search_trial`) that builds a one-worker
-`TorchTrainer` and fits it; the Train run is named after the trial id, so a trial
-Tune restarts (its driver process died, or the sweep was resumed) finds its own
-checkpoints again. `TuneReportCallback` forwards every report of the worker to Tune.
+The Tune trial is a function trainable (`search_trial`) that builds a `TorchTrainer` (one
+worker, or `workers_per_trial` data-parallel ones) and fits it; the Train run is named after
+the trial id, so a trial Tune restarts (its driver process died, or the sweep was resumed)
+finds its own checkpoints again. `TuneReportCallback` forwards every report of the worker to
+Tune. A search over several workers outside a sweep (parallel_search.py) runs the same
+worker (`run_folder_loop`) in the run folder its driver made.
 
 The worker runs the core loop unchanged (`ProgressiveSearch`) with hooks that report:
 
