@@ -166,7 +166,7 @@ def resume_search(
     """Continue an interrupted search from its last checkpoint, with the config it was saved with.
     A search that ran on N workers continues on N (`workers` defaults to the saved number); one
     logged to MLflow continues its MLflow run."""
-    from .core.search import ProgressiveSearch, check_same_workers
+    from .core.search import ProgressiveSearch
     from .core.search import resume_search as resume_here
     from .distributed.parallel_search import started_workers
 
@@ -179,9 +179,7 @@ def resume_search(
     ran = started or (search.checkpoints.load() if saved is not None else None)
     if workers is None:
         workers = int(ran.get("workers", 1)) if ran is not None else 1
-    _check_workers(search.cfg, workers)
-    if ran is not None:  # its random streams are per rank: it continues on the same workers
-        check_same_workers(ran, workers, sync_bn, run_dir)
+    _check_workers(search.cfg, workers, ran, sync_bn, run_dir)
     use_ray = use_ray or started is not None
     tracking = _tracking(mlflow or _saved_tracking_uri(run_dir), mlflow_experiment)
     with interrupts_name(run_dir):
@@ -196,10 +194,17 @@ def resume_search(
         return open_search(run_dir)
 
 
-def _check_workers(cfg: SearchConfig, workers: int) -> None:
-    """The one check of a search's data-parallel workers, where they enter."""
+def _check_workers(
+    cfg: SearchConfig, workers: int, ran: dict | None = None, sync_bn: bool = True, where: Path | None = None
+) -> None:
+    """The one check of a search's data-parallel workers, where they enter: at least one, the
+    same as a resumed search `ran` on (its random streams are per rank), dividing the batch."""
+    from .core.search import check_same_workers
+
     if workers < 1:
         raise UserError(f"workers: must be at least 1, got {workers}")
+    if ran is not None:
+        check_same_workers(ran, workers, sync_bn, where)
     if cfg.batch_size % workers:
         raise UserError(
             f"config: batch_size: must be divisible by the workers ({workers}), got {cfg.batch_size}"
