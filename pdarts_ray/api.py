@@ -172,15 +172,13 @@ def resume_search(
 
     run_dir = Path(run_dir)
     search = ProgressiveSearch.open(run_dir)
-    # how it ran: its checkpoints say, or, for a data-parallel search whose driver died before
-    # the first, the workers it started on (it starts again on them, through Ray)
-    started = started_workers(run_dir)
+    started = started_workers(run_dir)  # a data-parallel search killed before its first checkpoint
     saved = search.checkpoints.latest_path()
-    ran = started or (search.checkpoints.load() if saved is not None else None)
+    ran = started or (search.checkpoints.load() if saved is not None else None)  # how it ran
     if workers is None:
         workers = int(ran.get("workers", 1)) if ran is not None else 1
     _check_workers(search.cfg, workers, ran, sync_bn, run_dir)
-    use_ray = use_ray or started is not None
+    use_ray = use_ray or started is not None  # it starts again on its workers, through Ray
     tracking = _tracking(mlflow or _saved_tracking_uri(run_dir), mlflow_experiment)
     with interrupts_name(run_dir):
         if workers > 1 or use_ray:
@@ -194,9 +192,7 @@ def resume_search(
         return open_search(run_dir)
 
 
-def _check_workers(
-    cfg: SearchConfig, workers: int, ran: dict | None = None, sync_bn: bool = True, where: Path | None = None
-) -> None:
+def _check_workers(cfg: SearchConfig, workers: int, ran=None, sync_bn: bool = True, where=None) -> None:
     """The one check of a search's data-parallel workers, where they enter: at least one, the
     same as a resumed search `ran` on (its random streams are per rank), dividing the batch."""
     from .core.search import check_same_workers
