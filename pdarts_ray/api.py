@@ -127,8 +127,7 @@ def run_search(
     """
     cfg = config or search_config()
     run_dir = Path(out) if out is not None else _default_folder("search")
-    if workers < 1:
-        raise UserError(f"workers: must be at least 1, got {workers}")
+    _check_workers(cfg, workers)
     tracking = _tracking(mlflow, mlflow_experiment)
     with interrupts_name(run_dir):
         if workers > 1 or use_ray:
@@ -158,15 +157,17 @@ def resume_search(
     logged to MLflow continues its MLflow run."""
     from .core.search import ProgressiveSearch
     from .core.search import resume_search as resume_here
+    from .distributed.parallel_search import started_workers
 
     run_dir = Path(run_dir)
     search = ProgressiveSearch.open(run_dir)
-    started = _started_on(run_dir, workers, sync_bn)
-    if started:  # its driver died before the first checkpoint: it starts again on its workers
-        workers, use_ray = started, True
-    elif workers is None:
-        saved = search.checkpoints.latest_path()
-        workers = int(search.checkpoints.load().get("workers", 1)) if saved is not None else 1
+    started = started_workers(run_dir)  # a data-parallel search killed before its first checkpoint
+    saved = search.checkpoints.latest_path()
+    ran = started or (search.checkpoints.load() if saved is not None else None)  # how it ran
+    if workers is None:
+        workers = int(ran.get("workers", 1)) if ran is not None else 1
+    _check_workers(search.cfg, workers, ran, sync_bn, run_dir)
+    use_ray = use_ray or started is not None  # it starts again on its workers, through Ray
     tracking = _tracking(mlflow or _saved_tracking_uri(run_dir), mlflow_experiment)
     with interrupts_name(run_dir):
         if workers > 1 or use_ray:
@@ -180,17 +181,19 @@ def resume_search(
         return open_search(run_dir)
 
 
-def _started_on(run_dir: Path, workers: int | None, sync_bn: bool) -> int | None:
-    """The workers of a data-parallel search killed before its first checkpoint (from then on
-    the checkpoints say how it ran); None for any other run folder."""
+def _check_workers(cfg: SearchConfig, workers: int, ran=None, sync_bn: bool = True, where=None) -> None:
+    """The one check of a search's data-parallel workers, where they enter: at least one, the
+    same as a resumed search `ran` on (its random streams are per rank), dividing the batch."""
     from .core.search import check_same_workers
-    from .distributed.parallel_search import started_workers
 
-    started = started_workers(run_dir)
-    if started is None:
-        return None
-    check_same_workers(started, workers or started["workers"], sync_bn, run_dir)
-    return started["workers"]
+    if workers < 1:
+        raise UserError(f"workers: must be at least 1, got {workers}")
+    if ran is not None:
+        check_same_workers(ran, workers, sync_bn, where)
+    if cfg.batch_size % workers:
+        raise UserError(
+            f"config: batch_size: must be divisible by the workers ({workers}), got {cfg.batch_size}"
+        )
 
 
 def _tracking(uri: str | None, experiment: str) -> dict | None:
@@ -251,14 +254,10 @@ def _search_with_ray(
 ) -> dict:
     from .core.claim import claim_folder
     from .core.runtime import resolve_device
-    from .core.search import ProgressiveSearch, check_out_dir, check_same_workers, load_search_data
-    from .distributed.parallel_search import check_workers, pinned_threads, search_with_ray
+    from .core.search import ProgressiveSearch, check_out_dir, load_search_data
+    from .distributed.parallel_search import pinned_threads, search_with_ray
 
-    check_workers(cfg, workers)
     if resume:
-        search = ProgressiveSearch.open(run_dir)
-        if search.checkpoints.latest_path() is not None:
-            check_same_workers(search.checkpoints.load(), workers, sync_bn, run_dir)
         with claim_folder(run_dir, "pdarts-ray search --resume", take_over):
             return search_with_ray(cfg, run_dir, workers, sync_bn, progress=bool(progress), tracking=tracking)
     check_out_dir(run_dir)

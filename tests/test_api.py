@@ -3,6 +3,7 @@ as the CLI's. The docs' example runs from an installed wheel: tests/test_wheel.p
 
 import doctest
 import json
+import re
 
 import pytest
 from conftest import run_cli
@@ -100,3 +101,27 @@ def test_every_kind_of_genotype_is_taken(search):
     assert api.genotype_of("pdarts") == ("PDARTS", pdarts_ray.api.genotype_of("PDARTS")[1])
     with pytest.raises(UserError, match="genotype"):
         api.genotype_of({"normal": [["no_such_op", 0]]})
+
+
+def test_a_searchs_workers_are_checked_once_where_they_enter(search, tmp_path):
+    import shutil
+
+    smoke = pdarts_ray.search_config("smoke")  # a global batch of 32
+    for workers, error in [
+        (0, "workers: must be at least 1, got 0"),
+        (3, "config: batch_size: must be divisible by the workers (3), got 32"),
+    ]:
+        with pytest.raises(UserError, match=re.escape(error)):
+            pdarts_ray.run_search(smoke, tmp_path / "new", workers=workers)
+    assert not (tmp_path / "new").exists()
+    code, _, err = run_cli("search", "--preset", "smoke", "--workers", "0", "--out", tmp_path / "new")
+    assert code == 2 and err == "error: workers: must be at least 1, got 0\n"
+    # a search with checkpoints (its result taken away) continues on the workers it ran on,
+    # checked before anything starts
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(search.run_dir, unfinished)
+    (unfinished / "result.json").unlink()
+    with pytest.raises(UserError, match="workers: must be at least 1, got 0"):
+        pdarts_ray.resume_search(unfinished, workers=0)
+    with pytest.raises(UserError, match=r"ran with 1 worker; resume it with the same \(--workers 1\)"):
+        pdarts_ray.resume_search(unfinished, workers=2)

@@ -5,6 +5,7 @@ paper's experiments, registered), distributed (the Ray layer), api, cli. A modul
 its own layer and the layers below it; `ray` is imported by the Ray layer only.
 """
 
+import ast
 import importlib.util
 import subprocess
 import sys
@@ -65,6 +66,25 @@ def test_only_the_ray_layer_imports_ray():
     importers = sorted(m for m, p in found.items() if "ray" in graph_module.imports_of(m, p, set(found))[1])
     assert importers, "the Ray layer imports ray"
     assert [m for m in importers if graph_module.layer(m) != "distributed"] == []
+
+
+def _modules_calling(spelt) -> list[str]:
+    """The package's modules whose code calls a function the way `spelt(name)` accepts, by its
+    syntax tree (so a docstring or comment that names it does not count)."""
+    calling = set()
+    for module, path in graph_module.modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and spelt(ast.unparse(node.func)):
+                calling.add(module)
+    return sorted(calling)
+
+
+def test_ray_is_started_in_one_module_and_trainers_built_in_one():
+    # joining or starting Ray (address, runtime environment, dashboard) and a TorchTrainer's
+    # settings each have one home that every caller goes through
+    assert _modules_calling(lambda f: f == "ray.init") == ["pdarts_ray.distributed.connect"]
+    trainers = _modules_calling(lambda f: f.split(".")[-1] == "TorchTrainer")
+    assert trainers == ["pdarts_ray.distributed.trainer"]
 
 
 def test_no_module_is_over_the_line_limit():

@@ -127,9 +127,6 @@ def cmd_search(args) -> int:
 
                 print(yaml.safe_dump(resolved, sort_keys=False).rstrip())
             return 0
-    if args.workers is not None and args.workers < 1:
-        raise UserError(f"--workers: must be at least 1, got {args.workers}")
-    workers, use_ray = args.workers, args.ray
     if not args.resume and args.out is not None:
         _refuse_unfinished(Path(args.out))
     if args.mlflow is not None:
@@ -139,7 +136,7 @@ def cmd_search(args) -> int:
     progress = False if args.quiet else sys.stderr if args.json else sys.stdout
     with stdout_to_stderr() if args.json else contextlib.nullcontext():  # Ray's workers print to fd 1
         options = dict(
-            use_ray=use_ray,
+            use_ray=args.ray,
             sync_bn=args.sync_bn,
             progress=progress,
             take_over=args.take_over,
@@ -147,9 +144,9 @@ def cmd_search(args) -> int:
             mlflow_experiment=args.mlflow_experiment,
         )
         result = (
-            api.resume_search(args.resume, workers=workers, **options)
+            api.resume_search(args.resume, workers=args.workers, **options)
             if args.resume
-            else api.run_search(cfg, args.out, workers=workers or 1, **options)
+            else api.run_search(cfg, args.out, workers=1 if args.workers is None else args.workers, **options)
         )
     with interrupts_name(result.run_dir):  # a Ctrl-C from here on finds the search finished
         summary = {"run_dir": str(result.run_dir), **result.summary}

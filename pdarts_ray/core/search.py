@@ -364,7 +364,6 @@ class ProgressiveSearch:
             check_search_checkpoint(ckpt, len(plans), self.cfg.epochs)
         except ValueError as err:
             raise UserError(f"{self.checkpoints.folder}: {err}") from None
-        check_same_workers(ckpt, self.ranks.world, self.ranks.sync_bn, self.checkpoints.folder)
         stage, epoch, done = ckpt["stage"], ckpt["epoch"], ckpt["stage_done"]
         stages, switches = list(ckpt["stages"]), ckpt["switches"]
         keep = lambda r: (r.get("stage", 0) - 1, r.get("epoch", 0)) <= (stage, epoch)  # noqa: E731

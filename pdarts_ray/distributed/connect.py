@@ -1,5 +1,12 @@
-"""Joining or starting Ray for a driver (a sweep, reproduce, an ablation script), and where
-its dashboard is.
+"""The one place this package joins or starts Ray (`ray_connected`), and where its
+dashboard is.
+
+A driver (a sweep, reproduce, an ablation script, `search --workers N`, a data-parallel
+retraining) joins, in this order: the address it was given, $RAY_ADDRESS (set under
+`ray job submit`), or the cluster `ray start` recorded on this host (as under `ray submit`);
+else it starts a local Ray, its dashboard on loopback only, with enough logical CPUs for the
+work. It shuts down only what it started or joined: inside a driver already connected to
+Ray it does nothing.
 
 Every job this package starts or joins runs with `runtime.job_runtime_env`, which also
 names the job's own Ray instance (`RAY_ADDRESS`) for Ray's state API: Ray Train's
@@ -10,12 +17,12 @@ traceback every Train run) or asks the wrong one.
 
 from __future__ import annotations
 
-import math
+import contextlib
 import os
 import socket
 import sys
+from collections.abc import Iterator
 
-from .definition import Sweep
 from .runtime import job_runtime_env
 
 # Environment of a Ray process that starts Ray Train runs: a faster start-up of each run
@@ -23,16 +30,46 @@ from .runtime import job_runtime_env
 RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
 
 
-def join_ray(address: str | None, **kwargs) -> None:
-    """Join `address` (None: $RAY_ADDRESS, else the cluster `ray start` recorded on this host)."""
+@contextlib.contextmanager
+def ray_connected(address: str | None = None, cpus: int = 1) -> Iterator[bool]:
+    """Ray for the block: joined (`address`, else $RAY_ADDRESS, else the cluster `ray start`
+    recorded on this host) or started on this machine with at least `cpus` logical CPUs (a
+    scheduling count: one per worker or trial, whatever the cores). Yields whether this call
+    connected, and then shuts down on leaving; already connected, it does neither."""
     import ray
+
+    if ray.is_initialized():
+        yield False
+        return
+    for key, value in RAY_ENV.items():
+        os.environ.setdefault(key, value)
+    if address or _recorded_cluster() is not None:
+        _join(address)
+    else:
+        _start_local(max(os.cpu_count() or 1, cpus))
+    try:
+        yield True
+    finally:
+        ray.shutdown()
+
+
+def _recorded_cluster() -> str | None:
+    """$RAY_ADDRESS, else the cluster `ray start` recorded on this host (None: neither, or "local")."""
     from ray._private.services import canonicalize_bootstrap_address
+
+    return canonicalize_bootstrap_address(None)
+
+
+def _join(address: str | None) -> None:
+    import ray
 
     env = {}
     if "://" not in (address or os.environ.get("RAY_ADDRESS") or ""):  # not Ray Client, not a URL
+        from ray._private.services import canonicalize_bootstrap_address
+
         gcs = canonicalize_bootstrap_address(address)
         env = {"RAY_ADDRESS": gcs} if gcs else {}
-    ray.init(address=address, runtime_env=job_runtime_env(env), **kwargs)
+    ray.init(address=address, runtime_env=job_runtime_env(env))
 
 
 def _free_port() -> int:
@@ -63,31 +100,6 @@ def _start_local(num_cpus: int) -> None:
             os.environ.pop(GCS_PORT_ENVIRONMENT_VARIABLE, None)
 
 
-def connect_ray(address: str | None, sweep: Sweep) -> bool:
-    """Join `address`, $RAY_ADDRESS or a running cluster (under `ray submit`); else start a
-    local Ray whose logical CPUs let `max_concurrent_trials` trials run side by side.
-    True if this call started or joined Ray (and should shut it down)."""
-    import ray
-
-    from .trial import TRIAL_DRIVER_CPU
-
-    if ray.is_initialized():
-        return False
-    for key, value in RAY_ENV.items():
-        os.environ.setdefault(key, value)
-    if address:
-        join_ray(address)
-        return True
-    from ray._private.services import canonicalize_bootstrap_address
-
-    if canonicalize_bootstrap_address(None) is not None:
-        join_ray(None)
-        return True
-    per_trial = sweep.cpus_per_trial * sweep.workers_per_trial + TRIAL_DRIVER_CPU
-    _start_local(max(os.cpu_count() or 1, math.ceil(sweep.max_concurrent_trials * per_trial)))
-    return True
-
-
 def dashboard_url() -> str | None:
     """The connected cluster's dashboard address, None where it runs without one."""
     try:
@@ -114,29 +126,3 @@ def announce_dashboard() -> None:
         token = False
     how = "; sign in with the token `ray get-auth-token` prints" if token else ""
     print(f"Ray dashboard: {url} (trials' metrics: ray_pdarts_*{how})", file=sys.stderr, flush=True)
-
-
-def start_ray(workers: int) -> bool:
-    """Connect to $RAY_ADDRESS or start a local Ray; False if Ray was already running."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    for key, value in RAY_ENV.items():
-        os.environ.setdefault(key, value)
-    if os.environ.get("RAY_ADDRESS") not in (None, "", "local"):
-        join_ray(None, log_to_driver=True)
-    else:
-        _start_local(max(os.cpu_count() or 1, workers))  # logical CPUs: one per worker, whatever the cores
-    return True
-
-
-def use_gpus(device: str, workers: int) -> bool:
-    """Whether Ray Train workers of a run with this device setting get a GPU each."""
-    import ray
-
-    if device == "cpu":
-        return False
-    if device.startswith("cuda"):
-        return True
-    return ray.cluster_resources().get("GPU", 0) >= workers  # auto: GPUs if the cluster has enough

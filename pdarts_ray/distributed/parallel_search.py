@@ -21,22 +21,13 @@ from ..core.checkpoint import CheckpointDir, write_json_atomic
 from ..core.config import SearchConfig, to_dict
 from ..core.errors import SearchDiverged, UserError
 from ..core.search import CHECKPOINT_DIR, METRICS_FILE, RESULT_FILE, TRAJECTORY_FILE
-from .connect import start_ray, use_gpus
-from .runtime import worker_runtime_env
-from .testing import worker_env, worker_resources
+from .connect import ray_connected
+from .testing import worker_env
+from .trainer import torch_trainer, use_gpus
 
 RAY_FOLDER = "ray"
 RAY_RUN_NAME = "search"
 WORKERS_FILE = "workers.json"  # in RAY_FOLDER: {"workers": N, "sync_bn": bool}, how the search started
-
-
-def check_workers(cfg: SearchConfig, workers: int) -> None:
-    if workers < 1:
-        raise UserError(f"--workers: must be at least 1, got {workers}")
-    if cfg.batch_size % workers:
-        raise UserError(
-            f"config: batch_size: must be divisible by the workers ({workers}), got {cfg.batch_size}"
-        )
 
 
 def search_with_ray(
@@ -50,43 +41,31 @@ def search_with_ray(
 ) -> dict:
     """Run (or continue) the search in `run_dir` (made by ProgressiveSearch.create) as N Ray
     Train workers; result.json's content. `tracking`: {uri, experiment} of an MLflow run that
-    rank 0 logs the search to."""
+    rank 0 logs the search to. The caller has checked `workers` against the config (and a
+    resumed search's against its checkpoint)."""
     import ray.train
-    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
 
-    from .trial import worker_loop
+    from .trial import run_folder_loop
 
-    check_workers(cfg, workers)
     _note_start(Path(run_dir), workers, sync_bn)
-    started = start_ray(workers)
-    try:
+    with ray_connected(cpus=workers):  # one logical CPU per worker, whatever the cores
         use_gpu = use_gpus(cfg.device, workers)
-        trainer = TorchTrainer(
-            worker_loop,
-            train_loop_config={
+        trainer = torch_trainer(
+            run_folder_loop,
+            {
                 "search_config": to_dict(cfg),
                 "run_dir": str(Path(run_dir).resolve()),
-                "own_folder": True,
                 "sync_bn": sync_bn,
                 "use_gpu": use_gpu,
                 "progress": progress,
                 "mlflow": tracking,
             },
-            torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-            scaling_config=ScalingConfig(
-                num_workers=workers,
-                use_gpu=use_gpu,
-                resources_per_worker={"CPU": 1, **({"GPU": 1} if use_gpu else {}), **worker_resources()},
-            ),
-            run_config=RunConfig(
-                name=RAY_RUN_NAME,
-                storage_path=str((Path(run_dir) / RAY_FOLDER).resolve()),
-                failure_config=FailureConfig(max_failures=max_failures),
-                checkpoint_config=CheckpointConfig(num_to_keep=2),
-                logging_config=LoggingConfig(log_level="WARNING"),
-                worker_runtime_env=worker_runtime_env(worker_env()),
-            ),
+            workers=workers,
+            gpus=1 if use_gpu else 0,
+            name=RAY_RUN_NAME,
+            storage_path=str((Path(run_dir) / RAY_FOLDER).resolve()),
+            max_failures=max_failures,
+            env=worker_env(),
         )
         try:
             outcome = trainer.fit()
@@ -95,11 +74,6 @@ def search_with_ray(
             raise UserError(
                 f"the search's Ray Train run failed: {reason[0] if reason else type(err).__name__}"
             ) from None
-    finally:
-        if started:
-            import ray
-
-            ray.shutdown()
     failure = (outcome.metrics or {}).get("failure")
     if failure:
         raise SearchDiverged(str(failure).removeprefix("SearchDiverged: "))

@@ -11,6 +11,7 @@ folders to its `eval-runs/` (a temporary folder for a URI storage).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -265,39 +266,25 @@ def reproduce(
 def _reproduce(
     spec, setup: Setup, root: str, address: str | None, run: bool, log, verbose: int, progress: bool
 ) -> Outcome:
-    from .connect import connect_ray, join_ray
-    from .definition import Sweep, parse_sweep
-    from .sweep import resume_sweep, run_sweep
+    from .connect import ray_connected
+    from .definition import Sweep
+    from .sweep import sweep_cpus
 
     store = StoreView(root, setup.experiment)
     missing = [n for n in spec.searches if store.search(n) is None]
     unique = list({n.key: n for n in missing}.values())
-    started_ray, searches, evaluations = False, 0, 0
-    try:
+    searches, evaluations = 0, 0
+    with contextlib.ExitStack() as cluster:  # a cluster (`address`) joined once, when there is work
         if run and unique:
-            # an interrupted batch continues where it stopped (its trials from their last epoch)
-            resumable = interrupted_sweeps(root, setup.experiment, unique)
-            resumed = {n.key for _, covered in resumable.values() for n in covered}
-            fresh = [n for n in unique if n.key not in resumed]
-            sweeps = [
-                parse_sweep(d, "reproduce") for d in search_sweeps(fresh, setup, root, local=address is None)
-            ]
-            started_ray = connect_ray(
-                address, sweeps[0] if sweeps else Sweep(**next(iter(resumable.values()))[0]["sweep"])
-            )
-            for name, (_, covered) in resumable.items():
-                log(f"continuing: {name} ({len(covered)} search{'es' if len(covered) > 1 else ''})")
-                resume_sweep(name, root, verbose=verbose)
-            for sweep in sweeps:
-                count = sweep.num_samples * max(1, len(sweep.space.get("seed", {}).get("grid", [0])))
-                log(f"searching: {sweep.name} ({count} search{'es' if sweep.space else ''})")
-                run_sweep(sweep, verbose=verbose)
+            sweeps, resumable = _search_batches(unique, setup, root, address)
+            cpus = sweep_cpus(sweeps[0] if sweeps else Sweep(**next(iter(resumable.values()))[0]["sweep"]))
+            if address is None:  # a local Ray for the searches alone: the retrainings here get the cores
+                with ray_connected(None, cpus):
+                    _run_searches(sweeps, resumable, root, log, verbose)
+            else:
+                cluster.enter_context(ray_connected(address, cpus))
+                _run_searches(sweeps, resumable, root, log, verbose)
             searches = len(unique)
-            if started_ray and address is None:  # the retrainings run in this process: free the cores
-                import ray
-
-                ray.shutdown()
-                started_ray = False
             store.refresh()
             failed = [n for n in unique if store.search(n) is None]
             if failed:
@@ -311,23 +298,13 @@ def _reproduce(
         ]
         wanted = list({eval_key(e.genotype, setup.eval_config): e for e in wanted}.values())
         if run and wanted:
-            use_ray = address is not None
-            if use_ray and not started_ray:
-                import ray
-
-                if not ray.is_initialized():
-                    join_ray(address)
-                    started_ray = True
-            failures = run_evaluations(wanted, setup, root, use_ray, log, progress)
+            if address is not None:  # joined already if it ran the searches
+                cluster.enter_context(ray_connected(address))
+            failures = run_evaluations(wanted, setup, root, address is not None, log, progress)
             evaluations = len(wanted)
             store.refresh()
             if failures:
                 raise ReproduceFailed("; ".join(failures))
-    finally:
-        if started_ray:
-            import ray
-
-            ray.shutdown()
     rendered = spec.build(store)
     if not run:
         still = [n for n in spec.searches if store.search(n) is None]
@@ -338,3 +315,27 @@ def _reproduce(
                 lacking.setdefault(eval_key(e.genotype, setup.eval_config), e)
         rendered.missing += [f"retraining {e.name} ({setup.eval_preset})" for e in lacking.values()]
     return Outcome(rendered, setup.experiment, searches, evaluations)
+
+
+def _search_batches(unique: list[SearchNeed], setup: Setup, root: str, address: str | None):
+    """The sweeps to start, and the interrupted ones that continue where they stopped (their
+    trials from their last epoch)."""
+    from .definition import parse_sweep
+
+    resumable = interrupted_sweeps(root, setup.experiment, unique)
+    resumed = {n.key for _, covered in resumable.values() for n in covered}
+    fresh = [n for n in unique if n.key not in resumed]
+    sweeps = [parse_sweep(d, "reproduce") for d in search_sweeps(fresh, setup, root, local=address is None)]
+    return sweeps, resumable
+
+
+def _run_searches(sweeps: list, resumable: dict, root: str, log, verbose: int) -> None:
+    from .sweep import resume_sweep, run_sweep
+
+    for name, (_, covered) in resumable.items():
+        log(f"continuing: {name} ({len(covered)} search{'es' if len(covered) > 1 else ''})")
+        resume_sweep(name, root, verbose=verbose)
+    for sweep in sweeps:
+        count = sweep.num_samples * max(1, len(sweep.space.get("seed", {}).get("grid", [0])))
+        log(f"searching: {sweep.name} ({count} search{'es' if sweep.space else ''})")
+        run_sweep(sweep, verbose=verbose)

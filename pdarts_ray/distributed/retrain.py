@@ -23,8 +23,7 @@ from pathlib import Path
 import ray
 import ray.train
 import torch
-from ray.train import Checkpoint, CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
-from ray.train.torch import TorchConfig, TorchTrainer
+from ray.train import Checkpoint
 
 from ..core.checkpoint import CheckpointDir
 from ..evaluation.retrain import (
@@ -36,9 +35,9 @@ from ..evaluation.retrain import (
     EvaluationFailed,
     read_json,
 )
-from .connect import start_ray, use_gpus
+from .connect import ray_connected
 from .monitoring import EvalMetrics
-from .runtime import worker_runtime_env
+from .trainer import torch_trainer, use_gpus
 
 RAY_FOLDER = "ray"
 RAY_RUN_NAME = "train"
@@ -90,23 +89,15 @@ def fit_with_ray(run: EvalRun, progress: bool = True) -> ray.train.Result:
     cfg = run.cfg
     use_gpu = use_gpus(cfg.device, cfg.workers)
     env = {k: os.environ[k] for k in ("PDARTS_CACHE",) if k in os.environ}
-    trainer = TorchTrainer(
+    trainer = torch_trainer(
         _worker_loop,
-        train_loop_config={"run_dir": str(run.run_dir.resolve()), "use_gpu": use_gpu, "progress": progress},
-        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        scaling_config=ScalingConfig(
-            num_workers=cfg.workers,
-            use_gpu=use_gpu,
-            resources_per_worker={"CPU": 1, **({"GPU": 1} if use_gpu else {})},
-        ),
-        run_config=RunConfig(
-            name=RAY_RUN_NAME,
-            storage_path=str((run.run_dir / RAY_FOLDER).resolve()),
-            failure_config=FailureConfig(max_failures=cfg.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=2),
-            logging_config=LoggingConfig(log_level="WARNING"),  # epochs are printed once, by us
-            worker_runtime_env=worker_runtime_env(env),
-        ),
+        {"run_dir": str(run.run_dir.resolve()), "use_gpu": use_gpu, "progress": progress},
+        workers=cfg.workers,
+        gpus=1 if use_gpu else 0,
+        name=RAY_RUN_NAME,
+        storage_path=str((run.run_dir / RAY_FOLDER).resolve()),
+        max_failures=cfg.max_failures,
+        env=env,
     )
     try:
         return trainer.fit()
@@ -119,12 +110,8 @@ def fit_with_ray(run: EvalRun, progress: bool = True) -> ray.train.Result:
 
 def train_with_ray(run: EvalRun, progress: bool = True) -> dict:
     """The CLI's path: start Ray if needed, train, stop what was started; result.json's content."""
-    started = start_ray(run.cfg.workers)
-    try:
+    with ray_connected(cpus=run.cfg.workers):  # one logical CPU per worker, whatever the cores
         outcome = fit_with_ray(run, progress)
-    finally:
-        if started:
-            ray.shutdown()
     result = read_json(run.run_dir / RESULT_FILE)
     result["ray_checkpoint"] = outcome.checkpoint.path if outcome.checkpoint is not None else None
     return result

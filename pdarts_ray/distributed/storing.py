@@ -12,6 +12,8 @@ import json
 import time
 from pathlib import Path
 
+from ray.tune import Callback
+
 from ..results.files import filesystem
 from .definition import trial_config
 from .experiment import load_setup
@@ -74,13 +76,7 @@ def _sampled(config: dict, sweep_space: dict) -> dict:
     return {k: v for k, v in (config or {}).items() if k in sweep_space}
 
 
-try:
-    from ray.tune import Callback as _TuneCallback
-except ImportError:  # the core and the CLI's other commands work without Ray
-    _TuneCallback = object
-
-
-class StoreResults(_TuneCallback):
+class StoreResults(Callback):
     """On the driver: epoch rows as they arrive, the trial row when a trial ends."""
 
     def __init__(self, setup: dict):

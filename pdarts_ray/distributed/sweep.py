@@ -9,6 +9,7 @@ each). `resume_sweep` continues an interrupted sweep from that folder alone
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import time
@@ -18,7 +19,7 @@ from ..core.config import SearchConfig, to_dict
 from ..core.errors import UserError
 from ..core.version import VERSION
 from ..core.waiting import wait_policy_env
-from .connect import announce_dashboard, connect_ray
+from .connect import announce_dashboard, ray_connected
 from .definition import Sweep
 from .experiment import (
     SWEEP_FILE,
@@ -178,6 +179,14 @@ def restore_tuner(path: str, setup: dict):
     return tuner
 
 
+def sweep_cpus(sweep: Sweep) -> int:
+    """The logical CPUs a local Ray needs so that `max_concurrent_trials` trials run side by side."""
+    from .trial import TRIAL_DRIVER_CPU
+
+    per_trial = sweep.cpus_per_trial * sweep.workers_per_trial + TRIAL_DRIVER_CPU
+    return math.ceil(sweep.max_concurrent_trials * per_trial)
+
+
 def _prepare_driver() -> None:
     # Epochs that were not validated, and a diverged trial's report, carry no objective:
     # Tune's strict check would fail them. The objective's name is checked when parsing.
@@ -230,19 +239,13 @@ def setup_of(sweep: Sweep, name: str, storage: str, path: str, base, verbose: in
 def _run(sweep: Sweep, setup: dict, address: str | None, verbose: int) -> dict:
     path, storage, name = setup["experiment_path"], setup["storage"], setup["name"]
     _prepare_driver()
-    started = connect_ray(address, sweep)
-    try:
+    with ray_connected(address, sweep_cpus(sweep)):
         setup["gpus_per_trial"] = gpus_for(sweep, setup["base_config"])
         save_setup(path, setup)
         if verbose:
             announce_dashboard()
         build_tuner(sweep, setup).fit()
         reconcile(storage, name, path, setup)
-    finally:
-        if started:
-            import ray
-
-            ray.shutdown()
     return summary(storage, name)
 
 
@@ -278,15 +281,9 @@ def resume_sweep(
 
 def _resume(sweep: Sweep, setup: dict, path: str, address: str | None, verbose: int) -> dict:
     _prepare_driver()
-    started = connect_ray(address, sweep)
-    try:
+    with ray_connected(address, sweep_cpus(sweep)):
         if verbose:
             announce_dashboard()
         restore_tuner(path, setup).fit()
         reconcile(setup["storage"], setup["name"], path, setup)
-    finally:
-        if started:
-            import ray
-
-            ray.shutdown()
     return summary(setup["storage"], setup["name"])

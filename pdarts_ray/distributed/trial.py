@@ -1,9 +1,11 @@
 """One search trial as a Ray Train run inside a Ray Tune trial.
 
-The Tune trial is a function trainable (`search_trial`) that builds a one-worker
-`TorchTrainer` and fits it; the Train run is named after the trial id, so a trial
-Tune restarts (its driver process died, or the sweep was resumed) finds its own
-checkpoints again. `TuneReportCallback` forwards every report of the worker to Tune.
+The Tune trial is a function trainable (`search_trial`) that builds a `TorchTrainer` (one
+worker, or `workers_per_trial` data-parallel ones) and fits it; the Train run is named after
+the trial id, so a trial Tune restarts (its driver process died, or the sweep was resumed)
+finds its own checkpoints again. `TuneReportCallback` forwards every report of the worker to
+Tune. A search over several workers outside a sweep (parallel_search.py) runs the same
+worker (`run_folder_loop`) in the run folder its driver made.
 
 The worker runs the core loop unchanged (`ProgressiveSearch`) with hooks that report:
 
@@ -35,6 +37,7 @@ import logging
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from ..core.checkpoint import CheckpointDir, read_jsonl
@@ -55,8 +58,8 @@ from ..core.search import (
     check_out_dir,
 )
 from .monitoring import trial_metrics
-from .runtime import worker_runtime_env
-from .testing import maybe_exit_after, worker_resources
+from .testing import fault_after_report
+from .trainer import torch_trainer
 
 # The Tune trial only waits on its Train run: a small share of a CPU, so that on two
 # cores two trials (each with a 1-CPU Train worker) fit side by side.
@@ -98,12 +101,20 @@ def final_fields(result: dict, genotypes: dict) -> dict:
 class TrialReport(SearchHooks):
     """Reports through Ray Train: one report per epoch, each with a checkpoint."""
 
-    def __init__(self, cfg: SearchConfig, run_dir: Path, monitor=None, leader: bool = True):
+    def __init__(
+        self,
+        cfg: SearchConfig,
+        run_dir: Path,
+        monitor=None,
+        leader: bool = True,
+        after_report: Callable[[dict], None] | None = None,
+    ):
         self.cfg, self.run_dir = cfg, Path(run_dir)
         # every data-parallel rank reports each epoch (Ray Train waits for all); rank 0, the
         # leader, attaches the checkpoint and the run's files, and its metrics are the trial's
         self.leader = leader
         self.monitor = monitor  # monitoring.TrialMetrics: gauges set every epoch
+        self.after_report = after_report  # a fault a test injects (testing.fault_after_report)
         self.pending: dict | None = None  # the last epoch of a stage waits for the stage's end
         self.pending_checkpoint: Path | None = None
 
@@ -112,18 +123,18 @@ class TrialReport(SearchHooks):
 
         if not self.leader:
             ray.train.report(metrics)
-            maybe_exit_after(metrics)
-            return
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = Path(tmp)
-            if checkpoint is not None and checkpoint.is_file():
-                shutil.copy2(checkpoint, folder / checkpoint.name)  # a CheckpointDir with one file
-            names = (METRICS_FILE, TRAJECTORY_FILE) + (FINAL_FILES if with_final_files else ())
-            for name in names:
-                if (self.run_dir / name).is_file():
-                    shutil.copy2(self.run_dir / name, folder / name)
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
-        maybe_exit_after(metrics)
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                folder = Path(tmp)
+                if checkpoint is not None and checkpoint.is_file():
+                    shutil.copy2(checkpoint, folder / checkpoint.name)  # a CheckpointDir with one file
+                names = (METRICS_FILE, TRAJECTORY_FILE) + (FINAL_FILES if with_final_files else ())
+                for name in names:
+                    if (self.run_dir / name).is_file():
+                        shutil.copy2(self.run_dir / name, folder / name)
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        if self.after_report is not None:
+            self.after_report(metrics)
 
     def on_epoch_end(self, metrics: dict, checkpoint: Path) -> None:
         if self.monitor is not None:  # before the report, which waits for the stage's end on its last epoch
@@ -177,11 +188,18 @@ def _position(state: dict | None) -> tuple:
     return (-1, -1) if state is None else (int(state["stage"]), int(state["epoch"]))
 
 
-def _restore_run_folder(cfg: SearchConfig, run_dir: Path) -> tuple[ProgressiveSearch, dict | None]:
-    """A trial's search object and the state to continue from: Ray Train's latest checkpoint
-    (its metric lines replace the folder's), or a fresh start in an emptied folder."""
+# A search worker's start: from its loop's config, run folder and whether it is rank 0, the
+# search's config and the state to continue from (None: from the beginning).
+Start = Callable[[SearchConfig, Path, bool], tuple[SearchConfig, dict | None]]
+
+
+def _trial_start(cfg: SearchConfig, run_dir: Path, leader: bool) -> tuple[SearchConfig, dict | None]:
+    """A sweep's trial: Ray Train's latest checkpoint (its metric lines replace the folder's),
+    or a fresh start in an emptied folder. Rank 0 alone touches the run folder."""
     import ray.train
 
+    if not leader:
+        return cfg, _reported_state()
     reported = ray.train.get_checkpoint()
     if reported is not None:
         with reported.as_directory() as folder:
@@ -190,50 +208,42 @@ def _restore_run_folder(cfg: SearchConfig, run_dir: Path) -> tuple[ProgressiveSe
                 state = CheckpointDir(folder).load()
                 if (run_dir / CONFIG_FILE).is_file():
                     saved = json.loads((run_dir / CONFIG_FILE).read_text())
-                    search = ProgressiveSearch(
-                        from_dict(SearchConfig, saved, str(run_dir / CONFIG_FILE)), run_dir
-                    )
+                    cfg = from_dict(SearchConfig, saved, str(run_dir / CONFIG_FILE))
                 else:  # continuing on a node that never held this run
                     if run_dir.exists():
                         shutil.rmtree(run_dir)
-                    search = ProgressiveSearch.create(cfg, run_dir)
+                    cfg = ProgressiveSearch.create(cfg, run_dir).cfg
                 for name in (METRICS_FILE, TRAJECTORY_FILE):
                     if (folder / name).is_file():
                         shutil.copy2(folder / name, run_dir / name)
-                return search, state
+                return cfg, state
     if run_dir.exists():
         shutil.rmtree(run_dir)  # a start that never reached its first report
     check_out_dir(run_dir)
-    return ProgressiveSearch.create(cfg, run_dir), None
+    return ProgressiveSearch.create(cfg, run_dir).cfg, None
 
 
-def _open_run_folder(run_dir: Path) -> tuple[ProgressiveSearch, dict | None]:
-    """A run folder its driver made (`search --workers N`): the newer of Ray Train's latest
-    checkpoint and the folder's own (a driver killed after the folder's was written)."""
-    search = ProgressiveSearch.open(run_dir)
-    reported = _reported_state()
-    own = search.checkpoints.load() if search.checkpoints.latest_path() is not None else None
-    return search, max((reported, own), key=_position)
+def _run_folder_start(cfg: SearchConfig, run_dir: Path, leader: bool) -> tuple[SearchConfig, dict | None]:
+    """A run folder its driver made (`search --workers N`), with its saved config: the newer of
+    Ray Train's latest checkpoint and the folder's own (a driver killed after the folder's was
+    written)."""
+    opened = ProgressiveSearch.open(run_dir)
+    own = opened.checkpoints.load() if opened.checkpoints.latest_path() is not None else None
+    return opened.cfg, max((_reported_state(), own), key=_position)
 
 
-def worker_loop(config: dict) -> None:
+def _search_worker(config: dict, start: Start) -> None:
     """A Train worker: one search (or one data-parallel rank of it), reported epoch by epoch."""
     import ray.train
 
     # Ray Train logs every report at INFO through the root logger
     logging.getLogger().setLevel(logging.WARNING)
-    cfg = from_dict(SearchConfig, config["search_config"], "trial config")
     run_dir = Path(config["run_dir"])
     ranks = Ranks(sync_bn=config.get("sync_bn", True))
-    if config.get("own_folder"):
-        search, state = _open_run_folder(run_dir)
-    elif ranks.leader:
-        search, state = _restore_run_folder(cfg, run_dir)
-    else:  # rank 0 alone touches the run folder
-        search, state = ProgressiveSearch(cfg, run_dir), _reported_state()
-    search.ranks = ranks
+    given = from_dict(SearchConfig, config["search_config"], "trial config")
+    cfg, state = start(given, run_dir, ranks.leader)
     monitor = trial_metrics(config.get("monitor")) if ranks.leader else None
-    hooks = TrialReport(search.cfg, run_dir, monitor, leader=ranks.leader)
+    report = TrialReport(cfg, run_dir, monitor, leader=ranks.leader, after_report=fault_after_report())
     progress = (
         SearchProgress(cfg.cells, cfg.ops_kept, cfg.epochs, cfg.warmup_epochs, sys.stdout, live=False)
         if config.get("progress") and ranks.leader
@@ -244,21 +254,29 @@ def worker_loop(config: dict) -> None:
         from ..results.tracking import MlflowSearch
 
         tracker = MlflowSearch(config["mlflow"]["uri"], config["mlflow"]["experiment"], run_dir)
-    search.hooks = AllHooks(progress, hooks, tracker)
+    search = ProgressiveSearch(cfg, run_dir, AllHooks(progress, report, tracker), ranks)
     device = ray.train.torch.get_device() if config.get("use_gpu") else None
     try:
         with tracker or contextlib.nullcontext():
             search.run(checkpoint=state, device=device)
     except SearchDiverged as err:
-        hooks.report_failure(f"SearchDiverged: {err}")
+        report.report_failure(f"SearchDiverged: {err}")
+
+
+def worker_loop(config: dict) -> None:
+    """A Train worker of a sweep's trial (`search_trial`)."""
+    _search_worker(config, _trial_start)
+
+
+def run_folder_loop(config: dict) -> None:
+    """A Train worker of one search over several workers (`parallel_search.search_with_ray`)."""
+    _search_worker(config, _run_folder_start)
 
 
 def search_trial(config: dict, *, setup: dict, policy: dict | None = None) -> None:
     """The Tune function trainable: one Ray Train run (one worker, or `workers_per_trial`
     data-parallel ones) for one search. `policy`: the driver's CPU wait policy."""
     import ray.tune
-    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from ..results import has_trial
@@ -274,9 +292,9 @@ def search_trial(config: dict, *, setup: dict, policy: dict | None = None) -> No
     gpus = float(setup["gpus_per_trial"])  # per worker
     workers = int(setup.get("workers_per_trial", 1))
     run_dir = run_folder(setup["experiment_path"], trial_id, setup["local_runs"])
-    trainer = TorchTrainer(
+    trainer = torch_trainer(
         worker_loop,
-        train_loop_config={
+        {
             "search_config": cfg,
             "run_dir": run_dir,
             "sync_bn": setup.get("sync_bn", True),
@@ -287,25 +305,15 @@ def search_trial(config: dict, *, setup: dict, policy: dict | None = None) -> No
                 "trial_name": context.get_trial_name(),
             },
         },
-        torch_config=TorchConfig(backend="nccl" if gpus else "gloo"),
-        scaling_config=ScalingConfig(
-            num_workers=workers,
-            use_gpu=gpus > 0,
-            resources_per_worker={
-                "CPU": setup["cpus_per_trial"],  # per worker
-                **({"GPU": gpus} if gpus else {}),
-                **worker_resources(),
-            },
-        ),
-        run_config=RunConfig(
-            name=train_run_name(trial_id),
-            storage_path=f"{setup['experiment_path']}/{TRAIN_FOLDER}",
-            failure_config=FailureConfig(max_failures=setup["max_failures"]),
-            checkpoint_config=CheckpointConfig(num_to_keep=2),
-            callbacks=[TuneReportCallback()],
-            logging_config=LoggingConfig(log_level="WARNING"),  # not a line per checkpoint
-            worker_runtime_env=worker_runtime_env(setup["worker_env"], policy),
-        ),
+        workers=workers,
+        cpus=setup["cpus_per_trial"],  # per worker
+        gpus=gpus,
+        name=train_run_name(trial_id),
+        storage_path=f"{setup['experiment_path']}/{TRAIN_FOLDER}",
+        max_failures=setup["max_failures"],
+        env=setup["worker_env"],
+        policy=policy,
+        callbacks=[TuneReportCallback()],
     )
     trainer.fit()
 

@@ -109,11 +109,11 @@ def test_stopped_before_its_first_checkpoint_it_resumes_on_the_same_workers(
     from pdarts_ray.cli.main import main
     from pdarts_ray.distributed import parallel_search
 
-    def interrupted(workers):  # Ctrl-C while Ray starts: the longest stretch before the first checkpoint
+    def interrupted(cpus):  # Ctrl-C while Ray starts: the longest stretch before the first checkpoint
         raise KeyboardInterrupt
 
     run_dir = tmp_path / "run"
-    monkeypatch.setattr(parallel_search, "start_ray", interrupted)
+    monkeypatch.setattr(parallel_search, "ray_connected", interrupted)
     assert main(["search", "--preset", "smoke", "--workers", "2", "--out", str(run_dir), "--quiet"]) == 130
     monkeypatch.undo()
     assert not (run_dir / "checkpoints").exists() and (run_dir / "config.json").is_file()

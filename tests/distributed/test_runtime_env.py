@@ -4,6 +4,7 @@ settings first), a submitted job's own variables are left to it, the job's proce
 told which Ray instance is theirs (one started for it or the cluster joined), and each
 searcher holds the sweep's concurrency limit, not Tune."""
 
+import contextlib
 import json
 import os
 
@@ -18,6 +19,11 @@ class Called(Exception):
 
 def _capture(*args, **kwargs):
     raise Called(kwargs)
+
+
+def _enter(context) -> None:
+    with context:
+        pass
 
 
 def _called(call) -> dict:
@@ -60,9 +66,10 @@ def test_a_submitted_jobs_own_variables_are_left_to_it(monkeypatch, user_policy)
 def test_the_job_names_its_own_ray_instance_local_or_joined(monkeypatch, user_policy):
     import ray
 
-    from pdarts_ray.distributed import connect
+    from pdarts_ray.distributed.connect import ray_connected
+    from pdarts_ray.distributed.sweep import sweep_cpus
 
-    sweep = parse_sweep({"base": {"preset": "smoke"}})
+    cpus = sweep_cpus(parse_sweep({"base": {"preset": "smoke"}}))
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setenv("RAY_ADDRESS", "local")
     monkeypatch.delenv("RAY_GCS_SERVER_PORT", raising=False)
@@ -71,7 +78,7 @@ def test_the_job_names_its_own_ray_instance_local_or_joined(monkeypatch, user_po
         raise Called({**kwargs, "gcs_port": os.environ["RAY_GCS_SERVER_PORT"]})
 
     monkeypatch.setattr(ray, "init", start)
-    local = _called(lambda: connect.connect_ray(None, sweep))
+    local = _called(lambda: _enter(ray_connected(None, cpus)))
     assert local["dashboard_host"] == "127.0.0.1" and local["include_dashboard"]
     assert local["runtime_env"]["env_vars"] == {
         **user_policy,
@@ -80,14 +87,14 @@ def test_the_job_names_its_own_ray_instance_local_or_joined(monkeypatch, user_po
     assert "RAY_GCS_SERVER_PORT" not in os.environ
     monkeypatch.setattr(ray, "init", _capture)
     monkeypatch.delenv("RAY_ADDRESS")
-    joined = _called(lambda: connect.connect_ray("127.0.0.1:6379", sweep))
+    joined = _called(lambda: _enter(ray_connected("127.0.0.1:6379")))
     assert joined["address"] == "127.0.0.1:6379"
     assert set(joined["runtime_env"]["env_vars"]) == {*user_policy, "RAY_ADDRESS"}
     assert joined["runtime_env"]["env_vars"]["RAY_ADDRESS"].endswith(":6379")
-    client = _called(lambda: connect.connect_ray("ray://head:10001", sweep))
+    client = _called(lambda: _enter(ray_connected("ray://head:10001")))
     assert client["runtime_env"] == {"env_vars": user_policy}
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6380")  # as `ray job submit` sets it
-    started = _called(lambda: connect.start_ray(2))
+    started = _called(lambda: _enter(ray_connected(cpus=2)))
     assert started["runtime_env"]["env_vars"]["RAY_ADDRESS"].endswith(":6380")
 
 
@@ -102,13 +109,12 @@ def test_every_ray_train_run_gives_its_workers_the_drivers_policy(monkeypatch, t
     from pdarts_ray.evaluation.config import EVAL_PRESETS, EvalConfig
 
     monkeypatch.setattr(ray.train.torch, "TorchTrainer", _capture)
-    monkeypatch.setattr(retrain, "TorchTrainer", _capture)
     monkeypatch.setenv("PDARTS_CACHE", str(tmp_path / "cache"))
     cache = {"PDARTS_CACHE": str(tmp_path / "cache")}
 
     cfg = resolve(SearchConfig, SEARCH_PRESETS, "smoke", None, ["device=cpu"])
     ProgressiveSearch.create(cfg, tmp_path / "search")
-    monkeypatch.setattr(parallel_search, "start_ray", lambda workers: False)
+    monkeypatch.setattr(parallel_search, "ray_connected", lambda cpus: contextlib.nullcontext(False))
     called = _called(lambda: parallel_search.search_with_ray(cfg, tmp_path / "search", 2, progress=False))
     assert called["run_config"].worker_runtime_env == {"env_vars": {**user_policy, **cache}}
 
@@ -189,3 +195,22 @@ def test_retrainings_as_ray_tasks_carry_the_policy(monkeypatch, tmp_path, user_p
     need = EvalNeed(PDARTS.to_dict(), "P-DARTS")
     called = _called(lambda: run_evaluations([need], resolve_setup("smoke"), str(tmp_path), True, print))
     assert called["runtime_env"] == {"env_vars": user_policy}
+
+
+def test_ray_is_left_as_found_and_what_was_started_is_shut_down(monkeypatch):
+    import ray
+
+    from pdarts_ray.distributed.connect import ray_connected
+
+    calls = []
+    monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append("init"))
+    monkeypatch.setattr(ray, "shutdown", lambda: calls.append("shutdown"))
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)  # a driver already on Ray
+    with ray_connected("127.0.0.1:6379") as connected:
+        assert connected is False
+    assert calls == []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    with pytest.raises(KeyboardInterrupt), ray_connected("127.0.0.1:6379") as connected:
+        assert connected is True
+        raise KeyboardInterrupt
+    assert calls == ["init", "shutdown"]
