@@ -83,7 +83,7 @@ class SearchResult:
     def metrics(self) -> list[dict]:
         """One row per epoch: stage, epoch, losses, accuracies, learning rate, seconds."""
         from .core.checkpoint import read_jsonl
-        from .core.search import METRICS_FILE
+        from .core.run_folder import METRICS_FILE
 
         return read_jsonl(self.run_dir / METRICS_FILE)
 
@@ -100,7 +100,7 @@ class SearchResult:
 def _genotypes_by_m(run_dir: Path) -> dict:
     import json
 
-    from .core.search import GENOTYPES_FILE
+    from .core.run_folder import GENOTYPES_FILE
 
     return json.loads((run_dir / GENOTYPES_FILE).read_text())["final_by_M"]
 
@@ -274,8 +274,7 @@ def _search_with_ray(
 def open_search(run_dir: str | Path) -> SearchResult:
     """The result of a finished search from its run folder."""
     from .core.config import from_dict
-    from .core.search import CONFIG_FILE, RESULT_FILE
-    from .evaluation.retrain import read_json
+    from .core.run_folder import CONFIG_FILE, RESULT_FILE, read_json
 
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG_FILE).is_file():

@@ -25,8 +25,9 @@ import torch
 from .config import SearchConfig
 from .errors import UserError
 from .memory import process_peak_rss_bytes
+from .run_folder import ALPHAS_FILE
 from .runtime import memory_format, pin_threads, resolve_device
-from .search import ALPHAS_FILE, Stage, StagePlan
+from .search import Stage, StagePlan
 from .space import NUM_EDGES, PRIMITIVES
 from .waiting import OPENMP_KEYS
 

@@ -29,17 +29,7 @@ from .hooks import SearchHooks
 from .memory import PeakMemory
 from .parallel import Ranks
 from .rows import EPOCH_ROW
-from .run_folder import (  # noqa: F401 (the file names, importable from here as before)
-    ALPHAS_FILE,
-    CHECKPOINT_DIR,
-    CONFIG_FILE,
-    GENOTYPE_FILE,
-    GENOTYPES_FILE,
-    METRICS_FILE,
-    RESULT_FILE,
-    TRAJECTORY_FILE,
-    RunFolder,
-)
+from .run_folder import CONFIG_FILE, RESULT_FILE, RunFolder
 from .runtime import cpu_threads, derived_seed, memory_format, pin_threads, resolve_device
 from .space import (
     NUM_EDGES,

@@ -20,7 +20,7 @@ from pathlib import Path
 from ..core.checkpoint import CheckpointDir, write_json_atomic
 from ..core.config import SearchConfig, to_dict
 from ..core.errors import SearchDiverged, UserError
-from ..core.search import CHECKPOINT_DIR, METRICS_FILE, RESULT_FILE, TRAJECTORY_FILE
+from ..core.run_folder import CHECKPOINT_DIR, METRICS_FILE, RESULT_FILE, TRAJECTORY_FILE
 from .connect import ray_connected
 from .testing import worker_env
 from .trainer import torch_trainer, use_gpus

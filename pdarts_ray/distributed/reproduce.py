@@ -126,11 +126,12 @@ def evaluate_genotype(
     import sys
 
     from ..core.config import from_dict
+    from ..core.run_folder import RESULT_FILE
     from ..core.runtime import resolve_device
     from ..core.space import Genotype
     from ..evaluation.config import EvalConfig
     from ..evaluation.data import check_data
-    from ..evaluation.retrain import RESULT_FILE, AllHooks, EpochLines, EvalRun
+    from ..evaluation.retrain import AllHooks, EpochLines, EvalRun
 
     run_dir = Path(run_dir)
     gauges = None

@@ -26,15 +26,8 @@ import torch
 from ray.train import Checkpoint
 
 from ..core.checkpoint import CheckpointDir
-from ..evaluation.retrain import (
-    RESULT_FILE,
-    AllHooks,
-    EpochLines,
-    EvalHooks,
-    EvalRun,
-    EvaluationFailed,
-    read_json,
-)
+from ..core.run_folder import RESULT_FILE, read_json
+from ..evaluation.retrain import AllHooks, EpochLines, EvalHooks, EvalRun, EvaluationFailed
 from .connect import ray_connected
 from .monitoring import EvalMetrics
 from .trainer import torch_trainer, use_gpus

@@ -130,7 +130,7 @@ def _checkpoint_metrics(last: dict, storage: str) -> list[dict]:
     from ray.train import Checkpoint
 
     from ..core.checkpoint import read_jsonl
-    from ..core.search import METRICS_FILE
+    from ..core.run_folder import METRICS_FILE
 
     path = (last or {}).get("checkpoint_path")
     if not path:

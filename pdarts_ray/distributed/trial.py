@@ -46,17 +46,15 @@ from ..core.errors import SearchDiverged
 from ..core.hooks import AllHooks
 from ..core.parallel import Ranks
 from ..core.progress import SearchProgress
-from ..core.search import (
+from ..core.run_folder import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
     GENOTYPES_FILE,
     METRICS_FILE,
     RESULT_FILE,
     TRAJECTORY_FILE,
-    ProgressiveSearch,
-    SearchHooks,
-    check_out_dir,
 )
+from ..core.search import ProgressiveSearch, SearchHooks, check_out_dir
 from .monitoring import trial_metrics
 from .testing import fault_after_report
 from .trainer import torch_trainer

@@ -32,7 +32,6 @@ from ..core.config import from_dict, to_dict
 from ..core.data import ImageData
 from ..core.errors import UserError
 from ..core.run_folder import CONFIG_FILE, GENOTYPE_FILE, METRICS_FILE, RESULT_FILE, RunFolder
-from ..core.run_folder import read_json as read_json  # importable from here as before
 from ..core.runtime import cpu_threads, derived_seed, pin_threads, resolve_device
 from ..core.search import check_out_dir
 from ..core.space import Genotype
