@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+from helpers.paths import ROOT
 
 spec = importlib.util.spec_from_file_location("package_graph", ROOT / "docs" / "package_graph.py")
 graph_module = importlib.util.module_from_spec(spec)

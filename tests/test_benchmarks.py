@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+from helpers.paths import ROOT
 
 pytestmark = pytest.mark.slow
 PHASES = ("steps", "profile", "retrain", "epochs", "concurrent")

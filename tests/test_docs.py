@@ -4,7 +4,7 @@ reachable from the README, and the README stays short."""
 import re
 
 import pytest
-from conftest import ROOT
+from helpers.paths import ROOT
 
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")

@@ -9,7 +9,7 @@ import io
 import json
 
 import pytest
-from conftest import ROOT
+from helpers.paths import ROOT
 
 from pdarts_ray.core.errors import UserError
 from pdarts_ray.distributed.definition import parse_sweep

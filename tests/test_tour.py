@@ -20,7 +20,8 @@ import threading
 import time
 
 import pytest
-from conftest import ROOT, kill_group
+from helpers.paths import ROOT
+from helpers.processes import kill_group
 
 PICTURES = [f"{cell}.{fmt}" for cell in ("normal", "reduce") for fmt in ("png", "svg")]
 

@@ -10,7 +10,8 @@ import shutil
 
 import pytest
 import torch
-from conftest import FIXTURES, run_cli
+from helpers.cli import run_cli
+from helpers.paths import FIXTURES
 
 
 def _files(folder):

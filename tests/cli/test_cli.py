@@ -4,7 +4,8 @@ columns, help texts listing their registries, "did you mean" for mistyped names.
 import json
 
 import pytest
-from conftest import FIXTURES, ROOT, run_cli
+from helpers.cli import run_cli
+from helpers.paths import FIXTURES, ROOT
 
 from pdarts_ray.core.waiting import OPENMP_KEYS, WAIT_POLICIES
 

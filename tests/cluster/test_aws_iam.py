@@ -9,7 +9,7 @@ against moto with these profiles in place and creates no IAM of its own.
 
 import pytest
 import yaml
-from conftest import ROOT
+from helpers.paths import ROOT
 
 TEMPLATE = ROOT / "cluster" / "aws" / "iam.yaml"
 # actions EC2 accepts only with Resource "*" (no resource-level permissions)

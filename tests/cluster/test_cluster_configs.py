@@ -8,7 +8,8 @@ import shlex
 
 import pytest
 import yaml
-from conftest import ROOT, pinned_ray
+from helpers.clusters import pinned_ray
+from helpers.paths import ROOT
 from ray.autoscaler._private.util import prepare_config, validate_config
 
 CONFIGS = ["cluster/gpu.yaml", "cluster/local.yaml"]

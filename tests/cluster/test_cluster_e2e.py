@@ -37,7 +37,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT
+from helpers.paths import ROOT
 from ray import __version__ as ray_version
 
 pytestmark = pytest.mark.slow

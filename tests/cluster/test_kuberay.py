@@ -14,7 +14,8 @@ import shlex
 import jsonschema
 import pytest
 import yaml
-from conftest import ROOT, pinned_ray
+from helpers.clusters import pinned_ray
+from helpers.paths import ROOT
 
 FOLDER = ROOT / "cluster" / "kuberay"
 IMAGE_ROOT = "/home/ray/pdarts-ray"  # where the Dockerfile puts the repository's files

@@ -10,7 +10,9 @@ import urllib.request
 
 import pytest
 import yaml
-from conftest import ROOT, free_port, token_head
+from helpers.clusters import token_head
+from helpers.paths import ROOT
+from helpers.processes import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import run_cli
+from helpers.cli import run_cli
 
 from pdarts_ray.core.bench import bench_config, projected_search_hours, stage_switches, step_flops
 from pdarts_ray.core.config import SEARCH_PRESETS, SearchConfig, resolve

@@ -9,7 +9,7 @@ import threading
 import time
 
 import pytest
-from conftest import run_cli
+from helpers.cli import run_cli
 
 from pdarts_ray.core.claim import CLAIM_FILE, Claim, LocalClaimFiles, claim_folder
 from pdarts_ray.core.errors import UserError

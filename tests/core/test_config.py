@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from conftest import run_cli
+from helpers.cli import run_cli
 
 from pdarts_ray.core.config import SEARCH_PRESETS, SearchConfig, from_dict, parse_set, resolve, to_dict
 from pdarts_ray.core.errors import UserError

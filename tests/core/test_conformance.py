@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES
+from helpers.paths import FIXTURES
 
 from pdarts_ray.core.space import PRIMITIVES, CellState, derive, derive_cell, prune_switches
 

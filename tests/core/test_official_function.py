@@ -23,7 +23,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import FIXTURES
+from helpers.paths import FIXTURES
 from torch import nn
 
 from pdarts_ray.core.supernet import SearchNetwork

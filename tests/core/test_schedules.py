@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from conftest import FIXTURES
+from helpers.paths import FIXTURES
 
 from pdarts_ray.core.config import SearchConfig
 from pdarts_ray.core.space import full_switches

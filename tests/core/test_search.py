@@ -10,7 +10,7 @@ import time
 
 import pytest
 import torch
-from conftest import run_cli
+from helpers.cli import run_cli
 
 from pdarts_ray.core.checkpoint import CheckpointDir, read_jsonl
 from pdarts_ray.core.config import SEARCH_PRESETS, SearchConfig, resolve

@@ -27,7 +27,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import kill_group, run_cli
+from helpers.cli import run_cli
+from helpers.processes import kill_group
 
 pytestmark = pytest.mark.slow
 

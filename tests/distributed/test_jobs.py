@@ -9,7 +9,9 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import ROOT, free_port, token_head
+from helpers.clusters import token_head
+from helpers.paths import ROOT
+from helpers.processes import free_port
 from ray.job_submission import JobStatus, JobSubmissionClient
 
 from pdarts_ray.results import read_trials

@@ -15,7 +15,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import node_metrics_url, prometheus_samples
+from helpers.metrics import node_metrics_url, prometheus_samples
 
 from pdarts_ray.distributed.definition import parse_sweep
 from pdarts_ray.distributed.monitoring import EVAL_GAUGES, GAUGES, EvalMetrics, TrialMetrics

@@ -19,7 +19,8 @@ import threading
 import time
 
 import pytest
-from conftest import kill_group, run_cli
+from helpers.cli import run_cli
+from helpers.processes import kill_group
 
 pytestmark = pytest.mark.slow
 

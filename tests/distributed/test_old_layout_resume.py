@@ -12,7 +12,8 @@ import json
 import shutil
 
 import pytest
-from conftest import FIXTURES, run_cli
+from helpers.cli import run_cli
+from helpers.paths import FIXTURES
 
 pytestmark = pytest.mark.slow
 

@@ -21,7 +21,8 @@ import time
 
 import pytest
 import torch
-from conftest import kill_group, run_cli
+from helpers.cli import run_cli
+from helpers.processes import kill_group
 
 pytestmark = pytest.mark.slow
 

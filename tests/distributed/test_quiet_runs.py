@@ -7,7 +7,8 @@ Train workers the driver's CPU wait policy, the user's own OpenMP setting first.
 import json
 
 import pytest
-from conftest import ray_process_env, raylet_of, run_cli
+from helpers.cli import run_cli
+from helpers.processes import ray_process_env, raylet_of
 
 from pdarts_ray.core.waiting import OPENMP_KEYS, wait_policy_env
 

@@ -8,7 +8,7 @@ import threading
 import time
 
 import pytest
-from conftest import exported_until, node_metrics_url
+from helpers.metrics import exported_until, node_metrics_url
 
 from pdarts_ray.core.checkpoint import CheckpointDir, read_jsonl
 from pdarts_ray.core.config import resolve

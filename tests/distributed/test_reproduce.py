@@ -7,7 +7,8 @@ import dataclasses
 import json
 
 import pytest
-from conftest import exported_until, node_metrics_url, run_cli
+from helpers.cli import run_cli
+from helpers.metrics import exported_until, node_metrics_url
 
 from pdarts_ray.core.config import SEARCH_PRESETS, SearchConfig, resolve, to_dict
 from pdarts_ray.core.errors import UserError

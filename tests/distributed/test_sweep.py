@@ -8,7 +8,9 @@ import sys
 import time
 
 import pytest
-from conftest import ROOT, kill_group, run_cli
+from helpers.cli import run_cli
+from helpers.paths import ROOT
+from helpers.processes import kill_group
 
 from pdarts_ray.core.errors import UserError
 from pdarts_ray.distributed.definition import load_sweep, parse_gpus, parse_sweep, trial_config

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 import torch.nn as nn
-from conftest import run_cli
+from helpers.cli import run_cli
 
 from pdarts_ray.evaluation.counting import count_macs, count_parameters, genotype_cost
 from pdarts_ray.evaluation.genotypes import DARTS_V2, PDARTS

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import FIXTURES, run_cli
+from helpers.cli import run_cli
+from helpers.paths import FIXTURES
 from PIL import Image
 
 from pdarts_ray.core.checkpoint import read_jsonl

@@ -6,7 +6,8 @@ import json
 import pytest
 import torch
 import torch.nn as nn
-from conftest import FIXTURES, ROOT, run_cli
+from helpers.cli import run_cli
+from helpers.paths import FIXTURES, ROOT
 
 from pdarts_ray.core.errors import UserError
 from pdarts_ray.core.ops import FactorizedReduce, Identity, build_op

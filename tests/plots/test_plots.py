@@ -6,7 +6,7 @@ import shutil
 import xml.etree.ElementTree as ET
 
 import pytest
-from conftest import run_cli
+from helpers.cli import run_cli
 
 from pdarts_ray.core.config import SEARCH_PRESETS, SearchConfig, resolve
 from pdarts_ray.core.errors import UserError

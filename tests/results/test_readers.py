@@ -8,7 +8,7 @@ import shutil
 import duckdb
 import pandas as pd
 import pytest
-from conftest import FIXTURES, ROOT
+from helpers.paths import FIXTURES, ROOT
 
 from pdarts_ray.results import read_epochs, read_trials, trial_row, write_epochs, write_trial
 

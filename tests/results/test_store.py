@@ -7,7 +7,7 @@ import os
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import run_cli
+from helpers.cli import run_cli
 
 from pdarts_ray import results as R
 from pdarts_ray.core.config import SEARCH_PRESETS, SearchConfig, resolve, to_dict

@@ -7,7 +7,7 @@ import json
 
 import mlflow
 import pytest
-from conftest import run_cli
+from helpers.cli import run_cli
 
 import pdarts_ray
 from pdarts_ray.core.errors import UserError

@@ -1,0 +1,1 @@
+"""Plain functions the tests share (fixtures stay in tests/conftest.py)."""

@@ -1,0 +1,19 @@
+"""Running the package's command line in a fresh process."""
+
+import os
+import subprocess
+import sys
+
+
+def run_cli(*args, cwd=None, env=None, timeout=600):
+    """The installed CLI in a fresh process: (returncode, stdout, stderr)."""
+    full_env = {**os.environ, **(env or {})}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pdarts_ray.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=full_env,
+        timeout=timeout,
+    )
+    return proc.returncode, proc.stdout, proc.stderr

@@ -1,0 +1,86 @@
+"""The Ray version pyproject.toml pins, and Ray heads of their own that a test starts."""
+
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from .paths import ROOT
+
+
+def pinned_ray() -> str:
+    """`ray[...]==X` as pyproject.toml pins it."""
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    (ray_dep,) = [d for d in deps if re.match(r"ray\b", d)]
+    assert "==" in ray_dep, "Ray must be pinned exactly"
+    return ray_dep.replace(" ", "")
+
+
+@contextlib.contextmanager
+def token_head(command: str, gcs: int, dashboard: int):
+    """A Ray head started by `command` (a `ray start --head ... --temp-dir={temp} --block`
+    line) in a home of its own whose ~/.ray/auth_token holds a fresh token, until its
+    dashboard answers; yields {token, gcs, dashboard, env, home}. Its processes (found by the
+    temp folder, under that home) are stopped at the end."""
+    token = "pdarts-test-" + os.urandom(16).hex()
+    home = Path(tempfile.mkdtemp(prefix="pdh-"))
+    (home / ".ray").mkdir()
+    (home / ".ray" / "auth_token").write_text(token)
+    command = command.replace("{temp}", str(home / "t"))  # short: Ray's socket paths must fit
+    ray_bin = Path(sys.executable).parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update(HOME=str(home), PATH=f"{ray_bin}:{env['PATH']}")
+    proc = subprocess.Popen(
+        ["bash", "-c", command],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.time() + 90
+        while True:
+            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+            assert time.time() < deadline, "the head did not come up"
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{dashboard}/api/version", timeout=2)
+            except urllib.error.HTTPError:
+                break  # answering (with 401): up
+            except OSError:
+                time.sleep(0.5)
+                continue
+            break
+        yield {
+            "token": token,
+            "gcs": f"127.0.0.1:{gcs}",
+            "dashboard": f"http://127.0.0.1:{dashboard}",
+            "env": env,
+            "home": home,
+        }
+    finally:
+        os.killpg(proc.pid, 15)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+        _stop_processes_of(home)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _stop_processes_of(home: Path) -> None:
+    """Ray's processes of one head only (their command lines name its temp folder)."""
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and str(home).encode() in (proc / "cmdline").read_bytes():
+                os.kill(int(proc.name), 9)
+        except OSError:
+            pass
