@@ -16,7 +16,7 @@ from helpers.paths import ROOT
 
 # names that are not distributions: the package itself, the tests' helpers, and the
 # official P-DARTS modules the benchmark loads from a checkout it is pointed at
-LOCAL = {"pdarts_ray", "conftest", "helpers", "package_graph", "genotypes", "model_search", "refload"}
+LOCAL = {"pdarts_ray", "helpers", "package_graph", "genotypes", "model_search", "refload"}
 
 
 def _requirement_name(requirement: str) -> str:
