@@ -1,3 +1,4 @@
+import fcntl
 import os
 import sys
 from pathlib import Path
@@ -5,6 +6,55 @@ from pathlib import Path
 import pytest
 from helpers.clusters import token_head
 from helpers.processes import free_port
+
+# The suite runs on several workers (pytest-xdist, `-n auto --dist loadgroup`). Tests that
+# start or join Ray run one after another on one worker: two Rays on one machine would find
+# each other (a driver joins the cluster `ray start` recorded on the host) and a test that
+# ends with `ray stop --force` would stop the other's. Every other module runs whole on one
+# worker, so its module fixtures are built once.
+RAY_FOLDERS = ("distributed", "cluster")
+RAY_MODULES = ("test_tour.py",)
+RAY_FIXTURES = ("local_ray", "second_ray")
+
+
+def _xdist_group(item) -> str:
+    path = Path(str(item.fspath))
+    if (
+        path.parent.name in RAY_FOLDERS
+        or path.name in RAY_MODULES
+        or any(name in item.fixturenames for name in RAY_FIXTURES)
+    ):
+        return "ray"
+    return path.name
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(_xdist_group(item)))
+
+
+@pytest.fixture(autouse=True)
+def _machine_share(request, tmp_path_factory):
+    """A test marked `alone` (it measures how busy the machine is) runs while no other
+    worker runs a test; the others share the machine. A gate taken first lets an `alone`
+    test in ahead of tests that arrive after it."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        yield
+        return
+    root = tmp_path_factory.getbasetemp().parent
+    alone = request.node.get_closest_marker("alone") is not None
+    with open(root / "machine.gate", "a") as gate, open(root / "machine.lock", "a") as lock:
+        fcntl.flock(gate, fcntl.LOCK_EX)
+        fcntl.flock(lock, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        if not alone:
+            fcntl.flock(gate, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            if alone:
+                fcntl.flock(gate, fcntl.LOCK_UN)
 
 
 @pytest.fixture(autouse=True, scope="session")

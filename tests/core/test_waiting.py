@@ -12,6 +12,8 @@ from pdarts_ray.core import waiting
 from pdarts_ray.core.contention import bench_contention, policy_process_env, start_busy_cores, stop_busy_cores
 from pdarts_ray.core.errors import UserError
 
+pytestmark = pytest.mark.alone  # busy-core measurements: nothing else may run beside them
+
 _SHOW_ENV = "import os, json; print(json.dumps({k: os.environ.get(k) for k in ('OMP_WAIT_POLICY', 'GOMP_SPINCOUNT')}))"  # noqa: E501
 
 
