@@ -8,7 +8,6 @@ import contextlib
 import json
 import os
 import sys
-from pathlib import Path
 
 from ..core.config import did_you_mean
 from ..core.errors import UserError
@@ -46,19 +45,6 @@ def emit(args, data, text: str | None = None) -> None:
         print(json.dumps(data, indent=1))
     elif text is not None and not args.quiet:
         print(text)
-
-
-def read_json_object(path: str) -> dict:
-    p = Path(path)
-    try:
-        data = json.loads(p.read_text())
-    except OSError as err:
-        raise UserError(f"{p}: cannot read ({err.strerror})") from None
-    except json.JSONDecodeError as err:
-        raise UserError(f"{p}: not valid JSON ({err.msg} at line {err.lineno})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{p}: expected a JSON object")
-    return data
 
 
 def stdout_console():

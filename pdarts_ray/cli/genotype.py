@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from ..core.errors import UserError
-from .common import Parser, add_common_flags, emit, format_cell, read_json_object
+from .common import Parser, add_common_flags, emit, format_cell
 
 
 def _read_state(path: str):
+    from ..core.run_folder import read_json
     from ..core.space import PRIMITIVES, CellState
 
-    data = read_json_object(path)
+    data = read_json(path)
     if "primitives" in data and list(data["primitives"]) != list(PRIMITIVES):
         raise UserError(f"{path}: primitives differ from pdarts-ray's ({', '.join(PRIMITIVES)})")
     try:
