@@ -36,6 +36,12 @@ def test_the_paper_tables_are_registered_in_the_order_reproduce_lists_them():
     assert set(list_experiments()) - set(PAPER_TABLES) == {"opspace"}
 
 
+def test_every_module_in_the_folder_is_an_experiment_that_registers():
+    """A new experiment is one module: nothing lists the modules by hand."""
+    modules = {p.stem for p in (ROOT / "pdarts_ray" / "experiments").glob("*.py")}
+    assert modules - {"__init__", "registry", "outcomes"} == set(list_experiments())
+
+
 def test_an_unknown_experiment_names_the_known_ones():
     with pytest.raises(
         UserError, match=r"unknown experiment 'dropuot' \(choose from table3, depth, .*opspace\)"
