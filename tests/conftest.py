@@ -13,7 +13,7 @@ from helpers.processes import free_port
 # ends with `ray stop --force` would stop the other's. Every other module runs whole on one
 # worker, so its module fixtures are built once.
 RAY_FOLDERS = ("distributed", "cluster")
-RAY_MODULES = ("test_tour.py",)
+RAY_MODULES = ("test_tour.py", "test_wheel.py")  # the docs example in the wheel runs a sweep
 RAY_FIXTURES = ("local_ray", "second_ray")
 
 

@@ -8,6 +8,7 @@ download; the project itself comes from the wheel alone (an editable install's h
 not read from an appended path), which the test checks.
 """
 
+import os
 import re
 import shutil
 import subprocess
@@ -95,10 +96,16 @@ def fresh_env(built, tmp_path_factory):
     return python
 
 
+def _outside_the_tree() -> dict[str, str]:
+    """This environment without PYTHONPATH, which could put the source tree ahead of the wheel."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+
 def test_the_installed_wheel_runs_a_search(fresh_env, tmp_path):
     where = subprocess.run(
         [fresh_env, "-c", "import pdarts_ray; print(pdarts_ray.__file__)"],
         cwd=tmp_path,
+        env=_outside_the_tree(),
         capture_output=True,
         text=True,
         check=True,
@@ -108,6 +115,7 @@ def test_the_installed_wheel_runs_a_search(fresh_env, tmp_path):
     proc = subprocess.run(
         [command, "search", "--preset", "smoke", "--out", "run", "--json"],
         cwd=tmp_path,
+        env=_outside_the_tree(),
         capture_output=True,
         text=True,
         timeout=600,
@@ -120,7 +128,14 @@ def test_the_docs_python_example_runs_from_the_wheel(fresh_env, tmp_path):
     """docs/python.md's example as written: a search, its retraining, a sweep on a local Ray,
     the store read with pandas, a table rendered from the store."""
     (block,) = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "python.md").read_text(), re.S)
-    proc = subprocess.run([fresh_env, "-c", block], cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [fresh_env, "-c", block],
+        cwd=tmp_path,
+        env=_outside_the_tree(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     assert re.search(r"best valid accuracy 0\.\d{3}; \d skip-connects before refinement", out)
