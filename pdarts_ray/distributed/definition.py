@@ -292,26 +292,9 @@ def parse_saved_sweep(saved, source: str) -> Sweep:
     missing = {"base"} - set(saved)
     if missing:
         raise UserError(f"{source}: sweep: missing field 'base'")
+    # space and objective are saved in another form, rebuilt below
     definition = {
-        k: saved[k]
-        for k in (
-            "name",
-            "base",
-            "searcher",
-            "seed",
-            "scheduler",
-            "num_samples",
-            "max_concurrent_trials",
-            "gpus_per_trial",
-            "cpus_per_trial",
-            "workers_per_trial",
-            "sync_bn",
-            "max_failures",
-            "trial_retries",
-            "storage",
-            "mlflow",
-        )
-        if saved.get(k) is not None
+        k: saved[k] for k in DEF_KEYS if k not in ("space", "objective") and saved.get(k) is not None
     }
     space = saved.get("space") or {}
     if not isinstance(space, dict):
