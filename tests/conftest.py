@@ -1,6 +1,7 @@
 import fcntl
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,17 @@ from helpers.processes import free_port
 # each other (a driver joins the cluster `ray start` recorded on the host) and a test that
 # ends with `ray stop --force` would stop the other's. Every other module runs whole on one
 # worker, so its module fixtures are built once.
+# Each worker also gives Ray a temp folder of its own (where `ray start` records the cluster
+# to join and Ray keeps its sessions), and a Ray test takes a lock that a Ray test on another
+# worker would wait for: if a worker crashes, xdist hands the rest of its group to another.
+if "PYTEST_XDIST_WORKER" in os.environ and "RAY_TMPDIR" not in os.environ:
+    # short, under /tmp: Ray's socket paths must fit in 107 characters
+    os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix=f"pdr-{os.environ['PYTEST_XDIST_WORKER']}-")
+    # one torch thread per worker: two workers of two threads each on two cores wait on each
+    # other (libgomp spins), and each test took about twice as long as alone
+    import torch
+
+    torch.set_num_threads(1)
 RAY_FOLDERS = ("distributed", "cluster")
 RAY_MODULES = ("test_tour.py", "test_wheel.py")  # the docs example in the wheel runs a sweep
 RAY_FIXTURES = ("local_ray", "second_ray")
@@ -31,7 +43,19 @@ def _xdist_group(item) -> str:
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        item.add_marker(pytest.mark.xdist_group(_xdist_group(item)))
+        group = _xdist_group(item)
+        item.add_marker(pytest.mark.xdist_group(group))
+        if group == "ray" and "PYTEST_XDIST_WORKER" in os.environ:
+            item.fixturenames.insert(0, "_ray_turn")  # first: before any Ray fixture starts Ray
+
+
+@pytest.fixture(scope="session")
+def _ray_turn(tmp_path_factory):
+    """Held from a worker's first Ray test to its end (Ray fixtures live across tests).
+    Taken before the machine's lock, so a worker waiting for it holds nothing."""
+    with open(tmp_path_factory.getbasetemp().parent / "ray.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 @pytest.fixture(autouse=True)

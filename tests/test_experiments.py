@@ -82,9 +82,11 @@ def test_the_scripts_in_ablations_run_the_experiments_they_name():
     assert len(scripts) == 5
 
 
-# The rendering of every table and preset from benchmarks/results/store by the code before
-# the registry, as `reproduce --no-run --json` printed it (tests/fixtures/reproduce-store-tables.json);
-# those that count parameters of the paper's network for many cells take seconds.
+# The rendering of every table and preset from benchmarks/results/store, as `reproduce --no-run
+# --json` printed it (tests/fixtures/reproduce-store-tables.json): taken by the code before the
+# registry; taken again when effects got their paired tests and tables their test split's note,
+# with every row, column and earlier note as before. Those that count parameters of the paper's
+# network for many cells take seconds.
 SLOW_RENDERINGS = {
     "skip --preset tiny",
     "skip --preset small",

@@ -31,6 +31,7 @@ from .errors import UserError
 
 CIFAR10_FOLDER = "cifar-10-batches-py"
 CIFAR10_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
+DIGITS_IMAGES = 1797  # scikit-learn's load_digits
 SYNTHETIC_SEED = 20191027  # fixed: a synthetic set is the same for every run that asks for it
 
 
@@ -141,6 +142,11 @@ def read_verified(root: Path, files: dict[str, bytes], what: str):
 # ---------------------------------------------------------------- the bundled digits
 
 
+def digits_test_images() -> int:
+    """Images in the digits' test batch: every 6th of the 1,797."""
+    return DIGITS_IMAGES // 6
+
+
 def digits_files() -> dict[str, bytes]:
     """The 1,797 handwritten digits shipped inside scikit-learn, as CIFAR-10 files.
 
@@ -184,9 +190,13 @@ def make_synthetic(size: int, classes: int, seed: int = SYNTHETIC_SEED) -> tuple
     return images, labels.numpy()
 
 
+def synthetic_test_images(size: int, classes: int) -> int:
+    return max(classes, size // 5)
+
+
 def synthetic_files(size: int, classes: int) -> dict[str, bytes]:
-    """`size` training images plus size//5 test images, as CIFAR-10 files."""
-    test_size = max(classes, size // 5)
+    """`size` training images plus synthetic_test_images(size, classes), as CIFAR-10 files."""
+    test_size = synthetic_test_images(size, classes)
     images, labels = make_synthetic(size + test_size, classes)
     return cifar10_files(
         images[:size], labels[:size], images[size:], labels[size:], [f"class_{c}" for c in range(classes)]

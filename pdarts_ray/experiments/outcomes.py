@@ -6,8 +6,6 @@ from dataclasses import dataclass, field
 
 from ..results.tables.common import Rendered
 
-EFFECT_KEYS = ("effect", "paper", "ours", "seeds", "per_seed", "verdict")
-
 
 @dataclass(frozen=True)
 class SweepResult:
@@ -44,8 +42,10 @@ class ReproduceResult:
     searches_started: int
     evaluations_started: int
     files: list[str]
-    # the paper's effects as differences per seed:
-    # what, paper, mean ± standard error, seeds, per seed, verdict
+    # the paper's effects as differences per seed (results.tables.effects: EFFECT_KEYS, then
+    # TEST_KEYS): what, paper, mean ± standard error, seeds, per seed, verdict; then the
+    # test's numbers: mean, standard error, 95% interval, p, the test, the paper's effect and
+    # the smallest difference resolved
     effects: list[dict] = field(default_factory=list)
 
     @classmethod
@@ -62,7 +62,7 @@ class ReproduceResult:
             searches,
             evaluations,
             files,
-            [dict(zip(EFFECT_KEYS, e.cells())) for e in r.effects],
+            [e.record() for e in r.effects],
         )
 
     def to_pandas(self):

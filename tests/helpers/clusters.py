@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 from .paths import ROOT
+from .processes import free_port
 
 
 def pinned_ray() -> str:
@@ -28,13 +29,17 @@ def pinned_ray() -> str:
 def token_head(command: str, gcs: int, dashboard: int):
     """A Ray head started by `command` (a `ray start --head ... --temp-dir={temp} --block`
     line) in a home of its own whose ~/.ray/auth_token holds a fresh token, until its
-    dashboard answers; yields {token, gcs, dashboard, env, home}. Its processes (found by the
-    temp folder, under that home) are stopped at the end."""
+    dashboard answers; yields {token, gcs, dashboard, env, home}. Its dashboard agent listens
+    on a free port: Ray's default (52365) is one per host, and an agent that finds it taken
+    stays up without its HTTP service, so the head refuses every job ("No available agent").
+    Its processes (found by the temp folder, under that home) are stopped at the end."""
     token = "pdarts-test-" + os.urandom(16).hex()
     home = Path(tempfile.mkdtemp(prefix="pdh-"))
     (home / ".ray").mkdir()
     (home / ".ray" / "auth_token").write_text(token)
     command = command.replace("{temp}", str(home / "t"))  # short: Ray's socket paths must fit
+    if "--dashboard-agent-listen-port" not in command:
+        command = command.replace(" --block", f" --dashboard-agent-listen-port={free_port()} --block")
     ray_bin = Path(sys.executable).parent
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env.update(HOME=str(home), PATH=f"{ray_bin}:{env['PATH']}")

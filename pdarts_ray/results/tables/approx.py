@@ -14,23 +14,24 @@ import json
 
 from .. import paper_numbers as paper
 from .common import (
-    Effect,
     EvalNeed,
     Rendered,
     SearchNeed,
     Setup,
     StoreView,
     TableSpec,
-    difference,
     error_pct,
     fmt,
     mean_or_none,
     notes,
     published_text,
     published_value,
+    resolution,
     search_need,
+    split_note,
     spread,
 )
+from .effects import Effect, difference
 
 
 def spec(setup: Setup) -> TableSpec:
@@ -83,12 +84,15 @@ def spec(setup: Setup) -> TableSpec:
         paired = [
             (e, by_seed[n.config["seed"]]) for n, e in zip(mains, approx_errs) if n.config["seed"] in by_seed
         ]
+        extra += split_note(setup, approx_errs + random_errs)
         effects = [
             Effect(
                 "error (%), random op space - approximated, same seed",
                 "3.43 (best of 3) - 2.58 = +0.85",
                 +1,
                 difference([a for a, _ in paired], [r for _, r in paired]),
+                paper_effect=0.85,
+                resolution=resolution(setup, [e for pair in paired for e in pair]),
             )
         ]
         return Rendered(

@@ -21,15 +21,16 @@ from dataclasses import dataclass, field
 from ...core.config import SEARCH_PRESETS, SearchConfig, apply_overrides, identity, to_dict
 from ...core.errors import UserError
 from ...core.space import skip_count as skip_count  # the tables count skip-connects through here
+from .effects import Effect, error_resolution
 
 PRESETS = ("smoke", "tiny", "small", "paper")
 DATASETS = ("cifar10", "cifar100")
+CIFAR_TEST_IMAGES = 10_000
 DEFAULT_RUNS = 3
 # Searches per row of the tables the paper ran once (depth, skip, dropout, table1 and approx's
 # approximated row): one, as the paper, except where a preset is sized to tell an effect
 # from the spread between seeds.
 DEFAULT_REPEATS = {"small": 3}
-MIN_SEEDS_FOR_EFFECT = 3
 # config keys that say where or how fast a run ran, not what it computed
 SEARCH_RUNTIME_KEYS = ("data_root", "download", "device", "threads", "channels_last", "kernels")
 EVAL_RUNTIME_KEYS = (
@@ -243,52 +244,6 @@ class StoreView:
 
 
 @dataclass
-class Effect:
-    """One of the paper's effects as a difference per seed (paired: both sides of a seed come
-    from the same search seed). It counts as shown when, over at least three seeds, the mean
-    difference lies in the paper's direction by more than two standard errors."""
-
-    what: str
-    paper: str  # what the paper reports, in words or numbers
-    direction: int  # +1: the paper's difference is positive; -1: negative
-    differences: list[float | None]
-
-    def summary(self) -> tuple[float | None, float | None]:
-        """Mean and standard error (n - 1) of the differences; None while any is missing."""
-        values = self.differences
-        if not values or any(v is None for v in values):
-            return None, None
-        se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else None
-        return statistics.fmean(values), se
-
-    def verdict(self) -> str:
-        mean, se = self.summary()
-        if mean is None:
-            return "missing"
-        if len(self.differences) < MIN_SEEDS_FOR_EFFECT:
-            return f"untested: {len(self.differences)} seed(s), needs {MIN_SEEDS_FOR_EFFECT}"
-        if self.direction * mean > 2 * se:
-            return "shown"
-        if -self.direction * mean > 2 * se:
-            return "opposite"
-        return "not shown"
-
-    def cells(self) -> list[str]:
-        mean, se = self.summary()
-        ours = "-" if mean is None else f"{mean:+.2f}" if se is None else f"{mean:+.2f} ± {se:.2f}"
-        per_seed = " / ".join("-" if v is None else f"{v:+.2f}" for v in self.differences)
-        return [self.what, self.paper, ours, str(len(self.differences)), per_seed, self.verdict()]
-
-
-EFFECT_COLUMNS = ["effect", "paper", "ours: mean ± standard error", "seeds", "per seed", "verdict"]
-
-
-def difference(a: list[float | None], b: list[float | None]) -> list[float | None]:
-    """b - a per seed."""
-    return [None if x is None or y is None else y - x for x, y in zip(a, b)]
-
-
-@dataclass
 class Rendered:
     name: str
     title: str
@@ -358,6 +313,45 @@ def genotype_of_m(row: dict | None, m: int) -> dict | None:
 
 def count_dataset(setup: Setup) -> str:
     return setup.base["dataset"] if setup.base["dataset"] in ("cifar10", "cifar100") else "cifar10"
+
+
+def test_images(eval_config: dict) -> int | None:
+    """Images in the test split a retraining is scored on; None for a folder of the user's."""
+    from ...core.bundled import digits_test_images, synthetic_test_images
+
+    dataset = eval_config["dataset"]
+    if dataset == "digits" and not eval_config.get("data_root"):
+        return digits_test_images()
+    if dataset == "synthetic" and not eval_config.get("data_root"):
+        return synthetic_test_images(eval_config["synthetic_size"], eval_config["synthetic_classes"])
+    return CIFAR_TEST_IMAGES if dataset in DATASETS else None
+
+
+def resolution(setup: Setup, errors: list[float | None]) -> float | None:
+    """The smallest error difference the setup's test split resolves at `errors` (None: unknown)."""
+    return error_resolution(test_images(setup.eval_config), errors)
+
+
+def split_note(setup: Setup, errors: list[float | None]) -> list[str]:
+    """What the test split resolves, at the errors a table measured."""
+    n = test_images(setup.eval_config)
+    if n is None:
+        return [
+            "The test split's size is not known here (a dataset of the user's): no error effect is "
+            "judged against it."
+        ]
+    known = [e for e in errors if e is not None]
+    resolution = error_resolution(n, known) if known else None
+    at = (
+        ""
+        if resolution is None
+        else f"; at the mean error measured ({statistics.fmean(known):.2f} %) it resolves differences "
+        f"of {resolution:.2f} % (one binomial standard error)"
+    )
+    return [
+        f"Errors are measured on a test split of {n} images (one image = {100 / n:.2f} %){at}. An error "
+        "effect the paper gives as smaller than that is not resolvable here."
+    ]
 
 
 def params_m(setup: Setup, genotype) -> float | None:

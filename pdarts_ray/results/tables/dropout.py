@@ -15,13 +15,11 @@ from .. import paper_numbers as paper
 from .common import (
     DROPOUT,
     NO_DROPOUT,
-    Effect,
     EvalNeed,
     Rendered,
     Setup,
     StoreView,
     TableSpec,
-    difference,
     error_pct,
     genotype_of_m,
     mean_or_none,
@@ -30,10 +28,13 @@ from .common import (
     published_text,
     published_value,
     rates,
+    resolution,
     search_need,
     seeds_note,
+    split_note,
     spread,
 )
+from .effects import Effect, differ, difference
 
 
 def spec(setup: Setup) -> TableSpec:
@@ -110,7 +111,10 @@ def spec(setup: Setup) -> TableSpec:
             + "; ".join(f"skip dropout {label}: {counts}" for label, counts in per_stage.items())
             + ".",
         ]
-        extra += seeds_note(setup)
+        extra += seeds_note(setup) + split_note(
+            setup, [e for label, _ in settings for m in ms for e in errors[label][m]]
+        )
+        at_2 = {label: [genotype_of_m(store.search(n), 2) for n in needs] for label, needs in settings}
         effects = [
             Effect(
                 "skip-connects before refinement without skip dropout, last stage - stage 1",
@@ -123,12 +127,18 @@ def spec(setup: Setup) -> TableSpec:
                 "8 - 4 = +4",
                 +1,
                 difference(skips["0.0/0.3/0.6"], skips["0.0/0.0/0.0"]),
+                paper_effect=4.0,
+                # dropout can only hold down skip-connects a search without it keeps
+                acted=[s is None or s > 0 for s in skips["0.0/0.0/0.0"]],
             ),
             Effect(
                 "error (%) at M = 2, without - with skip dropout",
                 "2.93 - 2.69 = +0.24",
                 +1,
                 difference(errors["0.0/0.3/0.6"][2], errors["0.0/0.0/0.0"][2]),
+                paper_effect=0.24,
+                resolution=resolution(setup, errors["0.0/0.3/0.6"][2] + errors["0.0/0.0/0.0"][2]),
+                acted=differ(at_2["0.0/0.3/0.6"], at_2["0.0/0.0/0.0"]),
             ),
         ]
         return Rendered(

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...core.errors import UserError
-from .common import EFFECT_COLUMNS, MIN_SEEDS_FOR_EFFECT, Rendered, Setup
+from .common import Rendered, Setup
+from .effects import EFFECT_COLUMNS, EFFECTS_NOTE
 
 # ---------------------------------------------------------------- output
 
@@ -27,13 +28,6 @@ def to_markdown(r: Rendered) -> str:
     if r.missing:
         lines += ["", "Missing (not run): " + "; ".join(r.missing)]
     return "\n".join(lines) + "\n"
-
-
-EFFECTS_NOTE = (
-    f"Differences per seed (both sides from searches of the same seed). An effect is shown when, over "
-    f"at least {MIN_SEEDS_FOR_EFFECT} seeds, the mean difference lies in the paper's direction by more "
-    f"than two standard errors."
-)
 
 
 def to_csv(r: Rendered) -> str:

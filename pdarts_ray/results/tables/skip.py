@@ -14,14 +14,12 @@ from .. import paper_numbers as paper
 from .common import (
     DROPOUT,
     PAPER_NETWORK,
-    Effect,
     EvalNeed,
     Rendered,
     Setup,
     StoreView,
     TableSpec,
     count_dataset,
-    difference,
     error_pct,
     genotype_of_m,
     mean_or_none,
@@ -31,11 +29,14 @@ from .common import (
     published_text,
     published_value,
     rates,
+    resolution,
     search_need,
     seeds_note,
     skip_count,
+    split_note,
     spread,
 )
+from .effects import Effect, differ, difference
 
 
 def spec(setup: Setup) -> TableSpec:
@@ -56,9 +57,9 @@ def spec(setup: Setup) -> TableSpec:
         ]
 
     def build(store: StoreView) -> Rendered:
-        rows, errs = [], {}
+        rows, errs, cells = [], {}, {}
         for m in ms:
-            gs = [genotype_of_m(store.search(need), m) for need in needs]
+            gs = cells[m] = [genotype_of_m(store.search(need), m) for need in needs]
             errs[m] = [error_pct(store, setup, g) for g in gs]
             rows.append(
                 [
@@ -75,10 +76,18 @@ def spec(setup: Setup) -> TableSpec:
             f"Parameters of the paper's evaluation network ({PAPER_NETWORK}, {count_dataset(setup)}) "
             f"built from each cell; errors from retraining with {setup.eval_preset}."
         ]
-        extra += seeds_note(setup)
+        extra += seeds_note(setup) + split_note(setup, [e for m in ms for e in errs[m]])
         effects = [
-            Effect("error (%), M = 4 - M = 2", "2.97 - 2.69 = +0.28", +1, difference(errs[2], errs[4])),
-            Effect("error (%), M = 0 - M = 2", "2.78 - 2.69 = +0.09", +1, difference(errs[2], errs[0])),
+            Effect(
+                f"error (%), M = {m} - M = 2",
+                f"{paper_text} = {paper_effect:+.2f}",
+                +1,
+                difference(errs[2], errs[m]),
+                paper_effect=paper_effect,
+                resolution=resolution(setup, errs[2] + errs[m]),
+                acted=differ(cells[2], cells[m]),  # refinement to M left the cell as at M = 2
+            )
+            for m, paper_text, paper_effect in ((4, "2.97 - 2.69", 0.28), (0, "2.78 - 2.69", 0.09))
         ]
         return Rendered(
             "skip",

@@ -29,6 +29,7 @@ from .common import (
     published_value,
     search_need,
     seeds_note,
+    split_note,
     spread,
 )
 
@@ -76,7 +77,7 @@ def spec(setup: Setup) -> TableSpec:
             f"parameters of the paper's evaluation network ({PAPER_NETWORK}); error from retraining with "
             f"{setup.eval_preset}. Paper row: {published['error_pct'].source}."
         ]
-        extra += seeds_note(setup)
+        extra += seeds_note(setup) + split_note(setup, errs)
         return Rendered(
             "table1",
             "Table 1: P-DARTS",
