@@ -15,7 +15,7 @@ from pdarts_ray.core.errors import UserError
 from pdarts_ray.distributed.definition import parse_sweep
 from pdarts_ray.experiments import get_experiment, list_experiments, register_experiment
 from pdarts_ray.experiments.registry import grid, unregister_experiment
-from pdarts_ray.results.tables.common import PRESETS, StoreView
+from pdarts_ray.results.tables.common import StoreView
 
 STORE = ROOT / "benchmarks" / "results" / "store"
 RENDERED = json.loads((ROOT / "tests" / "fixtures" / "reproduce-store-tables.json").read_text())
@@ -32,19 +32,19 @@ def cli(*argv) -> tuple[int, str]:
 
 
 def test_the_paper_tables_are_registered_in_the_order_reproduce_lists_them():
-    assert list_experiments(with_table=True) == PAPER_TABLES
-    assert set(list_experiments()) - set(PAPER_TABLES) == {"opspace"}
+    assert list_experiments(with_table=True) == [*PAPER_TABLES, "skip-study"]
+    assert set(list_experiments()) - set(PAPER_TABLES) == {"opspace", "skip-study"}
 
 
 def test_every_module_in_the_folder_is_an_experiment_that_registers():
     """A new experiment is one module: nothing lists the modules by hand."""
     modules = {p.stem for p in (ROOT / "pdarts_ray" / "experiments").glob("*.py")}
-    assert modules - {"__init__", "registry", "outcomes"} == set(list_experiments())
+    assert modules - {"__init__", "registry", "outcomes"} == {n.replace("-", "_") for n in list_experiments()}
 
 
 def test_an_unknown_experiment_names_the_known_ones():
     with pytest.raises(
-        UserError, match=r"unknown experiment 'dropuot' \(choose from table3, depth, .*opspace\)"
+        UserError, match=r"unknown experiment 'dropuot' \(choose from table3, depth, .*opspace, skip-study\)"
     ):
         get_experiment("dropuot")
 
@@ -58,12 +58,20 @@ def test_every_experiment_says_what_it_is_and_how_to_run_it(name):
         assert any(c.startswith(f"pdarts-ray reproduce {name} ") for c in found.commands)
 
 
-@pytest.mark.parametrize("name", list_experiments())
-@pytest.mark.parametrize("preset", [*PRESETS, "paper-c100"])
+@pytest.mark.parametrize(
+    "name, preset",
+    [
+        (name, preset)
+        for name in list_experiments()
+        for preset in get_experiment(name).presets
+        + (("paper-c100",) if "paper" in get_experiment(name).presets else ())
+    ],
+)
 def test_every_preset_resolves_and_its_sweeps_parse(name, preset, tmp_path):
     found = get_experiment(name)
     setup = found.setup(preset)
-    assert setup.search_preset == {"paper": "paper-c10", "paper-c100": "paper-c100"}.get(preset, preset)
+    search = {"paper": "paper-c10", "paper-c100": "paper-c100", "study": "skip-study"}.get(preset, preset)
+    assert setup.search_preset == search
     definitions = found.sweep_definitions(setup, "exp")
     for part, definition in definitions.items():
         sweep = parse_sweep({**definition, "storage": str(tmp_path)}, f"{name} {part}")

@@ -94,7 +94,7 @@ def cmd_reproduce(args) -> int:
 
 def register(sub, groups) -> None:
     from ..experiments import get_experiment, list_experiments
-    from ..results.tables.common import DATASETS, PRESETS
+    from ..results.tables.common import DATASETS, PRESET_PAIRS, PRESETS
 
     choices = list_experiments(with_table=True)
     tables = "; ".join(f"{name}: {get_experiment(name).summary}" for name in choices)
@@ -102,7 +102,8 @@ def register(sub, groups) -> None:
     presets = ", ".join(
         "paper (paper-c10 + eval-c10, or paper-c100 + eval-c100 with --dataset cifar100)"
         if name == "paper"
-        else f"{name} ({name} + eval-{name}{'; default' if name == default else ''})"
+        else f"{name} ({' + '.join(PRESET_PAIRS.get(name, (name, f'eval-{name}')))}"
+        f"{'; default' if name == default else ''})"
         for name in PRESETS
     )
 

@@ -232,6 +232,26 @@ SEARCH_PRESETS: dict[str, dict[str, Any]] = {
         lr=0.05,
         arch_lr=0.01,
     ),
+    # The skip-connect study (pdarts_ray/experiments/skip_study.py): `small`'s network and
+    # optimisers with stages three times as long, 4 warm-up epochs then 32 epochs of 16
+    # architecture steps: 512 a stage (the paper's take about 3,900). Fixed before any of its
+    # searches ran; its seeds (100-105) chose nothing. One validation, at each stage's end.
+    "skip-study": dict(
+        dataset="digits",
+        image_size=16,
+        cells=[3, 5, 7],
+        ops_kept=[8, 5, 3],
+        skip_dropout=[0.0, 0.0, 0.0],
+        skip_connects=2,
+        epochs=36,
+        warmup_epochs=4,
+        batch_size=48,
+        channels=8,
+        lr=0.05,
+        arch_lr=0.01,
+        seed=100,
+        valid_last_epochs=1,
+    ),
     # For tests: seconds.
     "smoke": dict(
         dataset="synthetic",

@@ -56,6 +56,11 @@ EPOCH_ROW = Row(
     Column("skip_dropout", "float", "the skip-dropout rate of the epoch"),
     Column("lr", "float", "the weights' learning rate of the epoch"),
     Column("skip_connects_now", "int", "skip-connects in the normal cell the alphas derive after the epoch"),
+    Column(
+        "skip_weight_now",
+        "float",
+        "mean softmax weight of skip_connect on the normal cell's edges that hold it, after the epoch",
+    ),
     Column("epoch_seconds", "float", "seconds the epoch took"),
     Column("peak_memory_bytes", "int", "peak memory of the stage so far, bytes"),
 )

@@ -41,6 +41,7 @@ from .space import (
     derive_all_m,
     full_switches,
     prune_switches,
+    skip_weight,
 )
 from .stage import Stage, StagePlan
 from .version import VERSION as __version__
@@ -238,6 +239,7 @@ class ProgressiveSearch:
                 valid_acc=valid_acc,
                 valid_loss=valid_loss,
                 skip_connects_now=derive(cells["normal"], cells["reduce"]).skip_count(),
+                skip_weight_now=skip_weight(cells["normal"]),
                 epoch_seconds=epoch_seconds,
                 peak_memory_bytes=peak,
             )

@@ -249,6 +249,14 @@ def derive_all_m(normal: CellState, reduce: CellState) -> dict[str, Genotype]:
 # ---------------------------------------------------------------- genotype
 
 
+def skip_weight(state: CellState) -> float | None:
+    """Mean softmax weight of skip_connect over the edges where it is still a candidate (the
+    alphas' own measure of how far a cell leans to skip-connects); None where no edge has it."""
+    probs = probabilities(state.switches, state.alphas)
+    held = [row[SKIP] for sw, row in zip(state.switches, probs) if sw[SKIP]]
+    return sum(held) / len(held) if held else None
+
+
 def skip_count(genotype: Genotype | dict | None) -> int | None:
     """Skip-connects in a genotype's normal cell (the number M limits); None for no genotype.
     A genotype or its JSON form (`to_dict`)."""

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..core.errors import UserError
-from ..results.tables.common import DATASETS, PRESETS, Setup, TableSpec, resolve_setup
+from ..results.tables.common import DATASETS, PAPER_PRESETS, Setup, TableSpec, resolve_setup
 
 # a search preset given where a reproduce preset is expected: `--preset paper-c10` as the
 # scripts in ablations/ have always taken it
@@ -31,7 +31,7 @@ class Experiment:
     doc: str  # the paper's context and the exact commands
     sweeps: Callable[[Setup], dict[str, dict]]  # sweep definitions by part name ("" for a single one)
     table: Callable[[Setup], TableSpec] | None = None
-    presets: tuple[str, ...] = PRESETS
+    presets: tuple[str, ...] = PAPER_PRESETS
 
     @property
     def summary(self) -> str:

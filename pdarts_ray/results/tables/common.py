@@ -23,14 +23,18 @@ from ...core.errors import UserError
 from ...core.space import skip_count as skip_count  # the tables count skip-connects through here
 from .effects import Effect, error_resolution
 
-PRESETS = ("smoke", "tiny", "small", "paper")
+PRESETS = ("smoke", "tiny", "small", "paper", "study")
+PAPER_PRESETS = PRESETS[:4]  # what the paper's tables run at; `study` is the skip-connect study's
+# a preset's search and retraining presets where they are not `<preset>` and `eval-<preset>`
+PRESET_PAIRS = {"study": ("skip-study", "eval-small")}
 DATASETS = ("cifar10", "cifar100")
 CIFAR_TEST_IMAGES = 10_000
+CIFAR_TRAIN_IMAGES = 50_000
 DEFAULT_RUNS = 3
 # Searches per row of the tables the paper ran once (depth, skip, dropout, table1 and approx's
 # approximated row): one, as the paper, except where a preset is sized to tell an effect
 # from the spread between seeds.
-DEFAULT_REPEATS = {"small": 3}
+DEFAULT_REPEATS = {"small": 3, "study": 6}
 # config keys that say where or how fast a run ran, not what it computed
 SEARCH_RUNTIME_KEYS = ("data_root", "download", "device", "threads", "channels_last", "kernels")
 EVAL_RUNTIME_KEYS = (
@@ -109,7 +113,8 @@ def resolve_setup(
                 f"--dataset: applies to --preset paper (the {preset} preset searches and retrains on "
                 f"its own data)"
             )
-        dataset, search, evaluation = "cifar10", preset, f"eval-{preset}"
+        dataset = "cifar10"
+        search, evaluation = PRESET_PAIRS.get(preset, (preset, f"eval-{preset}"))
     if runs is None:
         runs = DEFAULT_RUNS
     if repeats is None:
@@ -330,6 +335,21 @@ def test_images(eval_config: dict) -> int | None:
 def resolution(setup: Setup, errors: list[float | None]) -> float | None:
     """The smallest error difference the setup's test split resolves at `errors` (None: unknown)."""
     return error_resolution(test_images(setup.eval_config), errors)
+
+
+def train_images(config: dict) -> int | None:
+    """Images in the training split a search (or retraining) config reads; None for a folder
+    of the user's."""
+    from ...core.bundled import DIGITS_IMAGES, digits_test_images
+
+    dataset = config["dataset"]
+    if config.get("data_root") and dataset not in DATASETS:
+        return None
+    if dataset == "digits":
+        return DIGITS_IMAGES - digits_test_images()
+    if dataset == "synthetic":
+        return config["synthetic_size"]
+    return CIFAR_TRAIN_IMAGES if dataset in DATASETS else None
 
 
 def split_note(setup: Setup, errors: list[float | None]) -> list[str]:
