@@ -94,7 +94,7 @@ def cmd_reproduce(args) -> int:
 
 def register(sub, groups) -> None:
     from ..experiments import get_experiment, list_experiments
-    from ..results.tables.common import DATASETS, PRESET_PAIRS, PRESETS
+    from ..results.tables.common import DATASETS, LAPTOP_DATASETS, PRESET_PAIRS, PRESETS
 
     choices = list_experiments(with_table=True)
     tables = "; ".join(f"{name}: {get_experiment(name).summary}" for name in choices)
@@ -117,7 +117,12 @@ def register(sub, groups) -> None:
     )
     p.add_argument("table", choices=choices, metavar="TABLE", help=names(choices))
     p.add_argument("--preset", choices=PRESETS, default=default, help=presets)
-    p.add_argument("--dataset", choices=DATASETS, help=f"with --preset paper: {names(DATASETS, DATASETS[0])}")
+    p.add_argument(
+        "--dataset",
+        choices=DATASETS + LAPTOP_DATASETS,
+        help=f"with --preset paper: {names(DATASETS, DATASETS[0])}; with another preset: "
+        f"{names(LAPTOP_DATASETS)} (opt-in data, a larger test split; default: the preset's own)",
+    )
     p.add_argument(
         "--runs",
         type=int,

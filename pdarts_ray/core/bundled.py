@@ -1,4 +1,5 @@
-"""The bundled datasets, digits and synthetic, as real CIFAR-10 files read by torchvision.
+"""The bundled datasets, digits and synthetic (and the opt-in mnist5k, core/mnist5k.py), as
+real CIFAR-10 files read by torchvision.
 
 Each is built from its source (the handwritten digits scikit-learn ships; a seeded
 generator) into the bytes of CIFAR-10's own batch files (pickled dicts, 5 train batches,
@@ -206,10 +207,14 @@ def synthetic_files(size: int, classes: int) -> dict[str, bytes]:
 def bundled_folder(dataset: str, root: str | Path | None = None, size: int = 2000, classes: int = 10) -> Path:
     if root:
         return Path(root)
-    return cache_dir() / ("digits" if dataset == "digits" else f"synthetic-n{size}-c{classes}")
+    return cache_dir() / (dataset if dataset in ("digits", "mnist5k") else f"synthetic-n{size}-c{classes}")
 
 
 def bundled_files(dataset: str, size: int = 2000, classes: int = 10) -> dict[str, bytes]:
+    if dataset == "mnist5k":
+        from .mnist5k import mnist5k_files
+
+        return mnist5k_files()
     return digits_files() if dataset == "digits" else synthetic_files(size, classes)
 
 

@@ -22,7 +22,7 @@ import yaml
 from .errors import UserError
 from .version import VERSION, version_key
 
-DATASETS = ("digits", "synthetic", "cifar10", "cifar100", "imagefolder")
+DATASETS = ("digits", "synthetic", "cifar10", "cifar100", "imagefolder", "mnist5k")
 KERNELS = (
     "lean",
     "reference",

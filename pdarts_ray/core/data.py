@@ -142,7 +142,7 @@ def load_dataset(
         train_x, train_y = _to_tensors(train_d, train_t)
         test_x, test_y = _to_tensors(test_d, test_t)
         mean, std = (CIFAR10_MEAN, CIFAR10_STD) if dataset == "cifar10" else (CIFAR100_MEAN, CIFAR100_STD)
-    elif dataset in ("digits", "synthetic"):
+    elif dataset in ("digits", "synthetic", "mnist5k"):
         train_d, train_t, test_d, test_t, names = load_bundled(
             dataset, data_root, synthetic_size, synthetic_classes
         )

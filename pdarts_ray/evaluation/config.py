@@ -19,9 +19,8 @@ EVAL_DATASETS = DATASETS + ("imagenet",)  # imagenet: train/ and val/ image fold
 class EvalConfig:
     """Everything one retraining run depends on (the genotype comes separately)."""
 
-    dataset: str = (
-        "digits"  # digits, synthetic, cifar10, cifar100, imagefolder (in memory); imagenet (streamed)
-    )
+    # digits, synthetic, cifar10, cifar100, imagefolder, mnist5k (in memory); imagenet (streamed)
+    dataset: str = "digits"
     data_root: str | None = None
     download: bool = False
     image_size: int = 32

@@ -28,6 +28,8 @@ PAPER_PRESETS = PRESETS[:4]  # what the paper's tables run at; `study` is the sk
 # a preset's search and retraining presets where they are not `<preset>` and `eval-<preset>`
 PRESET_PAIRS = {"study": ("skip-study", "eval-small")}
 DATASETS = ("cifar10", "cifar100")
+# what a laptop preset may search and retrain on instead of its own data (`--dataset`)
+LAPTOP_DATASETS = ("mnist5k",)
 CIFAR_TEST_IMAGES = 10_000
 CIFAR_TRAIN_IMAGES = 50_000
 DEFAULT_RUNS = 3
@@ -67,6 +69,7 @@ class Setup:
     base: dict  # the resolved search preset
     eval_config: dict  # the resolved evaluation preset
     repeats: int = 1
+    search_overrides: dict = field(default_factory=dict)  # keys every search sets over the preset
 
     @property
     def experiment(self) -> str:
@@ -100,19 +103,24 @@ def resolve_setup(
 
     if preset not in PRESETS:
         raise UserError(f"--preset: must be one of {', '.join(PRESETS)}, got {preset!r}")
-    if dataset is not None and dataset not in DATASETS:
-        raise UserError(f"--dataset: must be one of {', '.join(DATASETS)}, got {dataset!r}")
+    if dataset is not None and dataset not in DATASETS + LAPTOP_DATASETS:
+        raise UserError(f"--dataset: must be one of {', '.join(DATASETS + LAPTOP_DATASETS)}, got {dataset!r}")
+    data_overrides = {}
     if preset == "paper":
+        if dataset in LAPTOP_DATASETS:
+            raise UserError(f"--dataset: {dataset} is for the laptop presets, not --preset paper")
         dataset = dataset or "cifar10"
         search, evaluation = (
             ("paper-c100", "eval-c100") if dataset == "cifar100" else ("paper-c10", "eval-c10")
         )
     else:
-        if dataset is not None:
+        if dataset in DATASETS:
             raise UserError(
-                f"--dataset: applies to --preset paper (the {preset} preset searches and retrains on "
-                f"its own data)"
+                f"--dataset: {dataset} applies to --preset paper (the {preset} preset searches and "
+                f"retrains on its own data, or on {', '.join(LAPTOP_DATASETS)})"
             )
+        if dataset is not None:
+            data_overrides = {"dataset": dataset}
         dataset = "cifar10"
         search, evaluation = PRESET_PAIRS.get(preset, (preset, f"eval-{preset}"))
     if runs is None:
@@ -124,7 +132,9 @@ def resolve_setup(
             raise UserError(f"{flag}: must be at least 1, got {value}")
     base = to_dict(resolve(SearchConfig, SEARCH_PRESETS, search))
     eval_config = to_dict(resolve(EvalConfig, EVAL_PRESETS, evaluation))
-    return Setup(preset, dataset, search, evaluation, runs, base, eval_config, repeats)
+    base.update(data_overrides)
+    eval_config.update(data_overrides)
+    return Setup(preset, dataset, search, evaluation, runs, base, eval_config, repeats, data_overrides)
 
 
 # ---------------------------------------------------------------- keys
@@ -181,6 +191,7 @@ def fmt_value(value) -> str:
 
 
 def search_need(setup: Setup, **overrides) -> SearchNeed:
+    overrides = {**setup.search_overrides, **overrides}
     overrides.setdefault("seed", setup.seed)
     values = apply_overrides(SearchConfig, setup.base, overrides, "reproduce")
     return SearchNeed(overrides, to_dict(SearchConfig(**values).validate()))
@@ -322,11 +333,14 @@ def count_dataset(setup: Setup) -> str:
 
 def test_images(eval_config: dict) -> int | None:
     """Images in the test split a retraining is scored on; None for a folder of the user's."""
+    from ...core import mnist5k
     from ...core.bundled import digits_test_images, synthetic_test_images
 
     dataset = eval_config["dataset"]
     if dataset == "digits" and not eval_config.get("data_root"):
         return digits_test_images()
+    if dataset == "mnist5k" and not eval_config.get("data_root"):
+        return mnist5k.test_images()
     if dataset == "synthetic" and not eval_config.get("data_root"):
         return synthetic_test_images(eval_config["synthetic_size"], eval_config["synthetic_classes"])
     return CIFAR_TEST_IMAGES if dataset in DATASETS else None
@@ -340,6 +354,7 @@ def resolution(setup: Setup, errors: list[float | None]) -> float | None:
 def train_images(config: dict) -> int | None:
     """Images in the training split a search (or retraining) config reads; None for a folder
     of the user's."""
+    from ...core import mnist5k
     from ...core.bundled import DIGITS_IMAGES, digits_test_images
 
     dataset = config["dataset"]
@@ -347,6 +362,8 @@ def train_images(config: dict) -> int | None:
         return None
     if dataset == "digits":
         return DIGITS_IMAGES - digits_test_images()
+    if dataset == "mnist5k":
+        return mnist5k.train_images()
     if dataset == "synthetic":
         return config["synthetic_size"]
     return CIFAR_TRAIN_IMAGES if dataset in DATASETS else None
