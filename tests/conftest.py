@@ -19,11 +19,6 @@ from helpers.processes import free_port
 if "PYTEST_XDIST_WORKER" in os.environ and "RAY_TMPDIR" not in os.environ:
     # short, under /tmp: Ray's socket paths must fit in 107 characters
     os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix=f"pdr-{os.environ['PYTEST_XDIST_WORKER']}-")
-    # one torch thread per worker: two workers of two threads each on two cores wait on each
-    # other (libgomp spins), and each test took about twice as long as alone
-    import torch
-
-    torch.set_num_threads(1)
 RAY_FOLDERS = ("distributed", "cluster")
 RAY_MODULES = ("test_tour.py", "test_wheel.py")  # the docs example in the wheel runs a sweep
 RAY_FIXTURES = ("local_ray", "second_ray")

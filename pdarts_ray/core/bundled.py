@@ -212,9 +212,9 @@ def bundled_folder(dataset: str, root: str | Path | None = None, size: int = 200
 
 def bundled_files(dataset: str, size: int = 2000, classes: int = 10) -> dict[str, bytes]:
     if dataset == "mnist5k":
-        from .mnist5k import mnist5k_files
+        from . import mnist5k
 
-        return mnist5k_files()
+        return cifar10_files(*mnist5k.split(), [str(d) for d in range(10)])
     return digits_files() if dataset == "digits" else synthetic_files(size, classes)
 
 

@@ -164,6 +164,22 @@ class SearchConfig:
         return self
 
 
+# `small`: see its entry in SEARCH_PRESETS
+_SMALL = dict(
+    dataset="digits",
+    image_size=16,
+    cells=[3, 5, 7],
+    ops_kept=[8, 5, 3],
+    skip_dropout=[0.0, 0.4, 0.7],
+    skip_connects=2,
+    epochs=12,
+    warmup_epochs=4,
+    batch_size=48,
+    channels=8,
+    lr=0.05,
+    arch_lr=0.01,
+)
+
 SEARCH_PRESETS: dict[str, dict[str, Any]] = {
     # The paper's CIFAR-10 search (section 4.2.1): 5/11/17 cells, 8/5/3 ops,
     # skip dropout 0.0/0.4/0.7, at most 2 skip-connects, batch 96, 25 epochs (10 warm-up);
@@ -218,40 +234,12 @@ SEARCH_PRESETS: dict[str, dict[str, Any]] = {
     # Chosen with sweeps/small-choose*.yaml: of arch_lr 0.003, 0.01 and 0.03, only 0.01 let
     # skip-connects accumulate stage by stage without skip dropout (by more than two standard
     # errors over three seeds); docs/reproduce.md has the figures.
-    "small": dict(
-        dataset="digits",
-        image_size=16,
-        cells=[3, 5, 7],
-        ops_kept=[8, 5, 3],
-        skip_dropout=[0.0, 0.4, 0.7],
-        skip_connects=2,
-        epochs=12,
-        warmup_epochs=4,
-        batch_size=48,
-        channels=8,
-        lr=0.05,
-        arch_lr=0.01,
-    ),
+    "small": dict(_SMALL),
     # The skip-connect study (pdarts_ray/experiments/skip_study.py): `small`'s network and
     # optimisers with stages three times as long, 4 warm-up epochs then 32 epochs of 16
     # architecture steps: 512 a stage (the paper's take about 3,900). Fixed before any of its
     # searches ran; its seeds (100-105) chose nothing. One validation, at each stage's end.
-    "skip-study": dict(
-        dataset="digits",
-        image_size=16,
-        cells=[3, 5, 7],
-        ops_kept=[8, 5, 3],
-        skip_dropout=[0.0, 0.0, 0.0],
-        skip_connects=2,
-        epochs=36,
-        warmup_epochs=4,
-        batch_size=48,
-        channels=8,
-        lr=0.05,
-        arch_lr=0.01,
-        seed=100,
-        valid_last_epochs=1,
-    ),
+    "skip-study": dict(_SMALL, epochs=36, seed=100, skip_dropout=[0.0, 0.0, 0.0], valid_last_epochs=1),
     # For tests: seconds.
     "smoke": dict(
         dataset="synthetic",

@@ -37,7 +37,7 @@ def test_the_images_are_the_csvs_rows_padded_to_32(data):
 def test_without_the_extra_the_error_names_it(monkeypatch):
     monkeypatch.setattr(mnist5k.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(UserError, match=r"needs the mnist5k extra \(pip install 'pdarts-ray\[mnist5k\]'\)"):
-        mnist5k.mnist5k_files()
+        mnist5k.split()
 
 
 def test_the_laptop_tables_take_it_with_dataset(tmp_path):

@@ -278,9 +278,10 @@ def _check_writes(folder: Path, storage: Path, acked: dict) -> int:
     return step
 
 
-def _run_writer(folder, storage, last, acked: dict, kill_after=None) -> None:
+def _run_writer(folder, storage, last, acked: dict, kill_after=None) -> float:
     """One writer process; with `kill_after`, SIGKILLed that many seconds after its first
-    acknowledged step. `acked` gets the last step of each kind acknowledged."""
+    acknowledged step. `acked` gets the last step of each kind acknowledged. Returns the
+    seconds from its first acknowledgement to its end."""
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -297,24 +298,28 @@ def _run_writer(folder, storage, last, acked: dict, kill_after=None) -> None:
         text=True,
         start_new_session=True,
     )
-    timer = None
+    timer, first = None, None
     try:
         for n, line in enumerate(iter(proc.stdout.readline, "")):
             if not line.endswith("\n"):
                 break  # cut by the kill: not an acknowledgement
             kind, i = line.split()
             acked[kind] = int(i)
-            if n == 0 and kill_after is not None:
-                timer = threading.Timer(kill_after, os.killpg, (proc.pid, signal.SIGKILL))
-                timer.start()
+            if n == 0:
+                first = time.monotonic()
+                if kill_after is not None:
+                    timer = threading.Timer(kill_after, os.killpg, (proc.pid, signal.SIGKILL))
+                    timer.start()
     finally:
         if timer is not None:
             timer.join()
         kill_group(proc)
+    elapsed = time.monotonic() - (first or time.monotonic())
     if kill_after is None:
         assert proc.returncode == 0, proc.stderr.read()[-2000:]
     else:
         assert proc.returncode == -signal.SIGKILL, proc.stderr.read()[-2000:]
+    return elapsed
 
 
 def test_writers_killed_mid_write_leave_the_previous_checkpoint_and_rows_intact(tmp_path):
@@ -322,13 +327,17 @@ def test_writers_killed_mid_write_leave_the_previous_checkpoint_and_rows_intact(
 
     folder, storage = tmp_path / "checkpoints", tmp_path / "store"
     rng = random.Random(7)
-    acked, seen = {}, -1
+    acked = {}
+    # one whole step first: the kills land within two steps' time of this machine, as busy
+    # as it is now (a fixed second was shorter than one step on a loaded 2-core machine)
+    step_seconds = _run_writer(folder, storage, 0, acked)
+    seen = _check_writes(folder, storage, acked)
     for _ in range(10):
-        _run_writer(folder, storage, 10_000, acked, kill_after=rng.uniform(0.0, 1.0))
+        _run_writer(folder, storage, 10_000, acked, kill_after=rng.uniform(0.0, 2.0) * step_seconds)
         step = _check_writes(folder, storage, acked)
         assert step >= seen  # never behind what an earlier writer had finished
         seen = step
-    assert seen >= 2, "the writers were killed before they got anywhere"
+    assert seen >= 3, "the writers were killed before they got anywhere"
     last = seen + 2
     _run_writer(folder, storage, last, acked)  # the run continues to its end
     assert acked["checkpoint"] == last and _check_writes(folder, storage, acked) == last

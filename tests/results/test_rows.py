@@ -27,6 +27,7 @@ EPOCH_COLUMNS = [
     ("skip_dropout", FLOAT),
     ("lr", FLOAT),
     ("skip_connects_now", INT),
+    ("skip_weight_now", FLOAT),  # since 0.2.0: rows written before read it as null
     ("epoch_seconds", FLOAT),
     ("peak_memory_bytes", INT),
 ]
@@ -166,3 +167,13 @@ def test_skip_count_reads_a_genotype_or_its_json():
 
     assert skip_count(PDARTS) == skip_count(PDARTS.to_dict()) == PDARTS.skip_count() == 2
     assert skip_count(None) is None
+
+
+def test_epoch_rows_stored_before_the_skip_weight_read_it_as_null():
+    from helpers.paths import ROOT
+
+    from pdarts_ray.results import read_epochs
+
+    store = ROOT / "benchmarks" / "results" / "store"
+    rows = read_epochs(str(store), "reproduce-small-digits.s-0e3f292aac").to_pylist()
+    assert rows and all(r["skip_weight_now"] is None and r["skip_connects_now"] is not None for r in rows)
