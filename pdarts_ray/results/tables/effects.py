@@ -21,6 +21,7 @@ Verdicts, in this order:
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import statistics
@@ -53,6 +54,11 @@ TEST_NAME = "exact paired permutation (sign flips), two-sided"
 def permutation_p(differences: list[float]) -> float:
     """Two-sided p of the mean paired difference: the share of sign flips whose |mean| is at
     least the observed one (exact up to EXACT_UP_TO pairs, else sampled with a fixed seed)."""
+    return _permutation_p(tuple(float(v) for v in differences))
+
+
+@functools.lru_cache(maxsize=256)  # a table asks each effect's p for its cells, record and verdict
+def _permutation_p(differences: tuple[float, ...]) -> float:
     d = np.asarray(differences, dtype=float)
     if len(d) == 0:
         raise ValueError("no differences")

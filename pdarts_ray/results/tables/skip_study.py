@@ -72,18 +72,21 @@ def spec(setup: Setup) -> TableSpec:
     steps = None if per_epoch is None else (config["epochs"] - config["warmup_epochs"]) * per_epoch
     early = epoch_after(config, EARLY_STEPS)
 
-    def epochs_of(store: StoreView, need: SearchNeed) -> dict[tuple[int, int], dict]:
+    def epochs_by_trial(store: StoreView) -> dict[str, dict[tuple[int, int], dict]]:
+        """Epoch rows of every search the table needs, each sweep read once."""
         from ..store import read_epochs
 
-        row = store.search(need)
-        if row is None:
-            return {}
-        table = read_epochs(store.root, row["experiment"]).to_pylist()
-        return {(r["stage"], r["epoch"]): r for r in table if r["trial_id"] == row["trial_id"]}
+        rows = [r for _, needs in settings for n in needs if (r := store.search(n)) is not None]
+        out: dict[str, dict[tuple[int, int], dict]] = {r["trial_id"]: {} for r in rows}
+        for experiment in sorted({r["experiment"] for r in rows}):
+            for e in read_epochs(store.root, experiment).to_pylist():
+                if e["trial_id"] in out:
+                    out[e["trial_id"]][(e["stage"], e["epoch"])] = e
+        return out
 
-    def measure(store: StoreView, need: SearchNeed) -> dict:
+    def measure(store: StoreView, need: SearchNeed, by_trial: dict) -> dict:
         row = store.search(need)
-        epochs = epochs_of(store, need)
+        epochs = by_trial.get(row["trial_id"], {}) if row is not None else {}
         last = config["epochs"] - 1
 
         def at(stage: int, epoch: int | None, key: str):
@@ -101,9 +104,9 @@ def spec(setup: Setup) -> TableSpec:
         }
 
     def build(store: StoreView) -> Rendered:
-        rows, measured = [], {}
+        rows, measured, by_trial = [], {}, epochs_by_trial(store)
         for label, needs in settings:
-            measured[label] = [measure(store, n) for n in needs]
+            measured[label] = [measure(store, n, by_trial) for n in needs]
             for need, m in zip(needs, measured[label]):
                 rows.append(
                     [
