@@ -9,28 +9,67 @@ from helpers.clusters import token_head
 from helpers.processes import free_port
 
 # The suite runs on several workers (pytest-xdist, `-n auto --dist loadgroup`). Tests that
-# start or join Ray run one after another on one worker: two Rays on one machine would find
-# each other (a driver joins the cluster `ray start` recorded on the host) and a test that
-# ends with `ray stop --force` would stop the other's. Every other module runs whole on one
-# worker, so its module fixtures are built once.
-# Each worker also gives Ray a temp folder of its own (where `ray start` records the cluster
-# to join and Ray keeps its sessions), and a Ray test takes a lock that a Ray test on another
-# worker would wait for: if a worker crashes, xdist hands the rest of its group to another.
-if "PYTEST_XDIST_WORKER" in os.environ and "RAY_TMPDIR" not in os.environ:
+# start or join Ray run in two groups, each one test after another on one worker: those on
+# Rays of their own making (`ray.init`, `ray.cluster_utils.Cluster`, Ray started by the CLI)
+# and those on heads started with `ray start` (jobs, token authentication, a cluster brought
+# up by `ray up`), which take their ports (GCS, dashboard, agent) free. Every other module
+# runs whole on one worker, so its module fixtures are built once.
+# Two Rays side by side must not find or stop each other: each session gives Ray a temp folder
+# of its own (where `ray start` records the cluster a driver joins, and Ray keeps its
+# sessions), and a test stops a Ray it started by that folder, never with `ray stop`.
+if "RAY_TMPDIR" not in os.environ:
     # short, under /tmp: Ray's socket paths must fit in 107 characters
-    os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix=f"pdr-{os.environ['PYTEST_XDIST_WORKER']}-")
+    os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(
+        prefix=f"pdr-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-"
+    )
+
+
+def _one_ray_token() -> None:
+    """A local `ray.init` writes ~/.ray/auth_token when there is none, and every process of
+    that Ray reads it: two Rays starting side by side on a fresh machine would each write
+    their own. The first session here writes it once (a link: made whole or not at all)."""
+    path = Path.home() / ".ray" / "auth_token"
+    if path.exists():
+        return
+    from ray._private.authentication.authentication_token_generator import (
+        generate_new_authentication_token,
+    )
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    draft = path.with_name(f"auth_token.{os.getpid()}")
+    draft.write_text(generate_new_authentication_token())
+    try:
+        os.link(draft, path)
+    except FileExistsError:
+        pass
+    finally:
+        draft.unlink()
+
+
+_one_ray_token()
+
+
 RAY_FOLDERS = ("distributed", "cluster")
-RAY_MODULES = ("test_tour.py", "test_wheel.py")  # the docs example in the wheel runs a sweep
+RAY_HEAD_FOLDERS = ("cluster",)
+RAY_HEAD_MODULES = (
+    "test_jobs.py",
+    "test_quiet_runs.py",
+    "test_monitoring.py",
+    "test_tour.py",
+    "test_wheel.py",
+)
 RAY_FIXTURES = ("local_ray", "second_ray")
 
 
 def _xdist_group(item) -> str:
     path = Path(str(item.fspath))
     if (
-        path.parent.name in RAY_FOLDERS
-        or path.name in RAY_MODULES
-        or any(name in item.fixturenames for name in RAY_FIXTURES)
+        path.parent.name in RAY_HEAD_FOLDERS
+        or path.name in RAY_HEAD_MODULES
+        or "second_ray" in item.fixturenames
     ):
+        return "ray-heads"
+    if path.parent.name in RAY_FOLDERS or any(name in item.fixturenames for name in RAY_FIXTURES):
         return "ray"
     return path.name
 
@@ -38,19 +77,14 @@ def _xdist_group(item) -> str:
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        group = _xdist_group(item)
-        item.add_marker(pytest.mark.xdist_group(group))
-        if group == "ray" and "PYTEST_XDIST_WORKER" in os.environ:
-            item.fixturenames.insert(0, "_ray_turn")  # first: before any Ray fixture starts Ray
+        item.add_marker(pytest.mark.xdist_group(_xdist_group(item)))
 
 
-@pytest.fixture(scope="session")
-def _ray_turn(tmp_path_factory):
-    """Held from a worker's first Ray test to its end (Ray fixtures live across tests).
-    Taken before the machine's lock, so a worker waiting for it holds nothing."""
-    with open(tmp_path_factory.getbasetemp().parent / "ray.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
+def pytest_runtest_logreport(report):
+    """A test phase over 100 s gets a line of its own as it ends (in the process that prints
+    the dots), so a run cut short by a time limit still shows where its time went."""
+    if report.duration > 100 and "PYTEST_XDIST_WORKER" not in os.environ:
+        print(f"\n{report.duration:.0f} s {report.when} {report.nodeid}", flush=True)
 
 
 @pytest.fixture(autouse=True)

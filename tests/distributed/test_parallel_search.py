@@ -2,19 +2,18 @@
 
 - `pdarts-ray search --workers 2` finishes with a run folder in the one-worker format, its
   checkpoints holding both workers' random states;
-- a second run with the same seed, SIGKILLed mid-search and resumed with the same workers,
-  ends with the uninterrupted run's genotype and losses; resumed with another number of
-  workers, it is one line and exit 2;
-- one stopped before its first checkpoint (while Ray starts) resumes with `search --resume`
-  alone on the same workers, ending as the uninterrupted run; a rerun names that resume;
-- a worker that exits hard mid-search is replaced (Ray Train's FailureConfig) and the group
-  ends with the uninterrupted run's genotype and losses;
+- a second run with the same seed, stopped before its first checkpoint (while Ray starts):
+  a rerun names `search --resume`, and a resume with another number of workers is one line
+  and exit 2; resumed, one of its workers exits hard mid-search and is replaced (Ray Train's
+  FailureConfig); its driver SIGKILLed, it resumes on the same workers only, ending with the
+  uninterrupted run's genotype and losses;
 - a global batch that does not divide among the workers is one line and exit 2;
 - a sweep with `workers_per_trial: 2` stores its rows (with the workers);
 - on a two-node `ray.cluster_utils.Cluster`, one worker per node gives the same genotype.
 """
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -62,53 +61,12 @@ def test_two_workers_write_a_plain_run_folder(two_workers):
     assert "workers" not in json.loads((run_dir / "config.json").read_text())
 
 
-def test_killed_and_resumed_with_the_same_workers_it_ends_as_if_never_interrupted(two_workers, tmp_path):
-    run_dir = tmp_path / "run"
-    cmd = [
-        sys.executable,
-        "-m",
-        "pdarts_ray.cli",
-        "search",
-        "--preset",
-        "smoke",
-        "--workers",
-        "2",
-        "--out",
-        str(run_dir),
-        "--quiet",
-    ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.time() + 300
-        while time.time() < deadline and proc.poll() is None:
-            if (run_dir / "metrics.jsonl").is_file() and len(_lines(run_dir / "metrics.jsonl")) >= 4:
-                break
-            time.sleep(0.1)
-        assert proc.poll() is None, "the search ended before it could be killed"
-    finally:
-        kill_group(proc, stop_local_ray=True)
-    assert not (run_dir / "result.json").exists()
-
-    code, out, err = run_cli("search", "--resume", run_dir, "--workers", "1", timeout=120)
-    # (after a warning that it took over the killed driver's claim)
-    errors = [line for line in err.strip().splitlines() if not line.startswith("warning: took over")]
-    assert code == 2 and len(errors) == 1 and "resume it with the same (--workers 2)" in errors[0], err
-
-    code, out, err = run_cli("search", "--resume", run_dir, "--workers", "2", "--json", timeout=600)
-    assert code == 0, err[-3000:]
-    assert json.loads(out)["genotype"] == two_workers["result"]["genotype"]
-    lines = _lines(run_dir / "metrics.jsonl")
-    assert [(r["stage"], r["epoch"]) for r in lines] == [(s, e) for s in (1, 2, 3) for e in range(3)]
-    assert [r["train_loss"] for r in lines] == [
-        r["train_loss"] for r in _lines(two_workers["run_dir"] / "metrics.jsonl")
-    ]
-
-
-def test_stopped_before_its_first_checkpoint_it_resumes_on_the_same_workers(
+def test_an_interrupted_search_resumes_only_on_its_workers_and_ends_as_if_never_interrupted(
     two_workers, tmp_path, monkeypatch
 ):
     from pdarts_ray.cli.main import main
     from pdarts_ray.distributed import parallel_search
+    from pdarts_ray.distributed.testing import EXIT_AFTER_EPOCH_ENV, EXIT_MARKER_ENV
 
     def interrupted(cpus):  # Ctrl-C while Ray starts: the longest stretch before the first checkpoint
         raise KeyboardInterrupt
@@ -128,37 +86,35 @@ def test_stopped_before_its_first_checkpoint_it_resumes_on_the_same_workers(
     code, out, err = run_cli("search", "--resume", run_dir, "--workers", "3", timeout=120)
     assert code == 2 and err.count("\n") == 1 and "resume it with the same (--workers 2)" in err, err
 
-    code, out, err = run_cli("search", "--resume", run_dir, "--json", timeout=600)
-    assert code == 0, err[-3000:]
-    assert (
-        json.loads(out)["workers"] == 2 and json.loads(out)["genotype"] == two_workers["result"]["genotype"]
+    # resumed with its workers alone (no --workers): one of them exits hard after global epoch
+    # 4 and is replaced (Ray Train's FailureConfig); then the driver is SIGKILLed
+    marker = tmp_path / "exited"
+    env = {**os.environ, EXIT_AFTER_EPOCH_ENV: "4", EXIT_MARKER_ENV: str(marker)}
+    cmd = [sys.executable, "-m", "pdarts_ray.cli", "search", "--resume", str(run_dir), "--quiet"]
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
-    lines = _lines(run_dir / "metrics.jsonl")
-    assert [r["train_loss"] for r in lines] == [
-        r["train_loss"] for r in _lines(two_workers["run_dir"] / "metrics.jsonl")
-    ]
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:
+            if (run_dir / "metrics.jsonl").is_file() and len(_lines(run_dir / "metrics.jsonl")) >= 6:
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, "the search ended before it could be killed"
+    finally:
+        kill_group(proc, stop_local_ray=True)
+    assert marker.is_file() and not (run_dir / "result.json").exists()
 
+    code, out, err = run_cli("search", "--resume", run_dir, "--workers", "1", timeout=120)
+    # (after a warning that it took over the killed driver's claim)
+    errors = [line for line in err.strip().splitlines() if not line.startswith("warning: took over")]
+    assert code == 2 and len(errors) == 1 and "resume it with the same (--workers 2)" in errors[0], err
 
-def test_a_worker_that_dies_is_replaced_and_the_group_ends_as_if_never_interrupted(two_workers, tmp_path):
-    from pdarts_ray.distributed.testing import EXIT_AFTER_EPOCH_ENV, EXIT_MARKER_ENV
-
-    marker = tmp_path / "exited"  # one of the two workers exits hard after global epoch 4, once
-    code, out, err = run_cli(
-        "search",
-        "--preset",
-        "smoke",
-        "--workers",
-        "2",
-        "--out",
-        tmp_path / "run",
-        "--json",
-        env={EXIT_AFTER_EPOCH_ENV: "4", EXIT_MARKER_ENV: str(marker)},
-        timeout=600,
-    )
+    code, out, err = run_cli("search", "--resume", run_dir, "--workers", "2", "--json", timeout=600)
     assert code == 0, err[-3000:]
-    assert marker.is_file()
+    assert json.loads(out)["workers"] == 2
     assert json.loads(out)["genotype"] == two_workers["result"]["genotype"]
-    lines = _lines(tmp_path / "run" / "metrics.jsonl")
+    lines = _lines(run_dir / "metrics.jsonl")
     assert [(r["stage"], r["epoch"]) for r in lines] == [(s, e) for s in (1, 2, 3) for e in range(3)]
     assert [r["train_loss"] for r in lines] == [
         r["train_loss"] for r in _lines(two_workers["run_dir"] / "metrics.jsonl")

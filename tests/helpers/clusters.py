@@ -14,7 +14,7 @@ import urllib.request
 from pathlib import Path
 
 from .paths import ROOT
-from .processes import free_port
+from .processes import free_port, stop_ray_of
 
 
 def pinned_ray() -> str:
@@ -77,15 +77,5 @@ def token_head(command: str, gcs: int, dashboard: int):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, 9)
             proc.wait()
-        _stop_processes_of(home)
+        stop_ray_of(home)
         shutil.rmtree(home, ignore_errors=True)
-
-
-def _stop_processes_of(home: Path) -> None:
-    """Ray's processes of one head only (their command lines name its temp folder)."""
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and str(home).encode() in (proc / "cmdline").read_bytes():
-                os.kill(int(proc.name), 9)
-        except OSError:
-            pass

@@ -4,8 +4,6 @@ import contextlib
 import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -13,14 +11,58 @@ from pathlib import Path
 
 def kill_group(proc, stop_local_ray: bool = False) -> None:
     """SIGKILL a process started with start_new_session=True and all its children; with
-    `stop_local_ray`, also the local Ray it started (its raylet outlives a killed driver)."""
+    `stop_local_ray`, also the local Ray it started (its raylet outlives a killed driver): the
+    Ray under this session's RAY_TMPDIR, never another Ray on the machine."""
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     if stop_local_ray:
-        subprocess.run(
-            [os.path.join(os.path.dirname(sys.executable), "ray"), "stop", "--force"], capture_output=True
-        )
+        stop_ray_of(os.environ["RAY_TMPDIR"])
+
+
+def _parents() -> dict[int, int]:
+    """pid -> parent pid of every process on the machine."""
+    parents = {}
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit():
+                parents[int(proc.name)] = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError):
+            pass
+    return parents
+
+
+def _below(roots: set[int]) -> set[int]:
+    """`roots` and every process below them."""
+    parents = _parents()
+    below, grew = set(roots), True
+    while grew:
+        found = {pid for pid, parent in parents.items() if parent in below} - below
+        below, grew = below | found, bool(found)
+    return below
+
+
+def ray_processes_of(temp_root) -> set[int]:
+    """The Ray processes of the Ray (or Rays) whose temp folder lies under `temp_root`: those
+    whose command line names it (GCS, raylet, dashboard, ...) and every process below them
+    (the workers a raylet starts carry only their title)."""
+    named = set()
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and str(temp_root).encode() in (proc / "cmdline").read_bytes():
+                named.add(int(proc.name))
+        except OSError:
+            pass
+    return _below(named - {os.getpid()})
+
+
+def stop_ray_of(temp_root) -> None:
+    """SIGKILL the Ray processes of `temp_root` (see ray_processes_of)."""
+    for pid in ray_processes_of(temp_root):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
 
 
 def free_port() -> int:
@@ -31,19 +73,8 @@ def free_port() -> int:
 
 def _ray_processes_under(root: int) -> dict[int, str]:
     """pid -> title (`ray::RayTrainWorker.run`, ...) of the Ray worker processes below `root`."""
-    parents = {}
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit():
-                parents[int(proc.name)] = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError):
-            pass
-    below, grew = {root}, True
-    while grew:
-        found = {pid for pid, parent in parents.items() if parent in below} - below
-        below, grew = below | found, bool(found)
     titles = {}
-    for pid in below - {root}:
+    for pid in _below({root}) - {root}:
         try:
             title = (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
