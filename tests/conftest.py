@@ -9,14 +9,15 @@ from helpers.clusters import token_head
 from helpers.processes import free_port
 
 # The suite runs on several workers (pytest-xdist, `-n auto --dist loadgroup`). Tests that
-# start or join Ray run in two groups, each one test after another on one worker: those on
-# Rays of their own making (`ray.init`, `ray.cluster_utils.Cluster`, Ray started by the CLI)
-# and those on heads started with `ray start` (jobs, token authentication, a cluster brought
-# up by `ray up`), which take their ports (GCS, dashboard, agent) free. Every other module
-# runs whole on one worker, so its module fixtures are built once.
-# Two Rays side by side must not find or stop each other: each session gives Ray a temp folder
-# of its own (where `ray start` records the cluster a driver joins, and Ray keeps its
-# sessions), and a test stops a Ray it started by that folder, never with `ray stop`.
+# start or join Ray run one after another on one worker: two Rays side by side on 2 cores slow
+# each other down by more than they gain (the whole run took 59 min with the Ray tests in two
+# groups on two workers), and a Ray process looking for its cluster (`address="auto"`) finds
+# every GCS on the machine. Every other module runs whole on one worker, so its module
+# fixtures are built once.
+# A test's Ray must not find or stop another Ray on the machine (a developer's, a study's):
+# each session gives Ray a temp folder of its own (where `ray start` records the cluster a
+# driver joins, and Ray keeps its sessions), and a test stops a Ray it started by that folder,
+# never with `ray stop`.
 if "RAY_TMPDIR" not in os.environ:
     # short, under /tmp: Ray's socket paths must fit in 107 characters
     os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(
@@ -24,52 +25,18 @@ if "RAY_TMPDIR" not in os.environ:
     )
 
 
-def _one_ray_token() -> None:
-    """A local `ray.init` writes ~/.ray/auth_token when there is none, and every process of
-    that Ray reads it: two Rays starting side by side on a fresh machine would each write
-    their own. The first session here writes it once (a link: made whole or not at all)."""
-    path = Path.home() / ".ray" / "auth_token"
-    if path.exists():
-        return
-    from ray._private.authentication.authentication_token_generator import (
-        generate_new_authentication_token,
-    )
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    draft = path.with_name(f"auth_token.{os.getpid()}")
-    draft.write_text(generate_new_authentication_token())
-    try:
-        os.link(draft, path)
-    except FileExistsError:
-        pass
-    finally:
-        draft.unlink()
-
-
-_one_ray_token()
-
-
 RAY_FOLDERS = ("distributed", "cluster")
-RAY_HEAD_FOLDERS = ("cluster",)
-RAY_HEAD_MODULES = (
-    "test_jobs.py",
-    "test_quiet_runs.py",
-    "test_monitoring.py",
-    "test_tour.py",
-    "test_wheel.py",
-)
+RAY_MODULES = ("test_tour.py", "test_wheel.py")  # the docs example in the wheel runs a sweep
 RAY_FIXTURES = ("local_ray", "second_ray")
 
 
 def _xdist_group(item) -> str:
     path = Path(str(item.fspath))
     if (
-        path.parent.name in RAY_HEAD_FOLDERS
-        or path.name in RAY_HEAD_MODULES
-        or "second_ray" in item.fixturenames
+        path.parent.name in RAY_FOLDERS
+        or path.name in RAY_MODULES
+        or any(name in item.fixturenames for name in RAY_FIXTURES)
     ):
-        return "ray-heads"
-    if path.parent.name in RAY_FOLDERS or any(name in item.fixturenames for name in RAY_FIXTURES):
         return "ray"
     return path.name
 
