@@ -68,6 +68,7 @@ def test_a_finished_search_is_opened_not_resumed(search):
         pdarts_ray.resume_search(search.run_dir)
 
 
+@pytest.mark.slow
 def test_the_cli_is_the_same_search(search, tmp_path):
     code, out, err = run_cli(
         "search", "--preset", "smoke", "--seed", "3", "--out", tmp_path / "cli", "--json"

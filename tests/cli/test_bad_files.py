@@ -143,6 +143,7 @@ BAD_CHECKPOINTS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(BAD_CHECKPOINTS))
 def test_a_checkpoint_with_wrong_content_falls_back_to_the_previous(stopped_search, tmp_path, case):
     run_dir = tmp_path / "run"

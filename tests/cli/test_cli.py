@@ -65,6 +65,7 @@ def test_genotype_prune_too_many(tmp_path):
     assert code == 2 and "--drop" in stderr
 
 
+@pytest.mark.slow
 def test_bench_step_json():
     code, stdout, stderr = run_cli(
         "bench",
@@ -115,6 +116,7 @@ def test_presets_json():
     assert presets["tiny"]["config"]["dataset"] == "digits"
 
 
+@pytest.mark.slow
 def test_sigterm_stops_a_search_that_then_resumes_at_once(tmp_path):
     """`ray job stop`, `kill` or a pod's shutdown send SIGTERM: the driver unwinds as after
     Ctrl-C, releasing its claim, so the run continues with no --take-over and no waiting."""

@@ -48,6 +48,7 @@ def test_an_interrupt_outside_a_run_or_before_its_folder_says_interrupted(tmp_pa
     assert capsys.readouterr().err.splitlines() == ["interrupted", "interrupted"]
 
 
+@pytest.mark.slow
 def test_a_search_stopped_after_an_epoch_resumes_and_says_from_where(tmp_path, capsys, monkeypatch):
     run = tmp_path / "run"
     epoch_end = SearchProgress.on_epoch_end
@@ -71,6 +72,7 @@ def test_a_search_stopped_after_an_epoch_resumes_and_says_from_where(tmp_path, c
     assert (run / "result.json").is_file()
 
 
+@pytest.mark.slow
 def test_ctrl_c_while_the_summary_prints_exits_0(tmp_path, capsys, monkeypatch):
     import pdarts_ray.cli.search as search_cli
 

@@ -107,6 +107,7 @@ def test_float64_within_1e_12(masks, which, fmt):
     assert_same_function(ref, fast, x, y, which, 1e-12, 1e-12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("masks", ["stage1", "random4"])
 @pytest.mark.parametrize("which", ["weight", "arch"])
 def test_float32_within_1e_5(masks, which):
@@ -115,6 +116,7 @@ def test_float32_within_1e_5(masks, which):
     assert_same_function(ref, fast, x, y, which, 1e-5, 1e-5)
 
 
+@pytest.mark.slow
 def test_odd_image_size_in_reduction_cells():
     """FactorizedReduce pads an odd input back to even: 13 pixels -> 7 -> 4."""
     ref, fast = pair(MASKS["stage1"])
@@ -122,6 +124,7 @@ def test_odd_image_size_in_reduction_cells():
     assert_same_function(ref, fast, x, y, "weight", 1e-12, 1e-12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("masks", ["stage2", "random4"])
 def test_several_steps_with_the_optimisers(masks):
     """Alternating architecture and weight steps with the search's optimisers (float64)."""

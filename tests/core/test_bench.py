@@ -25,6 +25,7 @@ STEP_KEYS = {
 }
 
 
+@pytest.mark.slow
 def test_bench_all_runs_each_stage_in_its_own_process():
     code, stdout, stderr = run_cli(
         "bench", "all", "--batch", "1", "--steps", "1", "--warmup", "0", "--device", "cpu", "--json"
@@ -34,6 +35,7 @@ def test_bench_all_runs_each_stage_in_its_own_process():
     assert [r["stage"] for r in rows] == [1, 2, 3] and all(set(r) == STEP_KEYS for r in rows)
 
 
+@pytest.mark.slow
 def test_bench_step_options(tmp_path):
     code, stdout, stderr = run_cli(
         "bench",
@@ -272,6 +274,7 @@ def test_a_batched_cell_dispatches_under_0_3x_the_module_paths_calls(stage):
     assert three["lean"]["calls"] > three["reference"]["calls"]  # lean recomputes: more calls, less memory
 
 
+@pytest.mark.slow
 def test_bench_ops_cli_and_its_bad_flags():
     code, stdout, _ = run_cli("bench", "ops", "--stage", "1", "--kernels", "batched", "--json")
     (row,) = json.loads(stdout)

@@ -87,6 +87,7 @@ def test_stage_masks_follow_pruning(smoke_run):
             )
 
 
+@pytest.mark.slow
 def test_same_seed_same_search(smoke_run, tmp_path):
     run_dir, _ = smoke_run
     again = tmp_path / "again"
@@ -97,6 +98,7 @@ def test_same_seed_same_search(smoke_run, tmp_path):
     assert losses(again) == losses(run_dir)
 
 
+@pytest.mark.slow
 def test_validation_cadence_changes_what_is_reported_not_what_is_searched(smoke_run, tmp_path):
     """Validation draws no random numbers and changes no state, so the official cadence (the
     last epochs of each stage) gives the very search validating every epoch gives; which is
@@ -183,6 +185,7 @@ def test_sigkill_mid_stage_two_then_resume_is_bit_identical(smoke_run, tmp_path)
     assert [m["train_loss"] for m in rows] == [m["train_loss"] for m in reference]
 
 
+@pytest.mark.slow
 def test_corrupt_newest_checkpoint_falls_back(smoke_run, tmp_path, capsys):
     reference_dir, _ = smoke_run
     run_dir = tmp_path / "run"
@@ -218,6 +221,7 @@ def test_resume_errors(tmp_path, smoke_run):
     assert code == 2 and "not a search run folder" in stderr
 
 
+@pytest.mark.slow
 def test_a_search_stopped_before_its_first_checkpoint_resumes_from_the_start(tmp_path, smoke_run):
     run_dir, _ = smoke_run
     fresh = tmp_path / "fresh"
@@ -256,6 +260,7 @@ def test_random_initial_op_space_when_stage_one_keeps_fewer_ops():
     assert initial_switches(other) != sw
 
 
+@pytest.mark.slow
 def test_resume_from_a_checkpoint_held_elsewhere(smoke_run, tmp_path):
     """A checkpoint restored on another node continues in a fresh run folder."""
     reference_dir, _ = smoke_run

@@ -57,6 +57,7 @@ def test_a_policy_chosen_by_name_and_a_bad_name(clean_env, monkeypatch):
         waiting.wait_policy_env()
 
 
+@pytest.mark.slow
 def test_the_cli_sets_the_policy_before_torch_loads():
     code = (
         "import sys; from pdarts_ray.cli.main import build_parser, main; build_parser(); "
@@ -132,6 +133,7 @@ def test_no_warning_for_one_thread():
     assert waiting.warn_if_busy(1, "--set threads=1") is None
 
 
+@pytest.mark.slow
 def test_the_wait_policy_changes_no_computed_bit(tmp_path):
     """A search step's losses and weights under the default policy and under passive waiting, two
     threads each, in fresh processes: identical."""

@@ -155,6 +155,7 @@ def test_auto_gpus_ask_the_memory_model_for_the_largest_config():
     assert predicted_peak_bytes(worst) > small > 0
 
 
+@pytest.mark.slow
 def test_sweep_command_rejects_bad_input_before_starting_anything(tmp_path):
     space = tmp_path / "space.yaml"
     space.write_text("base: {preset: smoke}\nspace:\n  skip_dropout: {choice: [[0.0, 0.5]]}\n")

@@ -88,6 +88,7 @@ def test_genotype_params_cli_prints_the_paper_figure():
     assert "3.43 M parameters" in stdout
 
 
+@pytest.mark.slow
 def test_genotype_params_cli_json_defaults(tmp_path):
     code, stdout, _ = run_cli("genotype", "params", "PDARTS", "--dataset", "imagenet", "--json")
     params, with_aux, macs = REFERENCE[("PDARTS", "imagenet", 48, 14)]

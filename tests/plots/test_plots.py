@@ -159,6 +159,7 @@ def test_plot_run_on_a_finished_search(smoke_run, tmp_path):
     assert labels == ["stage 1", "stage 2", "stage 3"]
 
 
+@pytest.mark.slow
 def test_plot_run_on_an_unfinished_search(smoke_run, unfinished_run, tmp_path):
     run = load_run(unfinished_run)
     finished = json.loads((smoke_run / "alphas.json").read_text())
@@ -181,6 +182,7 @@ def test_plot_run_refuses_a_folder_that_is_not_a_run(tmp_path):
     assert not (tmp_path / "plots").exists()
 
 
+@pytest.mark.slow
 def test_cli_plot_genotype_and_errors(tmp_path):
     rc, out, err = run_cli("plot", "genotype", "PDARTS", "--out", tmp_path / "g", "--json")
     assert rc == 0, err
@@ -333,6 +335,7 @@ def test_runs_of_the_same_name_and_files_in_the_way(smoke_run, tmp_path, capsys)
     assert rc == 2 and out == "" and err.count("\n") == 1 and "is not a folder" in err
 
 
+@pytest.mark.slow
 def test_plot_run_draws_several_runs_into_one_folder(smoke_run, unfinished_run, tmp_path, capsys):
     runs = _runs(tmp_path, smoke_run, unfinished_run)
     (runs / "empty").mkdir()

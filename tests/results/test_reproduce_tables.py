@@ -304,6 +304,7 @@ def test_dropout(tmp_path):
     ]
 
 
+@pytest.mark.slow
 def test_skip_counts_params_on_the_papers_network(tmp_path):
     by_m = {m: cell(m) for m in range(9)}
     by_m[2] = PD
@@ -442,6 +443,7 @@ def test_dropout_over_seeds_counts_skip_connects_per_stage(tmp_path):
     assert error.verdict() == "missing" and len(r.missing) == 4
 
 
+@pytest.mark.slow
 def test_skip_refine_and_approx_effects_over_seeds(tmp_path):
     for seed, base in zip(SEEDS, (3.0, 3.5, 3.25)):
         by_m = {m: seeded(cell(m, "sep_conv_3x3"), seed) for m in range(9)}
@@ -488,6 +490,7 @@ def test_skip_refine_and_approx_effects_over_seeds(tmp_path):
 SIX_SEEDS = (2, 3, 4, 5, 6, 7)
 
 
+@pytest.mark.slow
 def test_effects_over_six_seeds_on_a_split_that_resolves_them(tmp_path, monkeypatch):
     """Six seeds and a CIFAR-sized test split (10,000 images): the verdicts a paired test gives
     the tables' own rows, each effect as constructed."""
@@ -635,6 +638,7 @@ def test_outputs_are_replaced_only_after_all_were_made(tmp_path, monkeypatch):
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the .md and .csv kept theirs too
 
 
+@pytest.mark.slow
 def test_no_run_flag_renders_from_the_store_and_starts_nothing(tmp_path):
     code, out, err = run_cli(
         "reproduce",

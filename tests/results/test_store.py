@@ -326,6 +326,7 @@ def test_import_refuses_an_unfinished_run(smoke_run, tmp_path):
 # ---------------------------------------------------------------- the CLI
 
 
+@pytest.mark.slow
 def test_cli_import_list_show(smoke_run, tmp_path):
     store = str(tmp_path / "store")
     rc, out, err = run_cli("results", "import", smoke_run, "--name", "smoke", env={"PDARTS_STORAGE": store})

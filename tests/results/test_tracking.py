@@ -27,6 +27,7 @@ def runs_of(uri, experiment):
     return client, client.search_runs([found.experiment_id]) if found else []
 
 
+@pytest.mark.slow
 def test_a_search_is_one_mlflow_run(store, tmp_path):
     result = pdarts_ray.run_search(
         pdarts_ray.search_config("smoke"), tmp_path / "run", mlflow=store, mlflow_experiment="smoke-searches"
@@ -47,6 +48,7 @@ def test_a_search_is_one_mlflow_run(store, tmp_path):
     assert (tmp_path / "mlartifacts").is_dir()  # beside the database, not in the working folder
 
 
+@pytest.mark.slow
 def test_a_resumed_search_continues_its_run(store, tmp_path, monkeypatch):
     original = tracking.MlflowSearch.on_epoch_end
 
@@ -68,6 +70,7 @@ def test_a_resumed_search_continues_its_run(store, tmp_path, monkeypatch):
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == STEPS
 
 
+@pytest.mark.slow
 def test_the_cli_flag_and_its_errors(store, tmp_path):
     code, out, err = run_cli(
         "search",
