@@ -25,6 +25,19 @@ if "RAY_TMPDIR" not in os.environ:
     )
 
 
+def pytest_configure(config):
+    """The suite keeps both cores busy (a worker per core, Ray's processes), so its processes
+    wait passively, as `auto` decides on a busy machine. Left to `auto`, a worker that loaded
+    torch before pdarts_ray kept libgomp's spinning default for the whole run, and its
+    in-process searches ran several times slower beside the other worker. Set before any test
+    module loads torch; the commands the tests start inherit it (test_waiting.py clears it
+    where it tests `auto`)."""
+    os.environ.setdefault("PDARTS_WAIT_POLICY", "passive")
+    from pdarts_ray.core.waiting import apply_wait_policy
+
+    apply_wait_policy(warn=False)
+
+
 RAY_FOLDERS = ("distributed", "cluster")
 RAY_MODULES = ("test_tour.py", "test_wheel.py")  # the docs example in the wheel runs a sweep
 RAY_FIXTURES = ("local_ray", "second_ray")
