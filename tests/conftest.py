@@ -27,11 +27,11 @@ if "RAY_TMPDIR" not in os.environ:
 
 def pytest_configure(config):
     """The suite keeps both cores busy (a worker per core, Ray's processes), so its processes
-    wait passively, as `auto` decides on a busy machine. Left to `auto`, a worker that loaded
-    torch before pdarts_ray kept libgomp's spinning default for the whole run, and its
-    in-process searches ran several times slower beside the other worker. Set before any test
-    module loads torch; the commands the tests start inherit it (test_waiting.py clears it
-    where it tests `auto`)."""
+    wait passively, as `auto` decides on a busy machine. Left alone, a worker loaded torch
+    before pdarts_ray could set anything, kept libgomp's spinning default for the whole run
+    (docs/performance.md: a search step 10-25x slower beside other work), and its commands
+    started with no policy of their own. Set before any test module loads torch; the commands
+    the tests start inherit it (test_waiting.py clears it where it tests `auto`)."""
     os.environ.setdefault("PDARTS_WAIT_POLICY", "passive")
     from pdarts_ray.core.waiting import apply_wait_policy
 
