@@ -12,7 +12,8 @@ from pdarts_ray.core import waiting
 from pdarts_ray.core.contention import bench_contention, policy_process_env, start_busy_cores, stop_busy_cores
 from pdarts_ray.core.errors import UserError
 
-pytestmark = pytest.mark.alone  # busy-core measurements: nothing else may run beside them
+# `alone`: the tests that measure how busy the machine is; nothing else may run beside them
+# (every other test here waits for nothing, and an `alone` test holds up the Ray tests' chain)
 
 _SHOW_ENV = "import os, json; print(json.dumps({k: os.environ.get(k) for k in ('OMP_WAIT_POLICY', 'GOMP_SPINCOUNT')}))"  # noqa: E501
 
@@ -34,6 +35,7 @@ def test_auto_spins_on_a_quiet_machine_and_waits_passively_on_a_busy_one(clean_e
     assert waiting.wait_policy_env("spin-3000") == {"GOMP_SPINCOUNT": "3000"}
 
 
+@pytest.mark.alone
 def test_auto_sees_a_real_busy_core(clean_env):
     loops = start_busy_cores(1)
     try:
@@ -102,6 +104,7 @@ def test_a_benchmark_process_gets_the_policy_it_names(clean_env, monkeypatch):
     assert "GOMP_SPINCOUNT" not in env and env[waiting.POLICY_ENV] == "passive"
 
 
+@pytest.mark.alone
 def test_busy_cores_sees_a_busy_loop_and_warns():
     quiet = waiting.busy_cores(0.5)
     assert quiet is not None and quiet >= 0
@@ -115,6 +118,7 @@ def test_busy_cores_sees_a_busy_loop_and_warns():
     assert line is not None and "--set threads=1" in line and "\n" not in line
 
 
+@pytest.mark.alone
 def test_background_work_at_low_priority_does_not_count_as_busy():
     loops = start_busy_cores(1, nice=19)
     try:
@@ -159,6 +163,7 @@ def test_bench_contention_rejects_an_unknown_policy():
         bench_contention([], policies=("fast",))
 
 
+@pytest.mark.alone
 @pytest.mark.slow
 def test_bench_contention_times_each_policy_alone_and_beside_a_busy_core():
     proc = subprocess.run(
