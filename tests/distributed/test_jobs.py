@@ -118,7 +118,7 @@ def test_ray_tunes_own_readers_see_the_finished_sweep(places):
 def test_a_stopped_job_leaves_its_sweep_resumable(jobs, places, tmp_path):
     space = tmp_path / "seeds.yaml"
     space.write_text(
-        "base: {preset: smoke}\nsearcher: grid\nspace: {seed: {grid: [1, 2, 3, 4]}}\n"
+        "base: {preset: smoke}\nsearcher: grid\nspace: {seed: {grid: [1, 2]}}\n"
         "objective: best_valid_acc\nmax_concurrent_trials: 1\n"
     )
     sweep = f"pdarts-ray sweep --storage {places['store']} --quiet"
@@ -131,15 +131,14 @@ def test_a_stopped_job_leaves_its_sweep_resumable(jobs, places, tmp_path):
         time.sleep(0.5)
     jobs.stop_job(job_id)
     assert wait_for(jobs, job_id, {JobStatus.STOPPED, JobStatus.FAILED}) == JobStatus.STOPPED
-    stored = read_trials(places["store"], "stopped").num_rows
-    assert 1 <= stored < 4
+    assert read_trials(places["store"], "stopped").num_rows == 1  # one trial at a time
 
     again = jobs.submit_job(entrypoint=f"{sweep} --resume stopped")
     assert wait_for(jobs, again, {JobStatus.SUCCEEDED}) == JobStatus.SUCCEEDED, jobs.get_job_logs(again)[
         -3000:
     ]
     trials = read_trials(places["store"], "stopped").to_pylist()
-    assert sorted(t["seed"] for t in trials) == [1, 2, 3, 4] and {t["status"] for t in trials} == {"finished"}
+    assert sorted(t["seed"] for t in trials) == [1, 2] and {t["status"] for t in trials} == {"finished"}
     client, runs = mlflow_runs(places["mlflow"], "stopped")
     assert sorted(r.data.tags["pdarts_ray.trial_id"] for r in runs) == sorted(t["trial_id"] for t in trials)
     for run in runs:  # the trial the stop cut short continued its own run, every epoch in it

@@ -11,13 +11,29 @@ from pathlib import Path
 
 def kill_group(proc, stop_local_ray: bool = False) -> None:
     """SIGKILL a process started with start_new_session=True and all its children; with
-    `stop_local_ray`, also the local Ray it started (its raylet outlives a killed driver): the
-    Ray under this session's RAY_TMPDIR, never another Ray on the machine."""
+    `stop_local_ray`, every process below it first, the local Ray it started among them (Ray
+    starts its GCS and raylet in sessions of their own, so they outlive the group). Only what
+    this process started: never another Ray on the machine, nor a Ray the test's own process
+    runs (a driver whose raylet is killed exits, and would take the pytest worker with it)."""
+    if stop_local_ray and proc.poll() is None:
+        kill_tree(proc.pid)
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    if stop_local_ray:
-        stop_ray_of(os.environ["RAY_TMPDIR"])
+
+
+def kill_tree(root: int) -> None:
+    """SIGKILL `root` and every process below it. All are stopped first, so that none starts
+    a process that, its parent killed, would no longer be below `root`."""
+    stopped: set[int] = set()
+    while tree := _below({root}) - stopped:
+        for pid in tree:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGSTOP)
+        stopped |= tree
+    for pid in stopped:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _parents() -> dict[int, int]:

@@ -28,7 +28,6 @@ import statistics
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 ALPHA = 0.05
 MIN_SEEDS = 2
@@ -78,6 +77,8 @@ def t_interval(values: list[float], level: float = 0.95) -> tuple[float, float] 
     if len(values) < 2:
         return None
     mean = statistics.fmean(values)
+    from scipy import stats  # here: its import is a second of every command's start
+
     half = stats.t.ppf(0.5 + level / 2, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
     return mean - half, mean + half
 
