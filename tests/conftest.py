@@ -72,7 +72,8 @@ def pytest_runtest_logreport(report):
         print(f"\nFAILED {report.when} {report.nodeid}\n{report.longreprtext[-2500:]}", flush=True)
 
 
-BACKGROUND_NICENESS = 10
+# the lowest priority: Ray starts its own workers at niceness 15 (RAY_worker_niceness)
+BACKGROUND_NICENESS = 19
 
 
 def _set_niceness(value: int) -> None:
