@@ -7,13 +7,11 @@ from pathlib import Path
 import pytest
 from helpers.clusters import token_head
 from helpers.processes import free_port
+from helpers.scheduling import RAY_CHAIN, chain_of, misplaced_ray_tests
+from helpers.scheduling import pytest_xdist_make_scheduler as pytest_xdist_make_scheduler
 
-# The suite runs on several workers (pytest-xdist, `-n auto --dist loadgroup`). Tests that
-# start or join Ray run one after another on one worker: two Rays side by side on 2 cores slow
-# each other down by more than they gain (the whole run took 59 min with the Ray tests in two
-# groups on two workers), and a Ray process looking for its cluster (`address="auto"`) finds
-# every GCS on the machine. Every other module runs whole on one worker, so its module
-# fixtures are built once.
+# The suite runs on several workers (pytest-xdist): the tests that start or join Ray in one
+# chain on one worker, every other module whole on one worker (helpers/scheduling.py).
 # A test's Ray must not find or stop another Ray on the machine (a developer's, a study's):
 # each session gives Ray a temp folder of its own (where `ray start` records the cluster a
 # driver joins, and Ray keeps its sessions), and a test stops a Ray it started by that folder,
@@ -38,26 +36,14 @@ def pytest_configure(config):
     apply_wait_policy(warn=False)
 
 
-RAY_FOLDERS = ("distributed", "cluster")
-RAY_MODULES = ("test_tour.py", "test_wheel.py")  # the docs example in the wheel runs a sweep
-RAY_FIXTURES = ("local_ray", "second_ray")
-
-
-def _xdist_group(item) -> str:
-    path = Path(str(item.fspath))
-    if (
-        path.parent.name in RAY_FOLDERS
-        or path.name in RAY_MODULES
-        or any(name in item.fixturenames for name in RAY_FIXTURES)
-    ):
-        return "ray"
-    return path.name
-
-
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(_xdist_group(item)))
+    misplaced = misplaced_ray_tests(items)
+    if misplaced:
+        raise pytest.UsageError(
+            f"{misplaced[0]} starts Ray outside the Ray chain: move it to tests/distributed "
+            "or add its module to RAY_MODULES in tests/helpers/scheduling.py"
+        )
 
 
 def pytest_runtest_logreport(report):
@@ -94,7 +80,7 @@ def pytest_runtest_setup(item):
     test's fixtures, so a Ray head a module fixture starts has the Ray tests' priority."""
     # lowering a niceness again takes root: elsewhere every test keeps the same priority
     if "PYTEST_XDIST_WORKER" in os.environ and os.geteuid() == 0:
-        foreground = _xdist_group(item) == "ray" or item.get_closest_marker("alone") is not None
+        foreground = chain_of(item.nodeid) == RAY_CHAIN or item.get_closest_marker("alone") is not None
         _set_niceness(0 if foreground else BACKGROUND_NICENESS)
 
 
@@ -141,7 +127,7 @@ def local_ray():
         os.environ.setdefault(key, value)
     saved = os.environ.get("RAY_metrics_report_interval_ms")
     os.environ["RAY_metrics_report_interval_ms"] = "1000"
-    ray.init(num_cpus=4)
+    ray.init(address="local", num_cpus=4)  # a Ray of its own, never one found on the machine
     try:
         yield ray
     finally:

@@ -69,6 +69,7 @@ print("answer", ray.get(ray.remote(lambda: 6 * 7).remote()))
 def test_a_driver_needs_the_token_to_join_the_gcs(head, client, tmp_path):
     env = {k: v for k, v in head["env"].items()}
     env["HOME"] = str(tmp_path)  # no ~/.ray/auth_token of its own
+    env["RAY_NUM_REDIS_GET_RETRIES"] = "3"  # a refused driver retries once a second, 20 times by default
     if client == "wrong token":
         env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN="pdarts-test-" + "0" * 32)
     elif client == "the token":
@@ -84,3 +85,4 @@ def test_a_driver_needs_the_token_to_join_the_gcs(head, client, tmp_path):
         assert proc.returncode == 0 and "answer 42" in proc.stdout, proc.stderr[-2000:]
     else:
         assert proc.returncode != 0 and "answer" not in proc.stdout
+        assert "InvalidAuthToken" in proc.stderr, proc.stderr[-2000:]  # refused for its token

@@ -63,14 +63,20 @@ def test_a_client_without_the_token_is_refused(head):
         JobSubmissionClient(head["dashboard"]).list_jobs()
 
 
-def test_an_ablation_submitted_as_a_job(jobs, places, tmp_path):
+@pytest.fixture(scope="module")
+def ablation_job(jobs, places):
+    """The dropout ablation's script submitted through the Jobs API, run to its end."""
     job_id = jobs.submit_job(
         entrypoint=f"python ablations/dropout_grid.py --preset smoke --name dropout-job --concurrent 2 "
         f"--storage {places['store']} --mlflow {places['mlflow']}",
         runtime_env={"working_dir": str(ROOT), "excludes": ["benchmarks/results", "tests/fixtures"]},
     )
     assert wait_for(jobs, job_id, {JobStatus.SUCCEEDED}) == JobStatus.SUCCEEDED
-    assert "experiment: " in jobs.get_job_logs(job_id)
+    return job_id
+
+
+def test_an_ablation_submitted_as_a_job(jobs, places, ablation_job, tmp_path):
+    assert "experiment: " in jobs.get_job_logs(ablation_job)
 
     trials = read_trials(places["store"], "dropout-job").to_pylist()
     assert len(trials) == 3 and {t["status"] for t in trials} == {"finished"}
@@ -100,7 +106,7 @@ def test_an_ablation_submitted_as_a_job(jobs, places, tmp_path):
     )
 
 
-def test_ray_tunes_own_readers_see_the_finished_sweep(places):
+def test_ray_tunes_own_readers_see_the_finished_sweep(places, ablation_job):
     """tune.ExperimentAnalysis on the experiment folder (no Ray needed) lists every trial with
     the metrics of its last report and its sampled config, as docs/results.md says."""
     from ray import tune

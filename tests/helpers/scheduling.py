@@ -1,0 +1,55 @@
+"""Which worker runs which tests (pytest-xdist): every test that starts or joins Ray in one
+chain on one worker, every other module whole on one worker.
+
+Two Rays side by side on 2 cores slow each other down by more than they gain (the whole run
+took 59 min with the Ray tests in two groups), and a Ray process looking for its cluster
+(`address="auto"`, or a driver reading the address `ray start` recorded) can find another
+test's. A module whole on one worker builds its module fixtures once and keeps its tests'
+order. The chain is chosen from the test's path alone, in the scheduler that xdist asks for
+(its `pytest_xdist_make_scheduler` hook): `--dist loadgroup` does the same through an
+`xdist_group` marker that xdist writes into the test's id, which pytest 9.2 no longer reads,
+so every test became a group of its own and the Ray tests ran on both workers at once.
+"""
+
+from pathlib import Path
+
+RAY_FOLDERS = ("distributed", "cluster")
+RAY_MODULES = (
+    "test_tour.py",
+    "test_wheel.py",  # the docs example in the wheel runs a sweep
+    "test_experiments.py",  # a new experiment runs through reproduce and a sweep
+)
+# a test using one of these starts Ray in its worker: it must lie in the chain
+RAY_FIXTURES = ("local_ray", "second_ray")
+RAY_CHAIN = "ray"
+
+
+def chain_of(nodeid: str) -> str:
+    """The chain a test runs in: RAY_CHAIN, or its module's path."""
+    module = nodeid.split("::", 1)[0]
+    path = Path(module)
+    if path.parent.name in RAY_FOLDERS or path.name in RAY_MODULES:
+        return RAY_CHAIN
+    return module
+
+
+def misplaced_ray_tests(items) -> list[str]:
+    """Tests that start Ray (by a fixture) outside the Ray chain."""
+    return [
+        item.nodeid
+        for item in items
+        if chain_of(item.nodeid) != RAY_CHAIN and any(name in item.fixturenames for name in RAY_FIXTURES)
+    ]
+
+
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ChainScheduling(LoadScopeScheduling):
+        """xdist's module-by-module scheduling (largest unit first, a unit whole on one
+        worker) over the chains of chain_of."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            return chain_of(nodeid)
+
+    return ChainScheduling(config, log)
