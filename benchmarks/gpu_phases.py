@@ -56,6 +56,8 @@ def sizes(dry: bool) -> dict:
             "epoch_scale": 1,
             "compile": False,
             "profile_stages": (1,),
+            # every variant's flags once (stage 1); the eager variant at every stage (the projection)
+            "variant_stages": (1,),
             "limit": {"steps": 600, "profile": 300, "retrain": 300, "epochs": 300, "concurrent": 300},
         }
     # 15 minutes of device time, start-up included: about 11 for the phases. The epochs run on
@@ -71,6 +73,7 @@ def sizes(dry: bool) -> dict:
         "concurrency": [1, 4, 8],
         "compile": True,
         "profile_stages": (1, 2, 3),
+        "variant_stages": (1, 2, 3),
         "epoch_set": ["dataset=synthetic", "synthetic_size=10000", "image_size=32"],
         "epoch_scale": 5,
         "limit": {"steps": 240, "profile": 60, "retrain": 60, "epochs": 180, "concurrent": 120},
@@ -135,6 +138,8 @@ def phase_steps(s: dict, official: str | None, deadline: float) -> dict:
                 )
             )
         for name, extra in variants.items():
+            if name != "eager_float32" and stage not in s["variant_stages"]:
+                continue
             row[name] = attempt(
                 lambda stage=stage, extra=extra: run_json(
                     ours("bench", "step", "--stage", str(stage), *common, *extra), deadline - time.time()
@@ -142,7 +147,7 @@ def phase_steps(s: dict, official: str | None, deadline: float) -> dict:
             )
         base = row.get("official", {})
         for name in variants:
-            if "median_step_s" in base and "median_step_s" in row[name]:
+            if "median_step_s" in base and "median_step_s" in row.get(name, {}):
                 row[f"{name}_time_ratio"] = row[name]["median_step_s"] / base["median_step_s"]
                 row[f"{name}_memory_ratio"] = row[name]["peak_memory_bytes"] / base["peak_memory_bytes"]
         rows.append(row)
@@ -150,7 +155,7 @@ def phase_steps(s: dict, official: str | None, deadline: float) -> dict:
     from pdarts_ray.core.bench import projected_search_hours
 
     for name in ("official", *variants) if official else variants:
-        if all("weight_only_step_s" in r[name] for r in rows):
+        if all("weight_only_step_s" in r.get(name, {}) for r in rows):
             out[f"projected_hours_{name}"] = projected_search_hours(
                 [r[name]["median_step_s"] for r in rows], [r[name]["weight_only_step_s"] for r in rows]
             )

@@ -47,8 +47,9 @@ def test_the_phases_measure_what_the_issue_asks(dry_run):
     out, _ = dry_run
     steps = phase(out, "steps")
     assert [r["stage"] for r in steps["rows"]] == [1, 2, 3]
-    for row in steps["rows"]:
-        for variant in ("eager_float32", "batched_float32", "bf16"):
+    every_variant = ("eager_float32", "batched_float32", "bf16")
+    for row in steps["rows"]:  # the dry run times every variant at stage 1, the eager one at each
+        for variant in every_variant if row["stage"] == 1 else ("eager_float32",):
             assert row[variant]["median_step_s"] > 0 and row[variant]["flops"]["full_step"] > 0
     assert steps["projected_hours_eager_float32"] > 0
     profile = phase(out, "profile")

@@ -2,7 +2,8 @@
 experiment is whole (its context and commands, sweeps that parse, presets that resolve, a
 table that builds on an empty store); the registry renders every table of
 benchmarks/results/store exactly as the code before it did; and a new experiment is one
-registered function, run at smoke size through `reproduce` and `sweep --experiment`."""
+registered function (run through `reproduce` and `sweep --experiment` on Ray in
+tests/distributed/test_new_experiment.py)."""
 
 import contextlib
 import io
@@ -10,11 +11,11 @@ import json
 
 import pytest
 from helpers.paths import ROOT
+from helpers.toy_experiment import registered_toy
 
 from pdarts_ray.core.errors import UserError
 from pdarts_ray.distributed.definition import parse_sweep
-from pdarts_ray.experiments import get_experiment, list_experiments, register_experiment
-from pdarts_ray.experiments.registry import grid, unregister_experiment
+from pdarts_ray.experiments import get_experiment, list_experiments
 from pdarts_ray.results.tables.common import StoreView
 
 STORE = ROOT / "benchmarks" / "results" / "store"
@@ -144,36 +145,13 @@ def test_the_command_prints_the_same_table(tmp_path):
 
 
 # ---------------------------------------------------------------- a new experiment
-
-
-def toy_table(setup):
-    """The best validation accuracy of one search of the preset."""
-    from pdarts_ray.results.tables.common import Rendered, TableSpec, fmt, notes, search_need
-
-    need = search_need(setup)
-
-    def build(store):
-        row = store.search(need)
-        value = fmt(row["best_valid_acc"] if row else None, 3)
-        figure = {"groups": ["best valid"], "series": {"ours": [row and row["best_valid_acc"]]}, "ylabel": ""}
-        return Rendered("toy", "A toy", notes(setup, []), ["search", "best valid"], [["1", value]], figure)
-
-    return TableSpec("toy", "a toy", "pdarts-ray reproduce toy", "none", [need], lambda store: [], build)
+# (run through reproduce and a sweep on Ray: tests/distributed/test_new_experiment.py)
 
 
 @pytest.fixture
 def toy():
-    @register_experiment
-    def toy():
-        return {
-            "doc": "A toy experiment.\n\n    pdarts-ray reproduce toy --preset smoke\n",
-            "table": toy_table,
-            "sweeps": lambda setup: {"": grid("toy", setup, {"seed": {"grid": [setup.seed]}})},
-            "presets": ("smoke",),
-        }
-
-    yield get_experiment("toy")
-    unregister_experiment("toy")
+    with registered_toy() as toy:
+        yield toy
 
 
 def test_a_registered_experiment_is_read_by_the_cli_and_the_api(toy, tmp_path):
@@ -187,30 +165,3 @@ def test_a_registered_experiment_is_read_by_the_cli_and_the_api(toy, tmp_path):
     assert code == 0 and json.loads(stdout)["rows"] == [["1", "-"]]
     with pytest.raises(UserError, match="experiment toy runs at smoke, got 'tiny'"):
         toy.setup("tiny")
-
-
-@pytest.mark.slow
-def test_a_new_experiment_runs_through_reproduce_and_sweep(toy, local_ray, tmp_path):
-    argv = ["--preset", "smoke", "--storage", tmp_path, "--json", "--out", tmp_path / "out"]
-    code, stdout = cli("reproduce", "toy", *argv)
-    assert code == 0
-    data = json.loads(stdout)
-    assert data["experiment"] == "reproduce-smoke-synthetic" and data["searches_started"] == 1
-    assert float(data["rows"][0][1]) >= 0
-
-    code, stdout = cli(
-        "sweep",
-        "--experiment",
-        "toy",
-        "--preset",
-        "smoke",
-        "--storage",
-        tmp_path,
-        "--name",
-        "toy-sweep",
-        "--json",
-    )
-    assert code == 0
-    out = json.loads(stdout)
-    assert out["name"] == "toy-sweep" and [t["status"] for t in out["trials"]] == ["finished"]
-    assert (tmp_path / "toy-sweep" / "sweep.json").is_file()

@@ -25,7 +25,6 @@ RAY_FOLDERS = ("distributed", "cluster")
 RAY_MODULES = (
     "test_tour.py",
     "test_wheel.py",  # the docs example in the wheel runs a sweep
-    "test_experiments.py",  # a new experiment runs through reproduce and a sweep
 )
 # a test using one of these starts Ray in its worker: it must lie in the chain
 RAY_FIXTURES = ("local_ray", "second_ray")
