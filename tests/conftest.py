@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 from helpers.clusters import token_head
 from helpers.processes import free_port
-from helpers.scheduling import RAY_CHAIN, chain_of
-from helpers.scheduling import pytest_collection_modifyitems as pytest_collection_modifyitems
+from helpers.scheduling import RAY_CHAIN, chain_of, misplaced_ray_tests
 from helpers.scheduling import pytest_xdist_make_scheduler as pytest_xdist_make_scheduler
 
 # The suite runs on several workers (pytest-xdist): the tests that start or join Ray in one
@@ -35,6 +34,16 @@ def pytest_configure(config):
     from pdarts_ray.core.waiting import apply_wait_policy
 
     apply_wait_policy(warn=False)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    misplaced = misplaced_ray_tests(items)
+    if misplaced:
+        raise pytest.UsageError(
+            f"{misplaced[0]} starts Ray outside the Ray chain: move it to tests/distributed "
+            "or add its module to RAY_MODULES in tests/helpers/scheduling.py"
+        )
 
 
 def pytest_runtest_logreport(report):

@@ -33,7 +33,6 @@ def phase(out, name):
     return json.loads((out / f"{name}.json").read_text())
 
 
-@pytest.mark.slow(seconds=300)  # the dry run's fixture, built for this first test
 def test_every_phase_writes_its_json(dry_run):
     out, proc = dry_run
     for name in PHASES:

@@ -1,6 +1,6 @@
 """The suite's scheduling (helpers/scheduling.py), run by pytest-xdist on a small tree of
-tests: the Ray folders' tests form one chain on one worker, in their order, every other
-module runs whole on one worker, and the workers hand the modules out longest first."""
+tests: the Ray folders' tests form one chain on one worker, in their order, and every other
+module runs whole on one worker."""
 
 import subprocess
 import sys
@@ -12,14 +12,11 @@ from helpers.scheduling import RAY_CHAIN, chain_of, misplaced_ray_tests
 RECORDING_TEST = """
 import os
 
-import pytest
-
 def _record(name):
     with open(os.environ["RECORD"], "a") as out:
         out.write(f"{os.environ['PYTEST_XDIST_WORKER']} {__name__}.{name}\\n")
 
 """ + "".join(f"def test_{i}():\n    _record('test_{i}')\n\n" for i in range(3))
-SLOW = "@pytest.mark.slow\ndef test_"
 
 TREE = {
     "distributed/test_a.py": RECORDING_TEST,
@@ -27,66 +24,40 @@ TREE = {
     "cluster/test_c.py": RECORDING_TEST,
     "test_tour.py": RECORDING_TEST,
     "core/test_d.py": RECORDING_TEST,
-    "core/test_e.py": RECORDING_TEST.replace("def test_", SLOW, 2),  # two slow tests
-    "test_f.py": RECORDING_TEST.replace("def test_", SLOW, 1),
+    "core/test_e.py": RECORDING_TEST,
+    "test_f.py": RECORDING_TEST,
 }
-RAY_MODULES = ("test_a", "test_b", "test_c", "test_tour")
 
 
-def _tree(tmp_path):
+def test_the_ray_chain_runs_on_one_worker_and_other_modules_whole(tmp_path):
     tree = tmp_path / "tree"
     for name, text in TREE.items():
         (tree / name).parent.mkdir(parents=True, exist_ok=True)
         (tree / name).write_text(text)
-    (tree / "pytest.ini").write_text("[pytest]\nmarkers =\n    slow: slow\n")
-    return tree
-
-
-def _pytest(tree, *args, **env):
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "helpers.scheduling", "-p", "no:cacheprovider", *args],
+    (tree / "pytest.ini").write_text("[pytest]\n")
+    record = tmp_path / "record.txt"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-n2", "-p", "helpers.scheduling", "-p", "no:cacheprovider"],
         cwd=tree,
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT / "tests"), **env},
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT / "tests"), "RECORD": str(record)},
         capture_output=True,
         text=True,
         timeout=120,
     )
-
-
-def test_the_ray_chain_runs_on_one_worker_and_other_modules_whole(tmp_path):
-    record = tmp_path / "record.txt"
-    proc = _pytest(_tree(tmp_path), "-n2", RECORD=str(record))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     ran = [line.split() for line in record.read_text().splitlines()]
     assert len(ran) == 3 * len(TREE)
     workers_of = {}
     for worker, test in ran:
         module = test.split(".")[0]
-        workers_of.setdefault(RAY_CHAIN if module in RAY_MODULES else module, []).append((worker, test))
+        chain = RAY_CHAIN if module in ("test_a", "test_b", "test_c", "test_tour") else module
+        workers_of.setdefault(chain, []).append((worker, test))
     assert all(len({w for w, _ in runs}) == 1 for runs in workers_of.values()), workers_of
     # the chain runs its modules one after another, each in its own order
     chain = [t.split(".") for _, t in workers_of[RAY_CHAIN]]
     assert [name for _, name in chain] == ["test_0", "test_1", "test_2"] * 4
     assert len({module for module, _ in chain}) == 4
     assert len({w for w, _ in ran}) == 2  # the other modules ran beside the chain
-
-
-def test_workers_hand_out_the_ray_chain_then_the_modules_with_most_slow_tests(tmp_path):
-    proc = _pytest(_tree(tmp_path), "--collect-only", "-q", PYTEST_XDIST_WORKER="gw0")
-    modules = []
-    for line in proc.stdout.splitlines():
-        module = line.split("::")[0]
-        if "::" in line and module not in modules:
-            modules.append(module)
-    assert modules == [
-        "cluster/test_c.py",
-        "distributed/test_a.py",
-        "distributed/test_b.py",
-        "test_tour.py",
-        "core/test_e.py",
-        "test_f.py",
-        "core/test_d.py",
-    ], proc.stdout
 
 
 def test_chains_from_test_ids():

@@ -125,13 +125,8 @@ def _search(preset, kernels, out):
     )
 
 
-@pytest.mark.parametrize(
-    "preset",
-    [
-        pytest.param("smoke", marks=pytest.mark.slow),
-        pytest.param("tiny", marks=pytest.mark.slow(seconds=300)),
-    ],
-)
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["smoke", "tiny"])
 def test_presets_find_the_same_genotypes_with_both_kernels(preset, tmp_path):
     reference = _search(preset, "reference", tmp_path / "reference")
     lean = _search(preset, "lean", tmp_path / "lean")

@@ -137,7 +137,7 @@ def test_no_warning_for_one_thread():
     assert waiting.warn_if_busy(1, "--set threads=1") is None
 
 
-@pytest.mark.slow(seconds=70)
+@pytest.mark.slow
 def test_the_wait_policy_changes_no_computed_bit(tmp_path):
     """A search step's losses and weights under the default policy and under passive waiting, two
     threads each, in fresh processes: identical."""
@@ -164,7 +164,7 @@ def test_bench_contention_rejects_an_unknown_policy():
 
 
 @pytest.mark.alone
-@pytest.mark.slow(seconds=110)
+@pytest.mark.slow
 def test_bench_contention_times_each_policy_alone_and_beside_a_busy_core():
     proc = subprocess.run(
         [

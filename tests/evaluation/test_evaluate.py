@@ -357,7 +357,7 @@ def test_non_empty_out_is_refused(tmp_path):
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["keep.txt"]
 
 
-@pytest.mark.slow(seconds=220)
+@pytest.mark.slow
 def test_eval_tiny_learns_the_digits(tmp_path):
     code, stdout, stderr = run_cli(
         "evaluate", "--genotype", "PDARTS", "--preset", "eval-tiny", "--out", tmp_path / "run", "--json"

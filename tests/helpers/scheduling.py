@@ -9,17 +9,9 @@ order. The chain is chosen from the test's path alone, in the scheduler that xdi
 (its `pytest_xdist_make_scheduler` hook): `--dist loadgroup` does the same through an
 `xdist_group` marker that xdist writes into the test's id, which pytest 9.2 no longer reads,
 so every test became a group of its own and the Ray tests ran on both workers at once.
-
-The units are handed out in the order of `run_order`: the Ray chain first (the longest), then
-the other modules, costliest first by their tests' `slow` marks, so that the run ends on
-short modules spread over both workers instead of one long module running alone (a 5-minute
-fixture, started last, was the whole run's last 5 minutes).
 """
 
-import os
 from pathlib import Path
-
-import pytest
 
 RAY_FOLDERS = ("distributed", "cluster")
 RAY_MODULES = (
@@ -49,45 +41,8 @@ def misplaced_ray_tests(items) -> list[str]:
     ]
 
 
-def seconds_of(item) -> float:
-    """About how long a test takes in a whole run: its `slow(seconds=N)`, 10 s for another slow
-    test (the marker's threshold), 1 s for the rest."""
-    slow = item.get_closest_marker("slow")
-    if slow is None:
-        return 1
-    return slow.kwargs.get("seconds", 10)
-
-
-def run_order(items) -> list:
-    """The items, module by module: the Ray chain, then the other modules, costliest first
-    (seconds_of), each module's tests in their own order."""
-    modules: dict[str, list] = {}
-    for item in items:
-        modules.setdefault(item.nodeid.split("::", 1)[0], []).append(item)
-
-    def cost(module: str) -> tuple:
-        if chain_of(module) == RAY_CHAIN:
-            return (0, 0)  # the chain keeps its modules' order
-        return (1, -sum(seconds_of(item) for item in modules[module]))
-
-    return [item for module in sorted(modules, key=cost) for item in modules[module]]
-
-
-def pytest_collection_modifyitems(config, items):
-    misplaced = misplaced_ray_tests(items)
-    if misplaced:
-        raise pytest.UsageError(
-            f"{misplaced[0]} starts Ray outside the Ray chain: move it to tests/distributed "
-            "or add its module to RAY_MODULES in tests/helpers/scheduling.py"
-        )
-    if "PYTEST_XDIST_WORKER" in os.environ:  # only xdist's workers hand their order on
-        items[:] = run_order(items)
-
-
 def pytest_xdist_make_scheduler(config, log):
     from xdist.scheduler import LoadScopeScheduling
-
-    config.option.loadscopereorder = False  # the units in the order the workers collected them
 
     class ChainScheduling(LoadScopeScheduling):
         """xdist's module-by-module scheduling (largest unit first, a unit whole on one

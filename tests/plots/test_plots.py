@@ -335,7 +335,7 @@ def test_runs_of_the_same_name_and_files_in_the_way(smoke_run, tmp_path, capsys)
     assert rc == 2 and out == "" and err.count("\n") == 1 and "is not a folder" in err
 
 
-@pytest.mark.slow(seconds=80)
+@pytest.mark.slow
 def test_plot_run_draws_several_runs_into_one_folder(smoke_run, unfinished_run, tmp_path, capsys):
     runs = _runs(tmp_path, smoke_run, unfinished_run)
     (runs / "empty").mkdir()

@@ -490,7 +490,7 @@ def test_skip_refine_and_approx_effects_over_seeds(tmp_path):
 SIX_SEEDS = (2, 3, 4, 5, 6, 7)
 
 
-@pytest.mark.slow(seconds=80)
+@pytest.mark.slow
 def test_effects_over_six_seeds_on_a_split_that_resolves_them(tmp_path, monkeypatch):
     """Six seeds and a CIFAR-sized test split (10,000 images): the verdicts a paired test gives
     the tables' own rows, each effect as constructed."""
