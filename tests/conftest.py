@@ -58,12 +58,8 @@ def pytest_runtest_logreport(report):
         print(f"\nFAILED {report.when} {report.nodeid}\n{report.longreprtext[-2500:]}", flush=True)
 
 
-# the lowest priority, below the Ray tests' own Ray workers (Ray's default for them is 15)
+# the lowest priority: Ray starts its own workers at niceness 15 (RAY_worker_niceness)
 BACKGROUND_NICENESS = 19
-if "PYTEST_XDIST_WORKER" in os.environ:
-    # the Ray tests' trials run at the Ray tests' priority: at Ray's 15 they had a core's 70 %
-    # beside a test at 19 (CFS weights 36 and 15), and every Ray test ran 1.5-2x its time alone
-    os.environ.setdefault("RAY_worker_niceness", "0")
 
 
 def _set_niceness(value: int) -> None:

@@ -41,7 +41,7 @@ def token_head(command: str, gcs: int, dashboard: int):
     if "--dashboard-agent-listen-port" not in command:
         command = command.replace(" --block", f" --dashboard-agent-listen-port={free_port()} --block")
     ray_bin = Path(sys.executable).parent
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_") or k == "RAY_worker_niceness"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env.update(HOME=str(home), PATH=f"{ray_bin}:{env['PATH']}")
     proc = subprocess.Popen(
         ["bash", "-c", command],
