@@ -36,7 +36,6 @@ def pytest_configure(config):
     apply_wait_policy(warn=False)
 
 
-@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     misplaced = misplaced_ray_tests(items)
     if misplaced:
@@ -113,6 +112,17 @@ def _isolated_cache(tmp_path_factory):
     if "PDARTS_CACHE" not in os.environ:
         os.environ["PDARTS_CACHE"] = str(tmp_path_factory.mktemp("pdarts-cache"))
     yield
+
+
+@pytest.fixture
+def toy():
+    """A toy experiment in the registry for one test (helpers/toy_experiment.py)."""
+    from helpers.toy_experiment import register_toy
+
+    from pdarts_ray.experiments.registry import unregister_experiment
+
+    yield register_toy()
+    unregister_experiment("toy")
 
 
 @pytest.fixture(scope="module")

@@ -5,13 +5,11 @@ benchmarks/results/store exactly as the code before it did; and a new experiment
 registered function (run through `reproduce` and `sweep --experiment` on Ray in
 tests/distributed/test_new_experiment.py)."""
 
-import contextlib
-import io
 import json
 
 import pytest
+from helpers.cli import main_stdout as cli
 from helpers.paths import ROOT
-from helpers.toy_experiment import registered_toy
 
 from pdarts_ray.core.errors import UserError
 from pdarts_ray.distributed.definition import parse_sweep
@@ -21,15 +19,6 @@ from pdarts_ray.results.tables.common import StoreView
 STORE = ROOT / "benchmarks" / "results" / "store"
 RENDERED = json.loads((ROOT / "tests" / "fixtures" / "reproduce-store-tables.json").read_text())
 PAPER_TABLES = ["table3", "depth", "approx", "dropout", "skip", "refine", "table1"]
-
-
-def cli(*argv) -> tuple[int, str]:
-    from pdarts_ray.cli.main import main
-
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        code = main([str(a) for a in argv])
-    return code, out.getvalue()
 
 
 def test_the_paper_tables_are_registered_in_the_order_reproduce_lists_them():
@@ -146,12 +135,6 @@ def test_the_command_prints_the_same_table(tmp_path):
 
 # ---------------------------------------------------------------- a new experiment
 # (run through reproduce and a sweep on Ray: tests/distributed/test_new_experiment.py)
-
-
-@pytest.fixture
-def toy():
-    with registered_toy() as toy:
-        yield toy
 
 
 def test_a_registered_experiment_is_read_by_the_cli_and_the_api(toy, tmp_path):

@@ -1,27 +1,10 @@
 """A new experiment is one registered function: run at smoke size through `reproduce` and
 `sweep --experiment` on a local Ray."""
 
-import contextlib
-import io
 import json
 
 import pytest
-from helpers.toy_experiment import registered_toy
-
-
-def cli(*argv) -> tuple[int, str]:
-    from pdarts_ray.cli.main import main
-
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        code = main([str(a) for a in argv])
-    return code, out.getvalue()
-
-
-@pytest.fixture
-def toy():
-    with registered_toy() as toy:
-        yield toy
+from helpers.cli import main_stdout as cli
 
 
 @pytest.mark.slow

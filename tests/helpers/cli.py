@@ -1,5 +1,7 @@
-"""Running the package's command line in a fresh process."""
+"""Running the package's command line, in a fresh process or in this one."""
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -17,3 +19,13 @@ def run_cli(*args, cwd=None, env=None, timeout=600):
         timeout=timeout,
     )
     return proc.returncode, proc.stdout, proc.stderr
+
+
+def main_stdout(*argv) -> tuple[int, str]:
+    """The CLI's main() in this process: (returncode, what it printed)."""
+    from pdarts_ray.cli.main import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main([str(a) for a in argv])
+    return code, out.getvalue()

@@ -1,10 +1,8 @@
-"""A toy experiment, registered for a test and gone after it: one search of the preset and a
-table of its best validation accuracy."""
-
-import contextlib
+"""A toy experiment (the `toy` fixture of tests/conftest.py registers it for one test): one
+search of the preset and a table of its best validation accuracy."""
 
 from pdarts_ray.experiments import get_experiment, register_experiment
-from pdarts_ray.experiments.registry import grid, unregister_experiment
+from pdarts_ray.experiments.registry import grid
 
 
 def toy_table(setup):
@@ -22,8 +20,9 @@ def toy_table(setup):
     return TableSpec("toy", "a toy", "pdarts-ray reproduce toy", "none", [need], lambda store: [], build)
 
 
-@contextlib.contextmanager
-def registered_toy():
+def register_toy():
+    """Registers the toy experiment (unregister_experiment("toy") removes it) and returns it."""
+
     @register_experiment
     def toy():
         return {
@@ -33,7 +32,4 @@ def registered_toy():
             "presets": ("smoke",),
         }
 
-    try:
-        yield get_experiment("toy")
-    finally:
-        unregister_experiment("toy")
+    return get_experiment("toy")
