@@ -41,7 +41,7 @@ def pytest_collection_modifyitems(config, items):
     if misplaced:
         raise pytest.UsageError(
             f"{misplaced[0]} starts Ray outside the Ray chain: move it to tests/distributed "
-            "or add its module to RAY_MODULES in tests/helpers/scheduling.py"
+            "or add its module to RAY_MODULES (and not OFF_CHAIN_MODULES) in tests/helpers/scheduling.py"
         )
 
 

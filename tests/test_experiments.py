@@ -148,3 +148,15 @@ def test_a_registered_experiment_is_read_by_the_cli_and_the_api(toy, tmp_path):
     assert code == 0 and json.loads(stdout)["rows"] == [["1", "-"]]
     with pytest.raises(UserError, match="experiment toy runs at smoke, got 'tiny'"):
         toy.setup("tiny")
+
+
+def test_the_command_prints_the_effects_with_their_tests(tmp_path):
+    from pdarts_ray.results.tables.effects import record_cells
+
+    case = "dropout --preset small"
+    code, stdout = cli("reproduce", *case.split(), "--no-run", "--storage", STORE, "--out", tmp_path)
+    assert code == 0
+    effects = stdout[stdout.index("Effects") :]
+    for record in RENDERED[case]["effects"]:
+        _, _, ours, interval, seeds, p, _, verdict = record_cells(record)
+        assert all(cell in effects for cell in (ours, interval, p, verdict)), (record, effects)

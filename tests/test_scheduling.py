@@ -22,6 +22,7 @@ TREE = {
     "distributed/test_a.py": RECORDING_TEST,
     "distributed/test_b.py": RECORDING_TEST,
     "cluster/test_c.py": RECORDING_TEST,
+    "cluster/test_kuberay.py": RECORDING_TEST,  # in a Ray folder, but off the chain
     "test_tour.py": RECORDING_TEST,
     "core/test_d.py": RECORDING_TEST,
     "core/test_e.py": RECORDING_TEST,
@@ -65,6 +66,7 @@ def test_chains_from_test_ids():
     assert chain_of("tests/cluster/test_token_auth.py::test_y") == RAY_CHAIN
     assert chain_of("tests/test_wheel.py::test_z") == RAY_CHAIN
     assert chain_of("tests/core/test_cells.py::TestCell::test_w") == "tests/core/test_cells.py"
+    assert chain_of("tests/cluster/test_kuberay.py::test_v") == "tests/cluster/test_kuberay.py"
 
 
 def test_a_test_starting_ray_outside_the_chain_is_named():

@@ -43,8 +43,8 @@ def build_parser() -> Parser:
 
 
 def report_interrupt(stop: KeyboardInterrupt) -> int:
-    """One line on stderr: how to resume the search that was running, or that it had
-    finished (exit 0: its result is whole); 130 for Ctrl-C, 143 for SIGTERM otherwise."""
+    """One line on stderr: how to resume the search or sweep that was running, or that the
+    search had finished (exit 0: its result is whole); 130 for Ctrl-C, 143 for SIGTERM otherwise."""
     what, code = ("stopped (SIGTERM)", 143) if isinstance(stop, Stopped) else ("interrupted", 130)
     run_dir = getattr(stop, "run_dir", None)
     if run_dir is not None:
@@ -55,6 +55,9 @@ def report_interrupt(stop: KeyboardInterrupt) -> int:
             return 0
         if RunFolder(run_dir).started:
             what += f"; continue with: pdarts-ray search --resume {shlex.quote(str(run_dir))}"
+    hint = getattr(stop, "resume_hint", None)
+    if hint is not None:
+        what += f"; {hint}"
     print(what, file=sys.stderr)
     return code
 

@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..core.errors import UserError
+from ..core.errors import SweepInterrupted, UserError
 from .common import add_common_flags, names, stdout_to_stderr
 
 
@@ -50,6 +50,9 @@ def cmd_reproduce(args) -> int:
     except ReproduceFailed as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except SweepInterrupted as stop:  # the family's own naming, not a sweep's, continues it
+        stop.resume_hint = "the same command continues it (the finished searches are kept)"
+        raise
     seconds = time.perf_counter() - t0
     if args.json:
         import json
@@ -80,7 +83,7 @@ def cmd_reproduce(args) -> int:
         console = Console(width=None if sys.stdout.isatty() else 220)
         console.print(rich_table(r))
         if r.effects:
-            console.print(rich_effects([list(e.values()) for e in r.effects]))
+            console.print(rich_effects(r.effects))
         if r.missing:
             console.print("missing (not run): " + "; ".join(r.missing), markup=False, highlight=False)
         console.print(

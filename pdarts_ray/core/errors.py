@@ -16,6 +16,16 @@ class Stopped(KeyboardInterrupt):
     """The process was told to stop (SIGTERM: `ray job stop`, `kill`, a pod's shutdown)."""
 
 
+class SweepInterrupted(KeyboardInterrupt):
+    """Ray Tune ended a sweep early on Ctrl-C (it catches SIGINT, saves its state and returns
+    as if the sweep had ended): the driver ends as on Ctrl-C, rather than going on to its next
+    sweep. `resume_hint` says how to continue."""
+
+    def __init__(self, name: str, resume_hint: str):
+        super().__init__(name)
+        self.resume_hint = resume_hint
+
+
 def stop_on_sigterm():
     """SIGTERM ends a driver as Ctrl-C does, unwinding it: the claims it holds are released
     and its MLflow run marked, so that the run or sweep can be continued at once. (Python's

@@ -12,11 +12,12 @@ import json
 import math
 import os
 import re
+import shlex
 import time
 from pathlib import Path
 
 from ..core.config import SearchConfig, to_dict
-from ..core.errors import UserError
+from ..core.errors import SweepInterrupted, UserError
 from ..core.version import VERSION
 from ..core.waiting import wait_policy_env
 from .connect import announce_dashboard, ray_connected
@@ -244,9 +245,24 @@ def _run(sweep: Sweep, setup: dict, address: str | None, verbose: int) -> dict:
         save_setup(path, setup)
         if verbose:
             announce_dashboard()
-        build_tuner(sweep, setup).fit()
+        unfinished = _fit(build_tuner(sweep, setup))
         reconcile(storage, name, path, setup)
+        _end_if_interrupted(unfinished, setup)
     return summary(storage, name)
+
+
+def _fit(tuner) -> int:
+    """Fit the tuner; the number of trials it left neither finished nor failed (Ray Tune
+    returns early, without raising, when Ctrl-C stops it)."""
+    grid = tuner.fit()
+    return len(grid) - grid.num_terminated - grid.num_errors
+
+
+def _end_if_interrupted(unfinished: int, setup: dict) -> None:
+    """The finished trials' rows are stored by now; the unfinished ones continue on resume."""
+    if unfinished:
+        command = ["pdarts-ray", "sweep", "--resume", setup["name"], "--storage", setup["storage"]]
+        raise SweepInterrupted(setup["name"], f"continue with: {shlex.join(command)}")
 
 
 def _local_runs(storage: str, name: str) -> str | None:
@@ -284,6 +300,7 @@ def _resume(sweep: Sweep, setup: dict, path: str, address: str | None, verbose: 
     with ray_connected(address, sweep_cpus(sweep)):
         if verbose:
             announce_dashboard()
-        restore_tuner(path, setup).fit()
+        unfinished = _fit(restore_tuner(path, setup))
         reconcile(setup["storage"], setup["name"], path, setup)
+        _end_if_interrupted(unfinished, setup)
     return summary(setup["storage"], setup["name"])

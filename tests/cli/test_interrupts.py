@@ -1,5 +1,7 @@
 """Ctrl-C and SIGTERM during a search: the line names the exact command that resumes it, a
-resumed search says where it continues, and a search that had finished exits 0."""
+resumed search says where it continues, and a search that had finished exits 0. A sweep
+that Ray Tune ended early on Ctrl-C ends its driver the same way (a real Ctrl-C on a sweep:
+tests/distributed/test_sweep.py)."""
 
 import json
 import os
@@ -7,12 +9,13 @@ import signal
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import pytest
 
 from pdarts_ray.cli.main import main, report_interrupt
 from pdarts_ray.core.checkpoint import CheckpointDir
-from pdarts_ray.core.errors import Stopped
+from pdarts_ray.core.errors import Stopped, SweepInterrupted
 from pdarts_ray.core.progress import SearchProgress
 
 
@@ -112,3 +115,67 @@ def test_a_real_sigint_prints_the_resume_command_that_works(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "resumed from stage" in done.stderr
     assert json.loads(done.stdout)["run_dir"] == str(run)
+
+
+class _Grid:
+    """What `tuner.fit()` returns, as far as the sweep reads it."""
+
+    def __init__(self, trials, terminated, errors):
+        self.trials, self.num_terminated, self.num_errors = trials, terminated, errors
+
+    def __len__(self):
+        return self.trials
+
+
+class _Tuner:
+    def __init__(self, grid):
+        self.grid = grid
+
+    def fit(self):
+        return self.grid
+
+
+@pytest.mark.parametrize(("terminated", "errors", "unfinished"), [(3, 0, 0), (2, 1, 0), (1, 0, 2), (0, 1, 2)])
+def test_a_sweep_counts_the_trials_tune_left_unfinished(terminated, errors, unfinished):
+    from pdarts_ray.distributed.sweep import _fit
+
+    assert _fit(_Tuner(_Grid(3, terminated, errors))) == unfinished
+
+
+def test_a_sweep_tune_ended_early_ends_its_driver_naming_the_resume(tmp_path, capsys):
+    from pdarts_ray.distributed.sweep import _end_if_interrupted
+
+    setup = {"name": "cut", "storage": str(tmp_path / "my store")}
+    _end_if_interrupted(0, setup)  # every trial ended: nothing to say
+    with pytest.raises(SweepInterrupted) as stop:
+        _end_if_interrupted(1, setup)
+    assert report_interrupt(stop.value) == 130
+    assert capsys.readouterr().err.strip() == (
+        f"interrupted; continue with: pdarts-ray sweep --resume cut --storage '{tmp_path / 'my store'}'"
+    )
+
+
+def test_reproduce_ends_at_the_first_interrupted_sweep_and_says_run_it_again(monkeypatch, capsys):
+    from pdarts_ray import api
+    from pdarts_ray.distributed import reproduce
+
+    started = []
+
+    def run_sweep(sweep, verbose=1):
+        started.append(sweep)
+        raise SweepInterrupted("a", "continue with: pdarts-ray sweep --resume a")
+
+    sweeps = [SimpleNamespace(name=name, num_samples=1, space={}) for name in "ab"]
+    monkeypatch.setattr("pdarts_ray.distributed.sweep.run_sweep", run_sweep)
+    with pytest.raises(SweepInterrupted):
+        reproduce._run_searches(sweeps, {}, "store", log=lambda line: None, verbose=0)
+    assert started == sweeps[:1]  # the second sweep never started
+
+    def interrupted(*args, **kwargs):
+        raise SweepInterrupted("a", "continue with: pdarts-ray sweep --resume a")
+
+    monkeypatch.setattr(api, "reproduce", interrupted)
+    assert main(["reproduce", "table1", "--preset", "smoke", "--quiet"]) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "interrupted; the same command continues it (the finished searches are kept)"
+    )

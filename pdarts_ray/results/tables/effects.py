@@ -146,17 +146,16 @@ class Effect:
         return "not shown"
 
     def record(self) -> dict:
-        """Today's keys (as the table's cells) and the test's, as numbers."""
-        cells = self.cells()
+        """Today's keys (as the table shows them) and the test's, as numbers."""
         mean, se = self.summary()
         interval = t_interval(self.differences) if self.complete else None
         return {
-            "effect": cells[0],
-            "paper": cells[1],
-            "ours": cells[2],
-            "seeds": cells[4],
-            "per_seed": cells[6],
-            "verdict": cells[7],
+            "effect": self.what,
+            "paper": self.paper,
+            "ours": "-" if mean is None else f"{mean:+.2f}" if se is None else f"{mean:+.2f} ± {se:.2f}",
+            "seeds": str(len(self.differences)),
+            "per_seed": " / ".join("-" if v is None else f"{v:+.2f}" for v in self.differences),
+            "verdict": self.verdict(),
             "mean": mean,
             "standard_error": se,
             "interval_95": list(interval) if interval else None,
@@ -167,23 +166,22 @@ class Effect:
         }
 
     def cells(self) -> list[str]:
-        """The row of EFFECT_COLUMNS."""
-        mean, se = self.summary()
-        ours = "-" if mean is None else f"{mean:+.2f}" if se is None else f"{mean:+.2f} ± {se:.2f}"
-        interval = t_interval(self.differences) if self.complete else None
-        interval_text = "-" if interval is None else f"[{interval[0]:+.2f}, {interval[1]:+.2f}]"
-        p = self.p()
-        per_seed = " / ".join("-" if v is None else f"{v:+.2f}" for v in self.differences)
-        return [
-            self.what,
-            self.paper,
-            ours,
-            interval_text,
-            str(len(self.differences)),
-            "-" if p is None else f"{p:.3g}",
-            per_seed,
-            self.verdict(),
-        ]
+        return record_cells(self.record())
+
+
+def record_cells(record: dict) -> list[str]:
+    """The row of EFFECT_COLUMNS of an effect's record (the API's and --json's dict)."""
+    interval, p = record["interval_95"], record["p"]
+    return [
+        record["effect"],
+        record["paper"],
+        record["ours"],
+        "-" if interval is None else f"[{interval[0]:+.2f}, {interval[1]:+.2f}]",
+        record["seeds"],
+        "-" if p is None else f"{p:.3g}",
+        record["per_seed"],
+        record["verdict"],
+    ]
 
 
 EFFECTS_NOTE = (

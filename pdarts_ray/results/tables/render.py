@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ...core.errors import UserError
 from .common import Rendered, Setup
-from .effects import EFFECT_COLUMNS, EFFECTS_NOTE
+from .effects import EFFECT_COLUMNS, EFFECTS_NOTE, record_cells
 
 # ---------------------------------------------------------------- output
 
@@ -53,15 +53,16 @@ def rich_table(r: Rendered):
     return table
 
 
-def rich_effects(rows: list[list[str]]):
+def rich_effects(records: list[dict]):
+    """The effects' table of an outcome's records (ReproduceResult.effects)."""
     from rich.table import Table
     from rich.text import Text
 
     table = Table(title="Effects", caption=EFFECTS_NOTE, caption_justify="left")
     for c in EFFECT_COLUMNS:
         table.add_column(c, overflow="fold")
-    for row in rows:
-        table.add_row(*[Text(c) for c in row])
+    for record in records:
+        table.add_row(*[Text(c) for c in record_cells(record)])
     return table
 
 
