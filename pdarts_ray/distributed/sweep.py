@@ -245,22 +245,24 @@ def _run(sweep: Sweep, setup: dict, address: str | None, verbose: int) -> dict:
         save_setup(path, setup)
         if verbose:
             announce_dashboard()
-        unfinished = _fit(build_tuner(sweep, setup))
+        trials = _fit(build_tuner(sweep, setup))
         reconcile(storage, name, path, setup)
-        _end_if_interrupted(unfinished, setup)
+        _end_if_interrupted(trials, setup)
     return summary(storage, name)
 
 
 def _fit(tuner) -> int:
-    """Fit the tuner; the number of trials it left neither finished nor failed (Ray Tune
-    returns early, without raising, when Ctrl-C stops it)."""
-    grid = tuner.fit()
-    return len(grid) - grid.num_terminated - grid.num_errors
+    """Fit the tuner; the number of trials Ray Tune holds. (On Ctrl-C Tune saves its state and
+    returns without raising, its stopped trials marked terminated like finished ones.)"""
+    return len(tuner.fit())
 
 
-def _end_if_interrupted(unfinished: int, setup: dict) -> None:
-    """The finished trials' rows are stored by now; the unfinished ones continue on resume."""
-    if unfinished:
+def _end_if_interrupted(trials: int, setup: dict) -> None:
+    """Every trial that ended, finished or failed, has its row by now (reconciled): fewer rows
+    than trials means Tune was stopped with trials still to run, which continue on resume."""
+    from ..results import read_trials
+
+    if read_trials(setup["storage"], setup["name"]).num_rows < trials:
         command = ["pdarts-ray", "sweep", "--resume", setup["name"], "--storage", setup["storage"]]
         raise SweepInterrupted(setup["name"], f"continue with: {shlex.join(command)}")
 
@@ -300,7 +302,7 @@ def _resume(sweep: Sweep, setup: dict, path: str, address: str | None, verbose: 
     with ray_connected(address, sweep_cpus(sweep)):
         if verbose:
             announce_dashboard()
-        unfinished = _fit(restore_tuner(path, setup))
+        trials = _fit(restore_tuner(path, setup))
         reconcile(setup["storage"], setup["name"], path, setup)
-        _end_if_interrupted(unfinished, setup)
+        _end_if_interrupted(trials, setup)
     return summary(setup["storage"], setup["name"])

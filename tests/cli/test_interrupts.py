@@ -117,38 +117,21 @@ def test_a_real_sigint_prints_the_resume_command_that_works(tmp_path):
     assert json.loads(done.stdout)["run_dir"] == str(run)
 
 
-class _Grid:
-    """What `tuner.fit()` returns, as far as the sweep reads it."""
-
-    def __init__(self, trials, terminated, errors):
-        self.trials, self.num_terminated, self.num_errors = trials, terminated, errors
-
-    def __len__(self):
-        return self.trials
-
-
-class _Tuner:
-    def __init__(self, grid):
-        self.grid = grid
-
-    def fit(self):
-        return self.grid
-
-
-@pytest.mark.parametrize(("terminated", "errors", "unfinished"), [(3, 0, 0), (2, 1, 0), (1, 0, 2), (0, 1, 2)])
-def test_a_sweep_counts_the_trials_tune_left_unfinished(terminated, errors, unfinished):
-    from pdarts_ray.distributed.sweep import _fit
-
-    assert _fit(_Tuner(_Grid(3, terminated, errors))) == unfinished
-
-
-def test_a_sweep_tune_ended_early_ends_its_driver_naming_the_resume(tmp_path, capsys):
+def test_a_sweep_with_trials_left_without_a_row_ends_its_driver_naming_the_resume(
+    tmp_path, capsys, monkeypatch
+):
+    import pdarts_ray.results
     from pdarts_ray.distributed.sweep import _end_if_interrupted
 
+    rows = {"count": 2}
+    monkeypatch.setattr(
+        pdarts_ray.results, "read_trials", lambda root, name: SimpleNamespace(num_rows=rows["count"])
+    )
     setup = {"name": "cut", "storage": str(tmp_path / "my store")}
-    _end_if_interrupted(0, setup)  # every trial ended: nothing to say
+    _end_if_interrupted(2, setup)  # every trial ended with its row: nothing to say
+    rows["count"] = 1  # Tune was stopped with a trial still to run
     with pytest.raises(SweepInterrupted) as stop:
-        _end_if_interrupted(1, setup)
+        _end_if_interrupted(2, setup)
     assert report_interrupt(stop.value) == 130
     assert capsys.readouterr().err.strip() == (
         f"interrupted; continue with: pdarts-ray sweep --resume cut --storage '{tmp_path / 'my store'}'"

@@ -1,8 +1,10 @@
 """Sweeps: definition parsing and validation, GPU shares (no Ray); then sweeps on a real
 local Ray (the `smoke` preset): Optuna end to end, a grid with a diverging trial, ASHA,
-and a sweep whose driver is killed and resumed with `pdarts-ray sweep --resume`."""
+and a sweep stopped by Ctrl-C (its driver exits 130 naming the resume) and resumed with
+`pdarts-ray sweep --resume`."""
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -155,20 +157,25 @@ def test_auto_gpus_ask_the_memory_model_for_the_largest_config():
     assert predicted_peak_bytes(worst) > small > 0
 
 
-@pytest.mark.slow
-def test_sweep_command_rejects_bad_input_before_starting_anything(tmp_path):
+def test_sweep_command_rejects_bad_input_before_starting_anything(tmp_path, capsys):
+    from pdarts_ray.cli.main import main
+
+    def sweep(*args) -> tuple[int, str]:
+        code = main(["sweep", *map(str, args)])
+        return code, capsys.readouterr().err
+
     space = tmp_path / "space.yaml"
     space.write_text("base: {preset: smoke}\nspace:\n  skip_dropout: {choice: [[0.0, 0.5]]}\n")
-    code, out, err = run_cli("sweep", "--space", space, "--storage", tmp_path / "store")
+    code, err = sweep("--space", space, "--storage", tmp_path / "store")
     assert code == 2 and "space: skip_dropout" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "store").exists()
     good = tmp_path / "good.yaml"
     good.write_text("base: {preset: smoke}\n")
-    code, _, err = run_cli("sweep", "--space", good, "--storage", "relative/store")
+    code, err = sweep("--space", good, "--storage", "relative/store")
     assert code == 2 and "relative path" in err
-    code, _, err = run_cli("sweep", "--resume", "nothing-here", "--storage", tmp_path / "store")
+    code, err = sweep("--resume", "nothing-here", "--storage", tmp_path / "store")
     assert code == 2 and "no such experiment" in err
-    code, _, err = run_cli("sweep", "--resume", "x", "--preset", "smoke")
+    code, err = sweep("--resume", "x", "--preset", "smoke")
     assert code == 2 and "cannot be combined with --preset" in err
 
 
@@ -329,12 +336,20 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(local_ra
         assert first is not None, (
             f"no trial row before the deadline: {proc.stderr.read() if proc.poll() else ''}"
         )
-        while time.time() < deadline and proc.poll() is None:  # kill it in the middle of the second trial
+        while time.time() < deadline and proc.poll() is None:  # Ctrl-C in the middle of the second trial
             parts = list((experiment / "epochs").glob("*.parquet"))
             if any(not p.name.startswith(first) for p in parts):
                 break
             time.sleep(0.2)
-        assert proc.poll() is None, "the sweep ended before it could be killed"
+        assert proc.poll() is None, "the sweep ended before it could be interrupted"
+        # Ray Tune catches the SIGINT, saves its state and returns: the driver still ends as on
+        # Ctrl-C, naming the command that continues the sweep
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 130, err
+        assert err.strip().splitlines()[-1] == (
+            f"interrupted; continue with: pdarts-ray sweep --resume cut --storage {store}"
+        )
     finally:
         kill_group(proc)
     first_metrics = experiment / "runs" / first / "metrics.jsonl"
