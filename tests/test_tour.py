@@ -5,7 +5,7 @@ and one killed after its first epoch; the resume command the plot names for the 
 run; and `results show NAME --by-m` on the search imported into a store.
 
 The tour's `sweep` and `reproduce` lines start Ray and run several searches (minutes on
-2 cores): tests/distributed/test_sweep.py and tests/distributed/test_reproduce.py run
+2 cores): tests/distributed/test_sweep.py and tests/distributed/test_quiet_runs.py run
 them at smoke size.
 """
 

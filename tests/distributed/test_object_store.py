@@ -19,7 +19,7 @@ import threading
 import time
 
 import pytest
-from helpers.cli import run_cli
+from helpers.cli import main_stdout, run_cli
 from helpers.processes import kill_group
 
 pytestmark = pytest.mark.slow
@@ -129,23 +129,14 @@ def test_a_sweep_on_s3_killed_and_resumed_stores_every_trial_once(s3_server, tmp
         ]
     assert _keys(bucket, "store/.claims/") == [], err[-3000:]  # released
 
-    code, out, err = run_cli("results", "list", "--storage", storage, "--json")
-    assert code == 0, err
+    # the readers, in this process (no Ray): a table and the store's commands read S3 alike
+    code, out = main_stdout("results", "list", "--storage", storage, "--json")
+    assert code == 0
     (listed,) = [e for e in json.loads(out) if e["name"] == "on-s3"]
     assert (listed["trials"], listed["finished"]) == (2, 2)
-    code, out, err = run_cli("results", "show", f"{storage}/on-s3", "--format", "json")
-    assert code == 0 and len(json.loads(out)) == 2, err
-    code, out, err = run_cli(
-        "reproduce",
-        "table3",
-        "--preset",
-        "smoke",
-        "--storage",
-        storage,
-        "--no-run",
-        "--out",
-        tmp_path / "out",
-        "--json",
-    )
-    assert code == 0, err
+    code, out = main_stdout("results", "show", f"{storage}/on-s3", "--format", "json")
+    assert code == 0 and len(json.loads(out)) == 2
+    argv = ["--preset", "smoke", "--storage", storage, "--no-run", "--out", tmp_path / "out", "--json"]
+    code, out = main_stdout("reproduce", "table3", *argv)
+    assert code == 0
     assert json.loads(out)["searches_started"] == 0

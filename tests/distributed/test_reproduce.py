@@ -1,12 +1,11 @@
-"""`pdarts-ray reproduce` on a real local Ray: `reproduce table3 --preset smoke` end to end (a
-second run starts nothing, a lost row is continued), and retrainings as Ray tasks. Every
-table from a hand-made store: tests/results/test_reproduce_tables.py."""
+"""`pdarts-ray reproduce`'s retrainings as Ray tasks on a real local Ray. `reproduce table3
+--preset smoke` end to end (beside another Ray instance): tests/distributed/test_quiet_runs.py;
+every table from a hand-made store: tests/results/test_reproduce_tables.py."""
 
 import dataclasses
 import json
 
 import pytest
-from helpers.cli import run_cli
 from helpers.metrics import exported_until, node_metrics_url
 
 from pdarts_ray.core.config import resolve, to_dict
@@ -17,40 +16,6 @@ from pdarts_ray.results.tables.common import eval_key, resolve_setup
 FAMILY = "reproduce-smoke-synthetic"
 EVAL = to_dict(resolve(EvalConfig, EVAL_PRESETS, "eval-smoke"))
 PD, DV2 = PDARTS.to_dict(), DARTS_V2.to_dict()
-
-
-@pytest.mark.slow
-def test_table3_smoke_end_to_end_then_nothing_to_start(tmp_path):
-    store, out = tmp_path / "store", tmp_path / "out"
-    args = ["reproduce", "table3", "--preset", "smoke", "--runs", "2", "--storage", store, "--out", out]
-    env = {"RAY_ADDRESS": "local"}  # a new local Ray, whatever else runs on this machine
-    code, stdout, err = run_cli(*args, "--json", env=env)
-    assert code == 0, err
-    data = json.loads(stdout)
-    assert data["searches_started"] == 2 and data["missing"] == []
-    assert [row[:3] for row in data["rows"]] == [["1", "2", "9.8"], ["2", "3", "9.8"]]
-    assert all(float(c) > 0 for row in data["rows"] for c in row[3::2])
-    sweeps = sorted(p.name for p in store.iterdir())
-    assert len(sweeps) == 1 and sweeps[0].startswith("reproduce-smoke-synthetic.s-")
-    for name in ("table3.md", "table3.csv", "table3.png"):
-        assert (out / name).stat().st_size > 0
-    code, stdout, err = run_cli(*args, env=env)
-    assert code == 0, err
-    assert "started 0 searches and 0 retrainings" in stdout and "Table 3" in stdout and "9.8" in stdout
-    assert sorted(p.name for p in store.iterdir()) == sweeps
-
-    # a driver killed after a trial ended but before its row was written: the batch is
-    # continued (Tune's state restored, the row written), not searched again under a new name
-    rows = sorted((store / sweeps[0] / "trials").glob("*.parquet"))
-    assert len(rows) == 2
-    rows[1].unlink()
-    code, stdout, err = run_cli(*args, env=env)
-    assert code == 0, err
-    assert f"continuing: {sweeps[0]} (1 search)" in err
-    assert stdout.lstrip().startswith("Table 3")  # Ray Tune's console went to stderr
-    assert "started 1 searches and 0 retrainings" in stdout
-    assert sorted(p.name for p in store.iterdir()) == sweeps
-    assert len(list((store / sweeps[0] / "trials").glob("*.parquet"))) == 2
 
 
 @pytest.mark.slow
