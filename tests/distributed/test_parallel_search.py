@@ -20,7 +20,7 @@ import time
 
 import pytest
 import torch
-from helpers.cli import run_cli
+from helpers.cli import main_output, run_cli
 from helpers.processes import kill_group
 
 pytestmark = pytest.mark.slow
@@ -121,11 +121,8 @@ def test_an_interrupted_search_resumes_only_on_its_workers_and_ends_as_if_never_
     ]
 
 
-def test_a_batch_that_does_not_divide_among_the_workers_is_one_line(tmp_path, capsys):
-    from pdarts_ray.cli.main import main
-
-    code = main(["search", "--preset", "smoke", "--workers", "3", "--out", str(tmp_path / "run")])
-    err = capsys.readouterr().err
+def test_a_batch_that_does_not_divide_among_the_workers_is_one_line(tmp_path):
+    code, _, err = main_output("search", "--preset", "smoke", "--workers", "3", "--out", tmp_path / "run")
     assert code == 2 and "batch_size: must be divisible by the workers (3), got 32" in err, err
     assert not (tmp_path / "run").exists()
 

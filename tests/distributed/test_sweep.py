@@ -10,7 +10,7 @@ import sys
 import time
 
 import pytest
-from helpers.cli import run_cli
+from helpers.cli import main_output, run_cli
 from helpers.paths import ROOT
 from helpers.processes import kill_group
 
@@ -157,25 +157,19 @@ def test_auto_gpus_ask_the_memory_model_for_the_largest_config():
     assert predicted_peak_bytes(worst) > small > 0
 
 
-def test_sweep_command_rejects_bad_input_before_starting_anything(tmp_path, capsys):
-    from pdarts_ray.cli.main import main
-
-    def sweep(*args) -> tuple[int, str]:
-        code = main(["sweep", *map(str, args)])
-        return code, capsys.readouterr().err
-
+def test_sweep_command_rejects_bad_input_before_starting_anything(tmp_path):
     space = tmp_path / "space.yaml"
     space.write_text("base: {preset: smoke}\nspace:\n  skip_dropout: {choice: [[0.0, 0.5]]}\n")
-    code, err = sweep("--space", space, "--storage", tmp_path / "store")
+    code, _, err = main_output("sweep", "--space", space, "--storage", tmp_path / "store")
     assert code == 2 and "space: skip_dropout" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "store").exists()
     good = tmp_path / "good.yaml"
     good.write_text("base: {preset: smoke}\n")
-    code, err = sweep("--space", good, "--storage", "relative/store")
+    code, _, err = main_output("sweep", "--space", good, "--storage", "relative/store")
     assert code == 2 and "relative path" in err
-    code, err = sweep("--resume", "nothing-here", "--storage", tmp_path / "store")
+    code, _, err = main_output("sweep", "--resume", "nothing-here", "--storage", tmp_path / "store")
     assert code == 2 and "no such experiment" in err
-    code, err = sweep("--resume", "x", "--preset", "smoke")
+    code, _, err = main_output("sweep", "--resume", "x", "--preset", "smoke")
     assert code == 2 and "cannot be combined with --preset" in err
 
 

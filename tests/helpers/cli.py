@@ -21,11 +21,18 @@ def run_cli(*args, cwd=None, env=None, timeout=600):
     return proc.returncode, proc.stdout, proc.stderr
 
 
-def main_stdout(*argv) -> tuple[int, str]:
-    """The CLI's main() in this process: (returncode, what it printed)."""
+def main_output(*argv) -> tuple[int, str, str]:
+    """The CLI's main() in this process, for commands that start no Ray: (returncode, stdout,
+    stderr), as run_cli gives them."""
     from pdarts_ray.cli.main import main
 
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main([str(a) for a in argv])
-    return code, out.getvalue()
+    return code, out.getvalue(), err.getvalue()
+
+
+def main_stdout(*argv) -> tuple[int, str]:
+    """The CLI's main() in this process: (returncode, what it printed on stdout)."""
+    code, out, _ = main_output(*argv)
+    return code, out
