@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from helpers.clusters import token_head
 from helpers.processes import free_port
-from helpers.scheduling import RAY_CHAIN, chain_of, misplaced_ray_tests
+from helpers.scheduling import RAY_CHAIN, alone_tests_together, chain_of, misplaced_ray_tests
 from helpers.scheduling import pytest_xdist_make_scheduler as pytest_xdist_make_scheduler
 
 # The suite runs on several workers (pytest-xdist): the tests that start or join Ray in one
@@ -43,6 +43,7 @@ def pytest_collection_modifyitems(config, items):
             f"{misplaced[0]} starts Ray outside the Ray chain: move it to tests/distributed "
             "or add its module to RAY_MODULES (and not OFF_CHAIN_MODULES) in tests/helpers/scheduling.py"
         )
+    items[:] = alone_tests_together(items)
 
 
 def pytest_runtest_logreport(report):
@@ -83,27 +84,47 @@ def pytest_runtest_setup(item):
         _set_niceness(0 if foreground else BACKGROUND_NICENESS)
 
 
+NEXT_ITEM = pytest.StashKey()
+_held_machine: list = []  # the gate and the lock, kept from one `alone` test to the next
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item, nextitem):
+    item.stash[NEXT_ITEM] = nextitem
+
+
+def _is_alone(item) -> bool:
+    return item is not None and item.get_closest_marker("alone") is not None
+
+
 @pytest.fixture(autouse=True)
 def _machine_share(request, tmp_path_factory):
     """A test marked `alone` (it measures how busy the machine is) runs while no other
     worker runs a test; the others share the machine. A gate taken first lets an `alone`
-    test in ahead of tests that arrive after it."""
+    test in ahead of tests that arrive after it; a worker whose next test is `alone` too
+    keeps both for it."""
     if "PYTEST_XDIST_WORKER" not in os.environ:
         yield
         return
-    root = tmp_path_factory.getbasetemp().parent
-    alone = request.node.get_closest_marker("alone") is not None
-    with open(root / "machine.gate", "a") as gate, open(root / "machine.lock", "a") as lock:
+    alone = _is_alone(request.node)
+    if _held_machine:
+        gate, lock = _held_machine
+        _held_machine.clear()
+    else:
+        root = tmp_path_factory.getbasetemp().parent
+        gate, lock = open(root / "machine.gate", "a"), open(root / "machine.lock", "a")
         fcntl.flock(gate, fcntl.LOCK_EX)
         fcntl.flock(lock, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
         if not alone:
             fcntl.flock(gate, fcntl.LOCK_UN)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-            if alone:
-                fcntl.flock(gate, fcntl.LOCK_UN)
+    try:
+        yield
+    finally:
+        if alone and _is_alone(request.node.stash.get(NEXT_ITEM, None)):
+            _held_machine[:] = [gate, lock]
+        else:
+            gate.close()  # closing a file releases its locks
+            lock.close()
 
 
 @pytest.fixture(autouse=True, scope="session")

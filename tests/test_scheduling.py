@@ -7,7 +7,7 @@ import sys
 from types import SimpleNamespace
 
 from helpers.paths import ROOT
-from helpers.scheduling import RAY_CHAIN, chain_of, misplaced_ray_tests
+from helpers.scheduling import RAY_CHAIN, alone_tests_together, chain_of, misplaced_ray_tests
 
 RECORDING_TEST = """
 import os
@@ -76,3 +76,19 @@ def test_a_test_starting_ray_outside_the_chain_is_named():
         SimpleNamespace(nodeid="tests/distributed/test_y.py::test_ray", fixturenames=["local_ray"]),
     ]
     assert misplaced_ray_tests(items) == ["tests/core/test_x.py::test_ray"]
+
+
+def test_a_modules_alone_tests_run_one_after_another_from_its_first():
+    def item(nodeid, alone=False):
+        return SimpleNamespace(nodeid=nodeid, get_closest_marker=lambda name: name if alone else None)
+
+    items = [
+        item("tests/core/test_x.py::a"),
+        item("tests/core/test_x.py::b", alone=True),
+        item("tests/core/test_x.py::c"),
+        item("tests/core/test_x.py::d", alone=True),
+        item("tests/core/test_y.py::e"),
+        item("tests/core/test_y.py::f", alone=True),
+        item("tests/core/test_x.py::g", alone=True),
+    ]
+    assert [i.nodeid.split("::")[1] for i in alone_tests_together(items)] == list("abdgcef")

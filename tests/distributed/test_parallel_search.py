@@ -8,8 +8,8 @@
   FailureConfig); its driver SIGKILLed, it resumes on the same workers only, ending with the
   uninterrupted run's genotype and losses;
 - a global batch that does not divide among the workers is one line and exit 2;
-- a sweep with `workers_per_trial: 2` stores its rows (with the workers);
-- on a two-node `ray.cluster_utils.Cluster`, one worker per node gives the same genotype.
+- a sweep with `workers_per_trial: 2` on a two-node `ray.cluster_utils.Cluster`, one worker
+  per node, stores its rows (with the workers) and the genotype of the search on one machine.
 """
 
 import json
@@ -127,51 +127,42 @@ def test_a_batch_that_does_not_divide_among_the_workers_is_one_line(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_a_sweep_with_two_workers_per_trial_stores_its_rows(tmp_path):
-    from pdarts_ray.distributed.definition import parse_sweep
-    from pdarts_ray.distributed.sweep import run_sweep
-    from pdarts_ray.results import read_epochs, read_trials
-
-    sweep = parse_sweep(
-        {
-            "name": "dp",
-            "base": {"preset": "smoke"},
-            "storage": str(tmp_path),
-            "searcher": "grid",
-            "workers_per_trial": 2,
-            "max_concurrent_trials": 1,
-        }
-    )
-    run_sweep(sweep, verbose=0)
-    (trial,) = read_trials(str(tmp_path / "dp")).to_pylist()
-    assert trial["status"] == "finished" and trial["workers"] == 2
-    assert len(read_epochs(str(tmp_path / "dp")).to_pylist()) == 9
-
-
-def test_one_worker_on_each_of_two_nodes(two_workers, tmp_path, monkeypatch):
+def test_a_sweep_with_two_workers_per_trial_one_on_each_of_two_nodes(two_workers, tmp_path, monkeypatch):
     import ray
     from ray.cluster_utils import Cluster
 
-    from pdarts_ray.core.config import SEARCH_PRESETS, SearchConfig, resolve
-    from pdarts_ray.core.search import ProgressiveSearch
     from pdarts_ray.distributed.connect import RAY_ENV
-    from pdarts_ray.distributed.parallel_search import pinned_threads, search_with_ray
-    from pdarts_ray.distributed.testing import WORKER_RESOURCES_ENV
+    from pdarts_ray.distributed.definition import parse_sweep
+    from pdarts_ray.distributed.sweep import run_sweep
+    from pdarts_ray.distributed.testing import TRIAL_RESOURCES_ENV, WORKER_RESOURCES_ENV
+    from pdarts_ray.results import read_epochs, read_trials
 
     for key, value in RAY_ENV.items():
         monkeypatch.setenv(key, value)
+    # each worker asks for one unit of a resource every worker node has one of: one per node;
+    # the trial (and its Train controller beside it) for one only the head has
     monkeypatch.setenv(WORKER_RESOURCES_ENV, json.dumps({"one_per_node": 1}))
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    monkeypatch.setenv(TRIAL_RESOURCES_ENV, json.dumps({"trial_driver": 1}))
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "resources": {"trial_driver": 1}})
     try:
         nodes = [cluster.add_node(num_cpus=1, resources={"one_per_node": 1}) for _ in range(2)]
-        monkeypatch.setenv("RAY_ADDRESS", cluster.address)
-        cfg = pinned_threads(resolve(SearchConfig, SEARCH_PRESETS, "smoke"), 2)
-        run_dir = tmp_path / "run"
-        ProgressiveSearch.create(cfg, run_dir)
-        # each worker asks for one unit of a resource every worker node has one of: one per node
-        result = search_with_ray(cfg, run_dir, 2, progress=False)
+        ray.init(address=cluster.address)
+        sweep = parse_sweep(
+            {
+                "name": "dp",
+                "base": {"preset": "smoke"},
+                "storage": str(tmp_path),
+                "searcher": "grid",
+                "workers_per_trial": 2,
+                "max_concurrent_trials": 1,
+            }
+        )
+        run_sweep(sweep, verbose=0)
     finally:
         ray.shutdown()
         cluster.shutdown()
-    assert len(nodes) == 2 and result["workers"] == 2
-    assert result["genotype"] == two_workers["result"]["genotype"]
+    assert len(nodes) == 2
+    (trial,) = read_trials(str(tmp_path / "dp")).to_pylist()
+    assert trial["status"] == "finished" and trial["workers"] == 2
+    assert len(read_epochs(str(tmp_path / "dp")).to_pylist()) == 9
+    assert json.loads(trial["genotype"]) == two_workers["result"]["genotype"]

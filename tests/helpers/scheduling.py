@@ -42,6 +42,30 @@ def chain_of(nodeid: str) -> str:
     return module
 
 
+def alone_tests_together(items) -> list:
+    """The items with each module's `alone` tests moved up to its first one, in their order:
+    a worker then keeps the machine from one to the next (conftest's `_machine_share`)
+    instead of waiting, before each, for the other worker's test to end (minutes for a Ray
+    test)."""
+
+    def is_alone(item) -> bool:
+        return item.get_closest_marker("alone") is not None
+
+    by_module: dict[str, list] = {}
+    for item in items:
+        if is_alone(item):
+            by_module.setdefault(item.nodeid.split("::", 1)[0], []).append(item)
+    ordered, placed = [], set()
+    for item in items:
+        module = item.nodeid.split("::", 1)[0]
+        if not is_alone(item):
+            ordered.append(item)
+        elif module not in placed:
+            placed.add(module)
+            ordered.extend(by_module[module])
+    return ordered
+
+
 def misplaced_ray_tests(items) -> list[str]:
     """Tests that start Ray (by a fixture) outside the Ray chain."""
     return [
