@@ -423,7 +423,7 @@ def check_search_checkpoint(ckpt, num_stages: int, epochs: int) -> None:
         ("epoch", _is_int),
         ("stage_done", lambda v: isinstance(v, bool)),
         ("stages", lambda v: isinstance(v, list) and all(isinstance(s, dict) for s in v)),
-        ("switches", lambda v: isinstance(v, dict)),
+        ("switches", lambda v: v is None or isinstance(v, dict)),
     ):
         if key not in ckpt or not kind(ckpt[key]):
             raise ValueError(f"checkpoint is not a search checkpoint ({key} missing or wrong)")
@@ -433,8 +433,11 @@ def check_search_checkpoint(ckpt, num_stages: int, epochs: int) -> None:
         )
     if len(ckpt["stages"]) != ckpt["stage"] + (1 if ckpt["stage_done"] else 0):
         raise ValueError("checkpoint is not a search checkpoint (stages do not match its position)")
+    # the last stage's end leaves no switches to prune (None): the search only ends
     last_stage_done = ckpt["stage_done"] and ckpt["stage"] == num_stages - 1
     if not last_stage_done:
+        if ckpt["switches"] is None:
+            raise ValueError("checkpoint is not a search checkpoint (switches missing or wrong)")
         for cell in ("normal", "reduce"):
             check_switches(ckpt["switches"].get(cell), f"checkpoint switches.{cell}")
     if ckpt["stage_done"]:

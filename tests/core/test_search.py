@@ -284,3 +284,28 @@ def test_resume_from_a_checkpoint_held_elsewhere(smoke_run, tmp_path):
     assert [(m["stage"], m["epoch"]) for m in read_jsonl(tmp_path / "second" / "metrics.jsonl")] == [
         (s, e) for s in (2, 3) for e in range(3) if (s, e) != (2, 0)
     ]
+
+
+def test_a_finished_searchs_last_checkpoint_resumes_to_its_result(smoke_run, tmp_path, capsys):
+    """A search stopped after its last checkpoint was written and before its result: as a
+    trial (a job stopped at that moment, restored from the checkpoint Ray Train kept) and as
+    a run folder resumed. The last stage is done, no switches are left to prune, and the
+    search only ends."""
+    import shutil
+
+    reference_dir, reference = smoke_run
+    for how in ("restored", "resumed"):
+        run_dir = tmp_path / how
+        shutil.copytree(reference_dir, run_dir)
+        for name in ("result.json", "genotype.json", "genotypes.json"):
+            (run_dir / name).unlink()
+        opened = ProgressiveSearch.open(run_dir)
+        if how == "restored":
+            state = CheckpointDir(run_dir / "checkpoints").load()
+            assert state["stage_done"] and state["stage"] == 2 and state["switches"] is None
+            result = opened.run(checkpoint=state)
+        else:
+            result = opened.run(resume=True)
+            assert "unreadable" not in capsys.readouterr().err  # taken whole, no fallback
+        assert result["genotype"] == reference["genotype"]
+        assert read_jsonl(run_dir / "metrics.jsonl") == read_jsonl(reference_dir / "metrics.jsonl")

@@ -84,9 +84,7 @@ def ablation_job(jobs, places):
     assert wait_for(jobs, job_id, {JobStatus.STOPPED, JobStatus.FAILED}) == JobStatus.STOPPED
     assert read_trials(places["store"], "dropout-job").num_rows < 3  # the stop cut the sweep short
 
-    again = jobs.submit_job(
-        entrypoint=f"pdarts-ray sweep --resume dropout-job --storage {places['store']} --quiet"
-    )
+    again = jobs.submit_job(entrypoint=f"pdarts-ray sweep --resume dropout-job --storage {places['store']}")
     assert wait_for(jobs, again, {JobStatus.SUCCEEDED}) == JobStatus.SUCCEEDED, jobs.get_job_logs(again)[
         -3000:
     ]
@@ -94,7 +92,7 @@ def ablation_job(jobs, places):
 
 
 def test_an_ablation_submitted_as_a_job_stopped_and_resumed(jobs, places, ablation_job, tmp_path):
-    assert "experiment: " in jobs.get_job_logs(ablation_job[0])
+    assert "experiment: " in jobs.get_job_logs(ablation_job[1])  # the resumed job's summary
 
     trials = read_trials(places["store"], "dropout-job").to_pylist()
     assert len(trials) == 3 and {t["status"] for t in trials} == {"finished"}
