@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from helpers.clusters import token_head
 from helpers.processes import free_port
-from helpers.scheduling import RAY_CHAIN, alone_tests_together, chain_of, misplaced_ray_tests
+from helpers.scheduling import RAY_CHAIN, alone_tests_together, chain_of, is_alone, misplaced_ray_tests
 from helpers.scheduling import pytest_xdist_make_scheduler as pytest_xdist_make_scheduler
 
 # The suite runs on several workers (pytest-xdist): the tests that start or join Ray in one
@@ -80,7 +80,7 @@ def pytest_runtest_setup(item):
     test's fixtures, so a Ray head a module fixture starts has the Ray tests' priority."""
     # lowering a niceness again takes root: elsewhere every test keeps the same priority
     if "PYTEST_XDIST_WORKER" in os.environ and os.geteuid() == 0:
-        foreground = chain_of(item.nodeid) == RAY_CHAIN or item.get_closest_marker("alone") is not None
+        foreground = chain_of(item.nodeid) == RAY_CHAIN or is_alone(item)
         _set_niceness(0 if foreground else BACKGROUND_NICENESS)
 
 
@@ -93,10 +93,6 @@ def pytest_runtest_protocol(item, nextitem):
     item.stash[NEXT_ITEM] = nextitem
 
 
-def _is_alone(item) -> bool:
-    return item is not None and item.get_closest_marker("alone") is not None
-
-
 @pytest.fixture(autouse=True)
 def _machine_share(request, tmp_path_factory):
     """A test marked `alone` (it measures how busy the machine is) runs while no other
@@ -106,7 +102,7 @@ def _machine_share(request, tmp_path_factory):
     if "PYTEST_XDIST_WORKER" not in os.environ:
         yield
         return
-    alone = _is_alone(request.node)
+    alone = is_alone(request.node)
     if _held_machine:
         gate, lock = _held_machine
         _held_machine.clear()
@@ -120,7 +116,7 @@ def _machine_share(request, tmp_path_factory):
     try:
         yield
     finally:
-        if alone and _is_alone(request.node.stash.get(NEXT_ITEM, None)):
+        if alone and is_alone(request.node.stash.get(NEXT_ITEM, None)):
             _held_machine[:] = [gate, lock]
         else:
             gate.close()  # closing a file releases its locks

@@ -3,6 +3,7 @@ kill-and-resume equality, checkpoint fallback, divergence."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -291,8 +292,6 @@ def test_a_finished_searchs_last_checkpoint_resumes_to_its_result(smoke_run, tmp
     trial (a job stopped at that moment, restored from the checkpoint Ray Train kept) and as
     a run folder resumed. The last stage is done, no switches are left to prune, and the
     search only ends."""
-    import shutil
-
     reference_dir, reference = smoke_run
     for how in ("restored", "resumed"):
         run_dir = tmp_path / how

@@ -31,9 +31,18 @@ RAY_FIXTURES = ("local_ray", "second_ray")
 RAY_CHAIN = "ray"
 
 
+def module_of(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
+
+
+def is_alone(item) -> bool:
+    """Whether a test (None: no test) is marked `alone`: it runs while no other test does."""
+    return item is not None and item.get_closest_marker("alone") is not None
+
+
 def chain_of(nodeid: str) -> str:
     """The chain a test runs in: RAY_CHAIN, or its module's path."""
-    module = nodeid.split("::", 1)[0]
+    module = module_of(nodeid)
     path = Path(module)
     if path.name in OFF_CHAIN_MODULES:
         return module
@@ -47,17 +56,13 @@ def alone_tests_together(items) -> list:
     a worker then keeps the machine from one to the next (conftest's `_machine_share`)
     instead of waiting, before each, for the other worker's test to end (minutes for a Ray
     test)."""
-
-    def is_alone(item) -> bool:
-        return item.get_closest_marker("alone") is not None
-
     by_module: dict[str, list] = {}
     for item in items:
         if is_alone(item):
-            by_module.setdefault(item.nodeid.split("::", 1)[0], []).append(item)
+            by_module.setdefault(module_of(item.nodeid), []).append(item)
     ordered, placed = [], set()
     for item in items:
-        module = item.nodeid.split("::", 1)[0]
+        module = module_of(item.nodeid)
         if not is_alone(item):
             ordered.append(item)
         elif module not in placed:
