@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers.clusters import node_cluster
 from helpers.processes import ray_processes_of
 
 pytestmark = pytest.mark.slow
@@ -34,39 +35,8 @@ HOLD_S = "120"  # a held worker waits this long for the test's fault, then exits
 
 @pytest.fixture(scope="module")
 def cluster():
-    import ray
-    from ray.cluster_utils import Cluster
-
-    from pdarts_ray.distributed.connect import RAY_ENV
-    from pdarts_ray.distributed.testing import TRIAL_RESOURCES_ENV, WORKER_RESOURCES_ENV
-
-    # the nodes' processes (trial drivers, Train controllers and workers) and sweep drivers
-    # started from here inherit these
-    env = {
-        **RAY_ENV,
-        WORKER_RESOURCES_ENV: json.dumps({WORKER_RESOURCE: 1}),
-        TRIAL_RESOURCES_ENV: json.dumps({DRIVER_RESOURCE: 1}),
-    }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    nodes = None
-    try:
-        nodes = Cluster(
-            initialize_head=True, head_node_args={"num_cpus": 1, "resources": {DRIVER_RESOURCE: 100}}
-        )
-        for _ in range(WORKER_NODES):
-            nodes.add_node(num_cpus=1, resources={WORKER_RESOURCE: 1})
-        ray.init(address=nodes.address)
+    with node_cluster(WORKER_NODES, {WORKER_RESOURCE: 1}, {DRIVER_RESOURCE: 1}) as nodes:
         yield nodes
-    finally:
-        ray.shutdown()
-        if nodes is not None:
-            nodes.shutdown()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def _read(path):

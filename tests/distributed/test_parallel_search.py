@@ -21,6 +21,7 @@ import time
 import pytest
 import torch
 from helpers.cli import main_output, run_cli
+from helpers.clusters import node_cluster
 from helpers.processes import kill_group
 
 pytestmark = pytest.mark.slow
@@ -127,26 +128,14 @@ def test_a_batch_that_does_not_divide_among_the_workers_is_one_line(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_a_sweep_with_two_workers_per_trial_one_on_each_of_two_nodes(two_workers, tmp_path, monkeypatch):
-    import ray
-    from ray.cluster_utils import Cluster
-
-    from pdarts_ray.distributed.connect import RAY_ENV
+def test_a_sweep_with_two_workers_per_trial_one_on_each_of_two_nodes(two_workers, tmp_path):
     from pdarts_ray.distributed.definition import parse_sweep
     from pdarts_ray.distributed.sweep import run_sweep
-    from pdarts_ray.distributed.testing import TRIAL_RESOURCES_ENV, WORKER_RESOURCES_ENV
     from pdarts_ray.results import read_epochs, read_trials
 
-    for key, value in RAY_ENV.items():
-        monkeypatch.setenv(key, value)
-    # each worker asks for one unit of a resource every worker node has one of: one per node;
-    # the trial (and its Train controller beside it) for one only the head has
-    monkeypatch.setenv(WORKER_RESOURCES_ENV, json.dumps({"one_per_node": 1}))
-    monkeypatch.setenv(TRIAL_RESOURCES_ENV, json.dumps({"trial_driver": 1}))
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "resources": {"trial_driver": 1}})
-    try:
-        nodes = [cluster.add_node(num_cpus=1, resources={"one_per_node": 1}) for _ in range(2)]
-        ray.init(address=cluster.address)
+    # a worker on each worker node, the trial and its Train controller on the head
+    with node_cluster(2, {"one_per_node": 1}, {"trial_driver": 1}) as cluster:
+        nodes = list(cluster.worker_nodes)
         sweep = parse_sweep(
             {
                 "name": "dp",
@@ -158,9 +147,6 @@ def test_a_sweep_with_two_workers_per_trial_one_on_each_of_two_nodes(two_workers
             }
         )
         run_sweep(sweep, verbose=0)
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
     assert len(nodes) == 2
     (trial,) = read_trials(str(tmp_path / "dp")).to_pylist()
     assert trial["status"] == "finished" and trial["workers"] == 2

@@ -79,3 +79,47 @@ def token_head(command: str, gcs: int, dashboard: int):
             proc.wait()
         stop_ray_of(home)
         shutil.rmtree(home, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def node_cluster(worker_nodes: int, worker_resources: dict, trial_resources: dict, head_cpus: int = 1):
+    """A Ray of several nodes on this machine (`ray.cluster_utils.Cluster`), joined by this
+    process: a head with `head_cpus` CPUs and the resources of `trial_resources` (100 of each),
+    and `worker_nodes` nodes of one CPU and `worker_resources` each. Every Train worker asks
+    for `worker_resources` and every Tune trial for `trial_resources` (the environment the
+    nodes' processes and the drivers started from here inherit), so a trial and its Train
+    controller run on the head and each worker on a node of its own. Yields the Cluster."""
+    import json
+
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from pdarts_ray.distributed.connect import RAY_ENV
+    from pdarts_ray.distributed.testing import TRIAL_RESOURCES_ENV, WORKER_RESOURCES_ENV
+
+    env = {
+        **RAY_ENV,
+        WORKER_RESOURCES_ENV: json.dumps(worker_resources),
+        TRIAL_RESOURCES_ENV: json.dumps(trial_resources),
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    nodes = None
+    try:
+        nodes = Cluster(
+            initialize_head=True,
+            head_node_args={"num_cpus": head_cpus, "resources": {k: 100 for k in trial_resources}},
+        )
+        for _ in range(worker_nodes):
+            nodes.add_node(num_cpus=1, resources=worker_resources)
+        ray.init(address=nodes.address)
+        yield nodes
+    finally:
+        ray.shutdown()
+        if nodes is not None:
+            nodes.shutdown()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
