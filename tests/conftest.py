@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from helpers.clusters import token_head
-from helpers.processes import free_port
+from helpers.processes import environment, free_port
 from helpers.scheduling import RAY_CHAIN, alone_tests_together, chain_of, is_alone, misplaced_ray_tests
 from helpers.scheduling import pytest_xdist_make_scheduler as pytest_xdist_make_scheduler
 
@@ -191,30 +191,24 @@ def s3_server(tmp_path_factory):
         "AWS_REGION": "us-east-1",
         "AWS_EC2_METADATA_DISABLED": "true",
     }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        deadline = time.time() + 30
-        while True:
-            try:
-                urllib.request.urlopen(env["AWS_ENDPOINT_URL_S3"], timeout=2)
-                break
-            except OSError:
-                assert proc.poll() is None and time.time() < deadline, "moto's server did not start"
-                time.sleep(0.2)
-        import boto3
+    with environment(env):
+        try:
+            deadline = time.time() + 30
+            while True:
+                try:
+                    urllib.request.urlopen(env["AWS_ENDPOINT_URL_S3"], timeout=2)
+                    break
+                except OSError:
+                    assert proc.poll() is None and time.time() < deadline, "moto's server did not start"
+                    time.sleep(0.2)
+            import boto3
 
-        boto3.client("s3").create_bucket(Bucket="pdarts-results")
-        yield {"bucket": "pdarts-results", "env": env, "endpoint": env["AWS_ENDPOINT_URL_S3"]}
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        log.close()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+            boto3.client("s3").create_bucket(Bucket="pdarts-results")
+            yield {"bucket": "pdarts-results", "env": env, "endpoint": env["AWS_ENDPOINT_URL_S3"]}
+        finally:
+            proc.terminate()
+            proc.wait(10)
+            log.close()
 
 
 @pytest.fixture(scope="module")

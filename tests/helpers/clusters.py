@@ -14,7 +14,7 @@ import urllib.request
 from pathlib import Path
 
 from .paths import ROOT
-from .processes import free_port, stop_ray_of
+from .processes import environment, free_port, stop_ray_of
 
 
 def pinned_ray() -> str:
@@ -102,24 +102,18 @@ def node_cluster(worker_nodes: int, worker_resources: dict, trial_resources: dic
         WORKER_RESOURCES_ENV: json.dumps(worker_resources),
         TRIAL_RESOURCES_ENV: json.dumps(trial_resources),
     }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
     nodes = None
-    try:
-        nodes = Cluster(
-            initialize_head=True,
-            head_node_args={"num_cpus": head_cpus, "resources": {k: 100 for k in trial_resources}},
-        )
-        for _ in range(worker_nodes):
-            nodes.add_node(num_cpus=1, resources=worker_resources)
-        ray.init(address=nodes.address)
-        yield nodes
-    finally:
-        ray.shutdown()
-        if nodes is not None:
-            nodes.shutdown()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with environment(env):
+        try:
+            nodes = Cluster(
+                initialize_head=True,
+                head_node_args={"num_cpus": head_cpus, "resources": {k: 100 for k in trial_resources}},
+            )
+            for _ in range(worker_nodes):
+                nodes.add_node(num_cpus=1, resources=worker_resources)
+            ray.init(address=nodes.address)
+            yield nodes
+        finally:
+            ray.shutdown()
+            if nodes is not None:
+                nodes.shutdown()

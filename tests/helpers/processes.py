@@ -148,3 +148,19 @@ def raylet_of(home: Path, timeout: float = 60) -> int:
                 return int(proc.name)
         time.sleep(0.5)
     raise AssertionError(f"no raylet under {home}")
+
+
+@contextlib.contextmanager
+def environment(values: dict[str, str]):
+    """This process's environment with `values` set, as it was again afterwards (for fixtures
+    wider than one test, which monkeypatch cannot serve); processes started inside inherit it."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
