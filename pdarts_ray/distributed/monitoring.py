@@ -5,11 +5,21 @@ port; the dashboard's Metrics view and Grafana read them there), named `ray_<nam
 A search trial's gauges carry the tags `experiment`, `trial_id` and `trial_name`, so one
 query follows one trial across its stages, or compares the trials of a sweep; a
 retraining's (`pdarts_eval_*`) carry `experiment`, `run` and `genotype`.
+
+Ray exports a gauge's value once after it is set, and drops a series two report intervals
+after its last export: an epoch longer than that would leave gaps in every panel. So each
+holder of gauges re-sets its last values every half report interval, from a background
+thread, for as long as it lives; a run's series ends two report intervals after its holder
+is gone (its epoch, say, or its process).
 """
 
 from __future__ import annotations
 
 import math
+import os
+import threading
+import time
+import weakref
 
 # metric name -> (column of the epoch row, core/rows.py; description)
 GAUGES = {
@@ -35,6 +45,12 @@ EVAL_GAUGES = {
 }
 
 
+def refresh_seconds() -> float:
+    """Half of Ray's metrics report interval (`RAY_metrics_report_interval_ms`, at least 1 s)."""
+    interval_ms = int(os.environ.get("RAY_metrics_report_interval_ms", "10000"))
+    return max(interval_ms, 1000) / 2000
+
+
 class Gauges:
     """Ray gauges fed from one metrics row per epoch, with their tags set once."""
 
@@ -42,17 +58,58 @@ class Gauges:
         from ray.util.metrics import Gauge
 
         self.gauges = {}
+        self.last: dict[str, float] = {}
+        self.lock = threading.Lock()
         for name, (key, description) in gauges.items():
             gauge = Gauge(name, description=description, tag_keys=tuple(tags))
             gauge.set_default_tags(tags)
             self.gauges[key] = gauge
+        _REFRESHER.hold(self)
 
     def record(self, metrics: dict) -> None:
-        for key, gauge in self.gauges.items():
-            value = metrics.get(key)
-            # not-validated epochs carry no accuracy: the gauge keeps the last validated one
-            if isinstance(value, (int, float)) and math.isfinite(value):
-                gauge.set(float(value))
+        with self.lock:
+            for key, gauge in self.gauges.items():
+                value = metrics.get(key)
+                # not-validated epochs carry no accuracy: the gauge keeps the last validated one
+                if isinstance(value, (int, float)) and math.isfinite(value):
+                    self.last[key] = float(value)
+                    gauge.set(float(value))
+
+    def refresh(self) -> None:
+        """Set every gauge to its last value again, so that Ray exports it again."""
+        with self.lock:
+            for key, value in self.last.items():
+                self.gauges[key].set(value)
+
+
+class _Refresher:
+    """One daemon thread per process that refreshes every live `Gauges`, started by the first."""
+
+    def __init__(self):
+        self.holders: weakref.WeakSet[Gauges] = weakref.WeakSet()
+        self.lock = threading.Lock()
+        self.thread: threading.Thread | None = None
+
+    def hold(self, holder: Gauges) -> None:
+        with self.lock:
+            self.holders.add(holder)
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._run, name="pdarts-gauges", daemon=True)
+                self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(refresh_seconds())
+            self.refresh_all()  # its locals go with its frame: a dropped holder is not kept alive here
+
+    def refresh_all(self) -> None:
+        with self.lock:
+            holders = list(self.holders)
+        for holder in holders:
+            holder.refresh()
+
+
+_REFRESHER = _Refresher()
 
 
 class TrialMetrics(Gauges):
@@ -78,3 +135,7 @@ class EvalMetrics(Gauges):
 
     def on_epoch_end(self, metrics: dict, checkpoint) -> None:  # an evaluation.retrain.EvalHooks
         self.record({**metrics, "epochs": self.epochs})
+
+    def record_result(self, result: dict) -> None:
+        """The finished retraining's last epoch and test accuracy, from its result."""
+        self.record({"epoch": self.epochs - 1, "epochs": self.epochs, "test_acc": result["top1"]})

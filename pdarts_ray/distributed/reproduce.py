@@ -208,6 +208,11 @@ def run_evaluations(
             task.remote(config, need.genotype, str(runs_dir / key), need.name, experiment=setup.experiment)
         ] = need
     log(f"retraining {len(needs)} cells as Ray tasks ({setup.eval_preset})")
+    from .monitoring import EvalMetrics
+
+    # a finished task's worker may exit, and Ray drops a gauge series that no process reports
+    # any more: this process holds each finished retraining's last figures until it returns
+    finished_gauges = []
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1)
         need = pending.pop(done[0])
@@ -217,6 +222,11 @@ def run_evaluations(
             failures.append(f"retraining {need.name}: {str(err).strip().splitlines()[-1][:300]}")
             continue
         _store_evaluation(root, setup, need, result)
+        gauges = EvalMetrics(
+            setup.experiment, eval_key(need.genotype, setup.eval_config), need.name, config["epochs"]
+        )
+        gauges.record_result(result)
+        finished_gauges.append(gauges)
         log(f"retrained {need.name}: error {result['error_pct']:.2f} %")
     return failures
 

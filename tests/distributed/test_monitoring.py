@@ -2,6 +2,7 @@
 smoke sweep on its own local Ray, watched while it runs through the dashboard's JSON API
 (with the cluster's token) and the Prometheus text of the node's metrics export port."""
 
+import gc
 import json
 import os
 import re
@@ -11,6 +12,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import weakref
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,7 +20,14 @@ import pytest
 from helpers.metrics import node_metrics_url, prometheus_samples
 
 from pdarts_ray.distributed.definition import parse_sweep
-from pdarts_ray.distributed.monitoring import EVAL_GAUGES, GAUGES, EvalMetrics, TrialMetrics
+from pdarts_ray.distributed.monitoring import (
+    _REFRESHER,
+    EVAL_GAUGES,
+    GAUGES,
+    EvalMetrics,
+    TrialMetrics,
+    refresh_seconds,
+)
 from pdarts_ray.distributed.sweep import TRIAL_LABEL_MAX, trial_label, trial_name
 
 # ---------------------------------------------------------------- names (no Ray)
@@ -148,6 +157,41 @@ def test_a_retrainings_gauges_take_every_epoch_and_keep_the_last_test_accuracy(m
     assert by_name["pdarts_eval_epochs"].values == [12.0, 12.0]
     assert by_name["pdarts_eval_test_acc"].values == [0.25]  # not tested: left as it was
     assert by_name["pdarts_eval_train_loss"].values == [2.3, 1.9]
+
+
+def test_a_holder_sets_its_last_values_again_until_it_is_dropped(monkeypatch):
+    import ray.util.metrics
+
+    # Ray exports a value once after it is set: one set an epoch would leave gaps between epochs
+    monkeypatch.setattr(ray.util.metrics, "Gauge", _Gauge)
+    _Gauge.made = []
+    metrics = EvalMetrics("evaluate", "run-1", "P-DARTS", epochs=3)
+    by_name = {g.name: g for g in _Gauge.made}
+    metrics.on_epoch_end({"epoch": 0, "train_loss": 2.3, "test_acc": 0.25, "epoch_seconds": 7.5}, None)
+    metrics.on_epoch_end({"epoch": 1, "train_loss": 1.9, "test_acc": None, "epoch_seconds": 7.0}, None)
+    _REFRESHER.refresh_all()
+    assert by_name["pdarts_eval_epoch"].values == [0.0, 1.0, 1.0]
+    assert by_name["pdarts_eval_test_acc"].values == [0.25, 0.25]  # the last tested one
+    metrics.record_result({"top1": 0.5})  # finished: the last epoch and the result's accuracy
+    assert by_name["pdarts_eval_epoch"].values[-1] == 2.0
+    assert by_name["pdarts_eval_test_acc"].values[-1] == 0.5
+    held = weakref.ref(metrics)
+    assert held() in set(_REFRESHER.holders)
+    del metrics
+    gc.collect()
+    assert held() is None  # the refresher holds none alive: its series then ends
+    count = len(by_name["pdarts_eval_epoch"].values)
+    _REFRESHER.refresh_all()
+    assert len(by_name["pdarts_eval_epoch"].values) == count
+
+
+@pytest.mark.parametrize("interval_ms, seconds", [(None, 5.0), ("1000", 0.5), ("200", 0.5), ("30000", 15.0)])
+def test_gauges_are_refreshed_every_half_report_interval(monkeypatch, interval_ms, seconds):
+    if interval_ms is None:
+        monkeypatch.delenv("RAY_metrics_report_interval_ms", raising=False)
+    else:
+        monkeypatch.setenv("RAY_metrics_report_interval_ms", interval_ms)
+    assert refresh_seconds() == seconds
 
 
 # ---------------------------------------------------------------- a sweep, watched

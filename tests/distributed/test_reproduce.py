@@ -4,6 +4,7 @@ every table from a hand-made store: tests/results/test_reproduce_tables.py."""
 
 import dataclasses
 import json
+import time
 
 import pytest
 from helpers.metrics import exported_until, node_metrics_url
@@ -28,22 +29,33 @@ def test_retrainings_as_ray_tasks(tmp_path, monkeypatch):
     # threads 0 (every core): each task runs on the one CPU it holds, not on all of the node's
     smoke = resolve_setup("smoke")
     setup = dataclasses.replace(smoke, eval_config={**smoke.eval_config, "threads": 0})
-    lines = []
+    # each retraining's gauges, tagged with its run folder and genotype, hold its last epoch
+    # until the retrainings are all done, the first's long after its task returned
+    runs = {eval_key(PD, EVAL): "P-DARTS", eval_key(DV2, EVAL): "DARTS_V2"}
+    lines, samples = [], {}
+
+    def log(line):
+        lines.append(line)
+        finished = sum(line.startswith("retrained ") for line in lines)
+        if finished == 1 and line.startswith("retrained "):
+            time.sleep(3)  # past Ray's life for a series that nothing sets again (two report intervals)
+        elif finished == 2 and line.startswith("retrained "):
+            samples.update(
+                exported_until(
+                    node_metrics_url(ray),
+                    "ray_pdarts_eval_",
+                    lambda samples: all(
+                        samples.get(("ray_pdarts_eval_epoch", run), (None, None))[1] == EVAL["epochs"] - 1
+                        for run in runs
+                    ),
+                )
+            )
+
     monkeypatch.setenv("RAY_metrics_report_interval_ms", "1000")
     ray.init(address="local", num_cpus=2)  # its own Ray, whatever else runs on this machine
     try:
         failures = run_evaluations(
-            [EvalNeed(PD, "P-DARTS"), EvalNeed(DV2, "DARTS_V2")], setup, str(tmp_path), True, lines.append
-        )
-        # each retraining's gauges, tagged with its run folder and genotype, hold its last epoch
-        runs = {eval_key(PD, EVAL): "P-DARTS", eval_key(DV2, EVAL): "DARTS_V2"}
-        samples = exported_until(
-            node_metrics_url(ray),
-            "ray_pdarts_eval_",
-            lambda samples: all(
-                samples.get(("ray_pdarts_eval_epoch", run), (None, None))[1] == EVAL["epochs"] - 1
-                for run in runs
-            ),
+            [EvalNeed(PD, "P-DARTS"), EvalNeed(DV2, "DARTS_V2")], setup, str(tmp_path), True, log
         )
     finally:
         ray.shutdown()
