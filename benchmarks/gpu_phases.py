@@ -38,6 +38,7 @@ def sizes(dry: bool) -> dict:
         return {
             "device": "cpu",
             "batch": 2,
+            "image_size": 8,
             "steps": 1,
             "warmup": 0,
             "retrain_batch": 2,
@@ -65,6 +66,7 @@ def sizes(dry: bool) -> dict:
     return {
         "device": "cuda",
         "batch": 96,
+        "image_size": 32,
         "steps": 10,
         "warmup": 3,
         "retrain_batch": 128,
@@ -142,7 +144,17 @@ def phase_steps(s: dict, official: str | None, deadline: float) -> dict:
                 continue
             row[name] = attempt(
                 lambda stage=stage, extra=extra: run_json(
-                    ours("bench", "step", "--stage", str(stage), *common, *extra), deadline - time.time()
+                    ours(
+                        "bench",
+                        "step",
+                        "--stage",
+                        str(stage),
+                        "--image-size",
+                        str(s["image_size"]),
+                        *common,
+                        *extra,
+                    ),
+                    deadline - time.time(),
                 )
             )
         base = row.get("official", {})

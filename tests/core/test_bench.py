@@ -28,7 +28,19 @@ STEP_KEYS = {
 @pytest.mark.slow
 def test_bench_all_runs_each_stage_in_its_own_process():
     code, stdout, stderr = run_cli(
-        "bench", "all", "--batch", "1", "--steps", "1", "--warmup", "0", "--device", "cpu", "--json"
+        "bench",
+        "all",
+        "--batch",
+        "1",
+        "--image-size",
+        "8",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--device",
+        "cpu",
+        "--json",
     )
     assert code == 0, stderr
     rows = json.loads(stdout)

@@ -63,7 +63,7 @@ def test_a_policy_chosen_by_name_and_a_bad_name(clean_env, monkeypatch):
 def test_the_cli_sets_the_policy_before_torch_loads():
     code = (
         "import sys; from pdarts_ray.cli.main import build_parser, main; build_parser(); "
-        "assert 'torch' not in sys.modules; main(['bench', 'predict', '--harness', '--json']); "
+        "assert 'torch' not in sys.modules; main(['bench', 'predict', '--preset', 'smoke', '--json']); "
         "assert 'torch' in sys.modules; " + _SHOW_ENV
     )
     env = {k: v for k, v in os.environ.items() if k not in (*waiting.OPENMP_KEYS, waiting.POLICY_ENV)}

@@ -359,8 +359,19 @@ def test_non_empty_out_is_refused(tmp_path):
 
 @pytest.mark.slow
 def test_eval_tiny_learns_the_digits(tmp_path):
+    # one thread: the preset's two wait on each other beside the other test worker (333 s in
+    # the whole run; one thread alone takes 166 s)
     code, stdout, stderr = run_cli(
-        "evaluate", "--genotype", "PDARTS", "--preset", "eval-tiny", "--out", tmp_path / "run", "--json"
+        "evaluate",
+        "--genotype",
+        "PDARTS",
+        "--preset",
+        "eval-tiny",
+        "--set",
+        "threads=1",
+        "--out",
+        tmp_path / "run",
+        "--json",
     )
     assert code == 0, stderr
     result = json.loads(stdout)
