@@ -27,21 +27,8 @@ STEP_KEYS = {
 
 @pytest.mark.slow
 def test_bench_all_runs_each_stage_in_its_own_process():
-    code, stdout, stderr = run_cli(
-        "bench",
-        "all",
-        "--batch",
-        "1",
-        "--image-size",
-        "8",
-        "--steps",
-        "1",
-        "--warmup",
-        "0",
-        "--device",
-        "cpu",
-        "--json",
-    )
+    flags = "--batch 1 --image-size 8 --steps 1 --warmup 0 --device cpu --json"
+    code, stdout, stderr = run_cli("bench", "all", *flags.split())
     assert code == 0, stderr
     rows = json.loads(stdout)
     assert [r["stage"] for r in rows] == [1, 2, 3] and all(set(r) == STEP_KEYS for r in rows)
