@@ -10,7 +10,7 @@ Ray exports a gauge's value once after it is set, and drops a series two report 
 after its last export: an epoch longer than that would leave gaps in every panel. So each
 holder of gauges re-sets its last values every half report interval, from a background
 thread, for as long as it lives; a run's series ends two report intervals after its holder
-is gone (its epoch, say, or its process).
+is gone (its run ended, or its process).
 """
 
 from __future__ import annotations

@@ -192,6 +192,8 @@ def run_evaluations(
         return failures
     import ray
 
+    from .monitoring import EvalMetrics
+
     gpu = setup.eval_config["device"] != "cpu" and ray.cluster_resources().get("GPU", 0) >= 1
     cpus = max(1, setup.eval_config["threads"])
     # threads 0 would mean every core of the node: a task holding one CPU then runs beside
@@ -206,25 +208,21 @@ def run_evaluations(
         key = eval_key(need.genotype, setup.eval_config)
         pending[
             task.remote(config, need.genotype, str(runs_dir / key), need.name, experiment=setup.experiment)
-        ] = need
+        ] = (need, key)
     log(f"retraining {len(needs)} cells as Ray tasks ({setup.eval_preset})")
-    from .monitoring import EvalMetrics
-
     # a finished task's worker may exit, and Ray drops a gauge series that no process reports
     # any more: this process holds each finished retraining's last figures until it returns
     finished_gauges = []
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1)
-        need = pending.pop(done[0])
+        need, key = pending.pop(done[0])
         try:
             result = ray.get(done[0])
         except Exception as err:
             failures.append(f"retraining {need.name}: {str(err).strip().splitlines()[-1][:300]}")
             continue
         _store_evaluation(root, setup, need, result)
-        gauges = EvalMetrics(
-            setup.experiment, eval_key(need.genotype, setup.eval_config), need.name, config["epochs"]
-        )
+        gauges = EvalMetrics(setup.experiment, key, need.name, config["epochs"])
         gauges.record_result(result)
         finished_gauges.append(gauges)
         log(f"retrained {need.name}: error {result['error_pct']:.2f} %")
