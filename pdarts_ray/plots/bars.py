@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .style import check_targets, plt, render, targets, write_pictures
+from .style import check_targets, plt, render, targets, wrapped_title, write_pictures
 
 # ---------------------------------------------------------------- bars
 
@@ -49,7 +49,8 @@ def bar_pictures(
             raise ValueError(f"plot_bars: series {name!r} has {len(values)} values for {len(groups)} groups")
     n = len(series)
     width = 0.8 / n
-    fig, ax = plt.subplots(figsize=(max(5.5, 1.1 * len(groups) * max(n, 2) * 0.6 + 2), 4.8))
+    width_inches = max(5.5, 1.1 * len(groups) * max(n, 2) * 0.6 + 2)
+    fig, ax = plt.subplots(figsize=(width_inches, 4.8))
     top = bottom = 0.0
     colours = series_colours(list(series))
     for i, (name, values) in enumerate(series.items()):
@@ -69,7 +70,7 @@ def bar_pictures(
     span = top - bottom
     ax.set_ylim(bottom - 0.12 * span if bottom < 0 else 0.0, top + 0.12 * span if top > 0 else 0.0)
     ax.axhline(0, color="#333333", linewidth=0.8)
-    ax.set_title(title, fontsize=12)
+    ax.set_title(wrapped_title(title, width_inches, 12), fontsize=12)
     ax.legend(fontsize=9, frameon=False)
     ax.grid(True, axis="y", alpha=0.3)
     if note:

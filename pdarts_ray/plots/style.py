@@ -77,6 +77,14 @@ def check_targets(paths: Sequence[Path]) -> None:
             raise UserError(f"{path}: exists and is not a picture; not overwriting it (choose another --out)")
 
 
+def wrapped_title(title: str, width_inches: float, fontsize: float) -> str:
+    """A title broken into lines that fit a figure this wide (about 0.55 of the font size
+    per character), so a long one is not cut off at both edges."""
+    import textwrap
+
+    return textwrap.fill(title, max(20, int(width_inches * 72 / (0.55 * fontsize))))
+
+
 def prepare_dir(out_dir: Path) -> Path:
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():

@@ -16,6 +16,7 @@ from pdarts_ray.evaluation.genotypes import PDARTS
 from pdarts_ray.plots import RUN_FIGURES, plot_bars, plot_genotype, plot_run
 from pdarts_ray.plots.bars import series_colours
 from pdarts_ray.plots.cells import Edge, genotype_edges
+from pdarts_ray.plots.curves import curve_pictures, mean_curve
 from pdarts_ray.plots.runs import alpha_series, load_run, stage_memory
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -107,6 +108,28 @@ def test_the_papers_bars_are_grey_and_ours_coloured(tmp_path):
     svg = paths[1].read_text()
     fills = {c for c in colours if f"fill: {c}" in svg}
     assert fills == set(colours), (colours, fills)
+
+
+def test_curves_draw_each_run_and_the_mean_and_break_at_missing_epochs(tmp_path):
+    runs = [[0.1, 0.2, None, 0.4], [0.3, 0.4, 0.5]]
+    assert mean_curve(runs) == pytest.approx([0.2, 0.3, 0.5, 0.4])
+    assert mean_curve([[None, None]]) == [None, None]
+    pictures = curve_pictures(
+        "A long title " * 12,
+        {"without": runs, "with": [[None, None]]},
+        "epoch",
+        "weight",
+        stage_starts=[1, 3],
+        note="a note",
+    )
+    (tmp_path / "c.svg").write_bytes(pictures["svg"])
+    _check_picture(tmp_path / "c.svg")
+    texts = _svg_texts(tmp_path / "c.svg")
+    assert "without (mean of 2)" in texts and "with (none yet)" in texts
+    title_lines = [t for t in texts if "title" in t]
+    assert len(title_lines) > 1, "a long title is broken into lines, not cut off"
+    with pytest.raises(ValueError, match="at least one run"):
+        curve_pictures("x", {"a": []}, "epoch", "y", [1])
 
 
 @pytest.fixture(scope="module")

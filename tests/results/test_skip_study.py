@@ -8,6 +8,7 @@ from pdarts_ray.experiments import get_experiment
 from pdarts_ray.results import trial_row, write_trial
 from pdarts_ray.results.store import write_epochs
 from pdarts_ray.results.tables.common import resolve_setup
+from pdarts_ray.results.tables.render import write_outputs
 
 FAMILY = "reproduce-study-digits"
 SEEDS = (100, 101, 102, 103, 104, 105)
@@ -85,6 +86,13 @@ def test_the_study_counts_skip_connects_per_stage_and_tests_each_claim(tmp_path)
     # refinement to M = 2 changes the cells with 3-5 skip-connects: 1-3 genes each
     assert refine.differences == [1, 2, 3, 1, 2, 3] and refine.verdict() == "shown"
     assert r.figure["series"]["without skip dropout"] == pytest.approx([0.15, 0.25, 0.4])
+    # the weight at every epoch's end, per search: the last stage's first 12 epochs lower
+    first = r.curves["groups"]["without skip dropout"][0]
+    assert first == pytest.approx([0.15] * 36 + [0.25] * 36 + [0.3] * 12 + [0.4] * 24)
+    assert len(r.curves["groups"]["with skip dropout 0.0/0.3/0.6"]) == 6
+    assert r.curves["stage_starts"] == [1, 37, 73]
+    files = write_outputs(r, tmp_path / "out")
+    assert [f.rsplit("/", 1)[1] for f in files[-2:]] == ["skip-study-curves.png", "skip-study-curves.svg"]
 
 
 def test_skip_connects_that_do_not_accumulate_are_the_finding(tmp_path):

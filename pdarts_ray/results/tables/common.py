@@ -269,6 +269,8 @@ class Rendered:
     figure: dict  # plot_bars' groups, series, ylabel
     missing: list[str] = field(default_factory=list)
     effects: list[Effect] = field(default_factory=list)
+    # a second figure, a quantity over the epochs: curve_pictures' groups, labels and stage_starts
+    curves: dict | None = None
 
 
 @dataclass

@@ -67,24 +67,35 @@ def rich_effects(records: list[dict]):
 
 
 def write_outputs(r: Rendered, out: Path) -> list[str]:
-    """`<table>.md`, `<table>.csv` and the figure (`<table>.png`, `<table>.svg`) in `out`. All are
-    made before any is written, and each is replaced atomically: a failure leaves the old files."""
+    """`<table>.md`, `<table>.csv` and the figure (`<table>.png`, `<table>.svg`) in `out`, and
+    where the table has one, its curves (`<table>-curves.png`, `.svg`). All are made before
+    any is written, and each is replaced atomically: a failure leaves the old files."""
     from ...core.checkpoint import write_bytes_atomic
     from ...plots.bars import bar_pictures
+    from ...plots.curves import curve_pictures
     from ...plots.style import check_targets, targets, write_pictures
 
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out: {out} exists and is not a folder")
-    check_targets(targets(out / r.name))
+    stems = [out / r.name] + ([out / f"{r.name}-curves"] if r.curves else [])
+    for stem in stems:
+        check_targets(targets(stem))
     texts = {f"{r.name}.md": to_markdown(r).encode(), f"{r.name}.csv": to_csv(r).encode()}
     note = r.notes[1] if len(r.notes) > 1 else None
-    pictures = bar_pictures(r.title, r.figure["groups"], r.figure["series"], r.figure["ylabel"], note)
+    pictures = [bar_pictures(r.title, r.figure["groups"], r.figure["series"], r.figure["ylabel"], note)]
+    if r.curves:
+        c = r.curves
+        pictures.append(
+            curve_pictures(c["title"], c["groups"], c["xlabel"], c["ylabel"], c["stage_starts"], note)
+        )
     files = []
     for name, data in texts.items():
         write_bytes_atomic(out / name, data)
         files.append(str(out / name))
-    return files + [str(p) for p in write_pictures(pictures, out / r.name)]
+    for stem, rendered in zip(stems, pictures):
+        files += [str(p) for p in write_pictures(rendered, stem)]
+    return files
 
 
 def default_out(table: str, setup: Setup) -> Path:

@@ -6,7 +6,8 @@ no retraining. Renders: per setting and seed the normal cell's skip-connects bef
 refinement at the end of each stage, the skip-connect weight (mean softmax weight of
 skip_connect on the edges that hold it) at each stage's end, the last stage's skip-connects
 after 128 architecture steps (a `small` stage) and at its end, and the genes refinement to
-M = 2 changes; the effects test each claim, paired by seed.
+M = 2 changes; the effects test each claim, paired by seed. Its curves: the skip-connect
+weight at every epoch's end, one line per search.
 
 The paper's context and the commands: pdarts_ray/experiments/skip_study.py.
 """
@@ -99,6 +100,9 @@ def spec(setup: Setup) -> TableSpec:
             "early": at(stages, early, "skip_connects_now"),
             "early_weight": at(stages, early, "skip_weight_now"),
             "final_weight": at(stages, last, "skip_weight_now"),
+            "trajectory": [
+                at(s, e, "skip_weight_now") for s in range(1, stages + 1) for e in range(last + 1)
+            ],
             "changed": genes_changed(before, genotype_of_m(row, setup.base["skip_connects"])),
             "before": skip_count(before),
         }
@@ -198,6 +202,14 @@ def spec(setup: Setup) -> TableSpec:
                 "ylabel": "skip-connect weight at the stage's end",
             },
             effects=effects,
+            curves={
+                "title": "Skip-connect weight in the normal cell over the search, per seed",
+                "groups": {label: [m["trajectory"] for m in measured[label]] for label, _ in SETTINGS},
+                "xlabel": f"epoch, all stages ({config['warmup_epochs']} warm-up epochs a stage, then "
+                f"{fmt(per_epoch)} architecture steps an epoch)",
+                "ylabel": "skip-connect weight at the epoch's end",
+                "stage_starts": [1 + s * config["epochs"] for s in range(stages)],
+            },
         )
 
     return TableSpec(
