@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .style import check_targets, plt, render, targets, wrapped_title, write_pictures
+from .style import check_targets, plt, render_with_note, targets, wrapped_title, write_pictures
 
 # ---------------------------------------------------------------- bars
 
@@ -73,9 +73,4 @@ def bar_pictures(
     ax.set_title(wrapped_title(title, width_inches, 12), fontsize=12)
     ax.legend(fontsize=9, frameon=False)
     ax.grid(True, axis="y", alpha=0.3)
-    if note:
-        fig.text(0.01, 0.01, note, fontsize=8, color="#444444", ha="left", va="bottom", wrap=True)
-        fig.tight_layout(rect=(0, 0.06, 1, 1))
-    else:
-        fig.tight_layout()
-    return render(fig)
+    return render_with_note(fig, note)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 
 from .bars import series_colours
-from .style import plt, render, wrapped_title
+from .style import plt, render_with_note, wrapped_title
 
 
 def mean_curve(runs: list[list[float | None]]) -> list[float | None]:
@@ -68,9 +68,4 @@ def curve_pictures(
     ax.set_title(wrapped_title(title, 7.5, 11), fontsize=11)
     ax.legend(fontsize=9, frameon=False)
     ax.grid(True, alpha=0.3)
-    if note:
-        fig.text(0.01, 0.01, note, fontsize=8, color="#444444", ha="left", va="bottom", wrap=True)
-        fig.tight_layout(rect=(0, 0.06, 1, 1))
-    else:
-        fig.tight_layout()
-    return render(fig)
+    return render_with_note(fig, note)

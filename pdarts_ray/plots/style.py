@@ -109,6 +109,17 @@ def render(fig) -> dict[str, bytes]:
     return out
 
 
+def render_with_note(fig, note: str | None) -> dict[str, bytes]:
+    """`render`, with an optional small note (e.g. "not comparable to the paper's") along
+    the bottom edge, the axes laid out above it."""
+    if note:
+        fig.text(0.01, 0.01, note, fontsize=8, color="#444444", ha="left", va="bottom", wrap=True)
+        fig.tight_layout(rect=(0, 0.06, 1, 1))
+    else:
+        fig.tight_layout()
+    return render(fig)
+
+
 def write_pictures(pictures: dict[str, bytes], stem: Path) -> list[Path]:
     """Write rendered pictures as `<stem>.<format>`, each atomically (never half a file)."""
     paths = []

@@ -629,9 +629,9 @@ def test_outputs_are_replaced_only_after_all_were_made(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("the figure failed")
 
-    from pdarts_ray.plots import bars
+    from pdarts_ray.plots import style
 
-    monkeypatch.setattr(bars, "render", broken)
+    monkeypatch.setattr(style, "render", broken)
     r.rows[0][2] = "9.99"
     with pytest.raises(RuntimeError):
         write_outputs(r, out)
